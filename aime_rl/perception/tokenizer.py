@@ -1,0 +1,358 @@
+"""VQPTTokenizer: a causal VQ-VAE for video — frames in, discrete tokens out, and back.
+
+Tensor flow (defaults, 64×64 RGB, ``downsample=8``)::
+
+    video [B, T, 3, 64, 64] in [0, 1]
+      → causal UNet encoder         [B, code_dim, T', 8, 8]
+      → multi-head VQ               tokens [B, T', 8, 8, G]  (G = num_quantizers; [B, T', 8, 8] when G = 1)
+      → causal UNet decoder         [B, T, 3, 64, 64]
+
+Tokens of frame t depend on frames ``<= t`` only (causal temporal convs, per-frame GroupNorm). With
+``temporal_downsample=True``, ``T' = T / 2`` and token step k sees frames ``<= 2k + 1``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from ..utils.io import load_module_dir, load_state_dict_strict, save_module_dir
+from ..utils.validation import as_float_frames, as_float_video, check_spatial_divisible
+from .losses import PerceptualLoss
+from .modules.conv import StreamCache
+from .modules.vector_quantize import VectorQuantize
+from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
+
+
+@dataclass
+class TokenizerConfig:
+    """Constructor arguments of :class:`VQPTTokenizer` (the seed's hyperparameters are the defaults)."""
+
+    in_channels: int = 3
+    code_dim: int = 256
+    num_codes: int = 1024
+    downsample: int = 8
+    base_channels: int = 64
+    use_3d_conv: bool = True
+    temporal_downsample: bool = False
+    num_quantizers: int = 4
+    commitment_weight: float = 0.05
+    diversity_weight: float = 0.1
+    perceptual_weight: float = 0.1
+    num_res_blocks: int = 1
+    dropout: float = 0.0
+    use_ema: bool = True
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 1.0
+    kmeans_iters: int = 10
+
+
+class VQPTTokenizer(nn.Module):
+    """Causal video VQ-VAE.
+
+    Args:
+        in_channels: image channels (3 for RGB).
+        code_dim: channels of the encoder output that are quantized (split across the heads).
+        num_codes: codebook size per head; token ids are in ``[0, num_codes)``.
+        downsample: spatial factor (power of two): 64×64 with 8 gives 8×8 tokens, with 4 gives 16×16.
+        base_channels: channels of the first UNet level.
+        use_3d_conv: causal spatio-temporal convs (kernel 3 in time) instead of per-frame 2D convs.
+        temporal_downsample: halve T causally (the decoder restores it).
+        num_quantizers: G, the number of VQ heads, each with its own codebook.
+        commitment_weight: weight of the commitment loss.
+        diversity_weight: weight of the entropy diversity loss.
+        perceptual_weight: weight of the LPIPS term (off automatically when LPIPS weights are unavailable).
+        num_res_blocks: residual blocks per UNet level.
+        dropout: dropout inside the residual blocks.
+        use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        code_dim: int = 256,
+        num_codes: int = 1024,
+        downsample: int = 8,
+        base_channels: int = 64,
+        use_3d_conv: bool = True,
+        temporal_downsample: bool = False,
+        num_quantizers: int = 4,
+        commitment_weight: float = 0.05,
+        diversity_weight: float = 0.1,
+        perceptual_weight: float = 0.1,
+        num_res_blocks: int = 1,
+        dropout: float = 0.0,
+        use_ema: bool = True,
+        ema_decay: float = 0.99,
+        dead_code_threshold: float = 1.0,
+        kmeans_iters: int = 10,
+    ):
+        super().__init__()
+        self.config = TokenizerConfig(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        num_levels_for(downsample)
+        unet = dict(
+            code_dim=code_dim,
+            base_channels=base_channels,
+            downsample=downsample,
+            use_3d_conv=use_3d_conv,
+            temporal_downsample=temporal_downsample,
+            num_res_blocks=num_res_blocks,
+            dropout=dropout,
+        )
+        self.encoder = CausalVideoEncoder(in_channels, **unet)
+        self.quantizer = VectorQuantize(
+            code_dim,
+            num_codes,
+            num_heads=num_quantizers,
+            commitment_weight=commitment_weight,
+            diversity_weight=diversity_weight,
+            use_ema=use_ema,
+            decay=ema_decay,
+            kmeans_iters=kmeans_iters,
+            dead_code_threshold=dead_code_threshold,
+        )
+        self.decoder = CausalVideoDecoder(in_channels, **unet)
+        self.perceptual = PerceptualLoss(enabled=perceptual_weight > 0)
+
+    # -- properties ----------------------------------------------------------------------------------------------
+
+    @property
+    def num_codes(self) -> int:
+        return self.config.num_codes
+
+    @property
+    def num_quantizers(self) -> int:
+        return self.config.num_quantizers
+
+    @property
+    def downsample(self) -> int:
+        return self.config.downsample
+
+    @property
+    def temporal_factor(self) -> int:
+        """Frames per token step: 2 with ``temporal_downsample``, else 1."""
+        return 2 if self.config.temporal_downsample else 1
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        """Code vectors ``[G, num_codes, code_dim / G]``."""
+        return self.quantizer.embed
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Token grid ``(h, w)`` for frames of ``height × width``."""
+        return height // self.downsample, width // self.downsample
+
+    # -- encode / decode -----------------------------------------------------------------------------------------
+
+    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Video ``[B, T, C, H, W]`` (float in [0, 1] or uint8) → ``(tokens, vq_loss, perplexity)``.
+
+        tokens: int64 ``[B, T', h, w]`` (G = 1) or ``[B, T', h, w, G]``; vq_loss: scalar (weighted commitment +
+        codebook + diversity); perplexity: ``[G]`` per-head perplexity of this batch's codes. The codebook is not
+        updated here (use :meth:`loss` for training).
+        """
+        features = self._encode_features(video)
+        out = self.quantizer(self._flatten(features), update_codebook=False)
+        return self._unflatten_tokens(out.indices, features), out.loss, out.perplexity
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens as returned by :meth:`encode` → video ``[B, T, C, H, W]`` clamped to ``[0, 1]``."""
+        return self.decode_latents(self.embed_tokens(tokens)).clamp(0, 1)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, T', h, w(, G)]`` → quantized latents ``[B, code_dim, T', h, w]``."""
+        tokens = self._check_tokens(tokens)
+        return rearrange(self.quantizer.lookup(tokens), "b t h w c -> b c t h w")
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Quantized (or soft) latents ``[B, code_dim, T', h, w]`` → unclamped video ``[B, T, C, H, W]`` ≈ [0, 1]."""
+        video = self.decoder(latents)
+        return rearrange(video, "b c t h w -> b t c h w") * 0.5 + 0.5
+
+    def forward(self, video: torch.Tensor) -> dict[str, Any]:
+        """Same as :meth:`loss`."""
+        return self.loss(video)
+
+    def loss(self, video: torch.Tensor) -> dict[str, Any]:
+        """Training objective on ``video [B, T, C, H, W]``; updates EMA codebooks in training mode.
+
+        Returns a dict: ``total``, ``reconstruction`` (MSE in [0, 1] pixel units), ``commitment``, ``codebook``,
+        ``diversity``, ``perceptual`` (scalars), ``perceptual_enabled`` (bool), ``perplexity`` and ``usage``
+        (``[G]``), ``tokens`` and ``reconstructed`` (``[B, T, C, H, W]``, unclamped).
+        """
+        video = self._check_video(video)
+        features = self.encoder(self._to_model_space(video))
+        out = self.quantizer(self._flatten(features))
+        quantized = rearrange(out.quantized, "(b t h w) c -> b c t h w", **self._dims(features))
+        reconstructed = self.decode_latents(quantized)
+        reconstruction = F.mse_loss(reconstructed, video)
+        perceptual = self._perceptual_term(reconstructed, video)
+        total = reconstruction + out.loss + self.config.perceptual_weight * perceptual
+        return {
+            "total": total,
+            "reconstruction": reconstruction,
+            "commitment": out.commitment,
+            "codebook": out.codebook,
+            "diversity": out.diversity,
+            "perceptual": perceptual,
+            "perceptual_enabled": self.perceptual.enabled,
+            "perplexity": out.perplexity,
+            "usage": out.usage,
+            "tokens": self._unflatten_tokens(out.indices, features),
+            "reconstructed": reconstructed,
+        }
+
+    def _perceptual_term(self, reconstructed: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        if not (self.perceptual.enabled and self.config.perceptual_weight > 0):
+            return video.new_zeros(())
+        return self.perceptual(reconstructed.clamp(0, 1), video)
+
+    # -- streaming and adaptation --------------------------------------------------------------------------------
+
+    def stream(self, batch_size: int) -> TokenizerStream:
+        """An online tokenizer for ``batch_size`` parallel streams (see :class:`TokenizerStream`)."""
+        return TokenizerStream(self, batch_size)
+
+    @torch.no_grad()
+    def adapt_codebook(self, videos: torch.Tensor, iterations: int = 10) -> dict[str, torch.Tensor]:
+        """Refresh the codebooks from new-domain ``videos [B, T, C, H, W]``; encoder and decoder stay unchanged.
+
+        Returns per-head ``usage_before`` / ``usage_after`` (fraction of codes used on ``videos``).
+        """
+        features = self._flatten(self._encode_features(videos))
+        before = self.quantizer(features, update_codebook=False).usage
+        self.quantizer.adapt(features, iterations)
+        after = self.quantizer(features, update_codebook=False).usage
+        return {"usage_before": before, "usage_after": after}
+
+    # -- save / load ---------------------------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (weights and codebook buffers) into ``directory``."""
+        save_module_dir(directory, self, {"class": "VQPTTokenizer", **asdict(self.config)})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> VQPTTokenizer:
+        """Load a tokenizer written by :meth:`save_pretrained` (raises ``ValueError`` naming a bad file)."""
+        config, state = load_module_dir(directory)
+        if config.pop("class", "VQPTTokenizer") != "VQPTTokenizer":
+            raise ValueError(f"{directory} does not hold a VQPTTokenizer checkpoint")
+        model = cls(**config)
+        load_state_dict_strict(model, state, directory)
+        return model.to(map_location)
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _encode_features(self, video: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self._to_model_space(self._check_video(video)))
+
+    @staticmethod
+    def _to_model_space(video: torch.Tensor) -> torch.Tensor:
+        """``[B, T, C, H, W]`` in [0, 1] → ``[B, C, T, H, W]`` in [-1, 1]."""
+        return rearrange(video * 2 - 1, "b t c h w -> b c t h w")
+
+    @staticmethod
+    def _flatten(features: torch.Tensor) -> torch.Tensor:
+        return rearrange(features, "b c t h w -> (b t h w) c")
+
+    @staticmethod
+    def _dims(features: torch.Tensor) -> dict[str, int]:
+        b, _, t, h, w = features.shape
+        return {"b": b, "t": t, "h": h, "w": w}
+
+    def _unflatten_tokens(self, indices: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        tokens = rearrange(indices, "(b t h w) g -> b t h w g", **self._dims(features))
+        return tokens.squeeze(-1) if self.num_quantizers == 1 else tokens
+
+    def _check_video(self, video: torch.Tensor) -> torch.Tensor:
+        video = as_float_video(video, "video", channels=self.config.in_channels)
+        check_spatial_divisible(video.shape[-2], video.shape[-1], self.downsample, "video")
+        if video.shape[1] % self.temporal_factor:
+            raise ValueError(
+                f"video length T must be even with temporal_downsample=True, got shape {tuple(video.shape)}"
+            )
+        return video
+
+    def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Validate ids and return them as ``[B, T', h, w, G]`` int64."""
+        expected = "[B, T, h, w]" if self.num_quantizers == 1 else f"[B, T, h, w, {self.num_quantizers}]"
+        if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point() or tokens.is_complex():
+            raise ValueError(
+                f"tokens must be an integer tensor {expected}, got {getattr(tokens, 'dtype', tokens)}"
+            )
+        rank = 4 if self.num_quantizers == 1 else 5
+        if tokens.dim() != rank or (rank == 5 and tokens.shape[-1] != self.num_quantizers):
+            raise ValueError(f"tokens must have shape {expected}, got shape {tuple(tokens.shape)}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.num_codes):
+            raise ValueError(
+                f"tokens must be ids in [0, {self.num_codes}), got values in "
+                f"[{int(tokens.min())}, {int(tokens.max())}]"
+            )
+        tokens = tokens.long()
+        return tokens.unsqueeze(-1) if self.num_quantizers == 1 else tokens
+
+
+class TokenizerStream:
+    """Online tokenization, one frame per call, equal to the offline :meth:`VQPTTokenizer.encode`.
+
+    Holds a :class:`StreamCache` with the last ``kernel_t − 1`` activations of every causal temporal conv: a step
+    costs one frame of encoder work and the cache size is fixed.
+
+    ``step(frames [B, C, H, W])`` returns the frame's tokens ``[B, h, w(, G)]``. With ``temporal_downsample``,
+    only every second frame of a row completes a token step; rows that did not complete one this call hold ``-1``
+    and ``last_emitted`` (bool ``[B]``) says which rows did.
+    """
+
+    def __init__(self, tokenizer: VQPTTokenizer, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        device = next(tokenizer.parameters()).device
+        self.cache = StreamCache(batch_size, device)
+        self.last_emitted = torch.zeros(batch_size, dtype=torch.bool, device=device)
+        self.frame_shape: tuple[int, int] | None = None
+
+    def step(self, frames: torch.Tensor) -> torch.Tensor:
+        """One frame per row ``[B, C, H, W]`` (float in [0, 1] or uint8) → tokens ``[B, h, w(, G)]``."""
+        features, emitted = self.step_features(frames)
+        tok = self.tokenizer
+        indices = tok.quantizer.quantize_indices(rearrange(features, "b c h w -> (b h w) c"))
+        tokens = rearrange(indices, "(b h w) g -> b h w g", b=frames.shape[0], h=features.shape[-2])
+        tokens = tokens.masked_fill(~emitted.view(-1, 1, 1, 1), -1)
+        return tokens.squeeze(-1) if tok.num_quantizers == 1 else tokens
+
+    def step_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame per row ``[B, C, H, W]`` → (pre-quantization features ``[B, code_dim, h, w]``, emitted ``[B]``)."""
+        frames = self._check_frames(frames)
+        features, emitted = self.tokenizer.encoder.step(frames * 2 - 1, self.cache)
+        self.last_emitted = emitted
+        return features, emitted
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Restart the rows where ``mask`` (bool ``[B]``) is True (all rows when None), as in a fresh stream."""
+        if mask is None:
+            self.cache.reset()
+            return
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=self.cache.device)
+        if mask.shape != (self.batch_size,):
+            raise ValueError(f"mask must be bool [{self.batch_size}], got shape {tuple(mask.shape)}")
+        self.cache.reset(mask)
+
+    def _check_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        frames = as_float_frames(frames, "frames", channels=self.tokenizer.config.in_channels)
+        if frames.shape[0] != self.batch_size:
+            raise ValueError(
+                f"frames must have batch size {self.batch_size} (the stream's), got shape {tuple(frames.shape)}"
+            )
+        check_spatial_divisible(frames.shape[-2], frames.shape[-1], self.tokenizer.downsample, "frames")
+        if self.frame_shape is not None and self.frame_shape != tuple(frames.shape[-2:]):
+            raise ValueError(f"frames must keep size {self.frame_shape}, got shape {tuple(frames.shape)}")
+        self.frame_shape = tuple(frames.shape[-2:])
+        return frames.to(self.cache.device)
