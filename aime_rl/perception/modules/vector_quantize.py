@@ -200,7 +200,7 @@ class VectorQuantize(nn.Module):
         and dead-code restarts. Pass False to quantize without touching the codebook (e.g. a frozen tokenizer).
         """
         update = self.training if update_codebook is None else update_codebook
-        x = rearrange(z.float(), "n (g d) -> g n d", g=self.num_heads)
+        x = rearrange(z.to(self.embed.dtype), "n (g d) -> g n d", g=self.num_heads)
         if update and not bool(self.initialized):
             self._init_from_data(x.detach())
         # The EMA update below rewrites ``self.embed`` in place: compute with a snapshot autograd can keep.
@@ -278,7 +278,7 @@ class VectorQuantize(nn.Module):
         Codes unused on the new data are first re-seeded from its vectors, then k-means refines all codes; EMA
         statistics are reset to the new assignment counts.
         """
-        x = rearrange(z.float(), "n (g d) -> g n d", g=self.num_heads)
+        x = rearrange(z.to(self.embed.dtype), "n (g d) -> g n d", g=self.num_heads)
         used = code_histogram(squared_distances(x, self.embed).argmin(-1), self.num_codes) > 0
         init = torch.where(used.unsqueeze(-1), self.embed, sample_rows(x, self.num_codes))
         centroids, counts = kmeans(x, init, iterations)

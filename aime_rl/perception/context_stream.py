@@ -1,0 +1,105 @@
+"""ContextStream: the causal context one frame at a time, equal to the offline ``extract_context``.
+
+Per step it runs one frame through the tokenizer's streaming encoder (cached conv activations), projects the new
+tokens to keys/values once and stores them in a bounded window cache, and lets this frame's latent queries attend
+to the cached keys of the last ``window`` frames. The cost of a step does not depend on t, and memory stops
+growing once the window is full (with ``window=None`` the cache keeps every past frame and grows).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+
+from .modules.utilities import WindowKVCache
+from .predictor import TIMESCALES, PerceiverTokenPredictor
+
+
+class ContextStream:
+    """Online context for ``batch_size`` parallel streams (e.g. one per vectorised env).
+
+    ``step(frames [B, C, H, W])`` → context ``[B, D]``; ``reset(mask)`` restarts the rows where the bool ``[B]``
+    mask is True (new episodes), exactly as a fresh stream would start.
+    """
+
+    def __init__(
+        self,
+        predictor: PerceiverTokenPredictor,
+        batch_size: int,
+        window: int | None = 16,
+        condition: torch.Tensor | None = None,
+        timescale: str = "fast",
+    ):
+        self.predictor = predictor
+        self.batch_size = batch_size
+        self.window = window
+        self.timescale = timescale
+        self.tokens = predictor.tokenizer.stream(batch_size)
+        self.condition = predictor.embed_condition(condition, batch_size)
+        self._device = self.tokens.cache.device
+        self._token_cache: WindowKVCache | None = None  # created on the first frame (token grid known then)
+        span = TIMESCALES[timescale]
+        self._summary_cache = (
+            self._new_cache(predictor.timescales[timescale].attention, 1, span) if span else None
+        )
+
+    def _new_cache(
+        self, layer, tokens_per_step: int, window: int | None, frames_per_step: int = 1
+    ) -> WindowKVCache:
+        attention = layer.attention
+        dtype = next(self.predictor.parameters()).dtype
+        return WindowKVCache(
+            self.batch_size,
+            attention.num_heads,
+            attention.head_dim,
+            tokens_per_step,
+            window,
+            frames_per_step,
+            device=self._device,
+            dtype=dtype,
+        )
+
+    def step(self, frames: torch.Tensor) -> torch.Tensor:
+        """One frame per row ``[B, C, H, W]`` (float in [0, 1] or uint8) → context ``[B, D]``."""
+        p = self.predictor
+        tokens = self.tokens.step(frames)
+        emitted = self.tokens.last_emitted
+        if tokens.dim() == 3:
+            tokens = tokens.unsqueeze(-1)
+        cross = p.encoder.cross_attention
+        if self._token_cache is None:
+            n = tokens.shape[1] * tokens.shape[2]
+            self._token_cache = self._new_cache(cross, n, self.window, p.frames_per_token_step)
+        cache = self._token_cache
+        cache.advance()
+        if bool(emitted.any()):
+            embeddings = p.input_adapter(tokens.clamp_min(0))  # rows that did not emit are ignored by write()
+            cache.write(*cross.keys_values(embeddings), rows=emitted)
+        latents = p.encoder.step(cache.keys, cache.values, cache.key_time(), cache.visible(), self.condition)
+        fast = p.frame_context(latents)
+        return fast if self._summary_cache is None else self._summarise(fast)
+
+    def _summarise(self, fast: torch.Tensor) -> torch.Tensor:
+        summary = self.predictor.timescales[self.timescale]
+        cache = self._summary_cache
+        cache.advance()
+        keys, values = summary.attention.keys_values(rearrange(fast, "b d -> b 1 d"))
+        cache.write(keys, values, rows=torch.ones(self.batch_size, dtype=torch.bool, device=fast.device))
+        return summary.step(fast, cache.keys, cache.values, cache.key_time(), cache.visible())
+
+    def reset(self, mask: torch.Tensor | None = None) -> None:
+        """Restart rows where ``mask`` (bool ``[B]``) is True; every row when None."""
+        if mask is None:
+            mask = torch.ones(self.batch_size, dtype=torch.bool)
+        mask = torch.as_tensor(mask, dtype=torch.bool, device=self._device)
+        if mask.shape != (self.batch_size,):
+            raise ValueError(f"mask must be bool [{self.batch_size}], got shape {tuple(mask.shape)}")
+        self.tokens.reset(mask)
+        for cache in (self._token_cache, self._summary_cache):
+            if cache is not None:
+                cache.reset(mask)
+
+    def nbytes(self) -> int:
+        """Bytes held by all caches (tokenizer conv state and attention keys/values)."""
+        caches = [c for c in (self._token_cache, self._summary_cache) if c is not None]
+        return self.tokens.cache.nbytes() + sum(c.nbytes() for c in caches)

@@ -1,0 +1,79 @@
+"""Adapters between token ids and Perceiver channels, plus the LoRA fine-tuning adapters.
+
+- :class:`TokenInputAdapter`: ids ``[..., G]`` (one per VQ head; ``num_codes`` is the mask id) → one embedding per
+  position (sum of the G head embeddings) plus a Fourier encoding of the position on the token grid.
+- :class:`TiedTokenOutputAdapter`: channels → logits ``[..., G, num_codes]`` per head, scored against the input
+  embeddings (weights tied).
+- LoRA (``add_lora``, ``merge_lora``, ``remove_lora``, ``lora_parameters``): low-rank updates of a trained model's
+  attention/MLP projections, trained with the base frozen, then merged or removed (see ``lora.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .lora import LoRALinear, add_lora, has_lora, lora_parameters, merge_lora, remove_lora
+from .position import fourier_channels, fourier_position_encoding
+
+__all__ = [
+    "LoRALinear",
+    "TiedTokenOutputAdapter",
+    "TokenInputAdapter",
+    "add_lora",
+    "has_lora",
+    "lora_parameters",
+    "merge_lora",
+    "remove_lora",
+]
+
+
+class TokenInputAdapter(nn.Module):
+    """Token ids ``[..., h, w, G]`` → embeddings ``[..., h · w, D]`` with grid positions added."""
+
+    def __init__(self, num_codes: int, num_heads: int, num_channels: int, num_frequency_bands: int = 8):
+        super().__init__()
+        self.num_codes = num_codes
+        self.num_frequency_bands = num_frequency_bands
+        # One table per head; row ``num_codes`` is the [MASK] embedding.
+        self.embeddings = nn.Parameter(torch.randn(num_heads, num_codes + 1, num_channels) * 0.02)
+        self.position = nn.Linear(fourier_channels(2, num_frequency_bands), num_channels)
+
+    @property
+    def mask_id(self) -> int:
+        return self.num_codes
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Ids ``[..., G]`` (``mask_id`` allowed) → summed head embeddings ``[..., D]``."""
+        heads = torch.arange(ids.shape[-1], device=ids.device)
+        return self.embeddings[heads, ids].sum(-2)
+
+    def grid_encoding(self, h: int, w: int) -> torch.Tensor:
+        """Position embeddings ``[h · w, D]`` of a token grid (row-major)."""
+        fourier = fourier_position_encoding(
+            (h, w), self.num_frequency_bands, device=self.position.weight.device
+        )
+        return self.position(fourier.to(self.position.weight.dtype))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """``[..., h, w, G]`` → ``[..., h · w, D]``."""
+        h, w = ids.shape[-3:-1]
+        return self.embed_ids(ids).flatten(-3, -2) + self.grid_encoding(h, w)
+
+
+class TiedTokenOutputAdapter(nn.Module):
+    """Channels ``[..., D]`` → logits ``[..., G, num_codes]`` scored against the input adapter's embeddings."""
+
+    def __init__(self, input_adapter: TokenInputAdapter):
+        super().__init__()
+        num_heads, _, channels = input_adapter.embeddings.shape
+        self.input_adapter = [input_adapter]  # a plain list: tied, not a second registered copy
+        self.norm = nn.LayerNorm(channels)
+        self.head_proj = nn.Linear(channels, num_heads * channels)
+        self.bias = nn.Parameter(torch.zeros(num_heads, input_adapter.num_codes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., D]`` → ``[..., G, num_codes]``."""
+        table = self.input_adapter[0].embeddings[:, :-1]  # drop the mask row: it is never a target
+        per_head = self.head_proj(self.norm(x)).unflatten(-1, (table.shape[0], table.shape[-1]))
+        return torch.einsum("...gd,gkd->...gk", per_head, table) + self.bias

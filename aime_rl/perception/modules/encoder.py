@@ -1,0 +1,108 @@
+"""PerceiverEncoder: per-frame latent arrays that cross-attend to the tokens of a causal window, then self-attend.
+
+For every frame t a copy of the ``N`` learned latent queries (plus an optional condition) cross-attends to the token
+embeddings of the frames in its window (a banded causal mask; rotary time positions make it depend only on how old
+a key is), then the ``N`` latents of that frame self-attend among themselves. No information flows from frames
+after t, so the encoder is causal by construction.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange, repeat
+from torch import nn
+
+from .attention import CrossAttentionLayer, SelfAttentionLayer
+
+
+class PerceiverEncoder(nn.Module):
+    """Token embeddings ``[B, L, C_in]`` → latents ``[B, T, N, D]``, one latent array per query frame."""
+
+    def __init__(
+        self,
+        num_latents: int,
+        num_latent_channels: int,
+        num_input_channels: int,
+        num_cross_attention_heads: int,
+        num_self_attention_heads: int,
+        num_self_attention_layers: int,
+        widening_factor: int,
+        dropout: float,
+    ):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(num_latents, num_latent_channels) * 0.02)
+        self.cross_attention = CrossAttentionLayer(
+            num_latent_channels,
+            num_input_channels,
+            num_cross_attention_heads,
+            widening_factor,
+            dropout,
+            rotary_time=True,
+            null_kv=True,
+        )
+        self.self_attention = nn.ModuleList(
+            SelfAttentionLayer(num_latent_channels, num_self_attention_heads, widening_factor, dropout)
+            for _ in range(num_self_attention_layers)
+        )
+
+    @property
+    def num_latents(self) -> int:
+        return self.latents.shape[0]
+
+    def queries(self, batch_size: int, num_frames: int, condition: torch.Tensor | None) -> torch.Tensor:
+        """Latent queries ``[B, T · N, D]`` (the condition ``[B, D]`` is added to every latent)."""
+        q = repeat(self.latents, "n d -> b (t n) d", b=batch_size, t=num_frames)
+        return q if condition is None else q + condition.unsqueeze(1)
+
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        key_time: torch.Tensor,
+        query_time: torch.Tensor,
+        mask: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Offline pass.
+
+        inputs ``[B, L, C_in]`` (tokens of all steps), key_time ``[L]`` (frame at which each token was emitted),
+        query_time ``[T]``, mask bool ``[T, L]`` (which keys each frame sees), condition ``[B, D]`` or None
+        → latents ``[B, T, N, D]``.
+        """
+        b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
+        q = self.queries(b, t, condition)
+        x = self.cross_attention(
+            q,
+            inputs,
+            repeat(mask, "t l -> 1 (t n) l", n=n),
+            q_time=repeat(query_time, "t -> (t n)", n=n),
+            k_time=key_time,
+        )
+        return self._self_attend(x, b, t)
+
+    def step(
+        self,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        key_time: torch.Tensor,
+        visible: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One frame from cached keys/values ``[B, heads, L, d]`` with key_time ``[B, L]`` relative to the current
+        frame (``≤ 0``) and visible bool ``[B, L]`` → latents ``[B, N, D]``."""
+        b, n = keys.shape[0], self.num_latents
+        q = self.queries(b, 1, condition)
+        x = self.cross_attention.attend(
+            q,
+            keys,
+            values,
+            repeat(visible, "b l -> b n l", n=n),
+            q_time=torch.zeros(n, device=keys.device),
+            k_time=key_time,
+        )
+        return self._self_attend(x, b, 1).squeeze(1)
+
+    def _self_attend(self, x: torch.Tensor, b: int, t: int) -> torch.Tensor:
+        x = rearrange(x, "b (t n) d -> (b t) n d", t=t)
+        for layer in self.self_attention:
+            x = layer(x)
+        return rearrange(x, "(b t) n d -> b t n d", b=b)

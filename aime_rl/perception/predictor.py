@@ -1,0 +1,440 @@
+"""PerceiverTokenPredictor: a causal Perceiver IO over video tokens that predicts future tokens.
+
+Tensor flow (defaults: 8×8 tokens, G = 4 heads, N = 128 latents, D = 256)::
+
+    video [B, T, 3, 64, 64] → (frozen) tokenizer → tokens [B, T', 8, 8, G]
+      → input adapter (sum of head embeddings + grid position)  [B, T'·64, D]
+      → PerceiverEncoder: per frame t, N latents cross-attend to the tokens of frames ≤ t (within ``window``),
+        then self-attend                                          latents [B, T, N, D]
+      → context: mean over latents, LayerNorm                     [B, T, D]     (also "medium"/"slow" summaries)
+      → PerceiverDecoder: queries of future token positions (masked ids + grid + time offset) cross-attend to the
+        latents of the last observed frame, then self-attend     logits [B, F, 8, 8, G, num_codes]
+
+Training objective: MaskGIT's masked-token cross-entropy on the future frames (a cosine-scheduled random share of
+them is masked; eval masks all), plus next-frame prediction from the latents of every earlier frame (this is what
+trains the context at every t), plus LPIPS on the predicted frames through a differentiable soft-code path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import nn
+
+from ..utils.validation import as_float_video
+from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
+from .modules.attention import CrossAttentionLayer
+from .modules.decoder import PerceiverDecoder
+from .modules.encoder import PerceiverEncoder
+from .modules.utilities import check_window, window_mask
+from .tokenizer import VQPTTokenizer
+
+TIMESCALES: dict[str, int | None] = {"fast": None, "medium": 4, "slow": 16}
+
+
+def check_timescale(timescale: str) -> None:
+    if timescale not in TIMESCALES:
+        raise ValueError(f"timescale must be one of {list(TIMESCALES)}, got {timescale!r}")
+
+
+class TimescaleSummary(nn.Module):
+    """A causal summary of the last ``span`` frame contexts: ``[B, T, D] → [B, T, D]``.
+
+    The query at frame t (a learned vector plus the frame's own context) attends to the contexts of frames
+    ``t − span + 1 … t`` (rotary time positions), giving the hierarchical "medium"/"slow" latents.
+    """
+
+    def __init__(self, channels: int, num_heads: int, widening_factor: int, dropout: float, span: int):
+        super().__init__()
+        self.span = span
+        self.query = nn.Parameter(torch.randn(channels) * 0.02)
+        self.attention = CrossAttentionLayer(
+            channels, channels, num_heads, widening_factor, dropout, rotary_time=True, null_kv=True
+        )
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, fast: torch.Tensor) -> torch.Tensor:
+        """Frame contexts ``[B, T, D]`` → summaries ``[B, T, D]``."""
+        time = torch.arange(fast.shape[1], device=fast.device)
+        mask = window_mask(time, time, self.span).unsqueeze(0)
+        out = self.attention(fast + self.query, fast, mask, q_time=time, k_time=time)
+        return self.norm(out)
+
+    def step(self, fast: torch.Tensor, keys, values, key_time, visible) -> torch.Tensor:
+        """Current context ``[B, D]`` over cached keys/values of recent contexts → summary ``[B, D]``."""
+        q = (fast + self.query).unsqueeze(1)
+        zero = torch.zeros(1, device=fast.device)
+        out = self.attention.attend(q, keys, values, visible.unsqueeze(1), q_time=zero, k_time=key_time)
+        return self.norm(out.squeeze(1))
+
+
+class PerceiverTokenPredictor(nn.Module):
+    """Perceiver IO token predictor on top of a (frozen) :class:`VQPTTokenizer`.
+
+    Args (the seed's, plus options):
+        tokenizer: the video tokenizer (registered as a submodule; frozen while training the predictor).
+        num_latents, num_latent_channels: N latents of D channels per frame; D is the context size.
+        num_cross_attention_heads, num_self_attention_heads, num_self_attention_layers, widening_factor, dropout:
+            Perceiver block sizes (self-attention heads default to the cross-attention heads).
+        sequence_length: longest horizon of future token steps the decoder can address.
+        num_decoder_self_attention_layers: self-attention among output queries (MaskGIT needs ≥ 1).
+        num_condition_channels: size of the ``condition`` vector (default D).
+        label_smoothing: for the token cross-entropy.
+        perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
+        next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
+        window: default causal window (frames) of the encoder during training; None = all past frames.
+    """
+
+    def __init__(
+        self,
+        tokenizer: VQPTTokenizer,
+        num_latents: int = 128,
+        num_latent_channels: int = 256,
+        num_cross_attention_heads: int = 8,
+        num_self_attention_layers: int = 6,
+        widening_factor: int = 4,
+        dropout: float = 0.1,
+        sequence_length: int = 16,
+        num_self_attention_heads: int | None = None,
+        num_decoder_self_attention_layers: int = 1,
+        num_condition_channels: int | None = None,
+        label_smoothing: float = 0.1,
+        perceptual_weight: float = 0.1,
+        next_frame_weight: float = 1.0,
+        window: int | None = None,
+    ):
+        super().__init__()
+        check_window(window)
+        d = num_latent_channels
+        heads_self = num_self_attention_heads or num_cross_attention_heads
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+        self.label_smoothing = label_smoothing
+        self.perceptual_weight = perceptual_weight
+        self.next_frame_weight = next_frame_weight
+        self.window = window
+        self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
+        self.encoder = PerceiverEncoder(
+            num_latents,
+            d,
+            d,
+            num_cross_attention_heads,
+            heads_self,
+            num_self_attention_layers,
+            widening_factor,
+            dropout,
+        )
+        self.context_norm = nn.LayerNorm(d)
+        self.timescales = nn.ModuleDict(
+            {
+                name: TimescaleSummary(d, heads_self, widening_factor, dropout, span)
+                for name, span in TIMESCALES.items()
+                if span is not None
+            }
+        )
+        self.condition_proj = nn.Linear(num_condition_channels or d, d)
+        self.offset_embedding = nn.Parameter(torch.randn(sequence_length, d) * 0.02)
+        self.decoder = PerceiverDecoder(
+            d,
+            num_cross_attention_heads,
+            heads_self,
+            num_decoder_self_attention_layers,
+            widening_factor,
+            dropout,
+        )
+        self.output_adapter = TiedTokenOutputAdapter(self.input_adapter)
+
+    # -- sizes ---------------------------------------------------------------------------------------------------
+
+    @property
+    def num_latent_channels(self) -> int:
+        return self.context_norm.normalized_shape[0]
+
+    @property
+    def num_condition_channels(self) -> int:
+        return self.condition_proj.in_features
+
+    @property
+    def frames_per_token_step(self) -> int:
+        return self.tokenizer.temporal_factor
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the predictor itself (the tokenizer is trained separately)."""
+        return [p for name, p in self.named_parameters() if not name.startswith("tokenizer.")]
+
+    # -- tokens → latents → context ------------------------------------------------------------------------------
+
+    def tokenize(self, video: torch.Tensor) -> torch.Tensor:
+        """Video ``[B, T, C, H, W]`` → tokens ``[B, T', h, w, G]`` (frozen tokenizer, no gradient)."""
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(video)[0]
+        return tokens.unsqueeze(-1) if self.tokenizer.num_quantizers == 1 else tokens
+
+    def key_time(self, num_steps: int, device: torch.device) -> torch.Tensor:
+        """Frame at which each token step is complete: ``(k + 1) · frames_per_step − 1``, ``[T']``."""
+        return (torch.arange(num_steps, device=device) + 1) * self.frames_per_token_step - 1
+
+    def encode_tokens(
+        self,
+        tokens: torch.Tensor,
+        num_frames: int,
+        window: int | None = None,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames)."""
+        b, steps, h, w = tokens.shape[:4]
+        inputs = rearrange(self.input_adapter(tokens), "b t n d -> b (t n) d")
+        key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
+        query_time = torch.arange(num_frames, device=tokens.device)
+        mask = window_mask(query_time, key_time, window)
+        return self.encoder(inputs, key_time, query_time, mask, self.embed_condition(condition, b))
+
+    def embed_condition(self, condition: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        """Condition ``[B, D_cond]`` → ``[B, D]`` added to the latent queries (None passes through)."""
+        if condition is None:
+            return None
+        if not isinstance(condition, torch.Tensor) or condition.shape != (
+            batch_size,
+            self.num_condition_channels,
+        ):
+            raise ValueError(
+                f"condition must have shape [{batch_size}, {self.num_condition_channels}], "
+                f"got {tuple(getattr(condition, 'shape', ()))}"
+            )
+        return self.condition_proj(condition.to(self.condition_proj.weight.dtype))
+
+    def frame_context(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, T, N, D]`` (or ``[B, N, D]``) → context ``[B, T, D]`` (or ``[B, D]``): mean, LayerNorm."""
+        return self.context_norm(latents.mean(-2))
+
+    def extract_context(
+        self,
+        video: torch.Tensor,
+        window: int | None = None,
+        condition: torch.Tensor | None = None,
+        timescale: str = "fast",
+    ) -> torch.Tensor:
+        """Video ``[B, T, C, H, W]`` → context ``[B, T, D]``: causal, full length T, differentiable.
+
+        ``window``: frames seen at each t (``t − window + 1 … t``; None = all). ``condition``: ``[B, D_cond]``.
+        ``timescale``: "fast" (per frame), "medium" (~4-frame summary) or "slow" (~16-frame summary).
+        """
+        check_window(window)
+        check_timescale(timescale)
+        video = as_float_video(video, "video", channels=self.tokenizer.config.in_channels)
+        latents = self.encode_tokens(self.tokenize(video), video.shape[1], window, condition)
+        fast = self.frame_context(latents)
+        return fast if timescale == "fast" else self.timescales[timescale](fast)
+
+    def memory(self, latents: torch.Tensor) -> torch.Tensor:
+        """What the decoder reads at each frame: the N latents plus the medium and slow summaries ``[B, T, N+2, D]``."""
+        fast = self.frame_context(latents)
+        summaries = [self.timescales[name](fast).unsqueeze(2) for name in self.timescales]
+        return torch.cat([latents, *summaries], dim=2)
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+
+    def predict_logits(self, memory: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Memory ``[B, M, D]`` of the last observed frame and future ids ``[B, F, h, w, G]`` (mask id = unknown)
+        → logits ``[B, F, h, w, G, num_codes]`` for token steps 1…F after it."""
+        b, f, h, w = ids.shape[:4]
+        if f > self.sequence_length:
+            raise ValueError(f"cannot predict {f} token steps ahead; sequence_length={self.sequence_length}")
+        queries = self.input_adapter(ids) + self.offset_embedding[:f].unsqueeze(1)
+        hidden = self.decoder(rearrange(queries, "b f n d -> b (f n) d"), memory)
+        return rearrange(self.output_adapter(hidden), "b (f h w) g k -> b f h w g k", f=f, h=h)
+
+    def forward(
+        self, videos: torch.Tensor, num_context_frames: int = 10, return_dict: bool = True
+    ) -> dict[str, Any] | tuple:
+        """Predict frames ``num_context_frames … T−1`` of ``videos [B, T, C, H, W]`` from the frames before.
+
+        Returns a dict (or, with ``return_dict=False``, the tuple ``(reconstructed, predicted_tokens, logits,
+        loss)``):
+
+        - ``reconstructed`` ``[B, T, C, H, W]``: context frames reconstructed, future frames decoded from the
+          prediction;
+        - ``predicted_tokens`` ``[B, F', h, w(, G)]`` and ``logits`` ``[B, F', h, w, G, num_codes]``
+          (``F'`` future token steps);
+        - ``loss`` (total), ``token_loss`` (masked CE on the future), ``next_frame_loss``, ``perceptual``,
+          ``perceptual_enabled``, ``accuracy`` (on masked future tokens), ``mask`` (bool ``[B, F', h, w]``).
+
+        In training mode a cosine-scheduled random share of future positions is masked (MaskGIT); in eval mode
+        all of them are, so ``predicted_tokens`` is a pure prediction.
+        """
+        video = as_float_video(videos, "videos", channels=self.tokenizer.config.in_channels)
+        context_steps = self._check_split(video.shape[1], num_context_frames)
+        tokens = self.tokenize(video)
+        target = tokens[:, context_steps:]
+        latents = self.encode_tokens(tokens[:, :context_steps], num_context_frames, self.window)
+        memory = self.memory(latents)
+        mask = self._future_mask(target.shape[:4], target.device)
+        ids = target.masked_fill(mask.unsqueeze(-1), self.input_adapter.mask_id)
+        logits = self.predict_logits(memory[:, -1], ids)
+        token_loss = self._cross_entropy(logits[mask], target[mask])
+        predicted = torch.where(mask.unsqueeze(-1), logits.argmax(-1), target)
+        perceptual = self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
+        next_frame = self._next_frame_loss(memory, tokens[:, :context_steps])
+        loss = token_loss + self.next_frame_weight * next_frame + self.perceptual_weight * perceptual
+        with torch.no_grad():
+            reconstructed = self.tokenizer.decode(
+                self._squeeze(torch.cat([tokens[:, :context_steps], predicted], 1))
+            )
+            accuracy = (logits.argmax(-1) == target)[mask].float().mean()
+        out = {
+            "reconstructed": reconstructed,
+            "predicted_tokens": self._squeeze(predicted),
+            "logits": logits,
+            "loss": loss,
+            "token_loss": token_loss,
+            "next_frame_loss": next_frame,
+            "perceptual": perceptual,
+            "perceptual_enabled": self.tokenizer.perceptual.enabled and self.perceptual_weight > 0,
+            "accuracy": accuracy,
+            "mask": mask,
+        }
+        return out if return_dict else (reconstructed, out["predicted_tokens"], logits, loss)
+
+    def _check_split(self, num_frames: int, num_context_frames: int) -> int:
+        """Validate the split; returns the number of context token steps."""
+        if not 1 <= num_context_frames < num_frames:
+            raise ValueError(
+                f"num_context_frames must be in [1, T-1] = [1, {num_frames - 1}], got {num_context_frames}"
+            )
+        if num_context_frames % self.frames_per_token_step:
+            raise ValueError(
+                f"num_context_frames must be a multiple of {self.frames_per_token_step} with temporal_downsample, "
+                f"got {num_context_frames}"
+            )
+        return num_context_frames // self.frames_per_token_step
+
+    def _future_mask(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """Bool ``[B, F, h, w]``: all True in eval; in training a share ``cos(π/2 · u)``, u ~ U(0, 1), per sample."""
+        if not self.training:
+            return torch.ones(shape, dtype=torch.bool, device=device)
+        b = shape[0]
+        positions = math.prod(shape[1:])
+        ratio = torch.cos(0.5 * math.pi * torch.rand(b, device=device))
+        num_masked = (ratio * positions).ceil().clamp(1, positions)
+        ranks = torch.rand(b, positions, device=device).argsort(-1).argsort(-1)
+        return (ranks < num_masked.unsqueeze(-1)).view(shape)
+
+    def _cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Logits ``[..., K]`` and ids ``[...]`` → mean CE with label smoothing."""
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            target.reshape(-1),
+            label_smoothing=self.label_smoothing,
+        )
+
+    def _next_frame_loss(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """CE of token step j predicted (fully masked) from the memory of the frame just before it, j = 1…T'−1."""
+        steps = tokens.shape[1]
+        if steps < 2 or self.next_frame_weight == 0:
+            return memory.new_zeros(())
+        frames = torch.arange(1, steps, device=tokens.device) * self.frames_per_token_step - 1
+        mem = rearrange(memory[:, frames], "b j m d -> (b j) m d")
+        target = rearrange(tokens[:, 1:], "b j h w g -> (b j) 1 h w g")
+        logits = self.predict_logits(mem, torch.full_like(target, self.input_adapter.mask_id))
+        return self._cross_entropy(logits, target)
+
+    def _perceptual(
+        self, context_tokens: torch.Tensor, logits: torch.Tensor, future: torch.Tensor
+    ) -> torch.Tensor:
+        """LPIPS of frames decoded from soft codes (softmax-weighted code vectors) against the true future frames."""
+        if not (self.tokenizer.perceptual.enabled and self.perceptual_weight > 0):
+            return logits.new_zeros(())
+        soft = self.tokenizer.quantizer.soft_lookup(logits.float().softmax(-1))
+        hard = self.tokenizer.quantizer.lookup(context_tokens)
+        latents = rearrange(torch.cat([hard, soft], dim=1), "b t h w c -> b c t h w")
+        frames = self.tokenizer.decode_latents(latents)[:, -future.shape[1] :]
+        return self.tokenizer.perceptual(frames.clamp(0, 1), future)
+
+    def _squeeze(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.squeeze(-1) if self.tokenizer.num_quantizers == 1 else tokens
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        context_video: torch.Tensor,
+        num_frames: int,
+        method: str = "maskgit",
+        steps: int = 8,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Continue ``context_video [B, T, C, H, W]`` by ``num_frames`` frames.
+
+        ``method="maskgit"``: all future tokens at once, ``steps`` rounds of parallel sampling; after each round
+        the least confident sampled positions (confidence + Gumbel noise annealed to 0) are re-masked following a
+        cosine schedule; positions already fixed are never re-masked. ``method="autoregressive"``: one token step
+        at a time, each sampled in one pass from the latents of everything before it.
+
+        Returns ``{"tokens": [B, F', h, w(, G)], "frames": [B, num_frames, C, H, W]}``.
+        """
+        if method not in ("maskgit", "autoregressive"):
+            raise ValueError(f"method must be 'maskgit' or 'autoregressive', got {method!r}")
+        video = as_float_video(context_video, "context_video", channels=self.tokenizer.config.in_channels)
+        if num_frames < 1 or num_frames % self.frames_per_token_step:
+            raise ValueError(
+                f"num_frames must be a positive multiple of {self.frames_per_token_step}, got {num_frames}"
+            )
+        future_steps = num_frames // self.frames_per_token_step
+        tokens = self.tokenize(video)
+        if method == "maskgit":
+            memory = self.memory(self.encode_tokens(tokens, video.shape[1], self.window))[:, -1]
+            shape = (tokens.shape[0], future_steps, *tokens.shape[2:4])
+            generated = self._maskgit(memory, shape, steps, temperature, generator)
+        else:
+            generated = self._autoregressive(tokens, video.shape[1], future_steps, temperature, generator)
+        frames = self.tokenizer.decode(self._squeeze(torch.cat([tokens, generated], dim=1)))
+        return {"tokens": self._squeeze(generated), "frames": frames[:, video.shape[1] :]}
+
+    def _sample(
+        self, logits: torch.Tensor, temperature: float, generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[..., G, K]`` → (sampled ids ``[..., G]``, log-confidence ``[...]`` summed over heads)."""
+        log_probs = F.log_softmax(logits.float() / max(temperature, 1e-6), dim=-1)
+        flat = rearrange(log_probs, "... k -> (...) k").exp()
+        ids = torch.multinomial(flat, 1, generator=generator).view(log_probs.shape[:-1])
+        confidence = torch.gather(log_probs, -1, ids.unsqueeze(-1)).squeeze(-1).sum(-1)
+        return ids, confidence
+
+    def _maskgit(self, memory, shape, steps: int, temperature: float, generator) -> torch.Tensor:
+        b = shape[0]
+        ids = torch.full(
+            (*shape, self.tokenizer.num_quantizers), self.input_adapter.mask_id, device=memory.device
+        )
+        unknown = torch.ones(shape, dtype=torch.bool, device=memory.device)
+        positions = unknown[0].numel()
+        for step in range(steps):
+            sampled, confidence = self._sample(self.predict_logits(memory, ids), temperature, generator)
+            sampled = torch.where(unknown.unsqueeze(-1), sampled, ids)
+            keep_masked = math.floor(positions * math.cos(0.5 * math.pi * (step + 1) / steps))
+            gumbel = -torch.log(
+                -torch.log(torch.rand(confidence.shape, generator=generator).clamp(1e-9, 1 - 1e-9))
+            )
+            noise_scale = temperature * (1 - (step + 1) / steps)
+            score = (confidence + noise_scale * gumbel.to(confidence.device)).masked_fill(
+                ~unknown, float("inf")
+            )
+            order = score.view(b, -1).argsort(-1).argsort(-1).view(shape)
+            remask = order < keep_masked
+            ids = sampled.masked_fill(remask.unsqueeze(-1), self.input_adapter.mask_id)
+            unknown = remask
+        return ids
+
+    def _autoregressive(self, tokens, num_frames: int, future_steps: int, temperature: float, generator):
+        for _ in range(future_steps):
+            memory = self.memory(self.encode_tokens(tokens, num_frames, self.window))[:, -1]
+            masked = torch.full_like(tokens[:, :1], self.input_adapter.mask_id)
+            sampled, _ = self._sample(self.predict_logits(memory, masked), temperature, generator)
+            tokens = torch.cat([tokens, sampled], dim=1)
+            num_frames += self.frames_per_token_step
+        return tokens[:, -future_steps:]
