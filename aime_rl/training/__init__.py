@@ -1,1 +1,48 @@
-"""training"""
+"""Training infrastructure: a shared training loop, crash-safe checkpoints and DDP helpers.
+
+``Trainer`` runs AdamW with warm-up + cosine decay, gradient clipping, a NaN/inf guard, bf16 autocast on CUDA,
+TensorBoard scalars, a tqdm bar, periodic evaluation and checkpoints, and resumes exactly from
+``logdir/checkpoints``; ``ReplayBatches`` feeds it deterministic per-step batches from a replay store.
+``CheckpointManager`` writes safetensors weights + ``weights_only``-loadable state atomically and keeps the last k.
+``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group.
+"""
+
+from aime_rl.training.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
+from aime_rl.training.distributed import (
+    barrier,
+    cleanup,
+    get_rank,
+    get_world_size,
+    init_distributed,
+    is_distributed,
+    is_main_process,
+)
+from aime_rl.training.trainer import (
+    ReplayBatches,
+    Trainer,
+    TrainerConfig,
+    replay_batches,
+    scalar_metrics,
+    seed_everything,
+    warmup_cosine,
+)
+
+__all__ = [
+    "CheckpointManager",
+    "ReplayBatches",
+    "Trainer",
+    "TrainerConfig",
+    "barrier",
+    "capture_rng_state",
+    "cleanup",
+    "get_rank",
+    "get_world_size",
+    "init_distributed",
+    "is_distributed",
+    "is_main_process",
+    "replay_batches",
+    "restore_rng_state",
+    "scalar_metrics",
+    "seed_everything",
+    "warmup_cosine",
+]

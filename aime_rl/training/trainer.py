@@ -1,0 +1,687 @@
+"""A small training loop shared by the tokenizer, context-model and world-model trainers.
+
+What :class:`Trainer` does each step: take the batch of that step, run ``loss_fn(model, batch)`` (bf16 autocast on
+CUDA), back-propagate ``"total"``, clip the gradient norm, and take an AdamW step with a linear warm-up + cosine
+decay schedule — unless the loss or the gradient norm is NaN/inf, in which case the step is skipped (gradients
+dropped, parameters and schedule untouched) and counted. Around that: TensorBoard scalars, a tqdm bar, periodic
+``eval_fn`` calls and checkpoints, and exact resume.
+
+Exact resume
+------------
+``fit()`` first restores the newest checkpoint in ``logdir/checkpoints`` (weights, optimizer, scheduler, RNG states,
+step and counters). The data stream resumes too because the trainer owns the data randomness: batches come from a
+*batch factory* ``make_batches(seed, rank, start_step)`` whose k-th item is the batch of step ``start_step + k``.
+:class:`ReplayBatches` samples the batch of step ``s`` with ``numpy.random.default_rng([seed, rank, s])``, so it
+depends on nothing but ``(seed, rank, s)`` and the store's contents: restarting at ``s`` needs no saved sampler
+state. A run of N steps and a run stopped after K steps and resumed to N therefore end with identical parameters
+(on CPU; CUDA kernels may be non-deterministic). A plain iterator is accepted as well, but it restarts from its
+beginning after a resume (a warning says so).
+
+Steps are counted from 1: ``trainer.step == s`` means s steps have been taken; the batch of step s is
+``make_batches(...)``'s item for ``s - 1``, i.e. sampled with ``default_rng([seed, rank, s - 1])``.
+
+Distributed data parallel
+-------------------------
+Call :func:`aime_rl.training.distributed.init_distributed` before building the trainer (``torchrun`` sets the
+environment). With ``world_size > 1`` the model is wrapped in ``DistributedDataParallel`` with
+``broadcast_buffers=False``: buffers are not overwritten by rank 0 before every forward. Models whose buffers must
+agree across ranks keep them in sync themselves — the VQ codebook's EMA statistics are all-reduced inside
+``VectorQuantize`` — and other buffers (e.g. BatchNorm statistics) stay per rank. ``loss_fn`` receives the DDP
+module and must call its ``forward`` (``model(batch["frames"])``; a call to another method such as
+``model.module.loss(...)`` bypasses DDP and gradients are not averaged). Each rank samples its own batches (``rank``
+is part of the seed; ``batch_size`` is per rank), gradients are averaged, rank 0 alone writes TensorBoard and
+checkpoints, and a step is skipped on all ranks when it is non-finite on any rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
+
+from aime_rl.replay.store import ReplayStore
+from aime_rl.training.checkpoint import CheckpointManager
+from aime_rl.training.distributed import barrier, get_rank, get_world_size
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LossFn",
+    "MakeBatches",
+    "ReplayBatches",
+    "Trainer",
+    "TrainerConfig",
+    "replay_batches",
+    "scalar_metrics",
+    "seed_everything",
+    "warmup_cosine",
+]
+
+Batch = Mapping[str, Any]
+LossFn = Callable[[nn.Module, Batch], Mapping[str, Any]]
+#: ``make_batches(seed, rank, start_step) -> iterator``: item k is the batch of step index ``start_step + k``.
+MakeBatches = Callable[[int, int, int], Iterator[Batch]]
+EvalFn = Callable[[nn.Module, int, "SummaryWriter | None"], Any]
+
+MAX_LOGGED_VECTOR = 64  # 1-D loss entries longer than this are not logged element by element
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# configuration and small pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of :class:`Trainer`.
+
+    Attributes:
+        steps: total optimizer steps (the cosine schedule ends here).
+        batch_size: windows per batch *per process* (the global batch is ``batch_size * world_size``).
+        sequence_length: frames per window ``T``.
+        lr, weight_decay: AdamW settings; weight decay applies to parameters with ``ndim >= 2`` only
+            (not to biases and normalisation scales).
+        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``; cosine decay to 0 at ``steps`` after.
+        grad_clip: maximum global gradient norm (``None`` or ``0``: no clipping; the norm is still checked).
+        max_bad_steps: consecutive non-finite steps tolerated before ``RuntimeError``.
+        seed: seeds torch/NumPy/Python RNGs at construction and the data stream (see the module docstring).
+        log_every, eval_every, checkpoint_every: intervals in steps (``0`` disables evaluation / periodic
+            checkpoints; a checkpoint is always written at the end of ``fit``).
+        keep_last: checkpoints kept on disk.
+        amp_bf16: bf16 autocast for the forward pass (CUDA only; ignored on CPU).
+        num_workers: DataLoader workers used by :meth:`ReplayBatches.from_config`.
+        holdout_fraction: fraction of episodes held out from training by :meth:`ReplayBatches.from_config`.
+        device: ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under DDP) or an explicit ``"cuda:N"``.
+    """
+
+    steps: int
+    batch_size: int
+    sequence_length: int
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float | None = 1.0
+    max_bad_steps: int = 10
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    amp_bf16: bool = True
+    num_workers: int = 0
+    holdout_fraction: float = 0.1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "sequence_length", "max_bad_steps", "log_every", "keep_last")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "checkpoint_every", "num_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"TrainerConfig.holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor of step index ``step`` (0-based): linear warm-up, then cosine decay to 0.
+
+    ``(step + 1) / warmup_steps`` for ``step < warmup_steps``, then ``0.5 (1 + cos(pi p))`` with
+    ``p = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to ``[0, 1]``.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy's global generator and Python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def scalar_metrics(losses: Mapping[str, Any]) -> dict[str, float]:
+    """The loggable numbers of a loss dict.
+
+    0-dim tensors and Python numbers become ``{name: value}``; 1-D tensors of at most 64 elements become
+    ``{name/0: v0, name/1: v1, ...}``; booleans, larger tensors and anything else are skipped.
+    """
+    names: list[str] = []
+    tensors: list[torch.Tensor] = []
+    numbers: dict[str, float] = {}
+    for name, value in losses.items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int | float):
+            numbers[name] = float(value)
+        elif isinstance(value, torch.Tensor) and value.dtype != torch.bool and not value.is_complex():
+            if value.ndim == 0:
+                names.append(name)
+                tensors.append(value.detach().float().reshape(1))
+            elif value.ndim == 1 and value.numel() <= MAX_LOGGED_VECTOR:
+                names.extend(f"{name}/{i}" for i in range(value.numel()))
+                tensors.append(value.detach().float())
+    if tensors:
+        values = torch.cat([t.to(tensors[0].device) for t in tensors]).cpu().tolist()  # one device sync
+        numbers.update(zip(names, values, strict=True))
+    return numbers
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(value, device) for value in batch)
+    return batch
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices/kernels (``ndim >= 2``) and none on biases and norm scales."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def _model_config(model: nn.Module) -> dict[str, Any] | None:
+    config = getattr(model, "config", None)
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {"class": type(model).__name__, **dataclasses.asdict(config)}
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# deterministic, per-step batches from a replay store
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class ReplayBatches:
+    """Batch factory over a :class:`~aime_rl.replay.store.ReplayStore` with one random stream per step.
+
+    The batch of step index ``s`` for ``(seed, rank)`` is ``store.sample_windows(batch_size, length,
+    rng=numpy.random.default_rng([seed, rank, s]), ...)`` restricted to the ``subset`` episodes: the same on every
+    call, on every machine, with any number of DataLoader workers — so resuming at step ``s`` needs no sampler
+    state. Different ranks get independent streams. The store is read as it was when first opened (episodes added
+    later are not seen; exact resume assumes the store does not change).
+
+    Args:
+        store_dir: directory of the replay store.
+        batch_size, length: windows per batch ``B`` and frames per window ``T``.
+        subset: ``"train"``, ``"holdout"`` (episode split by :meth:`ReplayStore.split`) or ``"all"``.
+        holdout_fraction, split_seed: the split.
+        recency: half-life in episodes for recency-weighted sampling (``None``: uniform over windows).
+        num_workers: DataLoader worker processes (``0``: sample in the calling process). Worker ``w`` of ``W``
+            samples steps ``start + w, start + w + W, ...``; the loader returns them in step order.
+
+    Items are the dicts of :meth:`ReplayStore.sample_windows`: ``frames`` uint8 ``[B, T, 3, H, W]``,
+    ``actions [B, T, ...]``, ``rewards``/``terminated``/``truncated``/``is_first``/``is_last`` ``[B, T]``, ...
+    """
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike,
+        batch_size: int,
+        length: int,
+        *,
+        subset: str = "train",
+        holdout_fraction: float = 0.1,
+        split_seed: int = 0,
+        recency: float | None = None,
+        num_workers: int = 0,
+    ):
+        if batch_size < 1 or length < 1:
+            raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
+        if subset not in ("all", "train", "holdout"):
+            raise ValueError(f"subset must be 'all', 'train' or 'holdout', got {subset!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.store_dir = os.fspath(store_dir)
+        self.batch_size = batch_size
+        self.length = length
+        self.subset = subset
+        self.holdout_fraction = holdout_fraction
+        self.split_seed = split_seed
+        self.recency = recency
+        self.num_workers = num_workers
+        self._store: ReplayStore | None = None
+        self._episode_ids: np.ndarray | None = None
+
+    @classmethod
+    def from_config(
+        cls, store_dir: str | os.PathLike, config: TrainerConfig, subset: str = "train", **kwargs
+    ):
+        """Batch size, window length, hold-out fraction and workers taken from a :class:`TrainerConfig`."""
+        kwargs.setdefault("holdout_fraction", config.holdout_fraction)
+        kwargs.setdefault("num_workers", config.num_workers)
+        return cls(store_dir, config.batch_size, config.sequence_length, subset=subset, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"ReplayBatches({self.store_dir!r}, batch_size={self.batch_size}, length={self.length}, "
+            f"subset={self.subset!r})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_store"] = None  # every worker process opens its own memory maps
+        return state
+
+    @property
+    def store(self) -> ReplayStore:
+        """The store, opened read-only on first use in this process."""
+        if self._store is None:
+            self._store = ReplayStore.open(self.store_dir)
+        return self._store
+
+    def episode_ids(self) -> np.ndarray | None:
+        """Episode indices sampled from (``None``: all episodes); computed once."""
+        if self.subset == "all":
+            return None
+        if self._episode_ids is None:
+            train, holdout = self.store.split(self.holdout_fraction, self.split_seed)
+            self._episode_ids = train if self.subset == "train" else holdout
+            if len(self._episode_ids) == 0:
+                raise ValueError(
+                    f"the {self.subset!r} subset of {self.store_dir} is empty "
+                    f"({len(self.store.episodes)} episodes, holdout_fraction={self.holdout_fraction})"
+                )
+        return self._episode_ids
+
+    def sample(self, seed: int, rank: int, step: int) -> dict[str, torch.Tensor]:
+        """The batch of step index ``step`` (sampled with ``default_rng([seed, rank, step])``)."""
+        rng = np.random.default_rng([seed, rank, step])
+        return self.store.sample_windows(self.batch_size, self.length, rng, self.recency, self.episode_ids())
+
+    def __call__(self, seed: int, rank: int = 0, start_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Endless iterator over the batches of steps ``start_step, start_step + 1, ...``."""
+        self.store.window_weights(self.length, self.recency, self.episode_ids())  # fail fast, in this process
+        if self.num_workers == 0:
+            return self._steps(seed, rank, start_step, stride=1)
+        dataset = _StepBatchDataset(self, seed, rank, start_step)
+        loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
+        return iter(loader)
+
+    def _steps(self, seed: int, rank: int, first: int, stride: int) -> Iterator[dict[str, torch.Tensor]]:
+        step = first
+        while True:
+            yield self.sample(seed, rank, step)
+            step += stride
+
+
+class _StepBatchDataset(IterableDataset):
+    """Worker ``w`` of ``W`` yields the batches of steps ``start + w + k W``; DataLoader interleaves them in order."""
+
+    def __init__(self, source: ReplayBatches, seed: int, rank: int, start_step: int):
+        super().__init__()
+        self.source, self.seed, self.rank, self.start_step = source, seed, rank, start_step
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return self.source._steps(self.seed, self.rank, self.start_step + worker, stride=workers)
+
+
+def replay_batches(
+    store_dir: str | os.PathLike,
+    batch_size: int,
+    length: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    *,
+    subset: str = "train",
+    holdout_fraction: float = 0.1,
+    start_step: int = 0,
+    num_workers: int = 0,
+    **kwargs: Any,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless batches of steps ``start_step, start_step + 1, ...`` for ``rank`` (see :class:`ReplayBatches`).
+
+    ``world_size`` is only checked: every rank samples the whole (train) store with its own stream.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    source = ReplayBatches(
+        store_dir,
+        batch_size,
+        length,
+        subset=subset,
+        holdout_fraction=holdout_fraction,
+        num_workers=num_workers,
+        **kwargs,
+    )
+    return source(seed, rank, start_step)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the trainer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Train ``model`` by minimising ``loss_fn(model, batch)["total"]``; see the module docstring.
+
+    Args:
+        model: the module to train (moved to ``config.device``; wrapped in DDP when ``world_size > 1``).
+        loss_fn: ``loss_fn(model, batch) -> dict`` with a scalar ``"total"`` to minimise; every other 0-dim or
+            short 1-D tensor/number in the dict is logged (``name`` / ``name/i``). Under DDP it gets the DDP module
+            and must call its ``forward``.
+        config: :class:`TrainerConfig`.
+        logdir: TensorBoard event files go here, checkpoints to ``logdir/checkpoints``.
+        train_batches: a batch factory ``make_batches(seed, rank, start_step)`` (e.g. :class:`ReplayBatches`;
+            exact resume) or any iterable of batches (resume restarts it). Batches are dicts; their tensors are
+            moved to the device (``frames`` stay uint8 ``[B, T, 3, H, W]``; models convert them).
+        eval_fn: ``eval_fn(model, step, writer)`` every ``eval_every`` steps and after the last step, with the
+            unwrapped model in eval mode under ``torch.no_grad()``. It runs on every rank (so collectives inside
+            the model match); ``writer`` is ``None`` except on rank 0.
+        progress: show a tqdm bar (``None``: when stderr is a terminal, on rank 0).
+        model_config: JSON-able settings saved as ``config.json["model"]`` in checkpoints (default: the model's
+            ``config`` dataclass when it has one).
+        ddp_kwargs: extra keyword arguments of ``DistributedDataParallel`` (e.g. ``find_unused_parameters``).
+
+    Attributes:
+        model: the unwrapped module; ``train_model``: what ``loss_fn`` gets (the DDP wrapper or ``model``).
+        optimizer, scheduler, checkpoints (:class:`CheckpointManager`), step, bad_steps, consecutive_bad_steps.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        config: TrainerConfig,
+        logdir: str | os.PathLike,
+        train_batches: MakeBatches | Iterable[Batch],
+        eval_fn: EvalFn | None = None,
+        *,
+        progress: bool | None = None,
+        model_config: Mapping[str, Any] | None = None,
+        ddp_kwargs: Mapping[str, Any] | None = None,
+    ):
+        self.config = config
+        self.logdir = Path(logdir)
+        self.loss_fn = loss_fn
+        self.eval_fn = eval_fn
+        self.train_batches = train_batches
+        self.rank, self.world_size = get_rank(), get_world_size()
+        self.is_main = self.rank == 0
+        self.device = self._resolve_device(config.device)
+        self.progress = progress
+        self.model_config = dict(model_config) if model_config is not None else _model_config(model)
+
+        seed_everything(config.seed)
+        self.model = model.to(self.device)
+        self.train_model: nn.Module = self.model
+        if self.world_size > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            options = {"broadcast_buffers": False, **(ddp_kwargs or {})}
+            self.train_model = DistributedDataParallel(self.model, device_ids=device_ids, **options)
+        self.optimizer = _optimizer(self.model, config.lr, config.weight_decay)
+        warmup, total = config.warmup_steps, config.steps
+        self.scheduler = LambdaLR(self.optimizer, lambda i: warmup_cosine(i, warmup, total))
+        self.checkpoints = CheckpointManager(self.logdir / "checkpoints", keep_last=config.keep_last)
+        self.writer: SummaryWriter | None = None
+        self.step = 0
+        self.bad_steps = 0
+        self.consecutive_bad_steps = 0
+        self._last_checkpoint_step: int | None = None
+
+    # -- setup ---------------------------------------------------------------------------------------------------
+
+    def _resolve_device(self, name: str) -> torch.device:
+        device = torch.device(name)
+        if device.type == "cuda":
+            if not torch.cuda.is_available():
+                raise ValueError(f"TrainerConfig.device={name!r} but CUDA is not available")
+            if device.index is None:
+                device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return device
+
+    @property
+    def _autocast(self):
+        if self.config.amp_bf16 and self.device.type == "cuda":
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _batch_iterator(self, start_step: int) -> Iterator[Batch]:
+        if callable(self.train_batches) and not isinstance(self.train_batches, Iterable):
+            return iter(self.train_batches(self.config.seed, self.rank, start_step))
+        if start_step > 0:
+            logger.warning(
+                "resuming at step %d with a plain batch iterator: the data stream restarts from its beginning "
+                "(pass a batch factory such as ReplayBatches for exact resume)",
+                start_step,
+            )
+        return iter(self.train_batches)
+
+    def _open_writer(self, start_step: int) -> SummaryWriter | None:
+        if not self.is_main:
+            return None
+        # purge_step: TensorBoard drops the events a crashed run logged after the checkpoint we resume from
+        writer = SummaryWriter(
+            log_dir=str(self.logdir), purge_step=start_step + 1 if start_step > 0 else None
+        )
+        if start_step == 0:
+            text = json.dumps(self._checkpoint_config(), indent=2, sort_keys=True, default=str)
+            writer.add_text("trainer/config", "\n".join("    " + line for line in text.splitlines()), 0)
+        return writer
+
+    def _progress_bar(self, start_step: int) -> tqdm:
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        return tqdm(
+            total=self.config.steps,
+            initial=start_step,
+            disable=not (show and self.is_main),
+            dynamic_ncols=True,
+            unit="step",
+            desc="train",
+        )
+
+    # -- checkpoints ---------------------------------------------------------------------------------------------
+
+    def _checkpoint_config(self) -> dict[str, Any]:
+        return {
+            "trainer": dataclasses.asdict(self.config),
+            "model": self.model_config,
+            "world_size": self.world_size,
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 only; returns its path there, ``None`` elsewhere)."""
+        self._last_checkpoint_step = self.step
+        if not self.is_main:
+            return None
+        extra = {
+            "bad_steps": self.bad_steps,
+            "consecutive_bad_steps": self.consecutive_bad_steps,
+            "seed": self.config.seed,
+            "world_size": self.world_size,
+        }
+        return self.checkpoints.save(
+            self.step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            extra=extra,
+            config=self._checkpoint_config(),
+        )
+
+    def resume(self) -> int:
+        """Restore the newest checkpoint of ``logdir/checkpoints`` if there is one; return the step to continue from.
+
+        Under DDP every rank loads the same files (a shared file system is assumed) and restores rank 0's RNG state.
+        """
+        state = self.checkpoints.load_latest(self.model, self.optimizer, self.scheduler)
+        if state is None:
+            return self.step
+        if state.get("seed") != self.config.seed or state.get("world_size") != self.world_size:
+            logger.warning(
+                "resuming a run with seed=%s, world_size=%s as seed=%s, world_size=%s: the data stream differs",
+                state.get("seed"),
+                state.get("world_size"),
+                self.config.seed,
+                self.world_size,
+            )
+        self.step = self._last_checkpoint_step = state["step"]
+        self.bad_steps = int(state.get("bad_steps", 0))
+        self.consecutive_bad_steps = int(state.get("consecutive_bad_steps", 0))
+        logger.info("resumed from %s at step %d", self.checkpoints.latest_path(), self.step)
+        return self.step
+
+    # -- one step ------------------------------------------------------------------------------------------------
+
+    def train_step(self, batch: Batch) -> dict[str, Any]:
+        """One optimisation step on ``batch``; returns the (detached) loss dict plus ``lr``, ``grad_norm``, ``skipped``.
+
+        Non-finite loss or gradient norm (on any rank): no parameter update, no schedule step, gradients dropped,
+        ``bad_steps`` counted; ``RuntimeError`` after ``max_bad_steps`` consecutive ones.
+        """
+        self.train_model.train()
+        batch = _to_device(batch, self.device)
+        lr = self.optimizer.param_groups[0]["lr"]
+        with self._autocast:
+            losses = dict(self.loss_fn(self.train_model, batch))
+        total = losses.get("total")
+        if not isinstance(total, torch.Tensor) or total.ndim != 0:
+            raise TypeError(
+                f"loss_fn must return a dict with a scalar tensor 'total', got {type(total).__name__}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if total.requires_grad:
+            total.float().backward()  # always, even when non-finite: DDP ranks must all join the gradient all-reduce
+        grad_norm = self._clip_gradients()
+        finite = self._all_finite(total.detach(), grad_norm)
+        self.step += 1
+        if finite:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.consecutive_bad_steps = 0
+        else:
+            self._skip_step(total, grad_norm)
+        detached = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in losses.items()}
+        return {**detached, "lr": lr, "grad_norm": grad_norm.detach(), "skipped": not finite}
+
+    def _clip_gradients(self) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return torch.zeros((), device=self.device)
+        max_norm = self.config.grad_clip if self.config.grad_clip else float("inf")
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+    def _all_finite(self, total: torch.Tensor, grad_norm: torch.Tensor) -> bool:
+        finite = (torch.isfinite(total.float()) & torch.isfinite(grad_norm.float())).float().reshape(1)
+        if self.world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item() > 0)
+
+    def _skip_step(self, total: torch.Tensor, grad_norm: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        total, grad_norm = total.detach(), grad_norm.detach()
+        self.bad_steps += 1
+        self.consecutive_bad_steps += 1
+        logger.warning(
+            "step %d skipped: non-finite loss (%s) or gradient norm (%s); %d in a row",
+            self.step,
+            float(total),
+            float(grad_norm),
+            self.consecutive_bad_steps,
+        )
+        if self.consecutive_bad_steps >= self.config.max_bad_steps:
+            raise RuntimeError(
+                f"{self.consecutive_bad_steps} consecutive training steps (up to step {self.step}) had a non-finite "
+                f"loss or gradient norm (last loss {float(total)}, grad norm {float(grad_norm)}); parameters were "
+                "not updated by them. Lower the learning rate, check the data for NaN/inf, or resume from the last "
+                f"checkpoint in {self.checkpoints.directory}"
+            )
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def fit(self, stop_at: int | None = None) -> dict[str, float]:
+        """Train to ``config.steps`` (or stop after step ``stop_at``), resuming from the latest checkpoint first.
+
+        A checkpoint is written every ``checkpoint_every`` steps and when the loop ends. Returns the scalars of the
+        last step (``step``, ``total``, ..., ``bad_steps``).
+        """
+        start = self.resume()
+        end = self.config.steps if stop_at is None else min(int(stop_at), self.config.steps)
+        self.writer = self._open_writer(start)
+        bar = self._progress_bar(start)
+        last: dict[str, float] = {}
+        batches = self._batch_iterator(start)
+        tick, tick_step = time.perf_counter(), start
+        try:
+            while self.step < end:
+                out = self.train_step(next(batches))
+                if self.step % self.config.log_every == 0 or self.step == end:
+                    now = time.perf_counter()
+                    last = self._log(out, (self.step - tick_step) / max(now - tick, 1e-9))
+                    tick, tick_step = now, self.step
+                    bar.set_postfix(loss=f"{last.get('total', float('nan')):.4g}", lr=f"{last['lr']:.2e}")
+                bar.update(1)
+                if self._due(self.config.eval_every) or self.step == self.config.steps:
+                    self.evaluate()
+                if self._due(self.config.checkpoint_every):
+                    self.save_checkpoint()
+            if self._last_checkpoint_step != self.step:
+                self.save_checkpoint()
+            barrier()
+        finally:
+            bar.close()
+            if self.writer is not None:
+                self.writer.close()
+        return {"step": float(self.step), **last, "bad_steps": float(self.bad_steps)}
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.step % every == 0
+
+    def _log(self, out: Mapping[str, Any], steps_per_second: float) -> dict[str, float]:
+        scalars = scalar_metrics({k: v for k, v in out.items() if k != "skipped"})
+        scalars["bad_steps"] = float(self.bad_steps)
+        if self.writer is not None:
+            for name, value in scalars.items():
+                self.writer.add_scalar(f"train/{name}", value, self.step)
+            self.writer.add_scalar("train/steps_per_second", steps_per_second, self.step)
+        return scalars
+
+    def evaluate(self) -> Any:
+        """Run ``eval_fn(model, step, writer)`` (eval mode, no grad); a no-op without ``eval_fn``."""
+        if self.eval_fn is None:
+            return None
+        self.model.eval()
+        try:
+            with torch.no_grad(), self._autocast:
+                result = self.eval_fn(self.model, self.step, self.writer)
+        finally:
+            self.model.train()
+        if self.writer is not None:
+            self.writer.flush()
+        return result
