@@ -29,7 +29,9 @@ def main() -> None:
     torch.manual_seed(0)
 
     tokenizer = VQPTTokenizer(**get_preset(args.preset)["tokenizer"])
-    print(f"VQPTTokenizer ({args.preset}): {sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M parameters")
+    print(
+        f"VQPTTokenizer ({args.preset}): {sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M parameters"
+    )
     print(f"  {tokenizer.perceptual.status}")
     optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)

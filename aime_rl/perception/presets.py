@@ -25,7 +25,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         ),
     },
     "small": {
-        "tokenizer": dict(code_dim=64, num_codes=256, downsample=8, base_channels=32, num_quantizers=4),
+        "tokenizer": dict(code_dim=64, num_codes=128, downsample=8, base_channels=16, num_quantizers=4),
         "perceiver": dict(
             num_latents=32,
             num_latent_channels=256,

@@ -1,0 +1,227 @@
+"""Train the perception stack from a replay store: the tokenizer first, then the context model (predictor).
+
+Both use :class:`~aime_rl.training.trainer.Trainer` (AdamW, warm-up + cosine, clipping, NaN guard, checkpoints,
+exact resume, DDP) on windows ``[B, T, 3, H, W]`` sampled from the store's training episodes, and evaluate on
+held-out episodes:
+
+- tokenizer: reconstruction PSNR, per-head perplexity and usage, a grid of reconstructions;
+- context model: next-frame token accuracy against the "copy the last frame's tokens" baseline, predicted-frame
+  PSNR, and an animated open-loop rollout (context frames, then generated frames; rows truth / model / |error|).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from ..perception import CausalPerceiverIO, PerceiverTokenPredictor, VQPTTokenizer
+from ..utils.tensorboard import add_image_grid, add_rollout_gif, add_text_once
+from .trainer import ReplayBatches, Trainer, TrainerConfig
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of two tensors in ``[0, 1]``."""
+    mse = torch.mean((prediction.float().clamp(0, 1) - target.float()) ** 2).clamp_min(1e-10)
+    return float(10 * torch.log10(1.0 / mse))
+
+
+def as_unit_float(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[..., 3, H, W]`` → float in [0, 1] (float input passes through)."""
+    return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames
+
+
+def holdout_batch(store_dir: str | os.PathLike, config: TrainerConfig, batch_size: int | None = None) -> dict:
+    """A fixed batch of held-out windows (falls back to all episodes when nothing is held out)."""
+    for subset in ("holdout", "all"):
+        try:
+            source = ReplayBatches(
+                store_dir,
+                batch_size or config.batch_size,
+                config.sequence_length,
+                subset=subset,
+                holdout_fraction=config.holdout_fraction,
+            )
+            return source.sample(seed=config.seed + 1, rank=0, step=0)
+        except ValueError:
+            continue
+    raise ValueError(
+        f"no episode in {store_dir} is long enough for windows of {config.sequence_length} frames"
+    )
+
+
+# -- tokenizer ---------------------------------------------------------------------------------------------------
+
+
+def tokenizer_loss(model: VQPTTokenizer, batch: dict) -> dict[str, Any]:
+    """Trainer loss: the tokenizer's own ``loss`` on ``batch["frames"]`` (uint8 ``[B, T, 3, H, W]``)."""
+    out = model(batch["frames"])
+    return {k: v for k, v in out.items() if k not in ("tokens", "reconstructed")}
+
+
+def tokenizer_metrics(tokenizer: VQPTTokenizer, frames: torch.Tensor) -> dict[str, Any]:
+    """Held-out metrics: ``psnr``, ``perplexity`` [G], ``usage`` [G], and the reconstructions."""
+    video = as_unit_float(frames)
+    tokens, _, perplexity = tokenizer.encode(video)
+    reconstructed = tokenizer.decode(tokens)
+    per_head = tokens if tokens.dim() == 5 else tokens.unsqueeze(-1)
+    usage = torch.tensor(
+        [per_head[..., g].unique().numel() / tokenizer.num_codes for g in range(tokenizer.num_quantizers)]
+    )
+    return {
+        "psnr": psnr(reconstructed, video),
+        "perplexity": perplexity,
+        "usage": usage,
+        "reconstructed": reconstructed,
+    }
+
+
+def train_tokenizer(
+    tokenizer: VQPTTokenizer, store_dir: str | os.PathLike, config: TrainerConfig, logdir: str | os.PathLike
+) -> dict[str, Any]:
+    """Train ``tokenizer`` on windows from ``store_dir``; TensorBoard and checkpoints under ``logdir``.
+
+    Returns the last held-out metrics (``psnr``, ``perplexity``, ``usage``).
+    """
+    held_out = holdout_batch(store_dir, config, batch_size=min(config.batch_size, 8))
+    results: dict[str, Any] = {}
+
+    def evaluate(model: VQPTTokenizer, step: int, writer: SummaryWriter | None) -> None:
+        metrics = tokenizer_metrics(model, held_out["frames"].to(_device(model)))
+        results.update({k: v for k, v in metrics.items() if k != "reconstructed"})
+        if writer is None:
+            return
+        writer.add_scalar("eval/psnr", metrics["psnr"], step)
+        for g, (p, u) in enumerate(
+            zip(metrics["perplexity"].tolist(), metrics["usage"].tolist(), strict=True)
+        ):
+            writer.add_scalar(f"eval/perplexity/{g}", p, step)
+            writer.add_scalar(f"eval/usage/{g}", u, step)
+        truth = as_unit_float(held_out["frames"][:4, 0])
+        grid = torch.cat([truth, metrics["reconstructed"][:4, 0].cpu()])
+        add_image_grid(writer, "eval/reconstruction", grid, step, nrow=4)
+        add_text_once(writer, "status/lpips", model.perceptual.status)
+
+    trainer = Trainer(
+        tokenizer, tokenizer_loss, config, logdir, ReplayBatches.from_config(store_dir, config), evaluate
+    )
+    trainer.fit()
+    return results
+
+
+# -- context model -----------------------------------------------------------------------------------------------
+
+
+def predictor_loss_fn(num_context_frames: int):
+    """Trainer loss for the predictor: its forward on ``batch["frames"]`` split at ``num_context_frames``."""
+
+    def loss(model: PerceiverTokenPredictor, batch: dict) -> dict[str, Any]:
+        out = model(batch["frames"], num_context_frames=num_context_frames)
+        keep = ("token_loss", "next_frame_loss", "perceptual", "accuracy")
+        return {"total": out["loss"], **{k: out[k] for k in keep}}
+
+    return loss
+
+
+def next_frame_metrics(predictor: PerceiverTokenPredictor, frames: torch.Tensor) -> dict[str, float]:
+    """Held-out next-frame token accuracy of the model vs "copy the last frame's tokens", and predicted-frame PSNR."""
+    video = as_unit_float(frames)
+    tf = predictor.frames_per_token_step
+    context = video.shape[1] - tf
+    out = predictor(video, num_context_frames=context)
+    tokens = predictor.tokenize(video)
+    copy_last = (tokens[:, -2] == tokens[:, -1]).float().mean().item()
+    return {
+        "next_frame_accuracy": float(out["accuracy"]),
+        "copy_last_accuracy": copy_last,
+        "predicted_frame_psnr": psnr(out["reconstructed"][:, context:], video[:, context:]),
+        "copy_last_psnr": psnr(
+            video[:, context - 1 : context].expand_as(video[:, context:]), video[:, context:]
+        ),
+    }
+
+
+def train_context_model(
+    model: CausalPerceiverIO,
+    store_dir: str | os.PathLike,
+    config: TrainerConfig,
+    logdir: str | os.PathLike,
+    num_context_frames: int | None = None,
+) -> dict[str, Any]:
+    """Train the context model (predictor) with the tokenizer frozen; returns the last held-out metrics."""
+    predictor = model.predictor
+    for p in predictor.tokenizer.parameters():
+        p.requires_grad_(False)
+    context = num_context_frames or max(config.sequence_length // 2, 1)
+    held_out = holdout_batch(store_dir, config, batch_size=min(config.batch_size, 8))
+    results: dict[str, Any] = {}
+
+    def evaluate(module: PerceiverTokenPredictor, step: int, writer: SummaryWriter | None) -> None:
+        frames = held_out["frames"].to(_device(module))
+        metrics = next_frame_metrics(module, frames)
+        results.update(metrics)
+        if writer is None:
+            return
+        for name, value in metrics.items():
+            writer.add_scalar(f"eval/{name}", value, step)
+        log_open_loop_rollout(module, frames[:4], context, writer, step)
+
+    trainer = Trainer(
+        predictor,
+        predictor_loss_fn(context),
+        config,
+        logdir,
+        ReplayBatches.from_config(store_dir, config),
+        evaluate,
+        model_config={"class": "CausalPerceiverIO"},
+    )
+    trainer.fit()
+    for p in predictor.tokenizer.parameters():
+        p.requires_grad_(True)
+    return results
+
+
+def log_open_loop_rollout(
+    predictor: PerceiverTokenPredictor, frames: torch.Tensor, context: int, writer: SummaryWriter, step: int
+) -> None:
+    """Generate the frames after ``context`` and log a GIF (rows truth / model / |error|) and per-step PSNR."""
+    video = as_unit_float(frames)
+    horizon = video.shape[1] - context
+    generated = predictor.generate(video[:, :context], horizon, method="maskgit", temperature=0.5)["frames"]
+    model_video = torch.cat(
+        [predictor.tokenizer.decode(_tokens(predictor, video[:, :context])), generated], dim=1
+    )
+    add_rollout_gif(writer, "rollout/open_loop", video.cpu(), model_video.cpu(), context, step)
+    for i in range(horizon):
+        writer.add_scalar(f"rollout/psnr_step_{i + 1}", psnr(generated[:, i], video[:, context + i]), step)
+
+
+def _tokens(predictor: PerceiverTokenPredictor, video: torch.Tensor) -> torch.Tensor:
+    return predictor.tokenizer.encode(video)[0]
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def save_model(model: CausalPerceiverIO, run_dir: str | os.PathLike) -> Path:
+    """Save the perception model as ``run_dir/model`` (safetensors + JSON); returns the directory."""
+    directory = Path(run_dir) / "model"
+    model.save_pretrained(directory)
+    return directory
+
+
+def summarize(metrics: dict[str, Any]) -> dict[str, Any]:
+    """JSON-able copy of a metrics dict (tensors → lists/floats)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.dim() else float(value)
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out

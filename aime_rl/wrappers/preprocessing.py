@@ -1,0 +1,131 @@
+"""Frames from any pixel env, in the shape the perception model wants.
+
+Env frames are channels-last uint8 images: ``[H, W, 3]`` RGB, ``[H, W, 4]`` RGBA (alpha dropped), ``[H, W, 1]`` or
+``[H, W]`` grayscale (repeated to 3 channels). They come either from the observations (image observation space)
+or, for state-based envs made with ``render_mode="rgb_array"``, from ``render()``. :func:`to_model_frames` turns
+one frame or a batch into the model's input, uint8 ``[N, 3, h, w]``, resizing with
+``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` (no opencv).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+
+from aime_rl.perception import CausalPerceiverIO
+
+FrameSource = Literal["observation", "render"]
+IMAGE_CHANNELS = (1, 3, 4)
+
+__all__ = [
+    "FrameSource",
+    "is_image_space",
+    "frame_source_for",
+    "frame_source_from",
+    "to_model_frames",
+    "load_perception_model",
+]
+
+
+def is_image_space(space: gym.Space) -> bool:
+    """True for a uint8 ``Box`` of shape ``[H, W]`` or ``[H, W, C]`` with ``C`` in (1, 3, 4) (channels last)."""
+    if not isinstance(space, spaces.Box) or space.dtype != np.uint8:
+        return False
+    shape = space.shape
+    return len(shape) == 2 or (len(shape) == 3 and shape[-1] in IMAGE_CHANNELS)
+
+
+def frame_source_from(observation_space: gym.Space, render_mode: str | None, what: str) -> FrameSource:
+    """``"observation"`` for an image observation space, else ``"render"`` when ``render_mode == "rgb_array"``.
+
+    Raises ``ValueError`` naming ``what`` (the env), the observation space and the render mode otherwise.
+    """
+    if is_image_space(observation_space):
+        return "observation"
+    if render_mode == "rgb_array":
+        return "render"
+    raise ValueError(
+        f"{what} has no frames: its observation space {observation_space} is not a uint8 image "
+        "([H, W], [H, W, 1], [H, W, 3] or [H, W, 4]) and its render_mode is "
+        f"{render_mode!r}; make it with render_mode='rgb_array' to use the rendered frames"
+    )
+
+
+def frame_source_for(env: gym.Env) -> FrameSource:
+    """Where ``env``'s frames come from: ``"observation"`` (image observations) or ``"render"`` (``render()``).
+
+    Raises ``ValueError`` when the observations are not images and ``env.render_mode`` is not ``"rgb_array"``.
+    """
+    return frame_source_from(env.observation_space, env.render_mode, f"env {env}")
+
+
+def _as_channels_last_batch(frames: np.ndarray) -> np.ndarray:
+    """``[H, W]``, ``[H, W, C]`` or ``[N, H, W, C]`` → ``[N, H, W, C]`` (``C`` in 1, 3, 4)."""
+    if frames.ndim == 2:
+        frames = frames[..., None]
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] not in IMAGE_CHANNELS:
+        raise ValueError(
+            "frames must be [H, W], [H, W, C] or [N, H, W, C] with C in (1, 3, 4), "
+            f"got shape {tuple(frames.shape)}"
+        )
+    return frames
+
+
+def to_model_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Env frames → model frames, uint8 ``[N, 3, h, w]`` with ``(h, w) = size``.
+
+    Args:
+        frames: uint8 ``[H, W]``, ``[H, W, C]`` or ``[N, H, W, C]``, ``C`` in (1, 3, 4): grayscale is repeated to
+            RGB, alpha is dropped.
+        size: ``(h, w)`` of the model (``CausalPerceiverIO.frame_size``).
+
+    Frames of another size are resized with antialiased bilinear interpolation; frames of the right size are
+    only transposed (no float round trip).
+    """
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 images, got dtype {frames.dtype}")
+    frames = _as_channels_last_batch(frames)
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # [N, C, H, W]
+    channels = video.shape[1]
+    if channels == 1:
+        video = video.expand(-1, 3, -1, -1)
+    elif channels == 4:
+        video = video[:, :3]
+    if tuple(video.shape[-2:]) != tuple(size):
+        resized = F.interpolate(video.float(), size=tuple(size), mode="bilinear", antialias=True)
+        video = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return video.contiguous()
+
+
+def load_perception_model(
+    model_or_dir: CausalPerceiverIO | str | os.PathLike, device: str | torch.device = "cpu"
+) -> CausalPerceiverIO:
+    """A ``CausalPerceiverIO`` in eval mode on ``device``: the given model or ``from_pretrained(directory)``.
+
+    A directory that does not exist or does not hold a checkpoint raises ``ValueError``.
+    """
+    if isinstance(model_or_dir, CausalPerceiverIO):
+        model = model_or_dir
+    elif isinstance(model_or_dir, (str, os.PathLike)):
+        if not os.path.isdir(model_or_dir):
+            raise ValueError(
+                f"model_or_dir {str(model_or_dir)!r} is not a directory; expected a CausalPerceiverIO checkpoint "
+                "written by save_pretrained (config.json + model.safetensors)"
+            )
+        model = CausalPerceiverIO.from_pretrained(model_or_dir)
+    else:
+        raise ValueError(
+            f"model_or_dir must be a CausalPerceiverIO or a checkpoint directory, got {type(model_or_dir).__name__}"
+        )
+    return model.to(device).eval()

@@ -1,0 +1,214 @@
+"""``VecContextObservation``: the context of every sub-env of an SB3 ``VecEnv`` from one batched stream.
+
+One ``CausalPerceiverIO.stream(num_envs, window)`` runs in the main process; each ``step_wait`` feeds it the
+frames of all sub-envs in one batched forward. Works with ``DummyVecEnv`` and ``SubprocVecEnv`` (the workers only
+run envs: give them picklable factories such as :func:`env_factory`, and build no torch model before they start).
+
+Terminal observations (SB3 resets a finished sub-env inside ``step`` and returns the reset observation, with the
+last observation of the episode in ``infos[i]["terminal_observation"]``). A done row needs two stream steps in one
+env step: the terminal frame (continuing its old episode) and the reset frame (starting a fresh one). The
+non-done rows must take exactly one. The wrapper does it as:
+
+1. ``fork = fork_stream(stream)``: a copy of the stream's caches (the model is shared, not copied);
+2. ``fork.step(frames with the terminal frames in the done rows)`` → the done rows' terminal contexts, written
+   into ``infos[i]["terminal_observation"]``; the fork is then dropped;
+3. ``stream.reset(mask=dones)``; ``stream.step(frames)`` (reset frames in the done rows) → the observations.
+
+So the stream itself always takes one step per env step, the copy takes the extra step, and nothing has to be
+restored. Steps without a done cost one batched forward; steps with one or more dones cost two (plus a copy of
+the caches, a few hundred kB), which is rare: one episode end per ~100 steps per env.
+
+Frames come from the observations when they are images, otherwise from ``venv.get_images()`` (sub-envs made with
+``render_mode="rgb_array"``). ``get_images()`` runs after SB3 has already reset a finished sub-env, so in that mode
+the terminal frame is lost: the terminal observation is then the episode's last context before it (a warning says
+so once). Put the rendered frame into the observation instead (``gymnasium.wrappers.AddRenderObservation`` inside
+the env factory, as :func:`env_factory` does with ``render_observation=True``) to get exact terminal contexts.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import warnings
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+from aime_rl.perception import CausalPerceiverIO
+from aime_rl.perception.context_stream import ContextStream
+
+from .context import ModelOrDir, context_space, resolve_model
+from .preprocessing import frame_source_from, to_model_frames
+
+__all__ = ["VecContextObservation", "env_factory", "fork_stream", "make_context_vec_env"]
+
+
+def fork_stream(stream: ContextStream, model: torch.nn.Module) -> ContextStream:
+    """An independent copy of ``stream``'s state (caches, counters) that shares ``model``'s modules and weights."""
+    shared: dict[int, Any] = {id(module): module for module in model.modules()}
+    shared.update({id(tensor): tensor for tensor in model.parameters()})
+    shared.update({id(tensor): tensor for tensor in model.buffers()})
+    return copy.deepcopy(stream, memo=shared)
+
+
+def _make_env(env_id: str, render_observation: bool, wrappers: tuple, make_kwargs: dict[str, Any]) -> gym.Env:
+    import aime_rl  # noqa: F401  (registers the built-in envs in a fresh worker process)
+
+    env = gym.make(env_id, **make_kwargs)
+    for wrapper in wrappers:
+        env = wrapper(env)
+    if render_observation:
+        env = gym.wrappers.AddRenderObservation(env, render_only=True)
+    return env
+
+
+def env_factory(
+    env_id: str, render_observation: bool = False, wrappers: tuple = (), **make_kwargs: Any
+) -> functools.partial:
+    """A picklable ``() -> gym.Env`` for ``DummyVecEnv`` / ``SubprocVecEnv`` (imports ``aime_rl`` in the worker).
+
+    ``render_observation=True`` replaces the observation by the rendered frame (needs ``render_mode="rgb_array"``):
+    state-based envs then give exact terminal contexts under :class:`VecContextObservation`. ``wrappers`` are
+    applied to the env first, in order (e.g. ``Monitor``).
+    """
+    return functools.partial(_make_env, env_id, render_observation, tuple(wrappers), make_kwargs)
+
+
+class VecContextObservation(VecEnvWrapper):
+    """Observation of every sub-env = its causal context, float32 ``[num_envs, context_dim]``, one batched forward.
+
+    Args:
+        venv: an SB3 ``VecEnv`` with uint8 image observations ``[H, W, C]`` or sub-envs made with
+            ``render_mode="rgb_array"`` (frames from ``get_images()``).
+        model_or_dir: a ``CausalPerceiverIO`` or a checkpoint directory (loaded here, in the main process).
+        window: frames the context attends to, as in ``CausalPerceiverIO.stream``.
+        device: where the model runs; observations are numpy on the CPU.
+        timescale: the stream's timescale.
+
+    ``infos[i]["terminal_observation"]`` of a finished sub-env holds the context of its terminal frame (see the
+    module docstring for how it is computed).
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        model_or_dir: ModelOrDir,
+        window: int | None = 16,
+        device: str | torch.device = "cpu",
+        timescale: str = "fast",
+    ):
+        self.frame_source = frame_source_from(
+            venv.observation_space, getattr(venv, "render_mode", None), f"VecEnv {type(venv).__name__}"
+        )
+        self.model: CausalPerceiverIO = resolve_model(model_or_dir, device)
+        self.device = torch.device(device)
+        self.window = window
+        self.timescale = timescale
+        super().__init__(venv, observation_space=context_space(self.model.context_dim))
+        self._stream = self._new_stream()
+        self._last_contexts = np.zeros((self.num_envs, self.model.context_dim), dtype=np.float32)
+        self._warned_lost_terminal_frames = False
+
+    def _new_stream(self) -> ContextStream:
+        with torch.inference_mode():
+            return self.model.stream(self.num_envs, window=self.window, timescale=self.timescale)
+
+    def _frames(self, observations: np.ndarray) -> torch.Tensor:
+        """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]`` on the model's device."""
+        frames = observations if self.frame_source == "observation" else np.stack(self.venv.get_images())
+        return to_model_frames(frames, self.model.frame_size).to(self.device)
+
+    def _step_stream(self, stream: ContextStream, frames: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            contexts = stream.step(frames)
+        return contexts.to("cpu", torch.float32).numpy().copy()
+
+    def reset(self) -> np.ndarray:
+        """Reset all sub-envs and the stream; contexts of the first frames ``[num_envs, context_dim]``."""
+        observations = self.venv.reset()
+        self._stream = self._new_stream()
+        self._last_contexts = self._step_stream(self._stream, self._frames(observations))
+        return self._last_contexts.copy()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        """Step all sub-envs; contexts ``[num_envs, context_dim]``, terminal observations transformed."""
+        observations, rewards, dones, infos = self.venv.step_wait()
+        frames = self._frames(observations)
+        done = np.asarray(dones, dtype=bool)
+        if done.any():
+            self._write_terminal_contexts(frames, done, infos)
+            with torch.inference_mode():
+                self._stream.reset(torch.as_tensor(done))
+        self._last_contexts = self._step_stream(self._stream, frames)
+        return self._last_contexts.copy(), rewards, dones, infos
+
+    def _write_terminal_contexts(self, frames: torch.Tensor, done: np.ndarray, infos: list[dict]) -> None:
+        """Replace ``infos[i]["terminal_observation"]`` of the done rows by the context of their terminal frame."""
+        rows = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
+        if not rows:
+            return
+        if self.frame_source == "render":
+            self._warn_lost_terminal_frames()
+            for i in rows:
+                infos[i]["terminal_observation"] = self._last_contexts[i].copy()
+            return
+        terminal_frames = frames.clone()
+        terminal_frames[rows] = to_model_frames(
+            np.stack([infos[i]["terminal_observation"] for i in rows]), self.model.frame_size
+        ).to(self.device)
+        with torch.inference_mode():
+            fork = fork_stream(self._stream, self.model)
+        terminal_contexts = self._step_stream(fork, terminal_frames)
+        for i in rows:
+            infos[i]["terminal_observation"] = terminal_contexts[i].copy()
+
+    def _warn_lost_terminal_frames(self) -> None:
+        if not self._warned_lost_terminal_frames:
+            warnings.warn(
+                "VecContextObservation reads frames with get_images(), which SB3 calls after resetting a finished "
+                "sub-env: the terminal frame is lost and terminal_observation is the episode's previous context. "
+                "Wrap the sub-envs with gymnasium.wrappers.AddRenderObservation (env_factory(..., "
+                "render_observation=True)) for exact terminal contexts.",
+                stacklevel=3,
+            )
+            self._warned_lost_terminal_frames = True
+
+
+def make_context_vec_env(
+    env_id: str,
+    model_or_dir: ModelOrDir,
+    n_envs: int = 8,
+    window: int | None = 16,
+    vec_env_cls: type[VecEnv] | None = None,
+    vec_env_kwargs: dict[str, Any] | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    monitor: bool = True,
+    **make_kwargs: Any,
+) -> VecContextObservation:
+    """``n_envs`` copies of ``env_id`` in ``vec_env_cls`` (default ``DummyVecEnv``) under one context stream.
+
+    State-based envs made with ``render_mode="rgb_array"`` observe their rendered frame (exact terminal contexts).
+    Each sub-env is wrapped in SB3's ``Monitor`` (episode statistics) unless ``monitor=False``. The model is loaded
+    after the workers started (``SubprocVecEnv``), in this process.
+    """
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    probe = _make_env(env_id, False, (), make_kwargs)
+    render_observation = frame_source_from(probe.observation_space, probe.render_mode, env_id) == "render"
+    probe.close()
+    factory = env_factory(
+        env_id, render_observation=render_observation, wrappers=(Monitor,) if monitor else (), **make_kwargs
+    )
+    venv = (vec_env_cls or DummyVecEnv)([factory] * n_envs, **(vec_env_kwargs or {}))
+    if seed is not None:
+        venv.seed(seed)
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        model_or_dir = os.fspath(model_or_dir)
+    return VecContextObservation(venv, model_or_dir, window=window, device=device)

@@ -1,0 +1,312 @@
+"""Context observations for Gymnasium vector envs, and an adapter that lets SB3 train on a Gymnasium vector env.
+
+:class:`VectorContextObservation` wraps a ``gym.make_vec(...)`` env (sync or async) whose autoreset mode is
+``AutoresetMode.NEXT_STEP`` (Gymnasium's default): the step after a sub-env finished returns its reset observation
+(and ignores its action), so the wrapper resets that stream row just before feeding it that frame — one batched
+forward per step, no terminal-frame bookkeeping. ``SAME_STEP`` and ``DISABLED`` are rejected at construction.
+
+:class:`GymnasiumToSB3VecEnv` presents a Gymnasium vector env as an SB3 ``VecEnv`` (SAME_STEP semantics):
+finished sub-envs are reset inside ``step_wait`` with ``reset(options={"reset_mask": dones})`` and their last
+observation goes to ``infos[i]["terminal_observation"]``. Both orders work::
+
+    venv = GymnasiumToSB3VecEnv(VectorContextObservation(gym.make_vec("aime_rl/Catch-v0", 8), model_dir))
+    venv = VecContextObservation(GymnasiumToSB3VecEnv(gym.make_vec("aime_rl/Catch-v0", 8)), model_dir)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from gymnasium.vector.utils import batch_space
+from stable_baselines3.common.env_util import is_wrapped
+from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
+from torch import nn
+
+from aime_rl.perception import CausalPerceiverIO
+from aime_rl.perception.context_stream import ContextStream
+
+from .context import ModelOrDir, context_space, resolve_model
+from .preprocessing import frame_source_from, to_model_frames
+from .vec_context import fork_stream
+
+__all__ = ["VectorContextObservation", "GymnasiumToSB3VecEnv", "autoreset_mode_of"]
+
+
+def autoreset_mode_of(env: gym.vector.VectorEnv) -> AutoresetMode | None:
+    """The ``AutoresetMode`` in ``env.metadata["autoreset_mode"]`` (strings accepted), or None if absent."""
+    mode = env.metadata.get("autoreset_mode")
+    return None if mode is None else AutoresetMode(mode)
+
+
+# -- restoring some rows of a stream -----------------------------------------------------------------------------
+
+
+def _merged_state(current: Any, saved: Any, rows: torch.Tensor, batch_size: int) -> Any:
+    """``current`` with the rows where ``rows`` is True taken from ``saved`` (tensors with batch dim first)."""
+    if isinstance(current, torch.Tensor):
+        if current.dim() == 0 or current.shape[0] != batch_size:
+            return current
+        if not isinstance(saved, torch.Tensor) or saved.shape != current.shape:
+            raise RuntimeError("the context stream's state changed shape; cannot restore rows")
+        return torch.where(rows.view(-1, *[1] * (current.dim() - 1)), saved, current)
+    if isinstance(current, dict):
+        if not isinstance(saved, dict) or saved.keys() != current.keys():
+            raise RuntimeError("the context stream's state changed structure; cannot restore rows")
+        return {key: _merged_state(value, saved[key], rows, batch_size) for key, value in current.items()}
+    if isinstance(current, nn.Module) or not hasattr(current, "__dict__"):
+        return current  # shared model, or an immutable value (int, str, tuple, device, None)
+    _restore_rows(current, saved, rows, batch_size)
+    return current
+
+
+def _restore_rows(current: Any, saved: Any, rows: torch.Tensor, batch_size: int) -> None:
+    """In place: every per-row tensor of ``current``'s state takes the ``rows`` of ``saved`` (a fork of it)."""
+    for name, value in vars(current).items():
+        if (value is None) != (getattr(saved, name, None) is None):
+            raise RuntimeError("the context stream's state changed structure; cannot restore rows")
+        setattr(current, name, _merged_state(value, getattr(saved, name, None), rows, batch_size))
+
+
+# -- the vector wrapper --------------------------------------------------------------------------------------------
+
+
+class VectorContextObservation(gym.vector.VectorWrapper):
+    """Observation of every sub-env = its causal context, float32 ``[num_envs, context_dim]``, one batched forward.
+
+    Args:
+        env: a Gymnasium vector env in ``NEXT_STEP`` autoreset mode with uint8 image observations, or made with
+            ``render_mode="rgb_array"`` (frames from ``env.render()``).
+        model_or_dir: a ``CausalPerceiverIO`` or a checkpoint directory.
+        window: frames the context attends to.
+        device: where the model runs; observations are numpy on the CPU.
+        timescale: the stream's timescale.
+
+    ``reset(options={"reset_mask": mask})`` restarts only the masked rows; the other rows keep their context and
+    their stream state (the stream is forked, stepped, and their rows are restored from the fork).
+    """
+
+    def __init__(
+        self,
+        env: gym.vector.VectorEnv,
+        model_or_dir: ModelOrDir,
+        window: int | None = 16,
+        device: str | torch.device = "cpu",
+        timescale: str = "fast",
+    ):
+        super().__init__(env)
+        mode = autoreset_mode_of(env)
+        if mode is not AutoresetMode.NEXT_STEP:
+            raise ValueError(
+                f"VectorContextObservation supports autoreset_mode NEXT_STEP only, got {mode!r} "
+                f"(env.metadata['autoreset_mode']); make the env with gym.make_vec(..., "
+                "vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.NEXT_STEP})"
+            )
+        self.frame_source = frame_source_from(
+            env.single_observation_space, env.render_mode, f"vector env {env}"
+        )
+        self.model: CausalPerceiverIO = resolve_model(model_or_dir, device)
+        self.device = torch.device(device)
+        self.window = window
+        self.timescale = timescale
+        self.single_observation_space = context_space(self.model.context_dim)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self._stream: ContextStream | None = None
+        self._autoreset = np.zeros(self.num_envs, dtype=bool)
+        self._last_contexts = np.zeros((self.num_envs, self.model.context_dim), dtype=np.float32)
+
+    def _frames(self, observations: np.ndarray) -> torch.Tensor:
+        """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]`` on the model's device."""
+        frames = observations if self.frame_source == "observation" else np.stack(self.env.render())
+        return to_model_frames(frames, self.model.frame_size).to(self.device)
+
+    def _step_stream(self, stream: ContextStream, frames: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            contexts = stream.step(frames)
+        return contexts.to("cpu", torch.float32).numpy().copy()
+
+    def reset(
+        self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset all sub-envs (or those in ``options["reset_mask"]``) and their stream rows."""
+        options = dict(options) if options is not None else None
+        mask = None if options is None else options.get("reset_mask")
+        observations, infos = self.env.reset(seed=seed, options=options)
+        frames = self._frames(observations)
+        if mask is None or bool(np.all(mask)):
+            with torch.inference_mode():
+                self._stream = self.model.stream(self.num_envs, window=self.window, timescale=self.timescale)
+            self._last_contexts = self._step_stream(self._stream, frames)
+            self._autoreset[:] = False
+        else:
+            self._reset_rows(np.asarray(mask, dtype=bool), frames)
+        return self._last_contexts.copy(), infos
+
+    def _reset_rows(self, mask: np.ndarray, frames: torch.Tensor) -> None:
+        """Restart the masked rows on their reset frames; the other rows keep their state and context."""
+        if self._stream is None:
+            raise ValueError("reset with options['reset_mask'] needs a full reset() first")
+        rows = torch.as_tensor(mask, device=self.device)
+        with torch.inference_mode():
+            saved = fork_stream(self._stream, self.model)
+            self._stream.reset(rows)
+        contexts = self._step_stream(self._stream, frames)
+        with torch.inference_mode():
+            _restore_rows(self._stream, saved, ~rows, self.num_envs)
+        self._last_contexts[mask] = contexts[mask]
+        self._autoreset[mask] = False
+
+    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        """Step all sub-envs; rows that autoreset this step restart their stream first."""
+        if self._stream is None:
+            raise ValueError("call reset() before step()")
+        observations, rewards, terminations, truncations, infos = self.env.step(actions)
+        frames = self._frames(observations)
+        if self._autoreset.any():
+            with torch.inference_mode():
+                self._stream.reset(torch.as_tensor(self._autoreset, device=self.device))
+        self._last_contexts = self._step_stream(self._stream, frames)
+        self._autoreset = np.logical_or(terminations, truncations)
+        return self._last_contexts.copy(), rewards, terminations, truncations, infos
+
+
+# -- Gymnasium vector env -> SB3 VecEnv ----------------------------------------------------------------------------
+
+
+def split_vector_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
+    """Gymnasium's vector infos (``{key: values [N], "_key": mask [N]}``, nested) → one dict per sub-env."""
+    per_env: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    for key, values in infos.items():
+        if key.startswith("_"):
+            continue
+        mask = infos.get(f"_{key}", np.ones(num_envs, dtype=bool))
+        rows = split_vector_infos(values, num_envs) if isinstance(values, dict) else values
+        for i in np.flatnonzero(mask):
+            per_env[i][key] = rows[i]
+    return per_env
+
+
+def _row(observations: Any, i: int) -> Any:
+    """Observation of sub-env ``i`` (a copy) from batched observations (array or dict of arrays)."""
+    if isinstance(observations, dict):
+        return {key: _row(value, i) for key, value in observations.items()}
+    return np.array(observations[i], copy=True)
+
+
+def _with_rows(observations: Any, replacement: Any, mask: np.ndarray) -> Any:
+    """``observations`` with the rows where ``mask`` is True taken from ``replacement``."""
+    if isinstance(observations, dict):
+        return {key: _with_rows(value, replacement[key], mask) for key, value in observations.items()}
+    merged = np.array(observations, copy=True)
+    merged[mask] = replacement[mask]
+    return merged
+
+
+class GymnasiumToSB3VecEnv(VecEnv):
+    """An SB3 ``VecEnv`` over a Gymnasium vector env (``gym.make_vec`` or a vector wrapper such as
+    :class:`VectorContextObservation`), with SB3's SAME_STEP semantics.
+
+    ``NEXT_STEP`` / ``DISABLED`` envs: finished sub-envs are reset at once with ``reset(options={"reset_mask":
+    dones})``; ``SAME_STEP`` envs: the final observation comes from ``infos["final_obs"]``. In both cases the
+    returned observation of a finished sub-env is its reset observation, and ``infos[i]`` holds
+    ``terminal_observation`` and ``TimeLimit.truncated``. Infos are split per sub-env (``episode`` statistics of
+    ``gymnasium.wrappers.vector.RecordEpisodeStatistics`` become SB3's ``info["episode"]``).
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv):
+        self.env = env
+        self.autoreset_mode = autoreset_mode_of(env) or AutoresetMode.NEXT_STEP
+        self._actions: np.ndarray | None = None
+        super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
+
+    def reset(self):
+        """Reset all sub-envs with the seeds/options given by ``seed()`` / ``set_options()``."""
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        observations, infos = self.env.reset(seed=seeds, options=self._shared_options())
+        self.reset_infos = split_vector_infos(infos, self.num_envs)
+        self._reset_seeds()
+        self._reset_options()
+        return observations
+
+    def _shared_options(self) -> dict[str, Any] | None:
+        options = [o for o in self._options if o]
+        if not options:
+            return None
+        if len(options) != self.num_envs or any(o != options[0] for o in options):
+            raise ValueError("a Gymnasium vector env takes one reset options dict for all sub-envs")
+        return dict(options[0])
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        observations, rewards, terminations, truncations, infos = self.env.step(self._actions)
+        dones = np.logical_or(terminations, truncations)
+        env_infos = split_vector_infos(infos, self.num_envs)
+        if self.autoreset_mode is AutoresetMode.SAME_STEP:
+            for i in np.flatnonzero(dones):
+                env_infos[i].update(env_infos[i].pop("final_info", {}))
+                env_infos[i]["terminal_observation"] = env_infos[i].pop("final_obs")
+        elif dones.any():
+            for i in np.flatnonzero(dones):
+                env_infos[i]["terminal_observation"] = _row(observations, i)
+            reset_observations, reset_infos = self.env.reset(options={"reset_mask": dones.copy()})
+            observations = _with_rows(observations, reset_observations, dones)
+            for i, info in enumerate(split_vector_infos(reset_infos, self.num_envs)):
+                if dones[i]:
+                    self.reset_infos[i] = info
+        for i in range(self.num_envs):
+            env_infos[i]["TimeLimit.truncated"] = bool(truncations[i] and not terminations[i])
+        return observations, np.asarray(rewards, dtype=np.float32), dones, env_infos
+
+    def close(self) -> None:
+        self.env.close()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        frames = self.env.render()
+        return list(frames) if frames is not None else [None] * self.num_envs
+
+    # -- attribute access (through the base vector env) ----------------------------------------------------------
+
+    def _sub_envs(self, indices: VecEnvIndices) -> list[gym.Env]:
+        envs = getattr(self.env.unwrapped, "envs", None)
+        if envs is None:
+            raise NotImplementedError("per-env access needs a SyncVectorEnv (it has .envs)")
+        return [envs[i] for i in self._get_indices(indices)]
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        values = self.env.unwrapped.get_attr(attr_name)
+        return [values[i] for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        values = list(self.env.unwrapped.get_attr(attr_name))
+        for i in self._get_indices(indices):
+            values[i] = value
+        self.env.unwrapped.set_attr(attr_name, values)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        selected = list(self._get_indices(indices))
+        if selected == list(range(self.num_envs)):
+            return list(self.env.unwrapped.call(method_name, *method_args, **method_kwargs))
+        return [getattr(env, method_name)(*method_args, **method_kwargs) for env in self._sub_envs(selected)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        try:
+            envs = self._sub_envs(indices)
+        except NotImplementedError:
+            return [False for _ in self._get_indices(indices)]
+        return [is_wrapped(env, wrapper_class) for env in envs]
+
+    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
+        if indices is None:
+            return range(self.num_envs)
+        if isinstance(indices, int):
+            return [indices]
+        return indices

@@ -1,0 +1,27 @@
+"""The examples stay runnable (short runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "expected"),
+    [
+        ("tokenizer_demo.py", ["--steps", "2", "--size", "32"], "streaming == offline tokens: True"),
+        ("predictor_demo.py", ["--steps", "2"], "generate('autoregressive')"),
+        ("perceiver_flow_demo.py", [], "stream == offline"),
+    ],
+)
+def test_example_runs(script, args, expected):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert expected in result.stdout
