@@ -100,8 +100,10 @@ class CausalConv3d(nn.Module):
         if history is None:
             history = x.new_zeros(x.shape[0], x.shape[1], self.kernel_t - 1, *x.shape[3:])
         window = torch.cat([history, x], dim=2)
-        row = active.view(-1, 1, 1, 1, 1)
-        cache.buffers[name] = torch.where(row, window[:, :, 1:], history)
+        if bool(active.all()):
+            cache.buffers[name] = window[:, :, 1:]  # a view: no copy on the common path
+        else:
+            cache.buffers[name] = torch.where(active.view(-1, 1, 1, 1, 1), window[:, :, 1:], history)
         y = self.conv(window).squeeze(2)
         return y, active & self._advance_phase(cache, name, active)
 

@@ -74,17 +74,15 @@ class WindowKVCache:
         if self.window is None and bool((self.next_slot[rows] >= self.num_slots).any()):
             self._grow()
         slot = self.next_slot % self.num_slots
-        n = self.tokens_per_step
-        index = (slot.unsqueeze(-1) * n + torch.arange(n, device=slot.device)).view(-1, 1, n, 1)
-        index = index.expand(-1, keys.shape[1], -1, keys.shape[-1])
-        selected = rows.view(-1, 1, 1, 1)
-        self.keys = torch.where(selected, self.keys.scatter(2, index, keys.to(self.keys.dtype)), self.keys)
-        self.values = torch.where(
-            selected, self.values.scatter(2, index, values.to(self.values.dtype)), self.values
-        )
-        written = torch.zeros_like(self.valid).scatter(1, slot.unsqueeze(-1), True) & rows.unsqueeze(-1)
-        self.age = self.age.masked_fill(written, 0)
-        self.valid = self.valid | written
+        written_rows = rows.nonzero().squeeze(1)
+        written_slots = slot[written_rows]
+        b, h, _, d = self.keys.shape
+        by_slot = (b, h, self.num_slots, self.tokens_per_step, d)
+        # In place: [rows, :, slot] of the [B, heads, slots, tokens, d] view is [R, heads, tokens, d].
+        self.keys.view(by_slot)[written_rows, :, written_slots] = keys[written_rows].to(self.keys.dtype)
+        self.values.view(by_slot)[written_rows, :, written_slots] = values[written_rows].to(self.values.dtype)
+        self.age[written_rows, written_slots] = 0
+        self.valid[written_rows, written_slots] = True
         self.next_slot = self.next_slot + rows.long()
 
     def visible(self) -> torch.Tensor:
