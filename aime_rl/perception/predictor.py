@@ -417,13 +417,10 @@ class PerceiverTokenPredictor(nn.Module):
             sampled, confidence = self._sample(self.predict_logits(memory, ids), temperature, generator)
             sampled = torch.where(unknown.unsqueeze(-1), sampled, ids)
             keep_masked = math.floor(positions * math.cos(0.5 * math.pi * (step + 1) / steps))
-            gumbel = -torch.log(
-                -torch.log(torch.rand(confidence.shape, generator=generator).clamp(1e-9, 1 - 1e-9))
-            )
-            noise_scale = temperature * (1 - (step + 1) / steps)
-            score = (confidence + noise_scale * gumbel.to(confidence.device)).masked_fill(
-                ~unknown, float("inf")
-            )
+            uniform = torch.rand(confidence.shape, generator=generator, device=confidence.device)
+            gumbel = -torch.log(-torch.log(uniform.clamp(1e-9, 1 - 1e-9)))
+            noise_scale = temperature * (1 - (step + 1) / steps)  # annealed to 0 at the last step
+            score = (confidence + noise_scale * gumbel).masked_fill(~unknown, float("inf"))
             order = score.view(b, -1).argsort(-1).argsort(-1).view(shape)
             remask = order < keep_masked
             ids = sampled.masked_fill(remask.unsqueeze(-1), self.input_adapter.mask_id)
