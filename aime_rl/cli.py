@@ -7,7 +7,9 @@ default) and command-line overrides (``--preset tiny --agent-steps 5000``), and 
     aime-rl collect            random policy → replay store
     aime-rl train-tokenizer    replay → tokenizer              (saves <run>/model)
     aime-rl train-perceiver    replay → context model          (loads and saves <run>/model)
-    aime-rl train-agent        SB3 agent on the causal context (saves <run>/agent/agent.zip)
+    aime-rl train-world-model  replay → VRNN world model       (saves <run>/world_model/world_model)
+    aime-rl train-agent        SB3 agent on the causal context (saves <run>/agent/agent.zip);
+                               --in-imagination: trained only inside the learned world model
     aime-rl evaluate           agent vs random returns + perception metrics → report.json / report.md
     aime-rl demo [--quick] [--logdir DIR]   all of the above, on the built-in Catch env
 """
@@ -28,7 +30,8 @@ COMMANDS: dict[str, str] = {
     "collect": "collect random-policy frames, actions and rewards into <run>/replay",
     "train-tokenizer": "train the VQ video tokenizer on <run>/replay and save <run>/model",
     "train-perceiver": "train the causal context model (tokenizer frozen) and save <run>/model",
-    "train-agent": "train an SB3 agent (ppo/a2c/dqn/sac) on the causal context of the env",
+    "train-world-model": "train the VRNN world model (DPGMM prior) on <run>/replay with the frozen perception model",
+    "train-agent": "train an SB3 agent (ppo/a2c/dqn/sac) on the causal context of the env (or in imagination)",
     "evaluate": "evaluate <run>/agent/agent.zip against a random policy; write report.json and report.md",
     "demo": "the whole pipeline on the built-in env, ending with a short summary",
 }
@@ -90,8 +93,12 @@ def make_parser() -> argparse.ArgumentParser:
                 "--quick", action="store_true", help="tiny preset: a smoke run of the whole pipeline"
             )
             p.add_argument("--logdir", help="where runs are written (default: runs/)")
-        if name == "collect":
-            p.add_argument("--agent", help="collect with this SB3 agent (.zip) on context observations")
+        if name == "train-agent":
+            p.add_argument(
+                "--in-imagination",
+                action="store_true",
+                help="train only inside WorldModelEnv (needs train-world-model first)",
+            )
     return parser
 
 
@@ -136,9 +143,18 @@ def run_command(command: str, config: RunConfig, args: argparse.Namespace) -> No
         )
         model.save_pretrained(model_dir)
         print(f"context model: {pipeline.summarize(metrics)} → {model_dir}")
+    elif command == "train-world-model":
+        pipeline.train_world_model_stage(
+            config, _require(model_dir, "run train-tokenizer and train-perceiver first")
+        )
+        print(f"world model → {pipeline.world_model_dir(config)}")
     elif command == "train-agent":
         _require(model_dir, "run train-tokenizer and train-perceiver first")
-        pipeline.train_agent(config, model_dir)
+        if args.in_imagination:
+            _require(pipeline.world_model_dir(config), "run train-world-model first")
+            pipeline.train_agent_in_imagination(config, model_dir)
+        else:
+            pipeline.train_agent(config, model_dir)
         print(f"agent → {config.run_dir / 'agent' / 'agent.zip'}")
     elif command == "evaluate":
         report = pipeline.evaluate(config, _require(model_dir, "train a model first"), _load_agent(config))

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from aime_rl.cli import COMMANDS, build_config, main, make_parser
+from aime_rl.cli import COMMANDS, EXPERIMENTS, build_config, main, make_parser
 from aime_rl.utils.tensorboard import read_event_images
 
 
@@ -64,3 +64,17 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path):
     assert (run / "report.md").read_text().startswith("# aime-rl report")
     images = read_event_images(run / "context_model")
     assert any(tag.startswith("rollout/") and blobs[0].startswith(b"GIF89a") for tag, blobs in images.items())
+
+
+@pytest.mark.slow
+def test_world_model_and_an_agent_trained_in_imagination(tmp_path):
+    quick = ["--config", str(EXPERIMENTS / "quick.toml"), "--runs-dir", str(tmp_path)]
+    assert main(["collect", *quick]) == 0
+    assert main(["train-tokenizer", *quick, "--tokenizer-steps", "5"]) == 0
+    assert main(["train-perceiver", *quick, "--context-steps", "5"]) == 0
+    assert main(["train-world-model", *quick, "--world-model-steps", "5"]) == 0
+    run = tmp_path / "demo-quick"
+    assert (run / "world_model" / "world_model" / "model.safetensors").is_file()
+    assert main(["train-agent", *quick, "--in-imagination", "--agent-steps", "128"]) == 0
+    assert main(["evaluate", *quick]) == 0
+    assert json.loads((run / "report.json").read_text())["episodes"] == 2

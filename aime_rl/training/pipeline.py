@@ -51,6 +51,8 @@ class RunConfig:
     context_steps: int = 600
     batch_size: int = 8
     lr: float = 1e-3
+    # world model
+    world_model_steps: int = 300
     # agent
     algo: str = "ppo"
     agent_steps: int = 30_000
@@ -167,6 +169,52 @@ def train_agent(config: RunConfig, model_dir: str | os.PathLike, progress: bool 
     path.parent.mkdir(parents=True, exist_ok=True)
     agent.save(path)
     venv.close()
+    return agent
+
+
+def train_world_model_stage(config: RunConfig, model_dir: str | os.PathLike):
+    """Train the VRNN world model on ``run_dir/replay`` with the frozen perception model; saves
+    ``run_dir/world_model/world_model``."""
+    from ..world_model import train_world_model
+
+    perceiver = CausalPerceiverIO.from_pretrained(model_dir, map_location=config.device).eval()
+    return train_world_model(
+        config.run_dir / "replay",
+        perceiver,
+        trainer_config(config, config.world_model_steps),
+        config.run_dir / "world_model",
+    )
+
+
+def world_model_dir(config: RunConfig) -> Path:
+    return config.run_dir / "world_model" / "world_model"
+
+
+def train_agent_in_imagination(config: RunConfig, model_dir: str | os.PathLike):
+    """Train an SB3 agent only inside ``WorldModelEnv`` (imagined contexts, rewards and terminations of the VRNN,
+    starts sampled from the replay store); saves ``run_dir/agent/agent.zip``. Evaluate it in the real env with
+    ``aime-rl evaluate``: its observations (the context) have the same meaning there."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from ..agents import make_agent
+    from ..world_model import VRNN, WorldModelEnv
+
+    perceiver = CausalPerceiverIO.from_pretrained(model_dir, map_location=config.device).eval()
+    vrnn = VRNN.from_pretrained(world_model_dir(config), perceiver).eval()
+    store = config.run_dir / "replay"
+    venv = DummyVecEnv([lambda: WorldModelEnv(vrnn, store) for _ in range(config.num_envs)])
+    venv.seed(config.seed)
+    agent = make_agent(
+        config.algo,
+        venv,
+        seed=config.seed,
+        tensorboard_log=str(config.run_dir / "agent"),
+        **config.agent_kwargs,
+    )
+    agent.learn(total_timesteps=config.agent_steps, progress_bar=False)
+    path = config.run_dir / "agent" / "agent.zip"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    agent.save(path)
     return agent
 
 

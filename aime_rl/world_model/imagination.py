@@ -1,0 +1,310 @@
+"""Imagination with a trained :class:`~aime_rl.world_model.vrnn.VRNN`: prior rollouts, open-loop video, PSNR.
+
+- :func:`imagine`: roll the prior forward from a state, with given actions or a policy, batched (no frames needed:
+  the context of each imagined step is the VRNN's context head output).
+- :func:`open_loop_rollout`: observe ``k`` real frames, then predict ``H`` frames with the real actions and decode
+  them with the tokenizer (DreamerV3's open-loop video).
+- :func:`psnr_per_step`, :func:`copy_last_psnr`: the score and its "repeat the last observed frame" baseline.
+- :func:`log_open_loop`: a TensorBoard GIF (rows truth / model / error) and ``open_loop/psnr_step_i`` scalars.
+- :class:`WorldModelRolloutCallback`: an SB3 callback that logs such a rollout from a replay store periodically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.logger import TensorBoardOutputFormat
+from torch.utils.tensorboard import SummaryWriter
+
+from ..replay.store import ReplayStore
+from ..utils.tensorboard import add_rollout_gif
+from ..utils.validation import as_float_video
+from .vrnn import VRNN, StepState
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "WorldModelRolloutCallback",
+    "copy_last_psnr",
+    "imagine",
+    "log_open_loop",
+    "open_loop_rollout",
+    "psnr_per_step",
+]
+
+Policy = Callable[[StepState], torch.Tensor]
+
+
+@torch.no_grad()
+def imagine(
+    vrnn: VRNN,
+    start: StepState,
+    horizon: int,
+    actions: torch.Tensor | None = None,
+    policy: Policy | None = None,
+    sample: bool = True,
+    predict_tokens: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """Roll the prior ``horizon`` steps forward from ``start`` (the state of step t).
+
+    Step i applies action ``a_{t+i}`` — ``actions[:, i]`` (``[B, horizon]`` ids or ``[B, horizon, A]``) or
+    ``policy(state)`` — then imagines step ``t+i+1``: ``h = LSTM(z, c, a)``, reward and continuation from ``h``,
+    ``z ~ p(z | h, c)``, ``ĉ = g(h, z)``.
+
+    Returns a dict: ``belief [B, horizon, H + Z]``, ``context [B, horizon, D]`` (imagined steps t+1 … t+horizon),
+    ``reward`` and ``continue_probability`` ``[B, horizon]`` (of each transition), ``actions`` (encoded,
+    ``[B, horizon, A]``), ``last`` (:class:`StepState`), and with ``predict_tokens`` the argmax ``tokens``
+    ``[B, horizon, h, w, G]``.
+    """
+    if (actions is None) == (policy is None):
+        raise ValueError("give exactly one of actions ([B, horizon, ...]) or policy (state -> actions)")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    batch = start.z.shape[0]
+    encoded_actions = None
+    if actions is not None:
+        if actions.shape[:2] != (batch, horizon):
+            raise ValueError(
+                f"actions must have leading dims [B={batch}, horizon={horizon}], got {tuple(actions.shape)}"
+            )
+        encoded_actions = vrnn.encode_actions(actions, (batch, horizon))
+    keys = ("belief", "context", "reward", "continue_probability", "actions")
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in keys + ("tokens",)}
+    state = start
+    for i in range(horizon):
+        if encoded_actions is not None:
+            action = encoded_actions[:, i]
+        else:
+            action = vrnn.encode_actions(policy(state), (batch,))
+        carry = vrnn.transition(state, action)
+        out["reward"].append(vrnn.predict_reward(carry.h))
+        out["continue_probability"].append(vrnn.predict_continue(carry.h))
+        state = vrnn.prior_step(carry, sample=sample, generator=generator)
+        out["belief"].append(state.belief)
+        out["context"].append(state.context)
+        out["actions"].append(action)
+        if predict_tokens:
+            out["tokens"].append(vrnn.predict_tokens(state.belief).argmax(-1))
+    result: dict[str, Any] = {k: torch.stack(v, 1) for k, v in out.items() if v}
+    result["last"] = state
+    return result
+
+
+@torch.no_grad()
+def open_loop_rollout(
+    vrnn: VRNN,
+    frames: torch.Tensor,
+    actions: torch.Tensor,
+    observe_k: int,
+    horizon: int,
+    sample: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """Observe frames ``0 … k-1``, then predict frames ``k … k+H-1`` open loop with the real actions.
+
+    Args:
+        frames: ``[B, T, 3, H, W]`` with ``T >= k`` (only the first ``k`` are used).
+        actions: ``[B, T_a]`` ids or ``[B, T_a, A]`` with ``T_a >= k + H - 1`` (``a_t`` follows ``x_t``).
+        sample: sample the prior (``False``: the mean of its most likely component, and the posterior mean).
+
+    Returns a dict: ``predicted`` ``[B, H, 3, H_img, W_img]`` (the predicted frames, float in [0, 1]),
+    ``predicted_tokens`` ``[B, H, h, w, G]``, ``model_frames`` ``[B, k + H, 3, H_img, W_img]`` (the observed
+    frames' tokens then the predicted ones, decoded together by the causal tokenizer decoder, so the first ``k``
+    are the tokenizer's reconstructions), ``reward``/``continue_probability`` ``[B, H - 1]`` of the imagined
+    transitions.
+    """
+    frames = as_float_video(frames, "frames", channels=3)
+    if not 1 <= observe_k <= frames.shape[1]:
+        raise ValueError(f"observe_k must be in [1, T={frames.shape[1]}], got {observe_k}")
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    if actions.shape[0] != frames.shape[0] or actions.shape[1] < observe_k + horizon - 1:
+        raise ValueError(
+            f"actions must have shape [B={frames.shape[0]}, T >= observe_k + horizon - 1 = "
+            f"{observe_k + horizon - 1}, ...], got {tuple(actions.shape)}"
+        )
+    observed = vrnn.observe(frames[:, :observe_k], actions[:, :observe_k], sample=sample, generator=generator)
+    first = vrnn.prior_step(observed["carry"], sample=sample, generator=generator)
+    tokens = [vrnn.predict_tokens(first.belief).argmax(-1)]
+    result: dict[str, torch.Tensor] = {}
+    if horizon > 1:
+        rest = imagine(
+            vrnn,
+            first,
+            horizon - 1,
+            actions=actions[:, observe_k : observe_k + horizon - 1],
+            sample=sample,
+            predict_tokens=True,
+            generator=generator,
+        )
+        tokens.append(rest["tokens"])
+        result.update(reward=rest["reward"], continue_probability=rest["continue_probability"])
+    predicted_tokens = torch.cat([tokens[0].unsqueeze(1), *tokens[1:]], 1)
+    model_frames = vrnn.decode_tokens(torch.cat([observed["tokens"], predicted_tokens], 1))
+    result.update(
+        predicted=model_frames[:, observe_k:], predicted_tokens=predicted_tokens, model_frames=model_frames
+    )
+    return result
+
+
+def psnr_per_step(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB per time step, averaged over the batch: ``[B, T, 3, H, W]`` × 2 → ``[T]``.
+
+    ``PSNR = 10 log10(1 / MSE)`` per frame (pixels in [0, 1]; uint8 is converted), MSE floored at 1e-10.
+    """
+    truth = as_float_video(truth, "truth").float()
+    pred = as_float_video(pred, "pred").float().to(truth.device)
+    if truth.shape != pred.shape:
+        raise ValueError(
+            f"truth and pred must have the same shape, got {tuple(truth.shape)} and {tuple(pred.shape)}"
+        )
+    mse = (truth - pred.clamp(0, 1)).square().mean(dim=(2, 3, 4)).clamp_min(1e-10)
+    return (-10.0 * torch.log10(mse)).mean(0)
+
+
+def copy_last_psnr(frames: torch.Tensor, observe_k: int, horizon: int) -> torch.Tensor:
+    """PSNR ``[H]`` of the baseline that repeats the last observed frame ``x_{k-1}`` for steps ``k … k+H-1``."""
+    frames = as_float_video(frames, "frames")
+    if observe_k < 1 or frames.shape[1] < observe_k + horizon:
+        raise ValueError(
+            f"frames must have T >= observe_k + horizon = {observe_k + horizon} (observe_k >= 1), "
+            f"got shape {tuple(frames.shape)} and observe_k={observe_k}"
+        )
+    truth = frames[:, observe_k : observe_k + horizon]
+    return psnr_per_step(truth, frames[:, observe_k - 1 : observe_k].expand_as(truth))
+
+
+@torch.no_grad()
+def log_open_loop(
+    writer: SummaryWriter | None,
+    vrnn: VRNN,
+    frames: torch.Tensor,
+    actions: torch.Tensor,
+    observe_k: int,
+    horizon: int,
+    global_step: int,
+    tag: str = "open_loop",
+    max_videos: int = 4,
+) -> dict[str, float]:
+    """Open-loop rollout on real sequences; write a GIF and PSNR scalars; return the numbers.
+
+    ``frames`` ``[B, T >= k + H, 3, H, W]`` and ``actions`` ``[B, T, ...]`` (e.g. a replay window). Writes (when
+    ``writer`` is given) ``{tag}/video`` (rows truth / model / error of the first ``max_videos`` sequences, green
+    borders on the ``k`` observed steps), ``{tag}/psnr_step_{i}``, ``{tag}/copy_last_psnr_step_{i}`` and
+    ``{tag}/psnr_mean`` / ``{tag}/copy_last_psnr_mean``. Returns the same scalars (keys without ``tag/``).
+    """
+    was_training = vrnn.training
+    vrnn.eval()
+    try:
+        frames = as_float_video(frames, "frames", channels=3)
+        rollout = open_loop_rollout(vrnn, frames, actions, observe_k, horizon)
+    finally:
+        vrnn.train(was_training)
+    truth = frames[:, : observe_k + horizon].to(rollout["predicted"].device)
+    model_psnr = psnr_per_step(truth[:, observe_k:], rollout["predicted"])
+    baseline = copy_last_psnr(truth, observe_k, horizon)
+    scalars = {f"psnr_step_{i}": float(v) for i, v in enumerate(model_psnr)}
+    scalars.update({f"copy_last_psnr_step_{i}": float(v) for i, v in enumerate(baseline)})
+    scalars.update(psnr_mean=float(model_psnr.mean()), copy_last_psnr_mean=float(baseline.mean()))
+    if writer is not None:
+        videos = slice(0, max_videos)
+        add_rollout_gif(
+            writer, f"{tag}/video", truth[videos], rollout["model_frames"][videos], observe_k, global_step
+        )
+        for name, value in scalars.items():
+            writer.add_scalar(f"{tag}/{name}", value, global_step)
+    return scalars
+
+
+class WorldModelRolloutCallback(BaseCallback):
+    """SB3 callback: every ``every_n_steps`` env steps, log an open-loop rollout of ``vrnn`` on replay windows.
+
+    Args:
+        vrnn: the world model (evaluated under ``no_grad``; its mode is restored afterwards).
+        store: a :class:`ReplayStore` or its directory (opened read-only; refreshed before each sample, so it can
+            be the store a recorder is filling during training).
+        every_n_steps: interval in environment steps (``model.num_timesteps``).
+        batch_size: sequences per rollout (all go into the PSNR; at most ``max_videos`` into the GIF).
+        observe_k, horizon: observed and predicted frames.
+        tag: TensorBoard prefix.
+        writer: a ``SummaryWriter``; default: the one of the model's TensorBoard logger (``tensorboard_log=``).
+            Without either, only SB3 logger scalars (``{tag}/psnr_mean``, ``{tag}/copy_last_psnr_mean``) are
+            recorded.
+        seed: seeds the window sampling (``default_rng([seed, call index])``).
+    """
+
+    def __init__(
+        self,
+        vrnn: VRNN,
+        store: ReplayStore | str | os.PathLike,
+        every_n_steps: int = 10_000,
+        batch_size: int = 4,
+        observe_k: int = 5,
+        horizon: int = 10,
+        tag: str = "world_model/open_loop",
+        writer: SummaryWriter | None = None,
+        seed: int = 0,
+        max_videos: int = 4,
+        verbose: int = 0,
+    ):
+        super().__init__(verbose)
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.vrnn = vrnn
+        self.store = store if isinstance(store, ReplayStore) else ReplayStore.open(store)
+        self.every_n_steps = every_n_steps
+        self.batch_size, self.observe_k, self.horizon = batch_size, observe_k, horizon
+        self.tag, self.writer, self.seed, self.max_videos = tag, writer, seed, max_videos
+        self.num_logged = 0
+        self._last_logged_step = 0
+        self.last_scalars: dict[str, float] = {}
+
+    def _tensorboard_writer(self) -> SummaryWriter | None:
+        if self.writer is not None:
+            return self.writer
+        for output in getattr(getattr(self, "logger", None), "output_formats", []):
+            if isinstance(output, TensorBoardOutputFormat):
+                return output.writer
+        return None
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last_logged_step >= self.every_n_steps:
+            self._last_logged_step = self.num_timesteps
+            self.log_rollout()
+        return True
+
+    def log_rollout(self) -> dict[str, float]:
+        """Sample windows and log one rollout now; returns the scalars (empty when no episode is long enough)."""
+        length = self.observe_k + self.horizon
+        self.store.refresh()
+        if not any(len(e) >= length for e in self.store.episodes):
+            logger.warning("no replay episode has %d rows yet; open-loop rollout skipped", length)
+            return {}
+        rng = np.random.default_rng([self.seed, self.num_logged])
+        batch = self.store.sample_windows(self.batch_size, length, rng)
+        device = self.vrnn.device
+        scalars = log_open_loop(
+            self._tensorboard_writer(),
+            self.vrnn,
+            batch["frames"].to(device),
+            batch["actions"].to(device),
+            self.observe_k,
+            self.horizon,
+            self.num_timesteps,
+            tag=self.tag,
+            max_videos=self.max_videos,
+        )
+        sb3_logger = getattr(self, "logger", None)  # set by init_callback (absent when called stand-alone)
+        if sb3_logger is not None:
+            sb3_logger.record(f"{self.tag}/psnr_mean", scalars["psnr_mean"])
+            sb3_logger.record(f"{self.tag}/copy_last_psnr_mean", scalars["copy_last_psnr_mean"])
+        self.num_logged += 1
+        self.last_scalars = scalars
+        return scalars
