@@ -206,7 +206,10 @@ def test_generate_returns_valid_ids_and_frames(model, clip, method):
 def test_maskgit_keeps_known_tokens(model):
     predictor = model.predictor
     memory = torch.randn(1, predictor.encoder.num_latents + 2, model.context_dim)
-    generated = predictor._maskgit(memory, (1, 2, 4, 4), steps=6, temperature=1.0, generator=None)
+    last_tokens = torch.zeros(1, 4, 4, 2, dtype=torch.long)
+    generated = predictor._maskgit(
+        memory, last_tokens, (1, 2, 4, 4), steps=6, temperature=1.0, generator=None
+    )
     assert (generated != predictor.input_adapter.mask_id).all()
 
 

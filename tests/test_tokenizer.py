@@ -58,6 +58,15 @@ def test_tokens_before_t_ignore_frames_from_t_on(tiny_tokenizer_kwargs, video, t
     assert not torch.equal(before[:, first_affected:], after[:, first_affected:])
 
 
+@pytest.mark.parametrize("temporal_downsample", [False, True])
+def test_a_static_scene_gets_the_same_tokens_at_every_time_step(tiny_tokenizer_kwargs, video, temporal_downsample):
+    # The past side is padded with the first frame, not zeros: no dependence on the position in the clip.
+    tok = make(tiny_tokenizer_kwargs, temporal_downsample=temporal_downsample)
+    static = video[:, :1].expand(-1, 8, -1, -1, -1)
+    tokens = tok.encode(static)[0]
+    assert all(torch.equal(tokens[:, t], tokens[:, 0]) for t in range(tokens.shape[1]))
+
+
 def test_temporal_downsample_token_step_sees_frames_up_to_2k_plus_1(tiny_tokenizer_kwargs, video):
     tok = make(tiny_tokenizer_kwargs, temporal_downsample=True)
     changed = video.clone()

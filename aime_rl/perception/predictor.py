@@ -138,6 +138,7 @@ class PerceiverTokenPredictor(nn.Module):
         )
         self.condition_proj = nn.Linear(num_condition_channels or d, d)
         self.offset_embedding = nn.Parameter(torch.randn(sequence_length, d) * 0.02)
+        self.last_frame_proj = nn.Linear(d, d)
         self.decoder = PerceiverDecoder(
             d,
             num_cross_attention_heads,
@@ -238,13 +239,20 @@ class PerceiverTokenPredictor(nn.Module):
 
     # -- prediction ----------------------------------------------------------------------------------------------
 
-    def predict_logits(self, memory: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """Memory ``[B, M, D]`` of the last observed frame and future ids ``[B, F, h, w, G]`` (mask id = unknown)
-        → logits ``[B, F, h, w, G, num_codes]`` for token steps 1…F after it."""
+    def predict_logits(
+        self, memory: torch.Tensor, ids: torch.Tensor, last_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Memory ``[B, M, D]`` of the last observed frame, its tokens ``last_tokens [B, h, w, G]`` and future ids
+        ``[B, F, h, w, G]`` (mask id = unknown) → logits ``[B, F, h, w, G, num_codes]`` for token steps 1…F after it.
+
+        Each output query sees the last observed token at its own position (a "copy" prior), so the latents need
+        to carry what changes — motion — rather than the whole frame.
+        """
         b, f, h, w = ids.shape[:4]
         if f > self.sequence_length:
             raise ValueError(f"cannot predict {f} token steps ahead; sequence_length={self.sequence_length}")
-        queries = self.input_adapter(ids) + self.offset_embedding[:f].unsqueeze(1)
+        last = self.last_frame_proj(self.input_adapter.embed_ids(last_tokens).flatten(1, 2))
+        queries = self.input_adapter(ids) + self.offset_embedding[:f].unsqueeze(1) + last.unsqueeze(1)
         hidden = self.decoder(rearrange(queries, "b f n d -> b (f n) d"), memory)
         return rearrange(self.output_adapter(hidden), "b (f h w) g k -> b f h w g k", f=f, h=h)
 
@@ -274,7 +282,7 @@ class PerceiverTokenPredictor(nn.Module):
         memory = self.memory(latents)
         mask = self._future_mask(target.shape[:4], target.device)
         ids = target.masked_fill(mask.unsqueeze(-1), self.input_adapter.mask_id)
-        logits = self.predict_logits(memory[:, -1], ids)
+        logits = self.predict_logits(memory[:, -1], ids, tokens[:, context_steps - 1])
         token_loss = self._cross_entropy(logits[mask], target[mask])
         predicted = torch.where(mask.unsqueeze(-1), logits.argmax(-1), target)
         perceptual = self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
@@ -339,7 +347,8 @@ class PerceiverTokenPredictor(nn.Module):
         frames = torch.arange(1, steps, device=tokens.device) * self.frames_per_token_step - 1
         mem = rearrange(memory[:, frames], "b j m d -> (b j) m d")
         target = rearrange(tokens[:, 1:], "b j h w g -> (b j) 1 h w g")
-        logits = self.predict_logits(mem, torch.full_like(target, self.input_adapter.mask_id))
+        last = rearrange(tokens[:, :-1], "b j h w g -> (b j) h w g")
+        logits = self.predict_logits(mem, torch.full_like(target, self.input_adapter.mask_id), last)
         return self._cross_entropy(logits, target)
 
     def _perceptual(
@@ -390,7 +399,7 @@ class PerceiverTokenPredictor(nn.Module):
         if method == "maskgit":
             memory = self.memory(self.encode_tokens(tokens, video.shape[1], self.window))[:, -1]
             shape = (tokens.shape[0], future_steps, *tokens.shape[2:4])
-            generated = self._maskgit(memory, shape, steps, temperature, generator)
+            generated = self._maskgit(memory, tokens[:, -1], shape, steps, temperature, generator)
         else:
             generated = self._autoregressive(tokens, video.shape[1], future_steps, temperature, generator)
         frames = self.tokenizer.decode(self._squeeze(torch.cat([tokens, generated], dim=1)))
@@ -406,7 +415,7 @@ class PerceiverTokenPredictor(nn.Module):
         confidence = torch.gather(log_probs, -1, ids.unsqueeze(-1)).squeeze(-1).sum(-1)
         return ids, confidence
 
-    def _maskgit(self, memory, shape, steps: int, temperature: float, generator) -> torch.Tensor:
+    def _maskgit(self, memory, last_tokens, shape, steps: int, temperature: float, generator) -> torch.Tensor:
         b = shape[0]
         ids = torch.full(
             (*shape, self.tokenizer.num_quantizers), self.input_adapter.mask_id, device=memory.device
@@ -414,7 +423,8 @@ class PerceiverTokenPredictor(nn.Module):
         unknown = torch.ones(shape, dtype=torch.bool, device=memory.device)
         positions = unknown[0].numel()
         for step in range(steps):
-            sampled, confidence = self._sample(self.predict_logits(memory, ids), temperature, generator)
+            logits = self.predict_logits(memory, ids, last_tokens)
+            sampled, confidence = self._sample(logits, temperature, generator)
             sampled = torch.where(unknown.unsqueeze(-1), sampled, ids)
             keep_masked = math.floor(positions * math.cos(0.5 * math.pi * (step + 1) / steps))
             uniform = torch.rand(confidence.shape, generator=generator, device=confidence.device)
@@ -431,7 +441,8 @@ class PerceiverTokenPredictor(nn.Module):
         for _ in range(future_steps):
             memory = self.memory(self.encode_tokens(tokens, num_frames, self.window))[:, -1]
             masked = torch.full_like(tokens[:, :1], self.input_adapter.mask_id)
-            sampled, _ = self._sample(self.predict_logits(memory, masked), temperature, generator)
+            logits = self.predict_logits(memory, masked, tokens[:, -1])
+            sampled, _ = self._sample(logits, temperature, generator)
             tokens = torch.cat([tokens, sampled], dim=1)
             num_frames += self.frames_per_token_step
         return tokens[:, -future_steps:]

@@ -1,8 +1,10 @@
 """Causal spatio-temporal conv blocks for the tokenizer's UNet-style encoder and decoder.
 
 Every block works on video features ``[B, C, T, H, W]`` and is **causal in time**: the output at time t depends on
-inputs at times ``<= t`` only. Temporal kernels are padded on the past side with zeros; normalisation is per frame
-(GroupNorm over ``C, H, W`` of one frame, never over T).
+inputs at times ``<= t`` only. Temporal kernels are padded on the past side by repeating the first input — not with
+zeros, which would make a frame's tokens depend on its position in the clip for as long as the receptive field
+reaches back (a static scene then gives the same tokens at every t). Normalisation is per frame (GroupNorm over
+``C, H, W`` of one frame, never over T).
 
 Every block also has a streaming form, ``step(x_t, cache)``, that takes one time step ``[B, C, H, W]`` and a
 :class:`StreamCache` holding the last ``kernel_t - 1`` inputs of each temporal convolution. Offline and streaming
@@ -22,8 +24,9 @@ class StreamCache:
     """Per-layer state of a streaming causal conv stack.
 
     ``buffers[name]`` holds the last ``kernel_t - 1`` inputs ``[B, C, kernel_t - 1, H, W]`` of the temporal conv
-    called ``name``; ``phase[name]`` counts the inputs a strided conv has seen (to know when it emits).
-    Buffers start at zero, which is exactly the offline zero padding, so a fresh cache reproduces offline results.
+    called ``name``; ``phase[name]`` counts the inputs a strided conv has seen (to know when it emits);
+    ``started[name]`` (bool ``[B]``) says which rows have seen an input. A row's first input fills its history,
+    exactly like the offline replicate padding, so a fresh cache reproduces offline results.
     """
 
     def __init__(self, batch_size: int, device: torch.device | str = "cpu"):
@@ -31,15 +34,17 @@ class StreamCache:
         self.device = torch.device(device)
         self.buffers: dict[str, torch.Tensor] = {}
         self.phase: dict[str, torch.Tensor] = {}
+        self.started: dict[str, torch.Tensor] = {}
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Restart the rows where ``mask`` (bool ``[B]``) is True; all rows when ``mask`` is None."""
         if mask is None:
             self.buffers.clear()
             self.phase.clear()
+            self.started.clear()
             return
-        for buffer in self.buffers.values():
-            buffer[mask] = 0
+        for started in self.started.values():
+            started[mask] = False
         for phase in self.phase.values():
             phase[mask] = 0
 
@@ -49,7 +54,7 @@ class StreamCache:
 
 
 class CausalConv3d(nn.Module):
-    """``Conv3d`` with kernel ``(kernel_t, k, k)``, zero padding on the past side of time, 'same' padding in space.
+    """``Conv3d`` with kernel ``(kernel_t, k, k)``, first-input padding on the past side of time, 'same' in space.
 
     With ``stride_t = 2`` output step j sees inputs ``<= 2j + 1`` (it is emitted after input ``2j + 1``).
     ``kernel_t = 1`` makes it a per-frame 2D convolution.
@@ -81,7 +86,7 @@ class CausalConv3d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T, H, W] -> [B, C_out, T / stride_t, H / stride, W / stride]``."""
         if self.time_pad:
-            x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0))
+            x = F.pad(x, (0, 0, 0, 0, self.time_pad, 0), mode="replicate")
         return self.conv(x)
 
     def step(
@@ -97,8 +102,13 @@ class CausalConv3d(nn.Module):
         if self.kernel_t == 1:
             return self._conv_one_window(x), active
         history = cache.buffers.get(name)
+        started = cache.started.get(name)
         if history is None:
-            history = x.new_zeros(x.shape[0], x.shape[1], self.kernel_t - 1, *x.shape[3:])
+            history = x.expand(-1, -1, self.kernel_t - 1, -1, -1)
+            started = torch.zeros_like(active)
+        elif not bool(started.all()):  # rows after a reset: their first input is their past
+            history = torch.where(started.view(-1, 1, 1, 1, 1), history, x.expand_as(history))
+        cache.started[name] = started | active
         window = torch.cat([history, x], dim=2)
         if bool(active.all()):
             cache.buffers[name] = window[:, :, 1:]  # a view: no copy on the common path
