@@ -453,3 +453,36 @@ def test_ppo_trains_on_gymnasium_vector_env(model_dir):
     model.learn(total_timesteps=256)
     assert model.num_timesteps >= 256
     assert len(model.ep_info_buffer) > 0  # episode statistics reached SB3 through the split infos
+
+
+# -- belief features from the world model --------------------------------------------------------------------------
+
+
+def test_world_model_belief_is_appended_and_restarts_per_episode(model_dir):
+    from aime_rl.world_model import VRNN
+
+    model = CausalPerceiverIO.from_pretrained(model_dir).eval()
+    vrnn = VRNN(model, action_dim=3, discrete=True).eval()
+
+    def make():
+        return VecContextObservation(
+            DummyVecEnv([short_catch, short_catch]), model, window=4, world_model=vrnn
+        )
+
+    venv = make()
+    assert venv.observation_space.shape == (model.context_dim + vrnn.belief_dim,)
+    venv.seed(3)
+    first = venv.reset()
+    assert first.shape == (2, model.context_dim + vrnn.belief_dim) and first.dtype == np.float32
+    saw_terminal = False
+    for _ in range(40):
+        obs, _, dones, infos = venv.step(np.array([0, 2]))
+        for i in np.flatnonzero(dones):
+            assert infos[i]["terminal_observation"].shape == first.shape[1:]
+            saw_terminal = True
+    assert saw_terminal
+    fresh = make()
+    fresh.seed(3)
+    venv.seed(3)
+    assert np.allclose(venv.reset(), fresh.reset(), atol=1e-5)
+    PPO("MlpPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(32)

@@ -48,11 +48,16 @@ from .preprocessing import frame_source_from, to_model_frames
 __all__ = ["VecContextObservation", "env_factory", "fork_stream", "make_context_vec_env"]
 
 
-def fork_stream(stream: ContextStream, model: torch.nn.Module) -> ContextStream:
-    """An independent copy of ``stream``'s state (caches, counters) that shares ``model``'s modules and weights."""
-    shared: dict[int, Any] = {id(module): module for module in model.modules()}
-    shared.update({id(tensor): tensor for tensor in model.parameters()})
-    shared.update({id(tensor): tensor for tensor in model.buffers()})
+def fork_stream(stream: Any, *models: torch.nn.Module) -> Any:
+    """An independent copy of a stream's state (caches, counters) that shares the ``models``' modules and weights.
+
+    Works for a :class:`ContextStream` and for a world-model belief filter (``VRNNFilter``).
+    """
+    shared: dict[int, Any] = {}
+    for model in models:
+        shared.update({id(module): module for module in model.modules()})
+        shared.update({id(tensor): tensor for tensor in model.parameters()})
+        shared.update({id(tensor): tensor for tensor in model.buffers()})
     return copy.deepcopy(stream, memo=shared)
 
 
@@ -89,9 +94,12 @@ class VecContextObservation(VecEnvWrapper):
         window: frames the context attends to, as in ``CausalPerceiverIO.stream``.
         device: where the model runs; observations are numpy on the CPU.
         timescale: the stream's timescale.
+        world_model: a trained ``VRNN`` (on this perception model) or its directory: observations become
+            ``[c_t, belief_t]`` with the belief ``[h_{t-1}, z_t]`` of the VRNN filter run online (one batched step
+            per env step, reset per episode, fed the previous action of each sub-env).
 
-    ``infos[i]["terminal_observation"]`` of a finished sub-env holds the context of its terminal frame (see the
-    module docstring for how it is computed).
+    ``infos[i]["terminal_observation"]`` of a finished sub-env holds the context (and belief) of its terminal frame
+    (see the module docstring for how it is computed).
     """
 
     def __init__(
@@ -101,6 +109,7 @@ class VecContextObservation(VecEnvWrapper):
         window: int | None = 16,
         device: str | torch.device = "cpu",
         timescale: str = "fast",
+        world_model: Any = None,
     ):
         self.frame_source = frame_source_from(
             venv.observation_space, getattr(venv, "render_mode", None), f"VecEnv {type(venv).__name__}"
@@ -109,10 +118,45 @@ class VecContextObservation(VecEnvWrapper):
         self.device = torch.device(device)
         self.window = window
         self.timescale = timescale
-        super().__init__(venv, observation_space=context_space(self.model.context_dim))
+        self.world_model = self._resolve_world_model(world_model)
+        belief_dim = self.world_model.belief_dim if self.world_model is not None else 0
+        super().__init__(venv, observation_space=context_space(self.model.context_dim + belief_dim))
         self._stream = self._new_stream()
-        self._last_contexts = np.zeros((self.num_envs, self.model.context_dim), dtype=np.float32)
+        self._filter = self._new_filter()
+        self._actions: np.ndarray | None = None
+        self._last_contexts = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
         self._warned_lost_terminal_frames = False
+
+    def _resolve_world_model(self, world_model: Any):
+        if world_model is None:
+            return None
+        from aime_rl.world_model import VRNN
+
+        if not isinstance(world_model, VRNN):
+            world_model = VRNN.from_pretrained(world_model, self.model, map_location=self.device)
+        if world_model.perceiver is not self.model and world_model.context_dim != self.model.context_dim:
+            raise ValueError("world_model was trained on a perception model with another context size")
+        return world_model.eval()
+
+    def _new_filter(self):
+        if self.world_model is None:
+            return None
+        from aime_rl.world_model import VRNNFilter
+
+        return VRNNFilter(self.world_model, self.num_envs)
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions).copy()
+        self.venv.step_async(actions)
+
+    def _observe(self, stream, belief_filter, frames: torch.Tensor, actions) -> np.ndarray:
+        """One stream step (and filter step) → observations ``[num_envs, context_dim (+ belief_dim)]``."""
+        contexts = self._step_stream(stream, frames)
+        if belief_filter is None:
+            return contexts
+        with torch.inference_mode():
+            beliefs = belief_filter.step(torch.from_numpy(contexts), frames, actions)
+        return np.concatenate([contexts, beliefs.to("cpu", torch.float32).numpy()], axis=1)
 
     def _new_stream(self) -> ContextStream:
         with torch.inference_mode():
@@ -132,7 +176,8 @@ class VecContextObservation(VecEnvWrapper):
         """Reset all sub-envs and the stream; contexts of the first frames ``[num_envs, context_dim]``."""
         observations = self.venv.reset()
         self._stream = self._new_stream()
-        self._last_contexts = self._step_stream(self._stream, self._frames(observations))
+        self._filter = self._new_filter()
+        self._last_contexts = self._observe(self._stream, self._filter, self._frames(observations), None)
         return self._last_contexts.copy()
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -144,7 +189,9 @@ class VecContextObservation(VecEnvWrapper):
             self._write_terminal_contexts(frames, done, infos)
             with torch.inference_mode():
                 self._stream.reset(torch.as_tensor(done))
-        self._last_contexts = self._step_stream(self._stream, frames)
+                if self._filter is not None:
+                    self._filter.reset(torch.as_tensor(done))
+        self._last_contexts = self._observe(self._stream, self._filter, frames, self._actions)
         return self._last_contexts.copy(), rewards, dones, infos
 
     def _write_terminal_contexts(self, frames: torch.Tensor, done: np.ndarray, infos: list[dict]) -> None:
@@ -163,7 +210,10 @@ class VecContextObservation(VecEnvWrapper):
         ).to(self.device)
         with torch.inference_mode():
             fork = fork_stream(self._stream, self.model)
-        terminal_contexts = self._step_stream(fork, terminal_frames)
+            fork_filter = (
+                None if self._filter is None else fork_stream(self._filter, self.model, self.world_model)
+            )
+        terminal_contexts = self._observe(fork, fork_filter, terminal_frames, self._actions)
         for i in rows:
             infos[i]["terminal_observation"] = terminal_contexts[i].copy()
 

@@ -1,0 +1,89 @@
+"""Sample efficiency on the built-in Catch env: PPO on the learned context vs on pixels vs on the true state.
+
+Same PPO settings, step budget and seeds for the three observation types:
+
+- ``context``: ``VecContextObservation`` over a perception model pre-trained on random-policy frames (``--model``,
+  e.g. ``runs/demo/model`` written by ``aime-rl demo``);
+- ``pixels``: SB3 ``CnnPolicy`` on 4 stacked 64×64 frames (``VecFrameStack`` + ``VecTransposeImage``);
+- ``state``: ``MlpPolicy`` on ``aime_rl/CatchState-v0`` (ball x, y, vx, vy, paddle x).
+
+Prints a markdown table of the mean evaluation return (deterministic policy, ``--eval-episodes`` episodes) per
+observation type and seed, with a random-policy row. Run::
+
+    python benchmarks/pipeline.py --model runs/demo/model [--steps 30000] [--seeds 0 1] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
+
+import aime_rl  # noqa: F401  (registers the envs)
+from aime_rl.training.pipeline import episode_returns
+from aime_rl.wrappers import VecContextObservation
+
+PPO_KWARGS = dict(
+    n_steps=64, batch_size=128, n_epochs=10, learning_rate=1e-3, gamma=0.95, gae_lambda=0.95, ent_coef=0.01
+)
+
+
+def make_env(kind: str, model: str | None, n_envs: int, seed: int):
+    """The vec env of one observation type."""
+    if kind == "state":
+        return make_vec_env("aime_rl/CatchState-v0", n_envs=n_envs, seed=seed)
+    venv = make_vec_env("aime_rl/Catch-v0", n_envs=n_envs, seed=seed)
+    if kind == "pixels":
+        return VecTransposeImage(VecFrameStack(venv, n_stack=4))
+    return VecContextObservation(venv, model, window=8)
+
+
+def run(
+    kind: str, model: str | None, steps: int, seed: int, episodes: int, n_envs: int
+) -> tuple[float, float]:
+    """Train PPO for ``steps`` and return (mean evaluation return, seconds)."""
+    start = time.time()
+    venv = make_env(kind, model, n_envs, seed)
+    policy = "CnnPolicy" if kind == "pixels" else "MlpPolicy"
+    agent = PPO(policy, venv, seed=seed, verbose=0, **PPO_KWARGS)
+    agent.learn(steps)
+    eval_env = make_env(kind, model, 4, seed + 1000)
+    returns = episode_returns(eval_env, agent, episodes, seed + 1000)
+    return float(np.mean(returns)), time.time() - start
+
+
+def random_return(episodes: int, seed: int) -> float:
+    venv = make_env("state", None, 4, seed + 1000)
+    return float(np.mean(episode_returns(venv, None, episodes, seed + 1000)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="perception model directory for the 'context' runs")
+    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--kinds", nargs="+", default=["state", "context", "pixels"])
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="2,000 steps, 2 episodes")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.eval_episodes = 2_000, 2
+    kinds = [k for k in args.kinds if k != "context" or args.model]
+    print(
+        f"PPO on aime_rl/Catch-v0 · {args.steps} steps · seeds {args.seeds} · {args.eval_episodes} eval episodes"
+    )
+    print("\n| observation | seed | mean return | seconds |\n|---|---:|---:|---:|")
+    for seed in args.seeds:
+        print(f"| random policy | {seed} | {random_return(args.eval_episodes, seed):.2f} | – |", flush=True)
+        for kind in kinds:
+            mean, seconds = run(kind, args.model, args.steps, seed, args.eval_episodes, args.n_envs)
+            print(f"| {kind} | {seed} | {mean:.2f} | {seconds:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
