@@ -4,7 +4,8 @@
 TensorBoard scalars, a tqdm bar, periodic evaluation and checkpoints, and resumes exactly from
 ``logdir/checkpoints``; ``ReplayBatches`` feeds it deterministic per-step batches from a replay store.
 ``CheckpointManager`` writes safetensors weights + ``weights_only``-loadable state atomically and keeps the last k.
-``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group.
+``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group. ``train_tokenizer`` and
+``train_context_model`` train the perception stack from a replay store; ``pipeline`` is what the CLI runs.
 """
 
 from aime_rl.training.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
@@ -17,6 +18,7 @@ from aime_rl.training.distributed import (
     is_distributed,
     is_main_process,
 )
+from aime_rl.training.perception import train_context_model, train_tokenizer
 from aime_rl.training.trainer import (
     ReplayBatches,
     Trainer,
@@ -28,6 +30,8 @@ from aime_rl.training.trainer import (
 )
 
 __all__ = [
+    "train_context_model",
+    "train_tokenizer",
     "CheckpointManager",
     "ReplayBatches",
     "Trainer",
