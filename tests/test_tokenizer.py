@@ -59,7 +59,9 @@ def test_tokens_before_t_ignore_frames_from_t_on(tiny_tokenizer_kwargs, video, t
 
 
 @pytest.mark.parametrize("temporal_downsample", [False, True])
-def test_a_static_scene_gets_the_same_tokens_at_every_time_step(tiny_tokenizer_kwargs, video, temporal_downsample):
+def test_a_static_scene_gets_the_same_tokens_at_every_time_step(
+    tiny_tokenizer_kwargs, video, temporal_downsample
+):
     # The past side is padded with the first frame, not zeros: no dependence on the position in the clip.
     tok = make(tiny_tokenizer_kwargs, temporal_downsample=temporal_downsample)
     static = video[:, :1].expand(-1, 8, -1, -1, -1)
