@@ -38,6 +38,7 @@ class ContextStream:
         self.condition = predictor.embed_condition(condition, batch_size)
         self._device = self.tokens.cache.device
         self._token_cache: WindowKVCache | None = None  # created on the first frame (token grid known then)
+        self.last_tokens: torch.Tensor | None = None
         span = TIMESCALES[timescale]
         self._summary_cache = (
             self._new_cache(predictor.timescales[timescale].attention, 1, span) if span else None
@@ -63,6 +64,9 @@ class ContextStream:
         """One frame per row ``[B, C, H, W]`` (float in [0, 1] or uint8) → context ``[B, D]``."""
         p = self.predictor
         tokens = self.tokens.step(frames)
+        self.last_tokens = (
+            tokens  # [B, h, w(, G)]; reusable by other per-step consumers (e.g. a belief filter)
+        )
         emitted = self.tokens.last_emitted
         if tokens.dim() == 3:
             tokens = tokens.unsqueeze(-1)

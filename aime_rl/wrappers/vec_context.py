@@ -154,8 +154,8 @@ class VecContextObservation(VecEnvWrapper):
         contexts = self._step_stream(stream, frames)
         if belief_filter is None:
             return contexts
-        with torch.inference_mode():
-            beliefs = belief_filter.step(torch.from_numpy(contexts), frames, actions)
+        with torch.inference_mode():  # the stream's tokens of this frame: no second tokenizer pass
+            beliefs = belief_filter.step(torch.from_numpy(contexts), stream.last_tokens, actions)
         return np.concatenate([contexts, beliefs.to("cpu", torch.float32).numpy()], axis=1)
 
     def _new_stream(self) -> ContextStream:
