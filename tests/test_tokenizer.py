@@ -313,3 +313,42 @@ def test_invalid_constructor_arguments(tiny_tokenizer_kwargs):
         VQPTTokenizer(**{**tiny_tokenizer_kwargs, "downsample": 6})
     with pytest.raises(ValueError, match="divisible"):
         VQPTTokenizer(**{**tiny_tokenizer_kwargs, "code_dim": 30})
+
+
+PATCH_CONFIGS = [
+    dict(patch_size=2, downsample=8, use_3d_conv=False, temporal_downsample=False, num_quantizers=4),
+    dict(patch_size=2, downsample=4, use_3d_conv=True, temporal_downsample=True, num_quantizers=1),
+    dict(patch_size=8, downsample=8, use_3d_conv=True, temporal_downsample=False, num_quantizers=4),
+]
+
+
+@pytest.mark.parametrize("cfg", PATCH_CONFIGS, ids=config_id)
+def test_patchify_stem_keeps_the_token_grid_and_the_decoded_size(tiny_tokenizer_kwargs, video, cfg):
+    tok = make(tiny_tokenizer_kwargs, **cfg)
+    tokens = tok.encode(video)[0]
+    assert tokens.shape[2:4] == (32 // cfg["downsample"], 32 // cfg["downsample"])
+    assert tok.decode(tokens).shape == video.shape
+
+
+@pytest.mark.parametrize("cfg", PATCH_CONFIGS[:2], ids=config_id)
+def test_patchify_stem_streams_the_offline_tokens(tiny_tokenizer_kwargs, cfg):
+    tok = make(tiny_tokenizer_kwargs, **cfg)
+    videos = next(sprite_batches(2, 6, 32, seed=5))
+    stream = tok.stream(batch_size=2)
+    streamed = torch.stack([stream.step(videos[:, t]) for t in range(6)], dim=1)
+    if tok.temporal_factor == 2:
+        streamed = streamed[:, 1::2]
+    assert torch.equal(streamed, tok.encode(videos)[0])
+
+
+def test_patchify_stem_skips_the_full_resolution_level(tiny_tokenizer_kwargs):
+    plain = make(tiny_tokenizer_kwargs, downsample=8)
+    patched = make(tiny_tokenizer_kwargs, downsample=8, patch_size=2)
+    assert len(patched.encoder.blocks) == len(plain.encoder.blocks) - 2  # one level: a res block + downsample
+    assert patched.encoder.stem.conv.in_channels == 3 * 2 * 2
+
+
+@pytest.mark.parametrize("patch_size", [3, 16, 0])
+def test_patch_size_must_be_a_power_of_two_dividing_downsample(tiny_tokenizer_kwargs, patch_size):
+    with pytest.raises(ValueError, match="patch_size"):
+        VQPTTokenizer(**{**tiny_tokenizer_kwargs, "downsample": 8, "patch_size": patch_size})

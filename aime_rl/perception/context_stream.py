@@ -45,7 +45,7 @@ class ContextStream:
         )
 
     def _new_cache(
-        self, layer, tokens_per_step: int, window: int | None, frames_per_step: int = 1
+        self, layer, tokens_per_step: int, window: int | None, frames_per_step: int = 1, prefix=None
     ) -> WindowKVCache:
         attention = layer.attention
         dtype = next(self.predictor.parameters()).dtype
@@ -58,6 +58,7 @@ class ContextStream:
             frames_per_step,
             device=self._device,
             dtype=dtype,
+            prefix=prefix,
         )
 
     def step(self, frames: torch.Tensor) -> torch.Tensor:
@@ -71,15 +72,21 @@ class ContextStream:
         if tokens.dim() == 3:
             tokens = tokens.unsqueeze(-1)
         cross = p.encoder.cross_attention
+        null = cross.attention.null_keys_values()
         if self._token_cache is None:
             n = tokens.shape[1] * tokens.shape[2]
-            self._token_cache = self._new_cache(cross, n, self.window, p.frames_per_token_step)
+            self._token_cache = self._new_cache(cross, n, self.window, p.frames_per_token_step, prefix=null)
         cache = self._token_cache
+        if null is not None:
+            cache.set_prefix(null)  # a few bytes; stays right when the weights change under a running stream
         cache.advance()
         if bool(emitted.any()):
+            # Keys are rotated once, by the frame they are emitted at; the query is rotated by the current frame.
+            # The scores depend on the difference only, so no cached key is touched again.
             embeddings = p.input_adapter(tokens.clamp_min(0))  # rows that did not emit are ignored by write()
-            cache.write(*cross.keys_values(embeddings), rows=emitted)
-        latents = p.encoder.step(cache.keys, cache.values, cache.key_time(), cache.visible(), self.condition)
+            keys, values = cross.keys_values(embeddings)
+            cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted)
+        latents = p.encoder.step(cache.keys, cache.values, cache.clock, cache.visible(), self.condition)
         fast = p.frame_context(latents)
         return fast if self._summary_cache is None else self._summarise(fast)
 

@@ -51,6 +51,7 @@ class TokenizerConfig:
     ema_decay: float = 0.99
     dead_code_threshold: float = 1.0
     kmeans_iters: int = 10
+    patch_size: int = 1
 
 
 class VQPTTokenizer(nn.Module):
@@ -71,6 +72,8 @@ class VQPTTokenizer(nn.Module):
         num_res_blocks: residual blocks per UNet level.
         dropout: dropout inside the residual blocks.
         use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
+        patch_size: space-to-depth factor before the first conv (power of two dividing ``downsample``); the conv
+            levels then cover ``downsample / patch_size``. 1 (the seed's UNet) keeps a full-resolution level.
     """
 
     def __init__(
@@ -92,10 +95,11 @@ class VQPTTokenizer(nn.Module):
         ema_decay: float = 0.99,
         dead_code_threshold: float = 1.0,
         kmeans_iters: int = 10,
+        patch_size: int = 1,
     ):
         super().__init__()
         self.config = TokenizerConfig(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        num_levels_for(downsample)
+        num_levels_for(downsample, patch_size)
         unet = dict(
             code_dim=code_dim,
             base_channels=base_channels,
@@ -104,6 +108,7 @@ class VQPTTokenizer(nn.Module):
             temporal_downsample=temporal_downsample,
             num_res_blocks=num_res_blocks,
             dropout=dropout,
+            patch_size=patch_size,
         )
         self.encoder = CausalVideoEncoder(in_channels, **unet)
         self.quantizer = VectorQuantize(

@@ -89,17 +89,57 @@ class MultiHeadAttention(nn.Module):
         ``mask``: bool ``[B or 1, Lq, Lk]``; ``q_time``: ``[Lq]`` or ``[B, Lq]``; ``k_time``: ``[Lk]`` or
         ``[B, Lk]`` (float or int; used only with ``rotary_time``).
         """
-        q = rearrange(self.q_proj(x_q), "b l (h d) -> b h l d", h=self.num_heads)
+        q = self._queries(x_q, q_time)
         if self.rotary is not None:
-            q = self._rotate(q, q_time)
             keys = self._rotate(keys, k_time)
-        if self.null_k is not None:
+        null = self.null_keys_values()
+        if null is not None:
             b = q.shape[0]
-            null_k = F.pad(self.null_k, (self.rotary_dim, 0)).expand(b, -1, -1, -1)
-            keys = torch.cat([null_k.to(keys.dtype), keys], dim=2)
-            values = torch.cat([self.null_v.expand(b, -1, -1, -1).to(values.dtype), values], dim=2)
+            keys = torch.cat([null[0].expand(b, -1, -1, -1).to(keys.dtype), keys], dim=2)
+            values = torch.cat([null[1].expand(b, -1, -1, -1).to(values.dtype), values], dim=2)
             if mask is not None:
                 mask = F.pad(mask, (1, 0), value=True)
+        return self._attention(q, keys, values, mask)
+
+    def attend_prepared(
+        self,
+        x_q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        q_time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Like :meth:`attend`, over keys that are already rotated (:meth:`rotate_keys`) and already start with the
+        null key/value (:meth:`null_keys_values`), as a streaming cache keeps them.
+
+        Queries ``[B, Lq, C]``, keys/values ``[B, heads, Lk, d]``, ``mask`` bool ``[B or 1, Lq or 1, Lk]``,
+        ``q_time`` ``[B, Lq]`` on the same clock as the keys' rotation → ``[B, Lq, C]``. Nothing of size ``Lk`` is
+        copied: the cost beyond the attention itself does not grow with the cache.
+        """
+        return self._attention(self._queries(x_q, q_time, exact=True), keys, values, mask)
+
+    def rotate_keys(self, keys: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """Keys ``[B, heads, L, d]`` rotated by their time ``[B]`` or ``[B, L]`` (identity without rotary time).
+
+        The rotation runs in float64, so a clock that has run for millions of frames loses no precision: what
+        matters is ``q_time − k_time``, and float32 angles of large times would blur it.
+        """
+        if self.rotary is None:
+            return keys
+        time = time.view(time.shape[0], -1)  # [B] -> [B, 1], broadcast over the L keys
+        return self._rotate(keys, time, exact=True)
+
+    def null_keys_values(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The learned null key and value ``[heads, 1, head_dim]`` each (zeros in the rotated channels), or None."""
+        if self.null_k is None:
+            return None
+        return F.pad(self.null_k, (self.rotary_dim, 0)), self.null_v
+
+    def _queries(self, x_q: torch.Tensor, q_time: torch.Tensor | None, exact: bool = False) -> torch.Tensor:
+        q = rearrange(self.q_proj(x_q), "b l (h d) -> b h l d", h=self.num_heads)
+        return q if self.rotary is None else self._rotate(q, q_time, exact)
+
+    def _attention(self, q, keys, values, mask) -> torch.Tensor:
         attn_mask = None if mask is None else mask.unsqueeze(1)
         out = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
@@ -111,11 +151,13 @@ class MultiHeadAttention(nn.Module):
         keys, values = self.keys_values(x_kv)
         return self.attend(x_q, keys, values, mask, **times)
 
-    def _rotate(self, x: torch.Tensor, time: torch.Tensor | None) -> torch.Tensor:
+    def _rotate(self, x: torch.Tensor, time: torch.Tensor | None, exact: bool = False) -> torch.Tensor:
         if time is None:
             raise ValueError("rotary_time attention needs q_time and k_time")
         if time.dim() == 2:  # [B, L] -> [B, 1, L] to broadcast over heads
             time = time.unsqueeze(1)
+        if exact:  # float64 angles and arithmetic: large clocks keep their precision
+            return self.rotary.rotate_partial(x.double(), time.to(x.device), self.rotary_dim).to(x.dtype)
         return self.rotary.rotate_partial(x, time.to(x.device), self.rotary_dim)
 
 
@@ -148,6 +190,12 @@ class CrossAttentionLayer(nn.Module):
     def attend(self, x_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask=None, **times):
         """``x_q [B, Lq, C]`` over cached keys/values → ``[B, Lq, C]`` (see :meth:`MultiHeadAttention.attend`)."""
         x = x_q + self.dropout(self.attention.attend(self.q_norm(x_q), keys, values, mask, **times))
+        return x + self.mlp(x)
+
+    def attend_prepared(self, x_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask, q_time):
+        """As :meth:`attend` over a streaming cache's prepared keys (see
+        :meth:`MultiHeadAttention.attend_prepared`) → ``[B, Lq, C]``."""
+        x = x_q + self.dropout(self.attention.attend_prepared(self.q_norm(x_q), keys, values, mask, q_time))
         return x + self.mlp(x)
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None = None, **times):

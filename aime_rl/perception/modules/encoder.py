@@ -83,21 +83,20 @@ class PerceiverEncoder(nn.Module):
         self,
         keys: torch.Tensor,
         values: torch.Tensor,
-        key_time: torch.Tensor,
+        clock: torch.Tensor,
         visible: torch.Tensor,
         condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """One frame from cached keys/values ``[B, heads, L, d]`` with key_time ``[B, L]`` relative to the current
-        frame (``≤ 0``) and visible bool ``[B, L]`` → latents ``[B, N, D]``."""
+        """One frame from a streaming cache → latents ``[B, N, D]``.
+
+        ``keys``/``values`` ``[B, heads, L, d]`` hold the null key first and the past tokens' keys rotated by the
+        frame they were emitted at (``cross_attention.attention.rotate_keys``); ``clock`` ``[B]`` is the current
+        frame on the same clock; ``visible`` bool ``[B, L]`` says which keys the frame may see.
+        """
         b, n = keys.shape[0], self.num_latents
         q = self.queries(b, 1, condition)
-        x = self.cross_attention.attend(
-            q,
-            keys,
-            values,
-            repeat(visible, "b l -> b n l", n=n),
-            q_time=torch.zeros(n, device=keys.device),
-            k_time=key_time,
+        x = self.cross_attention.attend_prepared(
+            q, keys, values, visible.unsqueeze(1), q_time=clock.unsqueeze(1).expand(b, n)
         )
         return self._self_attend(x, b, 1).squeeze(1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def window_mask(query_time: torch.Tensor, key_time: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -27,11 +28,16 @@ class WindowKVCache:
     """Keys/values of the last emitted steps of each batch row, for attention from the current frame.
 
     Each slot holds the ``tokens_per_step`` keys/values of one emitted step and its *age* in frames. Every frame
-    ``advance()`` ages all slots; ``write()`` puts a new step (age 0) into the oldest slot of the chosen rows.
-    A key is visible while ``age < window``. With a window the cache has a fixed number of slots
-    (``ceil(window / frames_per_step)``), so memory stops growing once it is full; with ``window=None`` it grows.
+    ``advance()`` ages all slots and moves each row's ``clock`` (frames since the row's start, 0 at its first
+    frame); ``write()`` puts a new step (age 0) into the oldest slot of the chosen rows. A key is visible while
+    ``age < window``. With a window the cache has a fixed number of slots (``ceil(window / frames_per_step)``), so
+    memory stops growing once it is full; with ``window=None`` it grows.
 
-    Tensors: keys/values ``[B, heads, slots · tokens_per_step, head_dim]``, ages int64 ``[B, slots]``.
+    ``prefix`` (keys, values ``[heads, P, head_dim]``, e.g. an attention layer's null key) fills the first ``P``
+    positions of every row and is always visible, so attention needs no per-step concatenation.
+
+    Tensors: keys/values ``[B, heads, P + slots · tokens_per_step, head_dim]``, ages int64 ``[B, slots]``,
+    clock int64 ``[B]``.
     """
 
     def __init__(
@@ -44,17 +50,27 @@ class WindowKVCache:
         frames_per_step: int = 1,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         self.window = window
         self.tokens_per_step = tokens_per_step
+        self.prefix_length = 0 if prefix is None else prefix[0].shape[1]
         slots = -(-window // frames_per_step) if window is not None else 8
-        self.keys = torch.zeros(
-            batch_size, num_heads, slots * tokens_per_step, head_dim, device=device, dtype=dtype
-        )
+        length = self.prefix_length + slots * tokens_per_step
+        self.keys = torch.zeros(batch_size, num_heads, length, head_dim, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
+        if prefix is not None:
+            self.set_prefix(prefix)
         self.age = torch.zeros(batch_size, slots, dtype=torch.long, device=device)
         self.valid = torch.zeros(batch_size, slots, dtype=torch.bool, device=device)
         self.next_slot = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.clock = torch.full((batch_size,), -1, dtype=torch.long, device=device)
+
+    def set_prefix(self, prefix: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Overwrite the prefix keys/values ``[heads, P, head_dim]`` of every row (e.g. after a weight update)."""
+        p = self.prefix_length
+        self.keys[:, :, :p] = prefix[0].to(self.keys.dtype)
+        self.values[:, :, :p] = prefix[1].to(self.values.dtype)
 
     @property
     def num_slots(self) -> int:
@@ -62,12 +78,13 @@ class WindowKVCache:
 
     def nbytes(self) -> int:
         """Bytes held by the cache tensors."""
-        tensors = (self.keys, self.values, self.age, self.valid, self.next_slot)
+        tensors = (self.keys, self.values, self.age, self.valid, self.next_slot, self.clock)
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def advance(self) -> None:
         """One frame passes for every row."""
         self.age += 1
+        self.clock += 1
 
     def write(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor) -> None:
         """Store ``keys``/``values`` ``[B, heads, tokens_per_step, head_dim]`` for rows where ``rows`` (bool [B])."""
@@ -79,19 +96,26 @@ class WindowKVCache:
         b, h, _, d = self.keys.shape
         by_slot = (b, h, self.num_slots, self.tokens_per_step, d)
         # In place: [rows, :, slot] of the [B, heads, slots, tokens, d] view is [R, heads, tokens, d].
-        self.keys.view(by_slot)[written_rows, :, written_slots] = keys[written_rows].to(self.keys.dtype)
-        self.values.view(by_slot)[written_rows, :, written_slots] = values[written_rows].to(self.values.dtype)
+        p = self.prefix_length
+        self.keys[:, :, p:].view(by_slot)[written_rows, :, written_slots] = keys[written_rows].to(
+            self.keys.dtype
+        )
+        self.values[:, :, p:].view(by_slot)[written_rows, :, written_slots] = values[written_rows].to(
+            self.values.dtype
+        )
         self.age[written_rows, written_slots] = 0
         self.valid[written_rows, written_slots] = True
         self.next_slot = self.next_slot + rows.long()
 
     def visible(self) -> torch.Tensor:
-        """Bool ``[B, slots · tokens_per_step]``: which cached keys the current frame may attend to."""
+        """Bool ``[B, P + slots · tokens_per_step]``: which cached keys the current frame may attend to."""
         visible = self.valid if self.window is None else self.valid & (self.age < self.window)
-        return visible.repeat_interleave(self.tokens_per_step, dim=1)
+        visible = visible.repeat_interleave(self.tokens_per_step, dim=1)
+        return F.pad(visible, (self.prefix_length, 0), value=True) if self.prefix_length else visible
 
     def key_time(self) -> torch.Tensor:
-        """Time of each cached key relative to the current frame, ``−age``, ``[B, slots · tokens_per_step]``."""
+        """Time of each cached slot key relative to the current frame, ``−age``, ``[B, slots · tokens_per_step]``
+        (without the prefix)."""
         return (-self.age).repeat_interleave(self.tokens_per_step, dim=1)
 
     def reset(self, rows: torch.Tensor) -> None:
@@ -99,10 +123,12 @@ class WindowKVCache:
         self.valid[rows] = False
         self.age[rows] = 0
         self.next_slot[rows] = 0
+        self.clock[rows] = -1
 
     def _grow(self) -> None:
         """Double the number of slots (only with ``window=None``)."""
-        self.keys = torch.cat([self.keys, torch.zeros_like(self.keys)], dim=2)
-        self.values = torch.cat([self.values, torch.zeros_like(self.values)], dim=2)
+        p = self.prefix_length
+        self.keys = torch.cat([self.keys, torch.zeros_like(self.keys[:, :, p:])], dim=2)
+        self.values = torch.cat([self.values, torch.zeros_like(self.values[:, :, p:])], dim=2)
         self.age = torch.cat([self.age, torch.zeros_like(self.age)], dim=1)
         self.valid = torch.cat([self.valid, torch.zeros_like(self.valid)], dim=1)
