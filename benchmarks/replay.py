@@ -1,7 +1,8 @@
 """Replay throughput: write a store to a temporary directory, then sample windows from it.
 
 Prints a markdown table of windows/s (and frames/s, MB/s of uint8 frames) for uniform sampling of
-``batch x length`` windows of 64x64x3 frames, in-process and through a ``DataLoader`` with worker processes.
+``batch x length`` windows of 64x64x3 frames: the store's own sampler, then the training path
+(``ReplayWindowDataset``, one deterministic batch per step) in-process and through its ``DataLoader`` workers.
 The store was just written, so it is read from the page cache (the disk-bound case is slower).
 
     python benchmarks/replay.py [--episodes 200] [--steps 200] [--batch 32] [--length 16] [--workers 2]
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from aime_rl.replay import ReplayStore, make_replay_loader
+from aime_rl.replay import ReplayStore, ReplayWindowDataset
 
 FRAME_SHAPE = (64, 64, 3)
 
@@ -72,8 +73,10 @@ def main() -> None:
         store = ReplayStore.open(directory)
         rng = np.random.default_rng(0)
         in_process = time_batches(lambda: store.sample_windows(args.batch, args.length, rng), args.seconds)
-        loader = make_replay_loader(directory, args.batch, args.length, num_workers=args.workers, seed=0)
-        with_workers = time_batches(iter(loader).__next__, args.seconds)
+        timings = {}
+        for workers in (0, args.workers):
+            dataset = ReplayWindowDataset(directory, args.batch, args.length, num_workers=workers)
+            timings[workers] = time_batches(dataset.batches().__next__, args.seconds)
 
         size_gb = store.num_rows * int(np.prod(FRAME_SHAPE)) / 1e9
         print(
@@ -84,7 +87,9 @@ def main() -> None:
         print("| mode | batches | windows/s | frames/s | MB/s |")
         print("|---|---:|---:|---:|---:|")
         print(row("in-process `sample_windows`", *in_process, args.batch, args.length))
-        print(row(f"DataLoader, {args.workers} workers", *with_workers, args.batch, args.length))
+        print(row("`ReplayWindowDataset`, in-process", *timings[0], args.batch, args.length))
+        name = f"`ReplayWindowDataset`, DataLoader, {args.workers} workers"
+        print(row(name, *timings[args.workers], args.batch, args.length))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Trainer: loss falls, exact resume, NaN/inf guard, TensorBoard scalars, checkpoints; ReplayBatches determinism."""
+"""Trainer: loss falls, exact resume, NaN/inf guard, TensorBoard scalars, checkpoints; per-step replay batches."""
 
 from __future__ import annotations
 
@@ -12,15 +12,8 @@ from torch import nn
 
 from aime_rl.data import moving_sprites
 from aime_rl.perception import VQPTTokenizer
-from aime_rl.replay import ReplayStore
-from aime_rl.training import (
-    ReplayBatches,
-    Trainer,
-    TrainerConfig,
-    replay_batches,
-    scalar_metrics,
-    warmup_cosine,
-)
+from aime_rl.replay import ReplayStore, ReplayWindowDataset
+from aime_rl.training import Trainer, TrainerConfig, scalar_metrics, warmup_cosine
 
 FRAME_SIZE = 16
 
@@ -82,7 +75,7 @@ def make_trainer(logdir, store_dir, config: TrainerConfig, loss_fn=autoencoder_l
         loss_fn,
         config,
         logdir,
-        ReplayBatches.from_config(store_dir, config, subset="all"),
+        ReplayWindowDataset.from_config(store_dir, config, subset="all"),
         **{"progress": False, **kwargs},
     )
 
@@ -171,7 +164,7 @@ def test_tokenizer_trains_and_logs_per_head_metrics(tmp_path, store_dir):
     config = make_config(steps=1, batch_size=2, sequence_length=2, checkpoint_every=0)
     torch.manual_seed(0)
     model = VQPTTokenizer(code_dim=16, num_codes=8, base_channels=8, num_quantizers=2, perceptual_weight=0.0)
-    batches = ReplayBatches.from_config(store_dir, config, subset="all")
+    batches = ReplayWindowDataset.from_config(store_dir, config, subset="all")
     trainer = Trainer(model, lambda m, b: m(b["frames"]), config, tmp_path, batches, progress=False)
     trainer.fit()
     tags = EventAccumulator(str(tmp_path)).Reload().Tags()["scalars"]
@@ -202,7 +195,7 @@ def test_eval_fn_runs_periodically_in_eval_mode(tmp_path, store_dir):
 def test_non_finite_steps_are_skipped_and_counted(tmp_path, store_dir):
     config = make_config(steps=10, max_bad_steps=3)
     trainer = make_trainer(tmp_path, store_dir, config)
-    batches = ReplayBatches.from_config(store_dir, config, subset="all")(seed=0)
+    batches = ReplayWindowDataset.from_config(store_dir, config, subset="all").batches()
     model = trainer.model
     weight = model.decoder.weight
 
@@ -252,37 +245,23 @@ def test_loss_without_total_is_rejected(tmp_path, store_dir):
 # ------------------------------------------------------------------------------------------------- data and helpers
 
 
-def test_replay_batches_are_a_function_of_seed_rank_and_step(store_dir):
-    source = ReplayBatches(store_dir, batch_size=3, length=4, subset="all")
-    stream = source(seed=1, rank=0, start_step=0)
-    first_five = [next(stream) for _ in range(5)]
-    resumed = source(seed=1, rank=0, start_step=3)
-    for expected in first_five[3:]:
-        batch = next(resumed)
-        assert torch.equal(batch["frames"], expected["frames"])
-        assert torch.equal(batch["start"], expected["start"])
-    assert first_five[0]["frames"].shape == (3, 4, 3, FRAME_SIZE, FRAME_SIZE)
-    assert first_five[0]["frames"].dtype == torch.uint8
-    other_rank = source.sample(seed=1, rank=1, step=0)
-    assert not torch.equal(other_rank["frames"], first_five[0]["frames"])
+def test_trainer_draws_the_dataset_batch_of_each_step_also_after_resume(tmp_path, store_dir):
+    config = make_config(steps=6, seed=3, checkpoint_every=0)
+    seen: list[tuple[list[int], list[int]]] = []
 
+    def recording_loss(model, batch):
+        seen.append((batch["episode_index"].tolist(), batch["start"].tolist()))
+        return autoencoder_loss(model, batch)
 
-def test_replay_batches_with_workers_keep_step_order(store_dir):
-    expected = list(
-        zip(range(5), replay_batches(store_dir, 2, 3, seed=4, start_step=2, subset="all"), strict=False)
-    )
-    with_workers = replay_batches(store_dir, 2, 3, seed=4, start_step=2, subset="all", num_workers=2)
-    for (_, want), got in zip(expected, with_workers, strict=False):
-        assert torch.equal(got["frames"], want["frames"])
+    def run(num_workers: int, stop_at: int | None = None) -> None:
+        # seed=0 here: the trainer draws with its own config.seed (and rank / world size)
+        dataset = ReplayWindowDataset(store_dir, 4, 3, seed=0, num_workers=num_workers)
+        Trainer(TinyAutoencoder(), recording_loss, config, tmp_path, dataset, progress=False).fit(stop_at)
 
-
-def test_holdout_and_train_subsets_are_disjoint(store_dir):
-    train = ReplayBatches(store_dir, 8, 2, subset="train", holdout_fraction=0.5)
-    holdout = ReplayBatches(store_dir, 8, 2, subset="holdout", holdout_fraction=0.5)
-    assert set(train.episode_ids()).isdisjoint(holdout.episode_ids())
-    assert set(train.sample(0, 0, 0)["episode_index"].tolist()) <= set(train.episode_ids())
-    with pytest.raises(ValueError, match="rank"):
-        replay_batches(store_dir, 2, 2, seed=0, rank=2, world_size=2)
+    run(num_workers=0, stop_at=2)
+    run(num_workers=2)  # resumes at step 2, batches now computed by two DataLoader workers
+    expected = ReplayWindowDataset(store_dir, 4, 3, seed=3)
+    assert seen == [tuple(a.tolist() for a in expected.window_starts(step)) for step in range(6)]
 
 
 def test_warmup_cosine_schedule():

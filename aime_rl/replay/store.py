@@ -698,6 +698,22 @@ class ReplayStore:
             ``rewards`` float32 ``[B, T]``, ``terminated``/``truncated``/``is_first``/``is_last`` bool ``[B, T]``,
             ``episode_index``/``start`` int64 ``[B]`` (``store.episodes[i]`` and its first row).
         """
+        chosen, starts = self.sample_window_starts(batch_size, length, rng, recency, episode_ids)
+        return self.read_windows(chosen, starts, length)
+
+    def sample_window_starts(
+        self,
+        batch_size: int,
+        length: int,
+        rng: np.random.Generator | int | None = None,
+        recency: float | None = None,
+        episode_ids: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw the windows :meth:`sample_windows` would read, without reading them.
+
+        Returns ``(episode_indices [B], starts [B])`` int64; window ``b`` is rows ``starts[b] : starts[b] + length``
+        of ``store.episodes[episode_indices[b]]`` (pass both to :meth:`read_windows`).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rng = np.random.default_rng(rng)
@@ -705,7 +721,7 @@ class ReplayStore:
         chosen = eligible[rng.choice(len(eligible), size=batch_size, p=probabilities)]
         num_windows = np.array([len(self.episodes[i]) - length + 1 for i in chosen])
         starts = (rng.random(batch_size) * num_windows).astype(np.int64)
-        return self.read_windows(chosen, starts, length)
+        return chosen, starts
 
     def read_windows(
         self, episode_indices: Sequence[int], starts: Sequence[int], length: int

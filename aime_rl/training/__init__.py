@@ -2,7 +2,7 @@
 
 ``Trainer`` runs AdamW with warm-up + cosine decay, gradient clipping, a NaN/inf guard, bf16 autocast on CUDA,
 TensorBoard scalars, a tqdm bar, periodic evaluation and checkpoints, and resumes exactly from
-``logdir/checkpoints``; ``ReplayBatches`` feeds it deterministic per-step batches from a replay store.
+``logdir/checkpoints``; :class:`aime_rl.replay.ReplayWindowDataset` feeds it deterministic per-step batches.
 ``CheckpointManager`` writes safetensors weights + ``weights_only``-loadable state atomically and keeps the last k.
 ``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group. ``train_tokenizer`` and
 ``train_context_model`` train the perception stack from a replay store; ``pipeline`` is what the CLI runs.
@@ -20,10 +20,8 @@ from aime_rl.training.distributed import (
 )
 from aime_rl.training.perception import train_context_model, train_tokenizer
 from aime_rl.training.trainer import (
-    ReplayBatches,
     Trainer,
     TrainerConfig,
-    replay_batches,
     scalar_metrics,
     seed_everything,
     warmup_cosine,
@@ -33,7 +31,6 @@ __all__ = [
     "train_context_model",
     "train_tokenizer",
     "CheckpointManager",
-    "ReplayBatches",
     "Trainer",
     "TrainerConfig",
     "barrier",
@@ -44,7 +41,6 @@ __all__ = [
     "init_distributed",
     "is_distributed",
     "is_main_process",
-    "replay_batches",
     "restore_rng_state",
     "scalar_metrics",
     "seed_everything",

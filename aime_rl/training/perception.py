@@ -20,8 +20,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ..perception import CausalPerceiverIO, PerceiverTokenPredictor, VQPTTokenizer
+from ..replay.dataset import ReplayWindowDataset
 from ..utils.tensorboard import add_image_grid, add_rollout_gif, add_text_once
-from .trainer import ReplayBatches, Trainer, TrainerConfig
+from .trainer import Trainer, TrainerConfig
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
@@ -39,14 +40,15 @@ def holdout_batch(store_dir: str | os.PathLike, config: TrainerConfig, batch_siz
     """A fixed batch of held-out windows (falls back to all episodes when nothing is held out)."""
     for subset in ("holdout", "all"):
         try:
-            source = ReplayBatches(
+            source = ReplayWindowDataset(
                 store_dir,
                 batch_size or config.batch_size,
                 config.sequence_length,
+                seed=config.seed + 1,
                 subset=subset,
                 holdout_fraction=config.holdout_fraction,
             )
-            return source.sample(seed=config.seed + 1, rank=0, step=0)
+            return source[0]
         except ValueError:
             continue
     raise ValueError(
@@ -107,7 +109,12 @@ def train_tokenizer(
         add_text_once(writer, "status/lpips", model.perceptual.status)
 
     trainer = Trainer(
-        tokenizer, tokenizer_loss, config, logdir, ReplayBatches.from_config(store_dir, config), evaluate
+        tokenizer,
+        tokenizer_loss,
+        config,
+        logdir,
+        ReplayWindowDataset.from_config(store_dir, config),
+        evaluate,
     )
     trainer.fit()
     return results
@@ -175,7 +182,7 @@ def train_context_model(
         predictor_loss_fn(context),
         config,
         logdir,
-        ReplayBatches.from_config(store_dir, config),
+        ReplayWindowDataset.from_config(store_dir, config),
         evaluate,
         model_config={"class": "CausalPerceiverIO"},
     )

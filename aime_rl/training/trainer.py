@@ -9,16 +9,18 @@ dropped, parameters and schedule untouched) and counted. Around that: TensorBoar
 Exact resume
 ------------
 ``fit()`` first restores the newest checkpoint in ``logdir/checkpoints`` (weights, optimizer, scheduler, RNG states,
-step and counters). The data stream resumes too because the trainer owns the data randomness: batches come from a
-*batch factory* ``make_batches(seed, rank, start_step)`` whose k-th item is the batch of step ``start_step + k``.
-:class:`ReplayBatches` samples the batch of step ``s`` with ``numpy.random.default_rng([seed, rank, s])``, so it
-depends on nothing but ``(seed, rank, s)`` and the store's contents: restarting at ``s`` needs no saved sampler
-state. A run of N steps and a run stopped after K steps and resumed to N therefore end with identical parameters
+step and counters). The data stream resumes too because the trainer owns the data randomness. The usual source is a
+:class:`~aime_rl.replay.dataset.ReplayWindowDataset`: the trainer takes its shard for ``(config.seed, rank,
+world_size)`` (:meth:`~aime_rl.replay.dataset.ReplayWindowDataset.shard`) and iterates its batches from the resumed
+step on (in-process or with ``num_workers`` DataLoader workers). Its item ``s`` depends on nothing but ``(seed, s,
+rank)`` and the store's contents, so restarting at ``s`` needs no saved sampler state. Any *batch factory*
+``make_batches(seed, rank, start_step)`` whose k-th item is the batch of step ``start_step + k`` resumes the same
+way. A run of N steps and a run stopped after K steps and resumed to N therefore end with identical parameters
 (on CPU; CUDA kernels may be non-deterministic). A plain iterator is accepted as well, but it restarts from its
 beginning after a resume (a warning says so).
 
-Steps are counted from 1: ``trainer.step == s`` means s steps have been taken; the batch of step s is
-``make_batches(...)``'s item for ``s - 1``, i.e. sampled with ``default_rng([seed, rank, s - 1])``.
+Steps are counted from 1: ``trainer.step == s`` means s steps have been taken; the batch of step s is the
+dataset's item ``s - 1`` (``make_batches(...)``'s item for ``s - 1``).
 
 Distributed data parallel
 -------------------------
@@ -28,9 +30,10 @@ environment). With ``world_size > 1`` the model is wrapped in ``DistributedDataP
 agree across ranks keep them in sync themselves — the VQ codebook's EMA statistics are all-reduced inside
 ``VectorQuantize`` — and other buffers (e.g. BatchNorm statistics) stay per rank. ``loss_fn`` receives the DDP
 module and must call its ``forward`` (``model(batch["frames"])``; a call to another method such as
-``model.module.loss(...)`` bypasses DDP and gradients are not averaged). Each rank samples its own batches (``rank``
-is part of the seed; ``batch_size`` is per rank), gradients are averaged, rank 0 alone writes TensorBoard and
-checkpoints, and a step is skipped on all ranks when it is non-finite on any rank.
+``model.module.loss(...)`` bypasses DDP and gradients are not averaged). Each rank reads its own disjoint shard of
+the step's global batch of ``batch_size * world_size`` windows (``batch_size`` is per rank), gradients are averaged,
+rank 0 alone writes TensorBoard and checkpoints, and a step is skipped on all ranks when it is non-finite on any
+rank.
 """
 
 from __future__ import annotations
@@ -55,11 +58,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
-from aime_rl.replay.store import ReplayStore
+from aime_rl.replay.dataset import ReplayWindowDataset
 from aime_rl.training.checkpoint import CheckpointManager
 from aime_rl.training.distributed import barrier, get_rank, get_world_size
 
@@ -68,10 +70,8 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LossFn",
     "MakeBatches",
-    "ReplayBatches",
     "Trainer",
     "TrainerConfig",
-    "replay_batches",
     "scalar_metrics",
     "seed_everything",
     "warmup_cosine",
@@ -109,8 +109,8 @@ class TrainerConfig:
             checkpoints; a checkpoint is always written at the end of ``fit``).
         keep_last: checkpoints kept on disk.
         amp_bf16: bf16 autocast for the forward pass (CUDA only; ignored on CPU).
-        num_workers: DataLoader workers used by :meth:`ReplayBatches.from_config`.
-        holdout_fraction: fraction of episodes held out from training by :meth:`ReplayBatches.from_config`.
+        num_workers: DataLoader workers used by :meth:`ReplayWindowDataset.from_config`.
+        holdout_fraction: fraction of episodes held out from training by :meth:`ReplayWindowDataset.from_config`.
         device: ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under DDP) or an explicit ``"cuda:N"``.
     """
 
@@ -221,169 +221,6 @@ def _model_config(model: nn.Module) -> dict[str, Any] | None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# deterministic, per-step batches from a replay store
-# ----------------------------------------------------------------------------------------------------------------
-
-
-class ReplayBatches:
-    """Batch factory over a :class:`~aime_rl.replay.store.ReplayStore` with one random stream per step.
-
-    The batch of step index ``s`` for ``(seed, rank)`` is ``store.sample_windows(batch_size, length,
-    rng=numpy.random.default_rng([seed, rank, s]), ...)`` restricted to the ``subset`` episodes: the same on every
-    call, on every machine, with any number of DataLoader workers — so resuming at step ``s`` needs no sampler
-    state. Different ranks get independent streams. The store is read as it was when first opened (episodes added
-    later are not seen; exact resume assumes the store does not change).
-
-    Args:
-        store_dir: directory of the replay store.
-        batch_size, length: windows per batch ``B`` and frames per window ``T``.
-        subset: ``"train"``, ``"holdout"`` (episode split by :meth:`ReplayStore.split`) or ``"all"``.
-        holdout_fraction, split_seed: the split.
-        recency: half-life in episodes for recency-weighted sampling (``None``: uniform over windows).
-        num_workers: DataLoader worker processes (``0``: sample in the calling process). Worker ``w`` of ``W``
-            samples steps ``start + w, start + w + W, ...``; the loader returns them in step order.
-
-    Items are the dicts of :meth:`ReplayStore.sample_windows`: ``frames`` uint8 ``[B, T, 3, H, W]``,
-    ``actions [B, T, ...]``, ``rewards``/``terminated``/``truncated``/``is_first``/``is_last`` ``[B, T]``, ...
-    """
-
-    def __init__(
-        self,
-        store_dir: str | os.PathLike,
-        batch_size: int,
-        length: int,
-        *,
-        subset: str = "train",
-        holdout_fraction: float = 0.1,
-        split_seed: int = 0,
-        recency: float | None = None,
-        num_workers: int = 0,
-    ):
-        if batch_size < 1 or length < 1:
-            raise ValueError(f"batch_size and length must be >= 1, got {batch_size} and {length}")
-        if subset not in ("all", "train", "holdout"):
-            raise ValueError(f"subset must be 'all', 'train' or 'holdout', got {subset!r}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-        self.store_dir = os.fspath(store_dir)
-        self.batch_size = batch_size
-        self.length = length
-        self.subset = subset
-        self.holdout_fraction = holdout_fraction
-        self.split_seed = split_seed
-        self.recency = recency
-        self.num_workers = num_workers
-        self._store: ReplayStore | None = None
-        self._episode_ids: np.ndarray | None = None
-
-    @classmethod
-    def from_config(
-        cls, store_dir: str | os.PathLike, config: TrainerConfig, subset: str = "train", **kwargs
-    ):
-        """Batch size, window length, hold-out fraction and workers taken from a :class:`TrainerConfig`."""
-        kwargs.setdefault("holdout_fraction", config.holdout_fraction)
-        kwargs.setdefault("num_workers", config.num_workers)
-        return cls(store_dir, config.batch_size, config.sequence_length, subset=subset, **kwargs)
-
-    def __repr__(self) -> str:
-        return (
-            f"ReplayBatches({self.store_dir!r}, batch_size={self.batch_size}, length={self.length}, "
-            f"subset={self.subset!r})"
-        )
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_store"] = None  # every worker process opens its own memory maps
-        return state
-
-    @property
-    def store(self) -> ReplayStore:
-        """The store, opened read-only on first use in this process."""
-        if self._store is None:
-            self._store = ReplayStore.open(self.store_dir)
-        return self._store
-
-    def episode_ids(self) -> np.ndarray | None:
-        """Episode indices sampled from (``None``: all episodes); computed once."""
-        if self.subset == "all":
-            return None
-        if self._episode_ids is None:
-            train, holdout = self.store.split(self.holdout_fraction, self.split_seed)
-            self._episode_ids = train if self.subset == "train" else holdout
-            if len(self._episode_ids) == 0:
-                raise ValueError(
-                    f"the {self.subset!r} subset of {self.store_dir} is empty "
-                    f"({len(self.store.episodes)} episodes, holdout_fraction={self.holdout_fraction})"
-                )
-        return self._episode_ids
-
-    def sample(self, seed: int, rank: int, step: int) -> dict[str, torch.Tensor]:
-        """The batch of step index ``step`` (sampled with ``default_rng([seed, rank, step])``)."""
-        rng = np.random.default_rng([seed, rank, step])
-        return self.store.sample_windows(self.batch_size, self.length, rng, self.recency, self.episode_ids())
-
-    def __call__(self, seed: int, rank: int = 0, start_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-        """Endless iterator over the batches of steps ``start_step, start_step + 1, ...``."""
-        self.store.window_weights(self.length, self.recency, self.episode_ids())  # fail fast, in this process
-        if self.num_workers == 0:
-            return self._steps(seed, rank, start_step, stride=1)
-        dataset = _StepBatchDataset(self, seed, rank, start_step)
-        loader = DataLoader(dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
-        return iter(loader)
-
-    def _steps(self, seed: int, rank: int, first: int, stride: int) -> Iterator[dict[str, torch.Tensor]]:
-        step = first
-        while True:
-            yield self.sample(seed, rank, step)
-            step += stride
-
-
-class _StepBatchDataset(IterableDataset):
-    """Worker ``w`` of ``W`` yields the batches of steps ``start + w + k W``; DataLoader interleaves them in order."""
-
-    def __init__(self, source: ReplayBatches, seed: int, rank: int, start_step: int):
-        super().__init__()
-        self.source, self.seed, self.rank, self.start_step = source, seed, rank, start_step
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        return self.source._steps(self.seed, self.rank, self.start_step + worker, stride=workers)
-
-
-def replay_batches(
-    store_dir: str | os.PathLike,
-    batch_size: int,
-    length: int,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
-    *,
-    subset: str = "train",
-    holdout_fraction: float = 0.1,
-    start_step: int = 0,
-    num_workers: int = 0,
-    **kwargs: Any,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of steps ``start_step, start_step + 1, ...`` for ``rank`` (see :class:`ReplayBatches`).
-
-    ``world_size`` is only checked: every rank samples the whole (train) store with its own stream.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    source = ReplayBatches(
-        store_dir,
-        batch_size,
-        length,
-        subset=subset,
-        holdout_fraction=holdout_fraction,
-        num_workers=num_workers,
-        **kwargs,
-    )
-    return source(seed, rank, start_step)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # the trainer
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -398,9 +235,11 @@ class Trainer:
             and must call its ``forward``.
         config: :class:`TrainerConfig`.
         logdir: TensorBoard event files go here, checkpoints to ``logdir/checkpoints``.
-        train_batches: a batch factory ``make_batches(seed, rank, start_step)`` (e.g. :class:`ReplayBatches`;
-            exact resume) or any iterable of batches (resume restarts it). Batches are dicts; their tensors are
-            moved to the device (``frames`` stay uint8 ``[B, T, 3, H, W]``; models convert them).
+        train_batches: a :class:`~aime_rl.replay.dataset.ReplayWindowDataset` (its ``seed``, ``rank`` and
+            ``world_size`` are replaced by ``config.seed`` and this process's; exact resume), a batch factory
+            ``make_batches(seed, rank, start_step)`` (exact resume) or any iterable of batches (resume restarts
+            it). Batches are dicts; their tensors are moved to the device (``frames`` stay uint8
+            ``[B, T, 3, H, W]``; models convert them).
         eval_fn: ``eval_fn(model, step, writer)`` every ``eval_every`` steps and after the last step, with the
             unwrapped model in eval mode under ``torch.no_grad()``. It runs on every rank (so collectives inside
             the model match); ``writer`` is ``None`` except on rank 0.
@@ -420,7 +259,7 @@ class Trainer:
         loss_fn: LossFn,
         config: TrainerConfig,
         logdir: str | os.PathLike,
-        train_batches: MakeBatches | Iterable[Batch],
+        train_batches: ReplayWindowDataset | MakeBatches | Iterable[Batch],
         eval_fn: EvalFn | None = None,
         *,
         progress: bool | None = None,
@@ -473,12 +312,15 @@ class Trainer:
         return nullcontext()
 
     def _batch_iterator(self, start_step: int) -> Iterator[Batch]:
+        if isinstance(self.train_batches, ReplayWindowDataset):
+            shard = self.train_batches.shard(self.rank, self.world_size, seed=self.config.seed)
+            return shard.batches(start_step)
         if callable(self.train_batches) and not isinstance(self.train_batches, Iterable):
             return iter(self.train_batches(self.config.seed, self.rank, start_step))
         if start_step > 0:
             logger.warning(
                 "resuming at step %d with a plain batch iterator: the data stream restarts from its beginning "
-                "(pass a batch factory such as ReplayBatches for exact resume)",
+                "(pass a ReplayWindowDataset or a batch factory for exact resume)",
                 start_step,
             )
         return iter(self.train_batches)

@@ -1,7 +1,7 @@
 """Train a :class:`~aime_rl.world_model.vrnn.VRNN` on a replay store with the shared :class:`Trainer`.
 
 ``train_world_model(store_dir, perceiver, config, logdir)`` samples windows of ``config.sequence_length`` rows
-from the training episodes (:class:`ReplayBatches`, exact resume), minimises :func:`world_model_loss`, and every
+from the training episodes (:class:`ReplayWindowDataset`, exact resume), minimises :func:`world_model_loss`, and every
 ``config.eval_every`` steps runs an open-loop rollout on held-out episodes (TensorBoard GIF
 ``eval/open_loop/video`` and ``eval/open_loop/psnr_step_i`` next to the copy-last-frame baseline). The frozen
 perceiver is not trained and not checkpointed; the final VRNN is written to ``logdir/world_model``
@@ -21,8 +21,9 @@ import torch
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
+from ..replay.dataset import ReplayWindowDataset
 from ..replay.store import ReplayStore
-from ..training.trainer import ReplayBatches, Trainer, TrainerConfig
+from ..training.trainer import Trainer, TrainerConfig
 from .imagination import log_open_loop
 from .vrnn import VRNN
 
@@ -101,7 +102,7 @@ class OpenLoopEvaluator:
 
     def _sample(self) -> dict[str, torch.Tensor] | None:
         length = self.observe_k + self.horizon
-        source = ReplayBatches(
+        source = ReplayWindowDataset(
             self.store_dir, self.batch_size, length, subset="holdout", holdout_fraction=self.holdout_fraction
         )
         rng = np.random.default_rng([self.seed, 1])
@@ -153,7 +154,8 @@ def train_world_model(
 ) -> VRNN:
     """Train a VRNN on ``store_dir`` with a frozen ``perceiver``; returns it (also saved to ``logdir/world_model``).
 
-    The returned model's ``eval_history`` attribute lists ``(step, scalars)`` of every open-loop evaluation.
+    The VRNN's initial weights are drawn after ``torch.manual_seed(config.seed)``, whatever the caller's RNG
+    state. The returned model's ``eval_history`` attribute lists ``(step, scalars)`` of every open-loop evaluation.
 
     Args:
         store_dir: replay store (frames at the perceiver's resolution).
@@ -170,6 +172,7 @@ def train_world_model(
     if "action_dim" not in kwargs:
         kwargs["action_dim"], inferred_discrete = infer_action_spec(ReplayStore.open(store_dir))
         kwargs.setdefault("discrete", inferred_discrete)
+    torch.manual_seed(config.seed)  # the initial weights follow config.seed, not the caller's RNG state
     vrnn = VRNN(perceiver, **kwargs)
     observe_k = observe_k if observe_k is not None else max(1, config.sequence_length // 2)
     horizon = horizon if horizon is not None else max(1, config.sequence_length - observe_k)
@@ -181,7 +184,7 @@ def train_world_model(
         world_model_loss,
         config,
         logdir,
-        ReplayBatches.from_config(store_dir, config),
+        ReplayWindowDataset.from_config(store_dir, config),
         eval_fn=evaluator,
         progress=progress,
     )
