@@ -8,7 +8,9 @@
   :class:`GymnasiumToSB3VecEnv` to train SB3 on a Gymnasium vector env.
 - ``preprocessing``: frames from observations or ``render()``, resized to the model's size (torch, no opencv).
 
-The observation is float32 ``[context_dim]`` per env, LayerNorm-ed and unbounded (``Box(-inf, inf)``).
+The observation is float32 ``[context_dim]`` per env, LayerNorm-ed and unbounded (``Box(-inf, inf)``). With
+``world_model=`` (a trained ``VRNN`` or its directory) every wrapper appends the VRNN filter's belief
+``[h_{t-1}, z_t]``: float32 ``[context_dim + belief_dim]`` per env.
 
 The classes are imported on first use (``import aime_rl`` only registers the env id and stays free of torch and
 SB3 imports).
@@ -22,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 
 if TYPE_CHECKING:
-    from .context import ContextObservation, SharedModel, context_space, make_context_env
+    from .context import (
+        ContextObservation,
+        SharedModel,
+        belief_actions,
+        context_space,
+        make_context_env,
+        resolve_world_model,
+    )
     from .preprocessing import frame_source_for, is_image_space, load_perception_model, to_model_frames
     from .vec_context import VecContextObservation, env_factory, fork_stream, make_context_vec_env
     from .vector_context import GymnasiumToSB3VecEnv, VectorContextObservation, split_vector_infos
@@ -32,7 +41,9 @@ CONTEXT_ENV_ID = "aime_rl/Context-v0"
 _LAZY_EXPORTS = {
     "ContextObservation": "context",
     "SharedModel": "context",
+    "belief_actions": "context",
     "context_space": "context",
+    "resolve_world_model": "context",
     "make_context_env": "context",
     "frame_source_for": "preprocessing",
     "is_image_space": "preprocessing",
@@ -54,6 +65,7 @@ __all__ = [
     "SharedModel",
     "VecContextObservation",
     "VectorContextObservation",
+    "belief_actions",
     "context_space",
     "env_factory",
     "fork_stream",
@@ -63,6 +75,7 @@ __all__ = [
     "make_context_env",
     "make_context_vec_env",
     "register_context_env",
+    "resolve_world_model",
     "split_vector_infos",
     "to_model_frames",
 ]

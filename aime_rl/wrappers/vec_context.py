@@ -42,7 +42,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.perception.context_stream import ContextStream
 
-from .context import ModelOrDir, context_space, resolve_model
+from .context import ModelOrDir, context_space, resolve_model, resolve_world_model
 from .preprocessing import frame_source_from, to_model_frames
 
 __all__ = ["VecContextObservation", "env_factory", "fork_stream", "make_context_vec_env"]
@@ -118,7 +118,7 @@ class VecContextObservation(VecEnvWrapper):
         self.device = torch.device(device)
         self.window = window
         self.timescale = timescale
-        self.world_model = self._resolve_world_model(world_model)
+        self.world_model = resolve_world_model(world_model, self.model, self.device, venv.action_space)
         belief_dim = self.world_model.belief_dim if self.world_model is not None else 0
         super().__init__(venv, observation_space=context_space(self.model.context_dim + belief_dim))
         self._stream = self._new_stream()
@@ -126,17 +126,6 @@ class VecContextObservation(VecEnvWrapper):
         self._actions: np.ndarray | None = None
         self._last_contexts = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
         self._warned_lost_terminal_frames = False
-
-    def _resolve_world_model(self, world_model: Any):
-        if world_model is None:
-            return None
-        from aime_rl.world_model import VRNN
-
-        if not isinstance(world_model, VRNN):
-            world_model = VRNN.from_pretrained(world_model, self.model, map_location=self.device)
-        if world_model.perceiver is not self.model and world_model.context_dim != self.model.context_dim:
-            raise ValueError("world_model was trained on a perception model with another context size")
-        return world_model.eval()
 
     def _new_filter(self):
         if self.world_model is None:

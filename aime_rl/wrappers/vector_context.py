@@ -4,6 +4,9 @@
 ``AutoresetMode.NEXT_STEP`` (Gymnasium's default): the step after a sub-env finished returns its reset observation
 (and ignores its action), so the wrapper resets that stream row just before feeding it that frame — one batched
 forward per step, no terminal-frame bookkeeping. ``SAME_STEP`` and ``DISABLED`` are rejected at construction.
+With ``world_model=`` the observation of each sub-env is ``[c_t, belief_t]``: a batched ``VRNNFilter`` runs
+beside the stream on its tokens, fed each sub-env's previous action; on a sub-env's reset step its filter row
+restarts with the stream row and that (ignored) action is not used.
 
 :class:`GymnasiumToSB3VecEnv` presents a Gymnasium vector env as an SB3 ``VecEnv`` (SAME_STEP semantics):
 finished sub-envs are reset inside ``step_wait`` with ``reset(options={"reset_mask": dones})`` and their last
@@ -31,7 +34,14 @@ from torch import nn
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.perception.context_stream import ContextStream
 
-from .context import ModelOrDir, context_space, resolve_model
+from .context import (
+    ModelOrDir,
+    WorldModelOrDir,
+    belief_actions,
+    context_space,
+    resolve_model,
+    resolve_world_model,
+)
 from .preprocessing import frame_source_from, to_model_frames
 from .vec_context import fork_stream
 
@@ -77,7 +87,8 @@ def _restore_rows(current: Any, saved: Any, rows: torch.Tensor, batch_size: int)
 
 
 class VectorContextObservation(gym.vector.VectorWrapper):
-    """Observation of every sub-env = its causal context, float32 ``[num_envs, context_dim]``, one batched forward.
+    """Observation of every sub-env = its causal context, float32 ``[num_envs, context_dim]``, one batched forward
+    (``[num_envs, context_dim + belief_dim]`` with a world model).
 
     Args:
         env: a Gymnasium vector env in ``NEXT_STEP`` autoreset mode with uint8 image observations, or made with
@@ -86,9 +97,13 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         window: frames the context attends to.
         device: where the model runs; observations are numpy on the CPU.
         timescale: the stream's timescale.
+        world_model: a trained ``VRNN`` (on this perception model) or its checkpoint directory: observations
+            become ``[c_t, belief_t]`` with the belief ``[h_{t-1}, z_t]`` of the VRNN filter run online (one
+            batched step per env step on the stream's tokens, reset per episode, fed each sub-env's previous
+            action; the action a NEXT_STEP reset step ignores is ignored by the filter too).
 
     ``reset(options={"reset_mask": mask})`` restarts only the masked rows; the other rows keep their context and
-    their stream state (the stream is forked, stepped, and their rows are restored from the fork).
+    their stream (and filter) state (the stream is forked, stepped, and their rows are restored from the fork).
     """
 
     def __init__(
@@ -98,6 +113,7 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         window: int | None = 16,
         device: str | torch.device = "cpu",
         timescale: str = "fast",
+        world_model: WorldModelOrDir = None,
     ):
         super().__init__(env)
         mode = autoreset_mode_of(env)
@@ -114,11 +130,16 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         self.device = torch.device(device)
         self.window = window
         self.timescale = timescale
-        self.single_observation_space = context_space(self.model.context_dim)
+        self.world_model = resolve_world_model(world_model, self.model, device, env.single_action_space)
+        self.belief_dim = 0 if self.world_model is None else self.world_model.belief_dim
+        self.single_observation_space = context_space(self.model.context_dim + self.belief_dim)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self._stream: ContextStream | None = None
+        self._filter = None  # a VRNNFilter over num_envs rows with a world model, made by a full reset()
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
-        self._last_contexts = np.zeros((self.num_envs, self.model.context_dim), dtype=np.float32)
+        self._last_contexts = np.zeros(
+            (self.num_envs, *self.single_observation_space.shape), dtype=np.float32
+        )
 
     def _frames(self, observations: np.ndarray) -> torch.Tensor:
         """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]`` on the model's device."""
@@ -129,6 +150,33 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         with torch.inference_mode():
             contexts = stream.step(frames)
         return contexts.to("cpu", torch.float32).numpy().copy()
+
+    def _observe(self, stream: ContextStream, belief_filter, frames: torch.Tensor, actions) -> np.ndarray:
+        """One stream step (and filter step) → observations ``[num_envs, context_dim (+ belief_dim)]``.
+
+        ``frames``: uint8 ``[num_envs, 3, h, w]``; ``actions``: the filter's previous actions (``belief_actions``),
+        ignored for rows that start an episode (may be None when all do).
+        """
+        contexts = self._step_stream(stream, frames)
+        if belief_filter is None:
+            return contexts
+        with torch.inference_mode():  # the stream's tokens of this frame: no second tokenizer pass
+            beliefs = belief_filter.step(torch.from_numpy(contexts), stream.last_tokens, actions)
+        return np.concatenate([contexts, beliefs.to("cpu", torch.float32).numpy()], axis=1)
+
+    def _new_filter(self):
+        if self.world_model is None:
+            return None
+        from aime_rl.world_model import VRNNFilter
+
+        return VRNNFilter(self.world_model, self.num_envs)
+
+    def _placeholder_actions(self) -> np.ndarray:
+        """Zero actions ``[num_envs]`` (ids) or ``[num_envs, A]``, for filter steps whose result is discarded."""
+        config = self.world_model.config
+        if config.discrete:
+            return np.zeros(self.num_envs, dtype=np.int64)
+        return np.zeros((self.num_envs, config.action_dim), dtype=np.float32)
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
@@ -141,7 +189,8 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         if mask is None or bool(np.all(mask)):
             with torch.inference_mode():
                 self._stream = self.model.stream(self.num_envs, window=self.window, timescale=self.timescale)
-            self._last_contexts = self._step_stream(self._stream, frames)
+            self._filter = self._new_filter()
+            self._last_contexts = self._observe(self._stream, self._filter, frames, None)
             self._autoreset[:] = False
         else:
             self._reset_rows(np.asarray(mask, dtype=bool), frames)
@@ -152,25 +201,43 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         if self._stream is None:
             raise ValueError("reset with options['reset_mask'] needs a full reset() first")
         rows = torch.as_tensor(mask, device=self.device)
+        belief_filter, saved_filter, actions = self._filter, None, None
         with torch.inference_mode():
             saved = fork_stream(self._stream, self.model)
             self._stream.reset(rows)
-        contexts = self._step_stream(self._stream, frames)
+            if belief_filter is not None:
+                saved_filter = fork_stream(belief_filter, self.model, self.world_model)
+                belief_filter.reset(rows)
+                actions = self._placeholder_actions()  # the other rows' steps are undone below
+        contexts = self._observe(self._stream, belief_filter, frames, actions)
         with torch.inference_mode():
             _restore_rows(self._stream, saved, ~rows, self.num_envs)
+            if belief_filter is not None:
+                _restore_rows(
+                    belief_filter, saved_filter, ~rows.to(belief_filter.started.device), self.num_envs
+                )
         self._last_contexts[mask] = contexts[mask]
         self._autoreset[mask] = False
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-        """Step all sub-envs; rows that autoreset this step restart their stream first."""
+        """Step all sub-envs; rows that autoreset this step restart their stream (and filter row) first.
+
+        ``actions``: the batched actions ``[num_envs, ...]``; with a world model they are the filter's previous
+        actions for the new frames, except in the autoreset rows (the env ignores them, so does the filter).
+        """
         if self._stream is None:
             raise ValueError("call reset() before step()")
+        filter_actions = None
+        if self._filter is not None:
+            filter_actions = belief_actions(self.single_action_space, actions, self.num_envs)
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
         frames = self._frames(observations)
         if self._autoreset.any():
             with torch.inference_mode():
                 self._stream.reset(torch.as_tensor(self._autoreset, device=self.device))
-        self._last_contexts = self._step_stream(self._stream, frames)
+                if self._filter is not None:
+                    self._filter.reset(torch.as_tensor(self._autoreset))
+        self._last_contexts = self._observe(self._stream, self._filter, frames, filter_actions)
         self._autoreset = np.logical_or(terminations, truncations)
         return self._last_contexts.copy(), rewards, terminations, truncations, infos
 
