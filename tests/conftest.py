@@ -1,6 +1,12 @@
-"""Shared fixtures: tiny models and small generated videos (everything on CPU, nothing downloaded)."""
+"""Shared fixtures: tiny models, small generated videos (CPU only, nothing downloaded), torchrun helpers."""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +39,52 @@ def sprite_batches(batch_size: int, num_frames: int, size: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     while True:
         yield moving_sprites(batch_size, num_frames, size, generator=g)
+
+
+# ------------------------------------------------------------------------------------------------- torchrun workers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def worker_env() -> dict[str, str]:
+    """Environment of a worker subprocess: this checkout importable, one thread, gloo on CPU (even on a GPU
+    machine), and no RANK/WORLD_SIZE inherited from an outer torchrun."""
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
+        CUDA_VISIBLE_DEVICES="",
+    )
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int = 2) -> list[str]:
+    """The command prefix that runs a script in ``nproc`` local processes (``torch.distributed.run``)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        f"--nproc_per_node={nproc}",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+    ]
+
+
+def run_worker(args: list[str], timeout: float = 240) -> None:
+    """Run ``args`` in the repository root with :func:`worker_env`; fail the test with its output if it fails."""
+    result = subprocess.run(
+        args, env=worker_env(), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+        )

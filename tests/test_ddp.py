@@ -9,9 +9,6 @@ loss. A tiny VQ tokenizer then checks that its EMA codebook buffers (all-reduced
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -19,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from .conftest import run_worker, torchrun
 
 WORKER = textwrap.dedent(
     """
@@ -94,44 +91,13 @@ WORKER = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run(args: list[str], env: dict[str, str]) -> None:
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=240, cwd=REPO_ROOT)
-    if result.returncode != 0:
-        pytest.fail(
-            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
-        )
-
-
 @pytest.fixture(scope="module")
 def ddp_outputs(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
     script = out / "worker.py"
     script.write_text(WORKER)
-    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-        CUDA_VISIBLE_DEVICES="",  # gloo on CPU, even on a GPU machine
-    )
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes=1",
-        "--nproc_per_node=2",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-    ]
-    _run([*torchrun, str(script), str(out)], env)
-    _run([sys.executable, str(script), str(out)], env)
+    run_worker([*torchrun(2), str(script), str(out)])
+    run_worker([sys.executable, str(script), str(out)])
     return out
 
 
