@@ -21,6 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.perception import CausalPerceiverIO
+from aime_rl.perception.context_stream import ContextStream
 from aime_rl.wrappers import (
     ContextObservation,
     GymnasiumToSB3VecEnv,
@@ -296,6 +297,80 @@ def test_vec_wrapper_equals_single_env_wrappers_with_terminal_observations(model
         for t, terminal in row_terminals.items():
             assert terminal.shape == (CONTEXT_DIM,) and terminal.dtype == np.float32
             np.testing.assert_allclose(terminal, expected_terminals[t], atol=ATOL)
+
+
+def test_vec_terminal_contexts_step_only_the_done_rows(model_dir, monkeypatch):
+    """Three envs with different episode lengths: an env step with k dones runs a k-row stream step (the done rows,
+    on their terminal frames) and one num_envs-row step of the wrapper's own stream; the results are exact."""
+    calls = []
+    step = ContextStream.step
+
+    def recording_step(stream, frames):
+        calls.append((stream, frames.shape[0]))
+        return step(stream, frames)
+
+    actions = np.stack([ACTIONS[:40], ACTIONS[::-1][:40], ACTIONS[50:90]], axis=1)
+    venv = VecContextObservation(
+        DummyVecEnv([env_factory("aime_rl/Catch-v0", **SHORT_CATCH)] * 3), model_dir, WINDOW
+    )
+    venv.seed(0)
+    venv.reset()
+    monkeypatch.setattr(ContextStream, "step", recording_step)
+    terminals, done_counts = {}, set()
+    for t, action in enumerate(actions):
+        calls.clear()
+        _, _, done, infos = venv.step(action)
+        k = int(done.sum())
+        expected = [k, 3] if k else [3]
+        assert [rows for _, rows in calls] == expected
+        assert calls[-1][0] is venv._stream and all(stream is not venv._stream for stream, _ in calls[:-1])
+        terminals.update({(t, i): infos[i]["terminal_observation"] for i in np.flatnonzero(done)})
+        done_counts.add(k)
+    monkeypatch.undo()
+    assert 1 in done_counts  # some steps end a strict subset of the episodes
+    for row in range(3):
+        _, expected_terminals = single_env_same_step(context_env(model_dir), row, actions[:, row])
+        row_terminals = {t: obs for (t, i), obs in terminals.items() if i == row}
+        assert row_terminals.keys() == expected_terminals.keys() and row_terminals
+        for t, terminal in row_terminals.items():
+            np.testing.assert_allclose(terminal, expected_terminals[t], atol=ATOL)
+
+
+class ActionsFromOne(gym.ActionWrapper):
+    """Catch with ``Discrete(3, start=1)`` actions (id ``a`` is Catch's ``a - 1``)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.action_space = gym.spaces.Discrete(3, start=1)
+
+    def action(self, action):
+        return int(action) - 1
+
+
+def test_vec_belief_filter_gets_actions_shifted_to_start_at_zero(model_dir):
+    """With ``Discrete(3, start=1)`` the filter sees ids from 0: the same beliefs (also terminal ones) as plain
+    Catch driven by the same moves."""
+    from aime_rl.world_model import VRNN
+
+    from .test_vrnn import SMALL
+
+    model = CausalPerceiverIO.from_pretrained(model_dir).eval()
+    torch.manual_seed(1)
+    vrnn = VRNN(model, 3, discrete=True, **SMALL).eval()
+    actions = two_env_actions(30)
+
+    def run(wrappers: tuple, offset: int):
+        factory = env_factory("aime_rl/Catch-v0", wrappers=wrappers, **SHORT_CATCH)
+        venv = VecContextObservation(DummyVecEnv([factory] * 2), model, WINDOW, world_model=vrnn)
+        return vec_same_step(venv, actions + offset, seed=0)
+
+    observations, dones, terminals = run((ActionsFromOne,), offset=1)
+    expected, expected_dones, expected_terminals = run((), offset=0)
+    assert dones.any() and terminals.keys() == expected_terminals.keys()
+    np.testing.assert_array_equal(dones, expected_dones)
+    np.testing.assert_allclose(observations, expected, rtol=0, atol=1e-6)
+    for key, terminal in terminals.items():
+        np.testing.assert_allclose(terminal, expected_terminals[key], rtol=0, atol=1e-6)
 
 
 def test_subproc_vec_env_matches_dummy_and_has_no_leak(model_dir):

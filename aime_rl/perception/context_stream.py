@@ -8,9 +8,12 @@ growing once the window is full (with ``window=None`` the cache keeps every past
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from einops import rearrange
 
+from ..utils.validation import row_index
 from .modules.utilities import WindowKVCache
 from .predictor import TIMESCALES, PerceiverTokenPredictor
 
@@ -19,7 +22,8 @@ class ContextStream:
     """Online context for ``batch_size`` parallel streams (e.g. one per vectorised env).
 
     ``step(frames [B, C, H, W])`` → context ``[B, D]``; ``reset(mask)`` restarts the rows where the bool ``[B]``
-    mask is True (new episodes), exactly as a fresh stream would start.
+    mask is True (new episodes), exactly as a fresh stream would start; ``select(rows)`` is an independent stream
+    over some of the rows (e.g. to step a few rows on other frames without touching this one).
     """
 
     def __init__(
@@ -98,6 +102,26 @@ class ContextStream:
         cache.write(keys, values, rows=torch.ones(self.batch_size, dtype=torch.bool, device=fast.device))
         return summary.step(fast, cache.keys, cache.values, cache.key_time(), cache.visible())
 
+    def select(self, rows: torch.Tensor) -> ContextStream:
+        """An independent stream over the chosen rows: bool mask ``[B]`` or int64 indices ``[k]`` → batch ``k``.
+
+        It shares the predictor (modules and weights) and holds its own copies of the rows' state: the tokenizer
+        stream's conv cache, the key/value caches (``[k, heads, L, head_dim]``, ages, clocks), the embedded
+        condition ``[k, D]`` (when conditioned) and ``last_tokens`` ``[k, h, w(, G)]`` (after a step). So
+        ``select(rows).step(frames[rows])`` gives the context ``[k, D]`` that ``step(frames)`` gives in those rows,
+        and stepping or resetting the selection never changes this stream. Costs a copy of the rows' caches only.
+        Raises ``ValueError`` naming ``rows`` for an empty selection or indices outside ``[0, B)``.
+        """
+        index = row_index(rows, self.batch_size, self._device)
+        selected = copy.copy(self)
+        selected.batch_size = index.numel()
+        selected.tokens = self.tokens.select(index)
+        selected.condition = _rows_of(self.condition, index)
+        selected.last_tokens = _rows_of(self.last_tokens, index)
+        selected._token_cache = None if self._token_cache is None else self._token_cache.select(index)
+        selected._summary_cache = None if self._summary_cache is None else self._summary_cache.select(index)
+        return selected
+
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Restart rows where ``mask`` (bool ``[B]``) is True; every row when None."""
         if mask is None:
@@ -114,3 +138,8 @@ class ContextStream:
         """Bytes held by all caches (tokenizer conv state and attention keys/values)."""
         caches = [c for c in (self._token_cache, self._summary_cache) if c is not None]
         return self.tokens.cache.nbytes() + sum(c.nbytes() for c in caches)
+
+
+def _rows_of(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """A copy of ``tensor[index]`` (``[B, ...]`` → ``[k, ...]``); None stays None."""
+    return None if tensor is None else tensor[index.to(tensor.device)]

@@ -13,6 +13,7 @@ Tokens of frame t depend on frames ``<= t`` only (causal temporal convs, per-fra
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from ..utils.io import load_module_dir, load_state_dict_strict, save_module_dir
-from ..utils.validation import as_float_frames, as_float_video, check_spatial_divisible
+from ..utils.validation import as_float_frames, as_float_video, check_spatial_divisible, row_index
 from .losses import PerceptualLoss
 from .modules.conv import StreamCache
 from .modules.vector_quantize import VectorQuantize
@@ -339,6 +340,21 @@ class TokenizerStream:
         features, emitted = self.tokenizer.encoder.step(frames * 2 - 1, self.cache)
         self.last_emitted = emitted
         return features, emitted
+
+    def select(self, rows: torch.Tensor) -> TokenizerStream:
+        """An independent stream over the chosen rows: bool mask ``[B]`` or int64 indices ``[k]`` → batch ``k``.
+
+        It shares the tokenizer (modules and weights) and holds its own copy of the rows' conv cache and
+        ``last_emitted`` ``[k]``: ``select(rows).step(frames[rows])`` gives the tokens ``[k, h, w(, G)]`` that
+        ``step(frames)`` gives in those rows, and stepping it never changes this stream. Raises ``ValueError``
+        naming ``rows``.
+        """
+        index = row_index(rows, self.batch_size, self.cache.device)
+        selected = copy.copy(self)
+        selected.batch_size = index.numel()
+        selected.cache = self.cache.select(index)
+        selected.last_emitted = self.last_emitted[index]
+        return selected
 
     def reset(self, mask: torch.Tensor | None = None) -> None:
         """Restart the rows where ``mask`` (bool ``[B]``) is True (all rows when None), as in a fresh stream."""

@@ -47,3 +47,28 @@ def check_spatial_divisible(height: int, width: int, factor: int, name: str = "v
         raise ValueError(
             f"{name} height and width must be divisible by downsample={factor}, got {height}x{width}"
         )
+
+
+def row_index(rows: torch.Tensor, batch_size: int, device: torch.device | str) -> torch.Tensor:
+    """Rows of a batch of ``batch_size`` → int64 indices ``[k]`` on ``device`` (for a stream's ``select``).
+
+    ``rows`` is a bool mask ``[batch_size]`` with at least one True, or integer indices ``[k]`` (k >= 1) in
+    ``[0, batch_size)``; an index may repeat (each occurrence becomes its own row). Numpy arrays and lists are
+    accepted. Anything else raises ``ValueError`` naming ``rows``.
+    """
+    rows = torch.as_tensor(rows)
+    if rows.dtype == torch.bool:
+        if rows.shape != (batch_size,):
+            raise ValueError(f"rows must be a bool mask [{batch_size}], got shape {tuple(rows.shape)}")
+        rows = rows.nonzero().squeeze(1)
+    elif rows.is_floating_point() or rows.is_complex() or rows.dim() != 1:
+        raise ValueError(
+            f"rows must be a bool mask [{batch_size}] or int64 indices [k], got {rows.dtype} {tuple(rows.shape)}"
+        )
+    if rows.numel() == 0:
+        raise ValueError("rows must select at least one row, got none")
+    if bool((rows < 0).any()) or bool((rows >= batch_size).any()):
+        raise ValueError(
+            f"rows must be indices in [0, {batch_size}), got values in [{int(rows.min())}, {int(rows.max())}]"
+        )
+    return rows.to(device=device, dtype=torch.long)

@@ -10,6 +10,7 @@ the same feature :class:`WorldModelEnv` exposes, so a policy trained in imaginat
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from gymnasium import spaces
 
 from ..replay.store import ReplayStore
+from ..utils.validation import row_index
 from .vrnn import VRNN, StepState
 
 __all__ = ["VRNNFilter", "WorldModelEnv"]
@@ -35,7 +37,8 @@ class VRNNFilter:
     ``frame`` can be the frame ``[B, 3, H, W]`` (tokenized by this filter's own causal tokenizer stream), its token
     ids ``[B, h, w(, G)]`` (integer; e.g. from a stream you already run), or a frame embedding ``[B, embed_dim]``.
     Pass either tokens or frames consistently: the tokenizer stream only sees the frames it is given.
-    ``reset(mask)`` restarts rows (bool ``[B]``) as new episodes.
+    ``reset(mask)`` restarts rows (bool ``[B]``) as new episodes; ``select(rows)`` is an independent filter over
+    some of the rows.
     """
 
     def __init__(
@@ -88,6 +91,25 @@ class VRNNFilter:
         )
         self.started.fill_(True)
         return self.state.belief
+
+    def select(self, rows: torch.Tensor | np.ndarray) -> VRNNFilter:
+        """An independent filter over the chosen rows: bool mask ``[B]`` or int64 indices ``[k]`` → batch ``k``.
+
+        It shares the VRNN (and the ``generator``, when one was given: sampling from the selection advances it)
+        and holds its own copies of the rows' state (``h``, ``cell`` ``[k, H]``, ``z`` ``[k, Z]``, ``context``
+        ``[k, D]``), ``started`` ``[k]`` and its own tokenizer stream's rows (when it tokenizes frames itself). So
+        ``select(rows).step(c[rows], x[rows], a[rows])`` gives the beliefs ``[k, H + Z]`` that ``step(c, x, a)``
+        gives in those rows, and stepping the selection never changes this filter. Raises ``ValueError`` naming
+        ``rows``.
+        """
+        index = row_index(rows, self.batch_size, self.started.device)
+        selected = copy.copy(self)
+        selected.batch_size = index.numel()
+        selected.state = None if self.state is None else self.state.index(index.to(self.state.h.device))
+        selected.started = self.started[index]
+        if self._tokenizer_stream is not None:
+            selected._tokenizer_stream = self._tokenizer_stream.select(index)
+        return selected
 
     def reset(self, mask: torch.Tensor | np.ndarray | None = None) -> None:
         """Restart the rows where ``mask`` (bool ``[B]``) is True (all rows when None)."""

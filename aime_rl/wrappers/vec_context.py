@@ -7,16 +7,19 @@ run envs: give them picklable factories such as :func:`env_factory`, and build n
 Terminal observations (SB3 resets a finished sub-env inside ``step`` and returns the reset observation, with the
 last observation of the episode in ``infos[i]["terminal_observation"]``). A done row needs two stream steps in one
 env step: the terminal frame (continuing its old episode) and the reset frame (starting a fresh one). The
-non-done rows must take exactly one. The wrapper does it as:
+non-done rows must take exactly one. With ``k`` done rows the wrapper does it as:
 
-1. ``fork = fork_stream(stream)``: a copy of the stream's caches (the model is shared, not copied);
-2. ``fork.step(frames with the terminal frames in the done rows)`` → the done rows' terminal contexts, written
-   into ``infos[i]["terminal_observation"]``; the fork is then dropped;
+1. ``done_stream = stream.select(done_rows)``: an independent ``k``-row stream, a copy of the done rows' caches
+   only (the model is shared, not copied); the belief filter likewise (``VRNNFilter.select``);
+2. ``done_stream.step(terminal frames [k, 3, H, W])`` → the done rows' terminal contexts (and beliefs), written
+   into ``infos[i]["terminal_observation"]``; the selection is then dropped;
 3. ``stream.reset(mask=dones)``; ``stream.step(frames)`` (reset frames in the done rows) → the observations.
 
-So the stream itself always takes one step per env step, the copy takes the extra step, and nothing has to be
-restored. Steps without a done cost one batched forward; steps with one or more dones cost two (plus a copy of
-the caches, a few hundred kB), which is rare: one episode end per ~100 steps per env.
+So the stream itself always takes one step per env step and is never touched by the extra step, and nothing has to
+be restored. Steps without a done cost one batched forward over ``num_envs`` rows; steps with dones add a forward
+over the ``k`` done rows only (plus a copy of their caches), so the extra cost is proportional to the number of
+episodes that end — with many sub-envs some env ends on most steps, and a copy of the whole stream would nearly
+double the wrapper's cost.
 
 Frames come from the observations when they are images, otherwise from ``venv.get_images()`` (sub-envs made with
 ``render_mode="rgb_array"``). ``get_images()`` runs after SB3 has already reset a finished sub-env, so in that mode
@@ -42,7 +45,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.perception.context_stream import ContextStream
 
-from .context import ModelOrDir, context_space, resolve_model, resolve_world_model
+from .context import ModelOrDir, belief_actions, context_space, resolve_model, resolve_world_model
 from .preprocessing import frame_source_from, to_model_frames
 
 __all__ = ["VecContextObservation", "env_factory", "fork_stream", "make_context_vec_env"]
@@ -51,7 +54,8 @@ __all__ = ["VecContextObservation", "env_factory", "fork_stream", "make_context_
 def fork_stream(stream: Any, *models: torch.nn.Module) -> Any:
     """An independent copy of a stream's state (caches, counters) that shares the ``models``' modules and weights.
 
-    Works for a :class:`ContextStream` and for a world-model belief filter (``VRNNFilter``).
+    Works for a :class:`ContextStream` and for a world-model belief filter (``VRNNFilter``). It copies every row;
+    ``stream.select(rows)`` copies only the rows it keeps.
     """
     shared: dict[int, Any] = {}
     for model in models:
@@ -139,10 +143,16 @@ class VecContextObservation(VecEnvWrapper):
         self.venv.step_async(actions)
 
     def _observe(self, stream, belief_filter, frames: torch.Tensor, actions) -> np.ndarray:
-        """One stream step (and filter step) → observations ``[num_envs, context_dim (+ belief_dim)]``."""
+        """One stream step (and filter step) of a ``B``-row stream → observations ``[B, context_dim (+ belief_dim)]``.
+
+        ``frames``: uint8 ``[B, 3, h, w]``; ``actions``: the env actions of the previous step ``[B, ...]`` (as SB3
+        passes them; shifted by :func:`belief_actions` for the filter), or None when every row starts an episode.
+        """
         contexts = self._step_stream(stream, frames)
         if belief_filter is None:
             return contexts
+        if actions is not None:
+            actions = belief_actions(self.action_space, actions, len(contexts))
         with torch.inference_mode():  # the stream's tokens of this frame: no second tokenizer pass
             beliefs = belief_filter.step(torch.from_numpy(contexts), stream.last_tokens, actions)
         return np.concatenate([contexts, beliefs.to("cpu", torch.float32).numpy()], axis=1)
@@ -175,7 +185,7 @@ class VecContextObservation(VecEnvWrapper):
         frames = self._frames(observations)
         done = np.asarray(dones, dtype=bool)
         if done.any():
-            self._write_terminal_contexts(frames, done, infos)
+            self._write_terminal_contexts(done, infos)
             with torch.inference_mode():
                 self._stream.reset(torch.as_tensor(done))
                 if self._filter is not None:
@@ -183,9 +193,9 @@ class VecContextObservation(VecEnvWrapper):
         self._last_contexts = self._observe(self._stream, self._filter, frames, self._actions)
         return self._last_contexts.copy(), rewards, dones, infos
 
-    def _write_terminal_contexts(self, frames: torch.Tensor, done: np.ndarray, infos: list[dict]) -> None:
+    def _write_terminal_contexts(self, done: np.ndarray, infos: list[dict]) -> None:
         """Replace ``infos[i]["terminal_observation"]`` of the done rows by the context of their terminal frame."""
-        rows = [i for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
+        rows = [int(i) for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
         if not rows:
             return
         if self.frame_source == "render":
@@ -193,18 +203,23 @@ class VecContextObservation(VecEnvWrapper):
             for i in rows:
                 infos[i]["terminal_observation"] = self._last_contexts[i].copy()
             return
-        terminal_frames = frames.clone()
-        terminal_frames[rows] = to_model_frames(
+        terminal_frames = to_model_frames(
             np.stack([infos[i]["terminal_observation"] for i in rows]), self.model.frame_size
         ).to(self.device)
+        for i, observation in zip(rows, self._terminal_observations(rows, terminal_frames), strict=True):
+            infos[i]["terminal_observation"] = observation.copy()
+
+    def _terminal_observations(self, rows: list[int], terminal_frames: torch.Tensor) -> np.ndarray:
+        """Observations ``[k, ...]`` of the ``k`` ``rows`` on their terminal frames (uint8 ``[k, 3, h, w]``).
+
+        Steps a selection of those rows of the stream (and filter); the stream itself is not touched.
+        """
+        index = torch.as_tensor(rows, dtype=torch.long)
         with torch.inference_mode():
-            fork = fork_stream(self._stream, self.model)
-            fork_filter = (
-                None if self._filter is None else fork_stream(self._filter, self.model, self.world_model)
-            )
-        terminal_contexts = self._observe(fork, fork_filter, terminal_frames, self._actions)
-        for i in rows:
-            infos[i]["terminal_observation"] = terminal_contexts[i].copy()
+            stream = self._stream.select(index)
+            belief_filter = None if self._filter is None else self._filter.select(index)
+        actions = None if self._actions is None else self._actions[rows]
+        return self._observe(stream, belief_filter, terminal_frames, actions)
 
     def _warn_lost_terminal_frames(self) -> None:
         if not self._warned_lost_terminal_frames:

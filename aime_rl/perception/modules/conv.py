@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ...utils.validation import row_index
+
 
 class StreamCache:
     """Per-layer state of a streaming causal conv stack.
@@ -47,6 +49,19 @@ class StreamCache:
             started[mask] = False
         for phase in self.phase.values():
             phase[mask] = 0
+
+    def select(self, rows: torch.Tensor) -> StreamCache:
+        """An independent cache of the chosen rows: bool mask ``[B]`` or int64 indices ``[k]`` → batch ``k``.
+
+        Every buffer ``[B, C, kernel_t - 1, H, W]``, phase ``[B]`` and started ``[B]`` becomes its own copy of the
+        rows (``[k, ...]``), so stepping either cache never changes the other. Raises ``ValueError`` naming ``rows``.
+        """
+        index = row_index(rows, self.batch_size, self.device)
+        selected = StreamCache(index.numel(), self.device)
+        selected.buffers = {name: buffer[index] for name, buffer in self.buffers.items()}
+        selected.phase = {name: phase[index] for name, phase in self.phase.items()}
+        selected.started = {name: started[index] for name, started in self.started.items()}
+        return selected
 
     def nbytes(self) -> int:
         """Bytes held by all buffers (for checking that memory stays bounded)."""

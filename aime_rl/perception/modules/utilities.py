@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
+
+from ...utils.validation import row_index
 
 
 def window_mask(query_time: torch.Tensor, key_time: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -80,6 +84,20 @@ class WindowKVCache:
         """Bytes held by the cache tensors."""
         tensors = (self.keys, self.values, self.age, self.valid, self.next_slot, self.clock)
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def select(self, rows: torch.Tensor) -> WindowKVCache:
+        """An independent cache of the chosen rows: bool mask ``[B]`` or int64 indices ``[k]`` → batch ``k``.
+
+        The rows' keys/values ``[k, heads, P + slots · tokens_per_step, head_dim]`` (prefix included), ages and
+        valid flags ``[k, slots]``, next slots and clocks ``[k]`` are copied; the slot count, window and
+        ``prefix_length`` stay. Keys were rotated at write by their row's own clock, which travels with the row, so
+        they need no change. Raises ``ValueError`` naming ``rows``.
+        """
+        index = row_index(rows, self.keys.shape[0], self.keys.device)
+        selected = copy.copy(self)
+        for name in ("keys", "values", "age", "valid", "next_slot", "clock"):
+            setattr(selected, name, getattr(self, name)[index])
+        return selected
 
     def advance(self) -> None:
         """One frame passes for every row."""
