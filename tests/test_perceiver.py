@@ -194,6 +194,37 @@ def test_return_dict_false_gives_a_tuple(model, clip):
     assert reconstructed.shape == (2, 8, 3, 32, 32) and predicted.shape[1] == 3 and loss.dim() == 0
 
 
+def test_context_prediction_loss_is_off_by_default_and_counts_when_weighted(clip):
+    torch.manual_seed(0)
+    plain = tiny()
+    torch.manual_seed(0)
+    weighted = tiny(context_prediction_weight=0.5)
+    with torch.no_grad():
+        off, on = plain(clip[:, :8], num_context_frames=5), weighted(clip[:, :8], num_context_frames=5)
+    assert off["context_prediction_loss"] == 0 and on["context_prediction_loss"] > 0
+    torch.testing.assert_close(on["loss"], off["loss"] + 0.5 * on["context_prediction_loss"])
+
+
+def test_context_prediction_reads_the_pooled_context_only(clip, monkeypatch):
+    model = tiny(context_prediction_weight=1.0)
+    seen = []
+    predict_logits = model.predictor.predict_logits
+
+    def spy(memory, ids, last_tokens):
+        seen.append(memory.shape[1])
+        return predict_logits(memory, ids, last_tokens)
+
+    monkeypatch.setattr(model.predictor, "predict_logits", spy)
+    model(clip[:, :8], num_context_frames=5)["context_prediction_loss"].backward()
+    num_latents = model.config.num_latents
+    assert seen == [
+        num_latents + 2,
+        num_latents + 2,
+        1,
+    ]  # future, next-frame from latents, next-frame from c_t
+    assert model.predictor.encoder.latents.grad.abs().sum() > 0  # it trains the encoder through the context
+
+
 @pytest.mark.parametrize("method", ["maskgit", "autoregressive"])
 def test_generate_returns_valid_ids_and_frames(model, clip, method):
     out = model.generate(clip[:, :4], num_frames=3, method=method, steps=4)

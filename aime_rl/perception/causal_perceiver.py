@@ -48,6 +48,7 @@ class CausalPerceiverConfig:
     num_condition_channels: int | None = None
     label_smoothing: float = 0.1
     next_frame_weight: float = 1.0
+    context_prediction_weight: float = 0.0
     tokenizer_options: dict = field(default_factory=dict)
 
 
@@ -84,6 +85,7 @@ class CausalPerceiverIO(nn.Module):
         num_condition_channels: int | None = None,
         label_smoothing: float = 0.1,
         next_frame_weight: float = 1.0,
+        context_prediction_weight: float = 0.0,
         tokenizer_options: dict | None = None,
     ):
         super().__init__()
@@ -112,6 +114,7 @@ class CausalPerceiverIO(nn.Module):
             num_condition_channels=num_condition_channels,
             label_smoothing=label_smoothing,
             next_frame_weight=next_frame_weight,
+            context_prediction_weight=context_prediction_weight,
             tokenizer_options=dict(tokenizer_options or {}),
         )
         tokenizer = VQPTTokenizer(
@@ -142,6 +145,7 @@ class CausalPerceiverIO(nn.Module):
             label_smoothing=label_smoothing,
             perceptual_weight=perceptual_weight,
             next_frame_weight=next_frame_weight,
+            context_prediction_weight=context_prediction_weight,
         )
 
     @property

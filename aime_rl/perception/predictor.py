@@ -86,6 +86,9 @@ class PerceiverTokenPredictor(nn.Module):
         label_smoothing: for the token cross-entropy.
         perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
         next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
+        context_prediction_weight: weight of next-frame prediction from every earlier frame's pooled context alone
+            (one 256-d vector, no latents): a bottleneck that makes the context — what agents and the world model
+            see — carry what changes in the next frame. 0 (the seed's model) turns it off.
         window: default causal window (frames) of the encoder during training; None = all past frames.
     """
 
@@ -106,6 +109,7 @@ class PerceiverTokenPredictor(nn.Module):
         perceptual_weight: float = 0.1,
         next_frame_weight: float = 1.0,
         window: int | None = None,
+        context_prediction_weight: float = 0.0,
     ):
         super().__init__()
         check_window(window)
@@ -116,6 +120,7 @@ class PerceiverTokenPredictor(nn.Module):
         self.label_smoothing = label_smoothing
         self.perceptual_weight = perceptual_weight
         self.next_frame_weight = next_frame_weight
+        self.context_prediction_weight = context_prediction_weight
         self.window = window
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
         self.encoder = PerceiverEncoder(
@@ -286,8 +291,19 @@ class PerceiverTokenPredictor(nn.Module):
         token_loss = self._cross_entropy(logits[mask], target[mask])
         predicted = torch.where(mask.unsqueeze(-1), logits.argmax(-1), target)
         perceptual = self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
-        next_frame = self._next_frame_loss(memory, tokens[:, :context_steps])
-        loss = token_loss + self.next_frame_weight * next_frame + self.perceptual_weight * perceptual
+        next_frame = self._next_frame_loss(memory, tokens[:, :context_steps], self.next_frame_weight)
+        context_only = self.frame_context(latents).unsqueeze(
+            2
+        )  # [B, T, 1, D]: the context as the only memory
+        context_prediction = self._next_frame_loss(
+            context_only, tokens[:, :context_steps], self.context_prediction_weight
+        )
+        loss = (
+            token_loss
+            + self.next_frame_weight * next_frame
+            + self.context_prediction_weight * context_prediction
+            + self.perceptual_weight * perceptual
+        )
         with torch.no_grad():
             reconstructed = self.tokenizer.decode(
                 self._squeeze(torch.cat([tokens[:, :context_steps], predicted], 1))
@@ -300,6 +316,7 @@ class PerceiverTokenPredictor(nn.Module):
             "loss": loss,
             "token_loss": token_loss,
             "next_frame_loss": next_frame,
+            "context_prediction_loss": context_prediction,
             "perceptual": perceptual,
             "perceptual_enabled": self.tokenizer.perceptual.enabled and self.perceptual_weight > 0,
             "accuracy": accuracy,
@@ -339,10 +356,11 @@ class PerceiverTokenPredictor(nn.Module):
             label_smoothing=self.label_smoothing,
         )
 
-    def _next_frame_loss(self, memory: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """CE of token step j predicted (fully masked) from the memory of the frame just before it, j = 1…T'−1."""
+    def _next_frame_loss(self, memory: torch.Tensor, tokens: torch.Tensor, weight: float) -> torch.Tensor:
+        """CE of token step j predicted (fully masked) from the memory ``[B, T, M, D]`` of the frame just before it,
+        j = 1…T'−1 (zero without computing anything when ``weight`` is 0)."""
         steps = tokens.shape[1]
-        if steps < 2 or self.next_frame_weight == 0:
+        if steps < 2 or weight == 0:
             return memory.new_zeros(())
         frames = torch.arange(1, steps, device=tokens.device) * self.frames_per_token_step - 1
         mem = rearrange(memory[:, frames], "b j m d -> (b j) m d")

@@ -128,7 +128,7 @@ def predictor_loss_fn(num_context_frames: int):
 
     def loss(model: PerceiverTokenPredictor, batch: dict) -> dict[str, Any]:
         out = model(batch["frames"], num_context_frames=num_context_frames)
-        keep = ("token_loss", "next_frame_loss", "perceptual", "accuracy")
+        keep = ("token_loss", "next_frame_loss", "context_prediction_loss", "perceptual", "accuracy")
         return {"total": out["loss"], **{k: out[k] for k in keep}}
 
     return loss
