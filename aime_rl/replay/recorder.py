@@ -19,10 +19,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from aime_rl.replay.store import EpisodeWriter, ReplayStore
+from aime_rl.utils.images import resize_uint8
 
 FRAME_SOURCES = ("auto", "observation", "render")
 
@@ -37,9 +37,8 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if batch.shape[1:3] == tuple(size):
         resized = batch.copy()
     else:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
-        x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False)
-        resized = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        video = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2)
+        resized = resize_uint8(video, size).permute(0, 2, 3, 1).contiguous().numpy()
     return resized[0] if single else resized
 
 

@@ -15,10 +15,10 @@ from typing import Literal
 import gymnasium as gym
 import numpy as np
 import torch
-import torch.nn.functional as F
 from gymnasium import spaces
 
 from aime_rl.perception import CausalPerceiverIO
+from aime_rl.utils.images import resize_uint8
 
 FrameSource = Literal["observation", "render"]
 IMAGE_CHANNELS = (1, 3, 4)
@@ -102,10 +102,7 @@ def to_model_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) ->
         video = video.expand(-1, 3, -1, -1)
     elif channels == 4:
         video = video[:, :3]
-    if tuple(video.shape[-2:]) != tuple(size):
-        resized = F.interpolate(video.float(), size=tuple(size), mode="bilinear", antialias=True)
-        video = resized.round_().clamp_(0, 255).to(torch.uint8)
-    return video.contiguous()
+    return resize_uint8(video, size).contiguous()
 
 
 def load_perception_model(
