@@ -12,14 +12,34 @@ import pytest
 import torch
 
 from aime_rl.data import moving_sprites
+from aime_rl.perception import CausalPerceiverIO
 
 TINY_TOKENIZER = dict(code_dim=32, num_codes=16, base_channels=8, num_quantizers=4, perceptual_weight=0.0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """One intra-op thread for every test (module fixtures included): CI has 2 shared cores, and tiny models run
+    faster on one thread than on two oversubscribed ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """A tiny random CausalPerceiverIO checkpoint (64×64 frames, context_dim 32) for the env-wrapper tests."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("perceiver")
+    CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64)).save_pretrained(directory)
+    return str(directory)
 
 
 @pytest.fixture

@@ -26,14 +26,6 @@ CONTEXT_DIM = 32
 SHORT_CATCH = dict(balls_per_episode=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
     """A tiny random CausalPerceiverIO checkpoint (64×64 frames, context_dim 32, dropout 0.1 to see modes)."""

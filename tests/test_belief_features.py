@@ -43,23 +43,6 @@ SHORT_CATCH = dict(balls_per_episode=1)  # episodes of 11–16 steps
 ACTIONS = np.random.default_rng(0).integers(3, size=200)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    """A tiny random CausalPerceiverIO checkpoint (64×64 frames, context_dim 32)."""
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("perceiver")
-    CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64)).save_pretrained(directory)
-    return str(directory)
-
-
 @pytest.fixture(scope="module")
 def model(model_dir) -> CausalPerceiverIO:
     return CausalPerceiverIO.from_pretrained(model_dir).eval()

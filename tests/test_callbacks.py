@@ -31,14 +31,6 @@ SHORT_CATCH = dict(
 PPO_SETTINGS = dict(n_steps=32, batch_size=32, n_epochs=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> str:
     """A tiny random CausalPerceiverIO for 32×32 frames (dropout on, so train/eval mode matters)."""

@@ -25,14 +25,6 @@ ROWS = torch.tensor([True, False, True, True])  # row 2 is reset mid-stream
 RESET_ROW = torch.tensor([False, False, True, False])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> CausalPerceiverIO:
     torch.manual_seed(0)
     return CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 32, 32), **overrides).eval()

@@ -28,14 +28,6 @@ EXPECTED_WARNINGS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def perceiver() -> CausalPerceiverIO:
     torch.manual_seed(0)

@@ -44,15 +44,6 @@ def make_config(**overrides) -> TrainerConfig:
     return TrainerConfig(**{**settings, **overrides})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread for the whole module (module fixtures included): the CI box has 2 shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory):
     return collect_catch(tmp_path_factory.mktemp("catch_replay"), episodes=6).directory
