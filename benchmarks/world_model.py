@@ -3,19 +3,21 @@
 Pipeline (everything on CPU, in a temporary directory):
 
 1. collect random-policy episodes of ``aime_rl/Catch-v0`` into a replay store (train) and a second store (held out);
-2. perception: ``--perceiver DIR`` loads a trained :class:`CausalPerceiverIO`; otherwise the "tiny" preset is
-   built and only its tokenizer is trained for ``--tokenizer-steps`` (the Perceiver context stays untrained — it
-   is still a deterministic causal feature of the frames); the tokenizer's reconstruction PSNR on held-out frames
-   is the ceiling of any open-loop prediction decoded through it;
+2. perception: ``--perceiver DIR`` loads a trained :class:`CausalPerceiverIO`; otherwise the "small" preset is
+   built and only its tokenizer (per-frame 2D convs behind a 2×2 patchify stem, 4 heads × 128 codes; LPIPS off)
+   is trained for ``--tokenizer-steps`` (AdamW; the Perceiver context stays untrained — it is still a
+   deterministic causal feature of the frames); the tokenizer's reconstruction PSNR on held-out frames is the
+   ceiling of any open-loop prediction decoded through it;
 3. world model: :func:`train_world_model` (the shared Trainer, replay windows, perception recomputed every step)
-   for ``--steps`` steps; ``train/active_components`` is read back from TensorBoard;
+   for ``--steps`` steps, with the VRNN's open-loop loss over ``--open-loop-steps`` imagined frames (``0``: the
+   plain ELBO); ``train/active_components`` is read back from TensorBoard;
 4. throughput: training sequences/s with perception (the Trainer path) and with perception precomputed (the
    VRNN alone); imagination steps/s at batch 64 (latent only, and with the frame head's tokens);
 5. open loop on held-out episodes: observe ``k`` frames, predict ``H`` with the real actions, PSNR per step of
    the decoded prediction against the "copy the last observed frame" baseline and the tokenizer ceiling.
 
 Usage: ``python benchmarks/world_model.py [--quick] [--perceiver DIR] [--steps N] [--tokenizer-steps N]
-[--episodes N] [--threads 1]``. Prints the machine and markdown tables.
+[--open-loop-steps N] [--episodes N] [--threads 1]``. Prints the machine and markdown tables.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ SETTINGS = {
         episodes=8, holdout_episodes=3, tokenizer_steps=30, steps=40, batch_size=8, sequence_length=12
     ),
     "full": dict(
-        episodes=30, holdout_episodes=6, tokenizer_steps=250, steps=300, batch_size=8, sequence_length=16
+        episodes=30, holdout_episodes=6, tokenizer_steps=1000, steps=300, batch_size=8, sequence_length=16
     ),
 }
 VRNN_KWARGS = dict(hidden_dim=128, latent_dim=16, embed_dim=128, mlp_dim=128, decoder_channels=32)
+TOKENIZER_LR = 2e-3
 
 
 def machine_info() -> str:
@@ -83,14 +86,14 @@ def collect(directory: Path, episodes: int, seed: int) -> ReplayStore:
 
 
 def build_perceiver(args, store: ReplayStore) -> tuple[CausalPerceiverIO, float]:
-    """Load ``--perceiver`` or train the tiny preset's tokenizer; returns (model in eval mode, seconds)."""
+    """Load ``--perceiver`` or train the small preset's tokenizer; returns (model in eval mode, seconds)."""
     start = time.perf_counter()
     if args.perceiver:
         return CausalPerceiverIO.from_pretrained(args.perceiver).eval(), time.perf_counter() - start
     torch.manual_seed(0)
-    perceiver = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64))
+    perceiver = CausalPerceiverIO.from_preset("small", video_shape=(8, 3, 64, 64), perceptual_weight=0.0)
     tokenizer = perceiver.tokenizer.train()
-    optimizer = torch.optim.Adam(tokenizer.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=TOKENIZER_LR)
     rng = np.random.default_rng(0)
     for _ in range(args.tokenizer_steps):
         frames = store.sample_windows(8, 4, rng)["frames"]
@@ -190,6 +193,12 @@ def main() -> None:
     parser.add_argument("--tokenizer-steps", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="world-model training steps")
     parser.add_argument(
+        "--open-loop-steps",
+        type=int,
+        default=4,
+        help="imagined frames of the VRNN's open-loop loss (VRNNConfig.open_loop_steps; 0: plain ELBO)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="torch intra-op threads (1: stable on shared CPUs)"
     )
     parser.add_argument("--observe", type=int, default=5, help="observed frames k of the open-loop eval")
@@ -202,7 +211,8 @@ def main() -> None:
     args.tokenizer_steps = settings["tokenizer_steps"]
     torch.set_num_threads(args.threads)
     print(machine_info())
-    print(f"settings: {settings} · VRNN {VRNN_KWARGS} · K = 15\n")
+    vrnn_kwargs = dict(VRNN_KWARGS, action_dim=3, open_loop_steps=args.open_loop_steps)
+    print(f"settings: {settings} · VRNN {vrnn_kwargs} · K = 15\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -228,9 +238,7 @@ def main() -> None:
             amp_bf16=False,
         )
         tick = time.perf_counter()
-        vrnn = train_world_model(
-            store.directory, perceiver, config, tmp / "run", dict(VRNN_KWARGS, action_dim=3), progress=False
-        )
+        vrnn = train_world_model(store.directory, perceiver, config, tmp / "run", vrnn_kwargs, progress=False)
         train_seconds = time.perf_counter() - tick
         history = active_components_history(tmp / "run")
         model_psnr, baseline, ceiling = open_loop_table(vrnn, holdout, args.observe, args.horizon, count=16)

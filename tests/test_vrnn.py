@@ -44,10 +44,11 @@ def perceiver() -> CausalPerceiverIO:
     return CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64), base_channels=8).eval()
 
 
-def collect_catch(directory, episodes: int, seed: int = 0) -> ReplayStore:
-    """Random-policy episodes of one-ball Catch (12–16 steps each) into a new store."""
-    store = ReplayStore(directory)
-    env = gym.make("aime_rl/Catch-v0", balls_per_episode=1)
+def collect_catch(directory, episodes: int, seed: int = 0, **env_kwargs) -> ReplayStore:
+    """Random-policy episodes of Catch into a new store: one ball (12–16 steps) at 64×64 unless ``env_kwargs``
+    (``CatchEnv`` arguments: ``size``, ``balls_per_episode``, ...) say otherwise."""
+    env = gym.make("aime_rl/Catch-v0", **{"balls_per_episode": 1, **env_kwargs})
+    store = ReplayStore(directory, frame_shape=env.observation_space.shape)
     env.action_space.seed(seed)
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -110,6 +111,60 @@ def test_forward_shapes_and_loss_terms(perceiver):
     grads = [p.grad for p in vrnn.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert all(p.grad is None for p in perceiver.parameters())  # frozen: no gradient reaches it
+
+
+def test_open_loop_loss_scores_prior_rollouts_from_every_step(perceiver):
+    """``open_loop_steps=n``: the token cross-entropy of frames imagined from the filtered state after each step
+    (prior mode, real actions), as an open-loop rollout would predict them; added to ``total``; 0 when off."""
+    frames, actions, rewards, terminated = random_inputs(2, 5, seed=4)
+    torch.manual_seed(0)
+    vrnn = VRNN(perceiver, 3, open_loop_steps=2, open_loop_weight=0.5, **SMALL)
+    plain = VRNN(perceiver, 3, **SMALL)
+    plain.load_state_dict(vrnn.state_dict())
+    tokens, context = vrnn.perceive(frames)
+    outs = []
+    for model in (vrnn, plain):
+        torch.manual_seed(1)  # the MC KL draws from the global RNG
+        noise = torch.Generator().manual_seed(0)
+        outs.append(model(None, actions, rewards, terminated, context, tokens=tokens, generator=noise))
+    out, out_plain = outs
+    assert out_plain["open_loop_nll"] == 0
+    torch.testing.assert_close(out["total"], out_plain["total"] + 0.5 * out["open_loop_nll"])
+
+    # recompute it from the public one-step API: filter the first i+1 frames (same posterior noise), then imagine
+    expected = []
+    with torch.no_grad():
+        for start in range(5 - 2):
+            prefix = slice(0, start + 1)
+            noise = torch.Generator().manual_seed(0)
+            observed = vrnn.observe(
+                tokens=tokens[:, prefix],
+                context=context[:, prefix],
+                actions=actions[:, prefix],
+                generator=noise,
+            )
+            carry = observed["carry"]
+            for j in (1, 2):
+                state = vrnn.prior_step(carry, sample=False)
+                logits = vrnn.predict_tokens(state.belief)
+                expected.append(
+                    torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, CODES), tokens[:, start + j].reshape(-1), reduction="sum"
+                    )
+                    / 2
+                )
+                carry = vrnn.transition(state, vrnn.encode_actions(actions[:, start + j], (2,)))
+    torch.testing.assert_close(out["open_loop_nll"], torch.stack(expected).mean(), rtol=1e-5, atol=1e-4)
+
+    out["open_loop_nll"].backward()
+    for module in (vrnn.prior_components, vrnn.rnn, vrnn.frame_decoder, vrnn.context_decoder):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+    longer = VRNN(perceiver, 3, open_loop_steps=10, **SMALL)  # clipped to T - 1 steps
+    assert torch.isfinite(
+        longer(frames[:, :3], actions[:, :3], rewards[:, :3], terminated[:, :3])["open_loop_nll"]
+    )
+    with pytest.raises(ValueError, match="open_loop_steps"):
+        VRNN(perceiver, 3, open_loop_steps=-1)
 
 
 def test_perception_is_frozen_and_not_in_checkpoints(perceiver, tmp_path):

@@ -14,6 +14,13 @@ seeing ``x_t``, ``r_{t+1}`` and ``terminated_{t+1}`` what ``a_t`` produced (the 
                 reward r_{t+1}     from h_t              (symlog-MSE or MSE)
                 continue 1 - term  from h_t              (Bernoulli, BCE)
 
+Optional open-loop loss (``open_loop_steps = n > 0``, PlaNet's observation overshooting): from the filtered
+state after every step ``t`` of a training window, imagine ``n`` steps with the prior's mode (as
+:func:`~aime_rl.world_model.imagination.open_loop_rollout` does with ``sample=False``) and the real actions, and add
+the frame head's token cross-entropy of the imagined frames ``x_{t+1} … x_{t+n}``. The ELBO alone trains the prior
+only through the KL, one step ahead and on posterior inputs; on a short training budget its open-loop frames then
+lag behind a "repeat the last frame" baseline, and this term trains exactly what an open-loop rollout uses.
+
 The frame head reads the state *after* ``a_{t-1}`` (``h_{t-1}``) and the latent of step ``t``: it is the
 next-frame head of the brief, "tokens of ``x_{t+1}`` from the state after ``a_t``", with the stochastic latent of
 the new step supplying what the action alone cannot predict (a new ball's column). When observing, ``z_t`` comes
@@ -91,6 +98,8 @@ class VRNNConfig:
         kl_weight, stick_kl_weight, concentration_kl_weight, frame_weight, reward_weight, continue_weight,
             context_weight: loss weights (the concentration KL is a global term, added once per batch).
         reward_loss: ``"symlog"`` (MSE in symlog space) or ``"mse"``.
+        open_loop_steps: ``n`` of the open-loop loss (see the module docstring; ``0``: off, the plain ELBO).
+        open_loop_weight: its weight (it is a per-frame token cross-entropy, on the scale of ``frame_nll``).
         dp_prior_shape, dp_prior_rate: Gamma prior over the DP concentration alpha0.
         active_threshold: a component is active when its mean weight ``pi_k`` exceeds this.
         context_dim, token_grid, num_quantizers, num_codes, code_dim: taken from the perceiver (checked on load).
@@ -117,6 +126,8 @@ class VRNNConfig:
     continue_weight: float = 1.0
     context_weight: float = 1.0
     reward_loss: str = "symlog"
+    open_loop_steps: int = 0
+    open_loop_weight: float = 1.0
     dp_prior_shape: float = 1.0
     dp_prior_rate: float = 1.0
     active_threshold: float = 0.01
@@ -141,6 +152,8 @@ class VRNNConfig:
             raise ValueError(
                 f"VRNNConfig.reward_loss must be one of {REWARD_LOSSES}, got {self.reward_loss!r}"
             )
+        if int(self.open_loop_steps) < 0:
+            raise ValueError(f"VRNNConfig.open_loop_steps must be >= 0, got {self.open_loop_steps}")
         if self.free_nats < 0:
             raise ValueError(f"VRNNConfig.free_nats must be >= 0, got {self.free_nats}")
         if self.token_grid is not None:
@@ -602,12 +615,13 @@ class VRNN(nn.Module):
             is_last: bool ``[B, T]``; rows whose action is a dummy (final observation) get no reward/continue loss.
 
         Returns a dict with the scalar ``total`` and its parts: ``frame_nll`` (token cross-entropy summed over the
-        ``h·w·G`` positions of a frame), ``token_accuracy``, ``context_nll`` (``½‖ĉ_t − c_t‖²``), ``reward_loss``,
-        ``continue_loss``, ``kl`` (MC ``KL(q || mixture)`` per step, before free nats), ``kl_loss`` (after free
-        nats and balancing), ``stick_kl`` (per step, summed over sticks), ``concentration_kl``, ``alpha``
-        (``E[alpha0]``), ``active_components`` (mean count of ``pi_k > active_threshold``), and ``states``: a
-        dict of ``[B, T, ·]`` tensors (see :meth:`observe`) plus ``token_logits [B, T, h, w, G, K]``, ``pi``
-        ``[B, T, K]`` (mean stick weights).
+        ``h·w·G`` positions of a frame), ``token_accuracy``, ``open_loop_nll`` (the same cross-entropy for frames
+        imagined open loop; ``0`` unless ``open_loop_steps``, see the module docstring), ``context_nll``
+        (``½‖ĉ_t − c_t‖²``), ``reward_loss``, ``continue_loss``, ``kl`` (MC ``KL(q || mixture)`` per step, before
+        free nats), ``kl_loss`` (after free nats and balancing), ``stick_kl`` (per step, summed over sticks),
+        ``concentration_kl``, ``alpha`` (``E[alpha0]``), ``active_components`` (mean count of
+        ``pi_k > active_threshold``), and ``states``: a dict of ``[B, T, ·]`` tensors (see :meth:`observe`) plus
+        ``token_logits [B, T, h, w, G, K]``, ``pi`` ``[B, T, K]`` (mean stick weights).
         """
         c = self.config
         tokens, context = self._inputs(frames, tokens, context)
@@ -631,8 +645,10 @@ class VRNN(nn.Module):
 
         reward_loss = self._reward_loss(states["h"], rewards, valid, b, t)
         continue_loss = self._continue_loss(states["h"], terminated, valid, b, t)
+        open_loop_nll = self._open_loop_nll(states, tokens, encoded)
         total = (
             c.frame_weight * frame_nll
+            + c.open_loop_weight * open_loop_nll
             + c.context_weight * context_nll
             + c.kl_weight * kl_loss
             + c.stick_kl_weight * stick_kl
@@ -646,6 +662,7 @@ class VRNN(nn.Module):
             "total": total,
             "frame_nll": frame_nll,
             "token_accuracy": accuracy,
+            "open_loop_nll": open_loop_nll,
             "context_nll": context_nll,
             "reward_loss": reward_loss,
             "continue_loss": continue_loss,
@@ -657,6 +674,43 @@ class VRNN(nn.Module):
             "active_components": active_components(pi, c.active_threshold),
             "states": states,
         }
+
+    def _open_loop_nll(
+        self, states: dict[str, Any], tokens: torch.Tensor, encoded_actions: torch.Tensor
+    ) -> torch.Tensor:
+        """Token cross-entropy of frames imagined open loop (prior mode, real actions), per frame.
+
+        From the carry after step ``i`` (``h_i``, ``cell_i``, ``c_i``) for every start ``i`` in ``0 … T-1-n``,
+        ``n = min(open_loop_steps, T - 1)``: imagine ``z_{i+j}`` (``j = 1 … n``) as :meth:`prior_step` with
+        ``sample=False`` does, apply ``a_{i+j}`` between imagined steps, and score the frame head on the tokens of
+        ``x_{i+j}``. Averaged over batch, starts and ``j``.
+        """
+        b, t = tokens.shape[:2]
+        n = min(int(self.config.open_loop_steps), t - 1)
+        if n < 1:
+            return states["h"].new_zeros(())
+        starts = t - n
+
+        def flat(x: torch.Tensor) -> torch.Tensor:  # [B, starts, ...] -> [B * starts, ...]
+            return x.reshape(b * starts, *x.shape[2:])
+
+        carry = RecurrentState(
+            flat(states["h"][:, :starts]),
+            flat(states["cell"][:, :starts]),
+            flat(states["context"][:, :starts]),
+        )
+        logits, targets = [], []
+        for j in range(1, n + 1):
+            state = self.prior_step(carry, sample=False)
+            logits.append(self.predict_tokens(state.belief))
+            targets.append(flat(tokens[:, j : j + starts]))
+            if j < n:
+                carry = self.transition(state, flat(encoded_actions[:, j : j + starts]))
+        logits, targets = torch.stack(logits, 1), torch.stack(targets, 1)  # [B * starts, n, h, w, G(, K)]
+        nll = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="sum"
+        )
+        return nll / (b * starts * n)
 
     def _latent_kl(
         self, post_mu: torch.Tensor, post_log_sigma: torch.Tensor, prior: MixturePrior
