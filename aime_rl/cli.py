@@ -80,6 +80,14 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=f"override {f.name}"
             )
+        elif f.type in ("bool", bool):
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"override {f.name}",
+            )
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -3,14 +3,15 @@
 Same PPO settings, step budget and seeds for the three observation types:
 
 - ``context``: ``VecContextObservation`` over a perception model pre-trained on random-policy frames (``--model``,
-  e.g. ``runs/demo/model`` written by ``aime-rl demo``);
+  e.g. ``runs/demo/model`` written by ``aime-rl demo``), standardised per feature (``normalize_observations``;
+  ``--raw-context`` turns that off);
 - ``pixels``: SB3 ``CnnPolicy`` on 4 stacked 64×64 frames (``VecFrameStack`` + ``VecTransposeImage``);
 - ``state``: ``MlpPolicy`` on ``aime_rl/CatchState-v0`` (ball x, y, vx, vy, paddle x).
 
 Prints a markdown table of the mean evaluation return (deterministic policy, ``--eval-episodes`` episodes) per
 observation type and seed, with a random-policy row. Run::
 
-    python benchmarks/pipeline.py --model runs/demo/model [--steps 30000] [--seeds 0 1] [--quick]
+    python benchmarks/pipeline.py --model runs/demo/model [--steps 30000] [--seeds 0 1] [--quick] [--raw-context]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
 
 import aime_rl  # noqa: F401  (registers the envs)
+from aime_rl.agents import normalize_observations
 from aime_rl.training.pipeline import episode_returns
 from aime_rl.wrappers import VecContextObservation
 
@@ -32,26 +34,29 @@ PPO_KWARGS = dict(
 )
 
 
-def make_env(kind: str, model: str | None, n_envs: int, seed: int):
+def make_env(kind: str, model: str | None, n_envs: int, seed: int, normalize: bool = True):
     """The vec env of one observation type."""
     if kind == "state":
         return make_vec_env("aime_rl/CatchState-v0", n_envs=n_envs, seed=seed)
     venv = make_vec_env("aime_rl/Catch-v0", n_envs=n_envs, seed=seed)
     if kind == "pixels":
         return VecTransposeImage(VecFrameStack(venv, n_stack=4))
-    return VecContextObservation(venv, model, window=8)
+    venv = VecContextObservation(venv, model, window=8)
+    return normalize_observations(venv) if normalize else venv
 
 
 def run(
-    kind: str, model: str | None, steps: int, seed: int, episodes: int, n_envs: int
+    kind: str, model: str | None, steps: int, seed: int, episodes: int, n_envs: int, normalize: bool = True
 ) -> tuple[float, float]:
     """Train PPO for ``steps`` and return (mean evaluation return, seconds)."""
     start = time.time()
-    venv = make_env(kind, model, n_envs, seed)
+    venv = make_env(kind, model, n_envs, seed, normalize)
     policy = "CnnPolicy" if kind == "pixels" else "MlpPolicy"
     agent = PPO(policy, venv, seed=seed, verbose=0, **PPO_KWARGS)
     agent.learn(steps)
-    eval_env = make_env(kind, model, 4, seed + 1000)
+    eval_env = make_env(kind, model, 4, seed + 1000, normalize)
+    if kind == "context" and normalize:  # evaluate with the training statistics, frozen
+        eval_env.obs_rms, eval_env.training = venv.obs_rms, False
     returns = episode_returns(eval_env, agent, episodes, seed + 1000)
     return float(np.mean(returns)), time.time() - start
 
@@ -70,6 +75,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="2,000 steps, 2 episodes")
+    parser.add_argument("--raw-context", action="store_true", help="do not standardise the context features")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_episodes = 2_000, 2
@@ -81,7 +87,9 @@ def main() -> None:
     for seed in args.seeds:
         print(f"| random policy | {seed} | {random_return(args.eval_episodes, seed):.2f} | – |", flush=True)
         for kind in kinds:
-            mean, seconds = run(kind, args.model, args.steps, seed, args.eval_episodes, args.n_envs)
+            mean, seconds = run(
+                kind, args.model, args.steps, seed, args.eval_episodes, args.n_envs, not args.raw_context
+            )
             print(f"| {kind} | {seed} | {mean:.2f} | {seconds:.0f} |", flush=True)
 
 

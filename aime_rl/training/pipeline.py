@@ -7,7 +7,7 @@ Every stage writes under one run directory::
       replay/                     raw frames, actions, rewards (ReplayStore)
       tokenizer/ context_model/   TensorBoard events + checkpoints of each trainer
       model/                      the trained CausalPerceiverIO (safetensors + JSON)
-      agent/                      TensorBoard of the SB3 agent, agent.zip
+      agent/                      TensorBoard of the SB3 agent, agent.zip, observation_normalization.json
       report.json, report.md      evaluation
 """
 
@@ -57,6 +57,9 @@ class RunConfig:
     algo: str = "ppo"
     agent_steps: int = 30_000
     window: int = 8
+    normalize_observations: bool = (
+        True  # standardise each context feature for the agent (agents/normalization.py)
+    )
     agent_kwargs: dict = field(default_factory=dict)
     # evaluation
     eval_episodes: int = 10
@@ -152,11 +155,19 @@ def make_context_venv(
     return VecContextObservation(venv, model_dir, window=config.window, device=config.device)
 
 
-def train_agent(config: RunConfig, model_dir: str | os.PathLike, progress: bool = True):
-    """Train an SB3 agent on context observations; saves ``run_dir/agent/agent.zip``."""
-    from ..agents import make_agent
+def normalization_path(config: RunConfig) -> Path:
+    from ..agents import NORMALIZATION_NAME
 
-    venv = make_context_venv(config, model_dir, seed=config.seed)
+    return config.run_dir / "agent" / NORMALIZATION_NAME
+
+
+def _learn_and_save(config: RunConfig, venv) -> Any:
+    """Train ``config.algo`` on ``venv`` (standardised first if ``config.normalize_observations``); saves
+    ``agent/agent.zip`` and, with standardisation, ``agent/observation_normalization.json``."""
+    from ..agents import make_agent, normalize_observations, save_normalization
+
+    if config.normalize_observations:
+        venv = normalize_observations(venv)
     agent = make_agent(
         config.algo,
         venv,
@@ -168,6 +179,16 @@ def train_agent(config: RunConfig, model_dir: str | os.PathLike, progress: bool 
     path = config.run_dir / "agent" / "agent.zip"
     path.parent.mkdir(parents=True, exist_ok=True)
     agent.save(path)
+    if config.normalize_observations:
+        save_normalization(venv, normalization_path(config))
+    return agent
+
+
+def train_agent(config: RunConfig, model_dir: str | os.PathLike, progress: bool = True):
+    """Train an SB3 agent on context observations; saves ``run_dir/agent/agent.zip`` (and the observation
+    statistics, see :func:`_learn_and_save`)."""
+    venv = make_context_venv(config, model_dir, seed=config.seed)
+    agent = _learn_and_save(config, venv)
     venv.close()
     return agent
 
@@ -196,7 +217,6 @@ def train_agent_in_imagination(config: RunConfig, model_dir: str | os.PathLike):
     ``aime-rl evaluate``: its observations (the context) have the same meaning there."""
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    from ..agents import make_agent
     from ..world_model import VRNN, WorldModelEnv
 
     perceiver = CausalPerceiverIO.from_pretrained(model_dir, map_location=config.device).eval()
@@ -204,18 +224,7 @@ def train_agent_in_imagination(config: RunConfig, model_dir: str | os.PathLike):
     store = config.run_dir / "replay"
     venv = DummyVecEnv([lambda: WorldModelEnv(vrnn, store) for _ in range(config.num_envs)])
     venv.seed(config.seed)
-    agent = make_agent(
-        config.algo,
-        venv,
-        seed=config.seed,
-        tensorboard_log=str(config.run_dir / "agent"),
-        **config.agent_kwargs,
-    )
-    agent.learn(total_timesteps=config.agent_steps, progress_bar=False)
-    path = config.run_dir / "agent" / "agent.zip"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    agent.save(path)
-    return agent
+    return _learn_and_save(config, venv)
 
 
 def episode_returns(venv, policy: Any, episodes: int, seed: int) -> list[float]:
@@ -240,8 +249,15 @@ def episode_returns(venv, policy: Any, episodes: int, seed: int) -> list[float]:
 def evaluate(
     config: RunConfig, model_dir: str | os.PathLike, agent: Any, perception: dict | None = None
 ) -> dict:
-    """Agent vs random-policy returns on context observations, plus perception metrics; writes the report."""
+    """Agent vs random-policy returns on context observations, plus perception metrics; writes the report.
+
+    With ``config.normalize_observations`` the agent sees the contexts standardised by the statistics its training
+    saved (frozen); a missing statistics file raises ``ValueError``."""
+    from ..agents import load_normalization
+
     venv = make_context_venv(config, model_dir, n_envs=min(config.num_envs, 4), seed=config.seed + 1000)
+    if config.normalize_observations:
+        venv = load_normalization(venv, normalization_path(config))
     agent_returns = episode_returns(venv, agent, config.eval_episodes, seed=config.seed + 1000)
     random_returns = episode_returns(venv, None, config.eval_episodes, seed=config.seed + 1000)
     venv.close()
