@@ -68,7 +68,7 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path):
 
 
 @pytest.mark.slow
-def test_world_model_and_an_agent_trained_in_imagination(tmp_path, capsys):
+def test_world_model_and_an_agent_trained_in_imagination(tmp_path):
     quick = ["--config", str(EXPERIMENTS / "quick.toml"), "--runs-dir", str(tmp_path)]
     assert main(["collect", *quick]) == 0
     assert main(["train-tokenizer", *quick, "--tokenizer-steps", "5"]) == 0
@@ -77,11 +77,6 @@ def test_world_model_and_an_agent_trained_in_imagination(tmp_path, capsys):
     run = tmp_path / "demo-quick"
     assert (run / "world_model" / "world_model" / "model.safetensors").is_file()
     assert main(["train-agent", *quick, "--in-imagination", "--agent-steps", "128"]) == 0
-    stats = run / "agent" / "observation_normalization.json"
-    saved = stats.read_bytes()
-    stats.unlink()
-    assert main(["evaluate", *quick]) == 2  # the agent was trained on standardised contexts
-    assert "observation_normalization.json" in capsys.readouterr().err
-    stats.write_bytes(saved)
+    assert (run / "agent" / "observation_normalization.json").is_file()  # imagined contexts, standardised
     assert main(["evaluate", *quick]) == 0
     assert json.loads((run / "report.json").read_text())["episodes"] == 2

@@ -70,19 +70,47 @@ def test_rewards_are_left_alone():
     assert np.array_equal(rewards, [1.0, 1.0])
 
 
-def test_saved_statistics_reload_frozen_and_normalise_identically(tmp_path):
-    trained = normalize_observations(make_venv())
+def test_saved_statistics_reload_exactly_and_frozen(tmp_path):
+    trained = normalize_observations(make_venv(), clip=3.0)
     run(trained, 200)
     path = tmp_path / "agent" / "observation_normalization.json"
     save_normalization(trained, path)
-    trained.training = False
     loaded = load_normalization(make_venv(seed=5), path)
-    assert not loaded.training
-    raw = np.random.default_rng(0).standard_normal((3, DIM)).astype(np.float32)
-    assert np.allclose(loaded.normalize_obs(raw), trained.normalize_obs(raw))
+    assert not loaded.training and loaded.clip_obs == 3.0
+    assert np.array_equal(loaded.obs_rms.mean, trained.obs_rms.mean)
+    assert np.array_equal(loaded.obs_rms.var, trained.obs_rms.var)
+    assert loaded.obs_rms.count == trained.obs_rms.count
     count = loaded.obs_rms.count
     run(loaded, 20)
     assert loaded.obs_rms.count == count  # frozen: evaluation does not move the statistics
+
+
+def test_reloaded_statistics_normalise_like_the_training_wrapper(tmp_path):
+    trained = normalize_observations(make_venv())
+    run(trained, 200)
+    save_normalization(trained, tmp_path / "stats.json")
+    loaded = load_normalization(make_venv(seed=5), tmp_path / "stats.json")
+    env = NearlyConstantVectors()
+    env.reset(seed=9)
+    raw = np.stack([env._obs() for _ in range(16)])  # from the training distribution, not at the clip
+    trained.training = False
+    expected = trained.normalize_obs(raw)
+    assert np.abs(expected).max() < 5
+    assert np.allclose(loaded.normalize_obs(raw), expected)
+
+
+def test_terminal_observations_are_standardised_too():
+    venv = normalize_observations(
+        DummyVecEnv([lambda: gym.wrappers.TimeLimit(NearlyConstantVectors(), 3) for _ in range(2)])
+    )
+    venv.reset()
+    for _ in range(3):
+        obs, _, dones, infos = venv.step(np.zeros(2, dtype=np.int64))
+    assert dones.all()
+    terminal = np.stack([info["terminal_observation"] for info in infos])
+    raw_offset = NearlyConstantVectors().offset
+    assert not np.allclose(terminal, raw_offset, atol=0.1)  # raw ones would be the offset ± 0.03
+    assert np.abs(terminal).max() <= 10
 
 
 def test_dict_observations_standardise_only_the_vector_entry(tmp_path):
@@ -93,7 +121,13 @@ def test_dict_observations_standardise_only_the_vector_entry(tmp_path):
     run(venv, 50)
     save_normalization(venv, tmp_path / "stats.json")
     loaded = load_normalization(make_venv(with_frame=True), tmp_path / "stats.json")
-    assert np.allclose(loaded.obs_rms["context"].mean, venv.obs_rms["context"].mean)
+    for field in ("mean", "var"):
+        assert np.array_equal(
+            getattr(loaded.obs_rms["context"], field), getattr(venv.obs_rms["context"], field)
+        )
+    assert loaded.obs_rms["context"].count == venv.obs_rms["context"].count
+    obs = loaded.reset()
+    assert obs["frame"].dtype == np.uint8 and (obs["frame"] == 7).all()
 
 
 def test_image_observations_are_refused():
@@ -117,9 +151,23 @@ def test_statistics_of_another_shape_are_an_error_naming_the_file(tmp_path):
         load_normalization(make_venv(), path)
 
 
-def test_negative_variances_are_an_error(tmp_path):
+def write_stats(path, var=1.0, count=10.0, clip=10.0) -> None:
+    entry = {"mean": [0.0] * DIM, "var": [var] * DIM, "count": count}
+    path.write_text(json.dumps({"version": 1, "clip": clip, "stats": {"": entry}}))
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(var=-1.0), "var >= 0"),
+        (dict(count=float("inf")), "count must be finite"),
+        (dict(clip=None), "clip must be a number"),
+        (dict(clip=0.0), "clip must be finite and > 0"),
+        (dict(clip=float("nan")), "clip must be finite and > 0"),
+    ],
+)
+def test_invalid_statistics_are_an_error_naming_the_file(tmp_path, bad, match):
     path = tmp_path / "stats.json"
-    entry = {"mean": [0.0] * DIM, "var": [-1.0] * DIM, "count": 10.0}
-    path.write_text(json.dumps({"version": 1, "clip": 10.0, "stats": {"": entry}}))
-    with pytest.raises(ValueError, match="var >= 0"):
+    write_stats(path, **bad)
+    with pytest.raises(ValueError, match=f"stats.json.*{match}"):
         load_normalization(make_venv(), path)

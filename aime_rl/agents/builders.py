@@ -112,7 +112,9 @@ def make_eval_callback(
     """SB3 ``EvalCallback`` that evaluates every ``eval_every`` env steps summed over ``n_train_envs`` envs.
 
     (SB3's own ``eval_freq`` counts callback calls, one per vectorised step; it is ``eval_every // n_train_envs``.)
-    ``eval_env`` must observe what the training env observes (wrap it the same way). ``kwargs`` go to
+    ``eval_env`` must observe what the training env observes (wrap it the same way; for a training env made by
+    ``normalize_observations``, pass ``normalize_observations(eval_env, training=False)``, whose statistics SB3
+    copies from the training env before each evaluation). ``kwargs`` go to
     ``EvalCallback`` (e.g. ``callback_on_new_best``).
     """
     if eval_every < 1 or n_train_envs < 1:

@@ -21,7 +21,9 @@ Caveats of training the perception model during RL
 observations are non-stationary: the value function and the policy were fitted to contexts of the old model, and a
 replay buffer (DQN/SAC) keeps contexts computed by old models. Small learning rates, few gradient steps and rare
 updates keep the drift small; a large update can wreck a trained policy. This is why joint training is an option,
-off by default in the pipeline: the recommended setup trains the perception model first and keeps it frozen.
+off by default in the pipeline: the recommended setup trains the perception model first and keeps it frozen. With
+standardised contexts (:func:`~aime_rl.agents.normalize_observations`) the running statistics mix every model's
+contexts and, after many steps, follow a new model only slowly; features that move far can sit at the clip.
 
 **In-flight episodes restart their context.** The wrapper's :class:`~aime_rl.perception.context_stream.ContextStream`
 caches keys/values (and the tokenizer's conv activations) of the last ``window`` frames, computed by the old

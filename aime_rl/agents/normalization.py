@@ -62,6 +62,8 @@ def normalize_observations(venv: VecEnv, training: bool = True, clip: float = 10
     ``training=False`` freezes them (evaluation; see :func:`load_normalization`). Rewards are not changed.
     For Dict observations (``keep_frame=True``) only the float vector entries are standardised.
     """
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip}")
     keys = _vector_keys(venv.observation_space)
     return VecNormalize(
         venv, training=training, norm_obs=True, norm_reward=False, clip_obs=clip, norm_obs_keys=keys
@@ -83,11 +85,23 @@ def _stats_from_json(entry: Any, shape: tuple[int, ...], where: str) -> RunningM
         raise ValueError(
             f"{where}: statistics of shape {mean.shape}/{var.shape} do not fit observations of shape {shape}"
         )
-    if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all() and count > 0):
-        raise ValueError(f"{where}: statistics must be finite with var >= 0 and count > 0")
+    if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()):
+        raise ValueError(f"{where}: mean and var must be finite with var >= 0")
+    if not (np.isfinite(count) and count > 0):
+        raise ValueError(f"{where}: count must be finite and > 0, got {count}")
     stats = RunningMeanStd(shape=shape)
     stats.mean, stats.var, stats.count = mean, var, count
     return stats
+
+
+def _clip_from_json(value: Any, where: str) -> float:
+    try:
+        clip = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: clip must be a number, got {value!r}") from err
+    if not (np.isfinite(clip) and clip > 0):
+        raise ValueError(f"{where}: clip must be finite and > 0, got {clip}")
+    return clip
 
 
 def save_normalization(venv: VecNormalize, path: str | os.PathLike) -> None:
@@ -110,7 +124,7 @@ def load_normalization(venv: VecEnv, path: str | os.PathLike, training: bool = F
     where = f"observation normalization file {path}"
     if data.get("version") != FORMAT_VERSION or not isinstance(data.get("stats"), dict):
         raise ValueError(f"{where}: not a version-{FORMAT_VERSION} statistics file")
-    wrapped = normalize_observations(venv, training=training, clip=float(data.get("clip", 10.0)))
+    wrapped = normalize_observations(venv, training=training, clip=_clip_from_json(data.get("clip"), where))
     space = venv.observation_space
     keys = _vector_keys(space)
     expected = [""] if keys is None else keys

@@ -57,9 +57,8 @@ class RunConfig:
     algo: str = "ppo"
     agent_steps: int = 30_000
     window: int = 8
-    normalize_observations: bool = (
-        True  # standardise each context feature for the agent (agents/normalization.py)
-    )
+    # Train the agent on standardised context features (agents/normalization.py); evaluate follows the saved agent.
+    normalize_observations: bool = True
     agent_kwargs: dict = field(default_factory=dict)
     # evaluation
     eval_episodes: int = 10
@@ -163,7 +162,10 @@ def normalization_path(config: RunConfig) -> Path:
 
 def _learn_and_save(config: RunConfig, venv) -> Any:
     """Train ``config.algo`` on ``venv`` (standardised first if ``config.normalize_observations``); saves
-    ``agent/agent.zip`` and, with standardisation, ``agent/observation_normalization.json``."""
+    ``agent/agent.zip`` and, with standardisation, ``agent/observation_normalization.json`` just before it.
+
+    The statistics file is there exactly when the saved agent was trained on standardised contexts (a stale file of
+    an earlier run is removed), and :func:`evaluate` goes by that file, not by the flag."""
     from ..agents import make_agent, normalize_observations, save_normalization
 
     if config.normalize_observations:
@@ -176,11 +178,12 @@ def _learn_and_save(config: RunConfig, venv) -> Any:
         **config.agent_kwargs,
     )
     agent.learn(total_timesteps=config.agent_steps, progress_bar=False)
-    path = config.run_dir / "agent" / "agent.zip"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    agent.save(path)
+    stats = normalization_path(config)
     if config.normalize_observations:
-        save_normalization(venv, normalization_path(config))
+        save_normalization(venv, stats)
+    else:
+        stats.unlink(missing_ok=True)
+    atomic_write(config.run_dir / "agent" / "agent.zip", agent.save)
     return agent
 
 
@@ -251,13 +254,14 @@ def evaluate(
 ) -> dict:
     """Agent vs random-policy returns on context observations, plus perception metrics; writes the report.
 
-    With ``config.normalize_observations`` the agent sees the contexts standardised by the statistics its training
-    saved (frozen); a missing statistics file raises ``ValueError``."""
+    If the agent was trained on standardised contexts (``agent/observation_normalization.json`` exists, see
+    :func:`_learn_and_save`) it sees them standardised by those statistics, frozen; otherwise raw."""
     from ..agents import load_normalization
 
     venv = make_context_venv(config, model_dir, n_envs=min(config.num_envs, 4), seed=config.seed + 1000)
-    if config.normalize_observations:
-        venv = load_normalization(venv, normalization_path(config))
+    stats = normalization_path(config)
+    if stats.is_file():
+        venv = load_normalization(venv, stats)
     agent_returns = episode_returns(venv, agent, config.eval_episodes, seed=config.seed + 1000)
     random_returns = episode_returns(venv, None, config.eval_episodes, seed=config.seed + 1000)
     venv.close()
