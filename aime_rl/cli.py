@@ -1,196 +1,180 @@
-"""The ``aime-rl`` command.
+"""The ``aime-rl`` command: the pipeline, stage by stage, on one run directory ``<runs-dir>/<name>``.
 
-Every command reads its settings from a TOML file (``--config experiments/demo.toml``; the demo's file is the
-default) and command-line overrides (``--preset tiny --agent-steps 5000``), and writes under
-``<runs-dir>/<name>/``::
+    aime-rl collect            random policy → replay (a target size: a rerun tops it up)
+    aime-rl train-tokenizer    replay → tokenizer
+    aime-rl train-perceiver    replay + tokenizer → context model (saves <run>/model)
+    aime-rl train-world-model  replay + context model → VRNN world model
+    aime-rl train-agent        SB3 agent on the causal context (or --in-imagination, inside the world model)
+    aime-rl evaluate           agent vs random policy → report.json / report.md
+    aime-rl demo [--quick]     all of the above on the built-in Catch env, with a summary
 
-    aime-rl collect            random policy → replay store
-    aime-rl train-tokenizer    replay → tokenizer              (saves <run>/model)
-    aime-rl train-perceiver    replay → context model          (loads and saves <run>/model)
-    aime-rl train-world-model  replay → VRNN world model       (saves <run>/world_model/world_model)
-    aime-rl train-agent        SB3 agent on the causal context (saves <run>/agent/agent.zip);
-                               --in-imagination: trained only inside the learned world model
-    aime-rl evaluate           agent vs random returns + perception metrics → report.json / report.md
-    aime-rl demo [--quick] [--logdir DIR]   all of the above, on the built-in Catch env
+The first command on a run writes its ``config.json``; later commands read it, and a flag that contradicts a
+setting the run's outputs were made with is refused (``--restart`` redoes the stage and what follows). Re-running a
+finished stage is a no-op that says so. Every failure is one line on stderr and exit status 2 (``--debug`` shows
+the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from pathlib import Path
+import tomllib
+from dataclasses import fields
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .training.pipeline import RunConfig
+from .experiments import EXPERIMENTS_DIR
+from .pipeline import COMMANDS, Options, RunConfig, load_toml, run_command
+from .pipeline.config import default_values
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"  # the repository's experiments/
-
-COMMANDS: dict[str, str] = {
-    "collect": "collect random-policy frames, actions and rewards into <run>/replay",
-    "train-tokenizer": "train the VQ video tokenizer on <run>/replay and save <run>/model",
-    "train-perceiver": "train the causal context model (tokenizer frozen) and save <run>/model",
-    "train-world-model": "train the VRNN world model (DPGMM prior) on <run>/replay with the frozen perception model",
-    "train-agent": "train an SB3 agent (ppo/a2c/dqn/sac) on the causal context of the env (or in imagination)",
-    "evaluate": "evaluate <run>/agent/agent.zip against a random policy; write report.json and report.md",
-    "demo": "the whole pipeline on the built-in env, ending with a short summary",
-}
+__all__ = ["COMMANDS", "EXPERIMENTS_DIR", "main", "make_parser", "explicit_settings"]
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML experiment file; a missing or malformed file raises ``ValueError`` naming it."""
-    import tomllib
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (``aime-rl collect: error: ...``), exit status 2."""
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"config file not found: {path}")
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def package_version() -> str:
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"invalid TOML in {path}: {err}") from err
+        return version("aime-rl")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree without an install
+        return "unknown"
 
 
-def experiment_path(name: str) -> Path:
-    """``experiments/<name>.toml`` shipped with the package."""
-    return EXPERIMENTS / f"{name}.toml"
+def agent_kwarg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a TOML value (``n_steps=64``, ``gamma=0.95``, ``policy_kwargs={net_arch=[64, 64]}``);
+    a value that is not TOML is taken as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
 
 
-def build_config(args: argparse.Namespace) -> RunConfig:
-    """Defaults ← TOML file ← command-line flags."""
-    default = experiment_path("quick" if getattr(args, "quick", False) else "demo")
-    values = load_toml(args.config or default)
-    unknown = set(values) - {f.name for f in dataclasses.fields(RunConfig)}
-    if unknown:
-        raise ValueError(f"unknown settings in {args.config or default}: {sorted(unknown)}")
-    for f in dataclasses.fields(RunConfig):
-        flag = getattr(args, f.name, None)
-        if flag is not None:
-            values[f.name] = flag
-    if getattr(args, "logdir", None):
-        values["runs_dir"] = args.logdir
-    return RunConfig(**values)
+def describe(f, defaults: dict[str, Any]) -> str:
+    text = f"{f.metadata['help']} (default: {defaults[f.name]!r}"
+    if f.metadata.get("choices"):
+        text += f"; choices: {', '.join(f.metadata['choices'])}"
+    return text + ")"
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML experiment file (default: the demo's)")
-    for f in dataclasses.fields(RunConfig):
-        if f.type in ("int", "float", "str", int, float, str):
-            kind = {"int": int, "float": float, "str": str}.get(f.type, f.type)
+def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[str, Any]) -> None:
+    """The :class:`RunConfig` fields ``command`` uses, as flags with their meaning, default and choices."""
+    for f in fields(RunConfig):
+        if f.name == "agent_kwargs" or (command != "demo" and command not in f.metadata["commands"]):
+            continue
+        name = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
             parser.add_argument(
-                f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, help=f"override {f.name}"
-            )
-        elif f.type in ("bool", bool):
-            parser.add_argument(
-                f"--{f.name.replace('_', '-')}",
+                name,
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"override {f.name}",
+                help=describe(f, defaults),
             )
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            choices = f.metadata.get("choices")
+            parser.add_argument(
+                name,
+                dest=f.name,
+                type=kind,
+                choices=choices,
+                metavar=f.name.upper(),
+                help=describe(f, defaults),
+            )
+    if command in ("train-agent", "demo"):
+        parser.add_argument(
+            "--agent-kwarg",
+            dest="agent_kwargs",
+            type=agent_kwarg,
+            action="append",
+            metavar="KEY=VALUE",
+            help="a keyword argument of the SB3 algorithm (repeatable), e.g. --agent-kwarg n_steps=64",
+        )
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aime-rl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(
+        prog="aime-rl",
+        description=__doc__.split("\n\n")[0],
+        epilog="`aime-rl <command> --help` lists a command's settings.",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"aime-rl {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    defaults = default_values()
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        add_config_flags(p)
+        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        p.add_argument("--config", help="TOML file of settings, laid over the defaults (flags override it)")
+        p.add_argument(
+            "--restart",
+            action="store_true",
+            help="discard this stage's outputs (and everything made from them) and redo it, with new settings",
+        )
+        p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+        add_settings(p, name, defaults)
         if name == "demo":
             p.add_argument(
-                "--quick", action="store_true", help="tiny preset: a smoke run of the whole pipeline"
+                "--quick", action="store_true", help="tiny preset: a 30-second smoke run of the pipeline"
             )
-            p.add_argument("--logdir", help="where runs are written (default: runs/)")
+            p.add_argument("--logdir", dest="runs_dir", help="same as --runs-dir")
         if name == "train-agent":
             p.add_argument(
                 "--in-imagination",
                 action="store_true",
-                help="train only inside WorldModelEnv (needs train-world-model first)",
+                help="train only inside the world model (needs train-world-model first)",
             )
     return parser
 
 
+def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the user set: the ``--config`` file's values, then the flags given on the command line."""
+    values = load_toml(args.config) if args.config else {}
+    for f in fields(RunConfig):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if f.name == "agent_kwargs":
+            value = {**values.get("agent_kwargs", {}), **dict(value)}
+        values[f.name] = value
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    options = Options(
+        quick=getattr(args, "quick", False),
+        restart=args.restart,
+        in_imagination=getattr(args, "in_imagination", False),
+    )
     try:
-        config = build_config(args)
-        run_command(args.command, config, args)
-    except ValueError as err:
-        print(f"aime-rl {args.command}: error: {err}", file=sys.stderr)
+        run_command(args.command, explicit_settings(args), options)
+    except KeyboardInterrupt:
+        print(f"aime-rl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"aime-rl {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
 
 
-def run_command(command: str, config: RunConfig, args: argparse.Namespace) -> None:
-    from .training import pipeline
-
-    pipeline.save_run_config(config)
-    model_dir = config.run_dir / "model"
-    if command == "demo":
-        pipeline.run_demo(config)
-    elif command == "collect":
-        store = pipeline.collect(config)
-        print(f"{store.num_steps} steps in {len(store)} episodes → {config.run_dir / 'replay'}")
-    elif command == "train-tokenizer":
-        model = pipeline.build_model(config)
-        metrics = pipeline.train_tokenizer(
-            model.tokenizer,
-            config.run_dir / "replay",
-            pipeline.trainer_config(config, config.tokenizer_steps),
-            config.run_dir / "tokenizer",
-        )
-        model.save_pretrained(model_dir)
-        print(f"tokenizer: {pipeline.summarize(metrics)} → {model_dir}")
-    elif command == "train-perceiver":
-        model = _load_model(model_dir) if model_dir.exists() else pipeline.build_model(config)
-        metrics = pipeline.train_context_model(
-            model,
-            config.run_dir / "replay",
-            pipeline.trainer_config(config, config.context_steps),
-            config.run_dir / "context_model",
-        )
-        model.save_pretrained(model_dir)
-        print(f"context model: {pipeline.summarize(metrics)} → {model_dir}")
-    elif command == "train-world-model":
-        pipeline.train_world_model_stage(
-            config, _require(model_dir, "run train-tokenizer and train-perceiver first")
-        )
-        print(f"world model → {pipeline.world_model_dir(config)}")
-    elif command == "train-agent":
-        _require(model_dir, "run train-tokenizer and train-perceiver first")
-        if args.in_imagination:
-            _require(pipeline.world_model_dir(config), "run train-world-model first")
-            pipeline.train_agent_in_imagination(config, model_dir)
-        else:
-            pipeline.train_agent(config, model_dir)
-        print(f"agent → {config.run_dir / 'agent' / 'agent.zip'}")
-    elif command == "evaluate":
-        report = pipeline.evaluate(config, _require(model_dir, "train a model first"), _load_agent(config))
-        print(
-            f"report → {config.run_dir / 'report.md'}: agent {report['agent_return_mean']:.2f}, "
-            f"random {report['random_return_mean']:.2f}"
-        )
-
-
-def _require(path: Path, hint: str) -> Path:
-    if not path.exists():
-        raise ValueError(f"{path} does not exist: {hint}")
-    return path
-
-
-def _load_model(model_dir: Path):
-    from .perception import CausalPerceiverIO
-
-    return CausalPerceiverIO.from_pretrained(model_dir)
-
-
-def _load_agent(config: RunConfig):
-    from stable_baselines3 import A2C, DQN, PPO, SAC
-
-    algos = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
-    if config.algo not in algos:
-        raise ValueError(f"algo must be one of {sorted(algos)}, got {config.algo!r}")
-    return algos[config.algo].load(_require(config.run_dir / "agent" / "agent.zip", "run train-agent first"))
+def one_line(err: BaseException) -> str:
+    if isinstance(err, ValueError):
+        text = str(err)
+    elif isinstance(err, OSError):
+        text = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+    else:
+        text = f"{type(err).__name__}: {err} (--debug shows the traceback)"
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

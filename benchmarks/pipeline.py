@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
 
 import aime_rl  # noqa: F401  (registers the envs)
 from aime_rl.agents import normalize_observations
-from aime_rl.training.pipeline import episode_returns
+from aime_rl.pipeline import episode_returns
 from aime_rl.wrappers import VecContextObservation
 
 PPO_KWARGS = dict(

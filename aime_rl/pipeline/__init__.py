@@ -1,0 +1,37 @@
+"""The run-directory pipeline behind the ``aime-rl`` command (the top layer: it imports everything below).
+
+- :mod:`~aime_rl.pipeline.config`: :class:`RunConfig`, the settings of a run, validated; TOML layering.
+- :mod:`~aime_rl.pipeline.rundir`: the run directory, stage manifests, fingerprints, which changes are refused.
+- :mod:`~aime_rl.pipeline.stages`: collect, train the tokenizer / context model / world model / agent, evaluate.
+- :mod:`~aime_rl.pipeline.commands`: one CLI command = validate everything, then write.
+"""
+
+from .commands import Options, prepare, run_command, run_demo
+from .config import RunConfig, load_toml
+from .rundir import RunDir
+from .stages import build_model, episode_returns, evaluate, make_context_venv
+
+COMMANDS: dict[str, str] = {
+    "collect": "collect random-policy frames, actions and rewards into <run>/replay (a target size: reruns top up)",
+    "train-tokenizer": "train the VQ video tokenizer on <run>/replay",
+    "train-perceiver": "train the causal context model (tokenizer frozen) and save <run>/model",
+    "train-world-model": "train the VRNN world model (DPGMM prior) on <run>/replay with the frozen perception model",
+    "train-agent": "train an SB3 agent (ppo/a2c/dqn/sac) on the causal context of the env (or in imagination)",
+    "evaluate": "evaluate the run's agent against a random policy; write report.json and report.md",
+    "demo": "the whole pipeline on the built-in env, ending with a short summary",
+}
+
+__all__ = [
+    "COMMANDS",
+    "Options",
+    "RunConfig",
+    "RunDir",
+    "build_model",
+    "episode_returns",
+    "evaluate",
+    "load_toml",
+    "make_context_venv",
+    "prepare",
+    "run_command",
+    "run_demo",
+]

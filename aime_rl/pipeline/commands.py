@@ -1,0 +1,175 @@
+"""What one ``aime-rl`` command does to a run directory, in the order that keeps runs trustworthy:
+
+1. build the settings (a new run: defaults ← experiment file ← ``--config`` ← flags; an existing run: its
+   ``config.json`` ← what the user set explicitly) and validate every one of them, the env included;
+2. check the command's prerequisites (``train-perceiver`` needs a trained tokenizer, ...);
+3. only then write: ``config.json`` of a new run, the outputs ``--restart`` discards, the stage's outputs;
+4. a command that fails leaves nothing behind in a run directory it created.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..utils.io import atomic_write_json
+from .config import RunConfig, check_name, default_values, layer
+from .environment import check_env
+from .report import print_summary, write_report
+from .rundir import RunDir, reconcile
+from .stages import (
+    check_agent_kwargs,
+    collect,
+    evaluate,
+    require_done,
+    seed_everything,
+    train_agent_stage,
+    train_context_stage,
+    train_tokenizer_stage,
+    train_world_model_stage,
+)
+
+COMMAND_STAGE = {
+    "collect": "collect",
+    "train-tokenizer": "tokenizer",
+    "train-perceiver": "context",
+    "train-world-model": "world_model",
+    "train-agent": "agent",
+    "evaluate": "evaluate",
+    "probe": "evaluate",
+    "demo": "collect",
+}
+ENV_COMMANDS = ("collect", "train-agent", "evaluate", "probe", "demo")
+
+
+@dataclass
+class Options:
+    """What a command takes besides the run's settings."""
+
+    quick: bool = False
+    restart: bool = False
+    in_imagination: bool = False
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare(
+    command: str, explicit: dict[str, Any], options: Options
+) -> tuple[RunConfig, RunDir, list[str], bool]:
+    """Validated settings, the run directory, the stages to discard, and whether the run is new. Writes nothing."""
+    base = default_values(options.quick)
+    name = explicit.get("name", base["name"])
+    check_name(name)
+    run = RunDir(Path(explicit.get("runs_dir", base["runs_dir"])) / name)
+    stored = run.stored_config()
+    stage = COMMAND_STAGE[command]
+    if stored is None:
+        config = RunConfig.from_dict(layer(base, explicit), "the settings")
+        discard: list[str] = []
+    else:
+        changes = {k: v for k, v in explicit.items() if k not in ("name", "runs_dir")}
+        config, discard = reconcile(stored, changes, run, stage, options.restart or False)
+        if command == "demo" and options.restart:
+            discard = list(COMMAND_STAGE.values())
+    if command in ENV_COMMANDS:
+        check_env(config)
+    if command in ("train-agent", "demo"):
+        check_agent_kwargs(config.algo, config.agent_kwargs)
+    check_prerequisites(command, run, options, discard)
+    return config, run, discard, stored is None
+
+
+def check_prerequisites(command: str, run: RunDir, options: Options, discard: list[str]) -> None:
+    """The stages a command needs must have finished (and not be about to be discarded)."""
+    needs = {
+        "train-tokenizer": [("collect", "collect")],
+        "train-perceiver": [("tokenizer", "train-tokenizer")],
+        "train-world-model": [("context", "train-perceiver")],
+        "train-agent": [("context", "train-perceiver")]
+        + ([("world_model", "train-world-model")] if options.in_imagination else []),
+        "evaluate": [("agent", "train-agent")],
+        "probe": [("context", "train-perceiver")],
+    }.get(command, [])
+    for stage, stage_command in needs:
+        if stage == "collect":
+            if run.manifest("collect") is None or stage in discard:
+                raise ValueError(
+                    f"run {run.path.name!r} has no replay: run `aime-rl collect --name {run.path.name}` first"
+                )
+        else:
+            require_done(run, stage, stage_command)
+
+
+def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any:
+    """Prepare, then write and run; a run directory this command created is removed if it fails."""
+    config, run, discard, new = prepare(command, explicit, options)
+    created = not run.path.exists()
+    try:
+        run.path.mkdir(parents=True, exist_ok=True)
+        if new:
+            atomic_write_json(run.config_path, config.to_dict())
+        removed = run.discard(discard)
+        if removed:
+            print(f"aime-rl {command}: --restart discarded {', '.join(removed)}", flush=True)
+        seed_everything(config)
+        result = dispatch(command, config, run, options)
+        if not new:
+            atomic_write_json(run.config_path, config.to_dict())
+        return result
+    except BaseException:
+        if created and run.path.exists():
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> Any:
+    if command == "collect":
+        return collect(config, run, progress=options.progress)
+    if command == "train-tokenizer":
+        return train_tokenizer_stage(config, run)
+    if command == "train-perceiver":
+        return train_context_stage(config, run)
+    if command == "train-world-model":
+        return train_world_model_stage(config, run)
+    if command == "train-agent":
+        return train_agent_stage(config, run, options.in_imagination, progress=options.progress)
+    if command == "evaluate":
+        return evaluate(config, run, progress=options.progress)
+    if command == "demo":
+        return run_demo(config, run, options.progress)
+    raise ValueError(f"unknown command {command!r}")
+
+
+def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+    """collect → tokenizer → context model → agent → evaluate, then a summary. A stage already done is skipped."""
+    start = time.time()
+    print(f"aime-rl demo: {config.env} with the {config.preset!r} preset → {run.path}", flush=True)
+    steps = [
+        (
+            f"collecting {config.collect_steps} random-policy steps",
+            lambda: collect(config, run, progress=progress),
+        ),
+        (
+            f"training the tokenizer ({config.tokenizer_steps} steps)",
+            lambda: train_tokenizer_stage(config, run),
+        ),
+        (
+            f"training the context model ({config.context_steps} steps)",
+            lambda: train_context_stage(config, run),
+        ),
+        (
+            f"training {config.algo.upper()} on the context for {config.agent_steps} steps",
+            lambda: train_agent_stage(config, run, progress=progress),
+        ),
+        (f"evaluating on {config.eval_episodes} episodes", lambda: evaluate(config, run, progress=progress)),
+    ]
+    for i, (what, stage) in enumerate(steps, 1):
+        print(f"[{i}/{len(steps)}] {what}", flush=True)
+        report = stage()
+    report["seconds"] = round(time.time() - start, 1)
+    write_report(run.path, report)
+    print_summary(run.path, report)
+    return report

@@ -1,0 +1,282 @@
+"""The settings of one pipeline run: :class:`RunConfig`, its validation, and the layers it is built from.
+
+A new run's settings are layered: the dataclass defaults ← the built-in experiment (``demo.toml``, or
+``quick.toml`` for ``demo --quick``) ← a user's ``--config FILE`` ← command-line flags. Once the first stage has
+written ``runs/<name>/config.json``, that file is the run's source of truth: later stages read it, and only what
+the user sets explicitly (``--config FILE`` or a flag) is laid on top (see :mod:`aime_rl.pipeline.rundir` for which
+changes are refused).
+
+Every field carries its help text and the commands that use it in ``field(metadata=...)``: the CLI builds each
+command's ``--help`` from it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..experiments import experiment_path
+
+ALGOS = ("ppo", "a2c", "dqn", "sac")
+PRESETS = ("tiny", "small", "seed")
+MAX_FRAME_SIZE = 512
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# The stages, in pipeline order, and the run settings that shape each stage's outputs: changing one of them after
+# that stage has produced something would silently mix incompatible artifacts (rundir.py refuses it).
+STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
+SHAPING: dict[str, str] = {
+    "env": "collect",
+    "frame_size": "collect",
+    "preset": "tokenizer",
+    "sequence_length": "tokenizer",
+    "window": "agent",
+}
+
+ALL = (
+    "collect",
+    "train-tokenizer",
+    "train-perceiver",
+    "train-world-model",
+    "train-agent",
+    "evaluate",
+    "probe",
+)
+TRAINING = ("train-tokenizer", "train-perceiver", "train-world-model")
+
+
+def setting(default: Any, help: str, commands: tuple[str, ...] = ALL, choices: tuple | None = None, **kw):
+    """A :class:`RunConfig` field with its help text, the commands it applies to and its choices."""
+    metadata = {"help": help, "commands": commands, "choices": choices}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
+
+
+@dataclass
+class RunConfig:
+    """Everything one pipeline run needs. ``aime-rl <command> --help`` lists the fields a command uses."""
+
+    name: str = setting("demo", "run name: the run lives in <runs-dir>/<name> (a plain name, no path)")
+    runs_dir: str = setting("runs", "directory that holds the runs")
+    env: str = setting(
+        "catch",
+        "env preset (catch, cartpole_pixels, pong, ...: aime_rl/envs/presets) or a Gymnasium id with image "
+        "observations, e.g. ALE/Breakout-v5",
+        ("collect", "train-agent", "evaluate", "probe"),
+    )
+    preset: str = setting(
+        "small", "perception model preset", ("train-tokenizer", "train-perceiver"), choices=PRESETS
+    )
+    frame_size: int = setting(
+        64,
+        "frames are resized to frame_size × frame_size (a multiple of the preset's downsample factor)",
+        ("collect",),
+    )
+    seed: int = setting(0, "random seed of every stage")
+    deterministic: bool = setting(
+        False,
+        "reproducible runs (CleanRL-style): seeded everything, torch.use_deterministic_algorithms, one thread",
+    )
+    # collection
+    collect_steps: int = setting(
+        20_000, "target size of the replay in env steps; a rerun tops it up with fresh seeds", ("collect",)
+    )
+    num_envs: int = setting(
+        8,
+        "parallel envs for collection, agent training and evaluation",
+        ("collect", "train-agent", "evaluate"),
+    )
+    # perception training
+    sequence_length: int = setting(8, "frames per training window", TRAINING)
+    tokenizer_steps: int = setting(
+        600, "tokenizer training steps (a total: more than before trains further)", ("train-tokenizer",)
+    )
+    context_steps: int = setting(600, "context-model training steps (a total)", ("train-perceiver",))
+    batch_size: int = setting(8, "windows per training batch", TRAINING)
+    lr: float = setting(
+        1e-3,
+        "learning rate of the perception and world-model trainers (a change on resume is applied and logged)",
+        TRAINING,
+    )
+    # world model
+    world_model_steps: int = setting(300, "world-model training steps (a total)", ("train-world-model",))
+    # agent
+    algo: str = setting("ppo", "Stable-Baselines3 algorithm", ("train-agent",), choices=ALGOS)
+    agent_steps: int = setting(30_000, "agent training env steps", ("train-agent",))
+    window: int = setting(
+        8,
+        "frames the context sees (saved with the agent; evaluate uses the agent's)",
+        ("train-agent", "probe"),
+    )
+    normalize_observations: bool = setting(
+        True,
+        "standardise each context feature for the agent (SB3's VecNormalize on observations)",
+        ("train-agent",),
+    )
+    agent_kwargs: dict = setting(
+        {},
+        "keyword arguments of the SB3 algorithm, e.g. --agent-kwarg n_steps=64 --agent-kwarg gamma=0.95",
+        ("train-agent",),
+    )
+    # evaluation
+    eval_episodes: int = setting(10, "episodes for the agent and the random baseline", ("evaluate",))
+    probe_steps: int = setting(
+        3000, "labelled random-policy frames collected for the state probes", ("probe",)
+    )
+    device: str = setting("cpu", "torch device: cpu, cuda or cuda:N")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.runs_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str) -> RunConfig:
+        """A validated config from plain values (TOML, JSON); unknown keys or wrong types → ``ValueError`` naming
+        ``source`` and the key. Missing keys take the defaults."""
+        unknown = sorted(set(values) - set(FIELD_TYPES))
+        if unknown:
+            raise ValueError(f"unknown settings in {source}: {', '.join(unknown)}")
+        for key, value in values.items():
+            _check_type(key, value, source)
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Check every setting's value; raises ``ValueError`` naming the first bad one."""
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), "the settings")
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ValueError(
+                    f"{flag(f.name)} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}"
+                )
+        check_name(self.name)
+        for key in (
+            "collect_steps",
+            "num_envs",
+            "sequence_length",
+            "tokenizer_steps",
+            "context_steps",
+            "batch_size",
+            "world_model_steps",
+            "agent_steps",
+            "window",
+            "eval_episodes",
+            "probe_steps",
+        ):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{flag(key)} must be a positive integer, got {getattr(self, key)}")
+        if self.sequence_length < 2:
+            raise ValueError(f"{flag('sequence_length')} must be at least 2 (context and a next frame)")
+        if self.seed < 0:
+            raise ValueError(f"{flag('seed')} must be >= 0, got {self.seed}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"{flag('lr')} must be a positive number, got {self.lr}")
+        self._check_frame_size()
+        if not self.runs_dir:
+            raise ValueError(f"{flag('runs_dir')} must not be empty")
+        if not isinstance(self.agent_kwargs, dict) or not all(isinstance(k, str) for k in self.agent_kwargs):
+            raise ValueError(f"agent_kwargs must be a table of settings, got {self.agent_kwargs!r}")
+        check_device(self.device)
+
+    def _check_frame_size(self) -> None:
+        from ..perception.presets import get_preset
+
+        factor = get_preset(self.preset)["tokenizer"].get("downsample", 8)
+        if not factor <= self.frame_size <= MAX_FRAME_SIZE or self.frame_size % factor:
+            raise ValueError(
+                f"{flag('frame_size')} must be a multiple of {factor} (the {self.preset!r} preset's downsample "
+                f"factor) between {factor} and {MAX_FRAME_SIZE}, got {self.frame_size}"
+            )
+
+
+FIELD_TYPES: dict[str, type] = {
+    f.name: {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}[f.type]
+    for f in fields(RunConfig)
+}
+DEFAULTS: dict[str, Any] = {
+    f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(RunConfig)
+}
+
+
+def flag(key: str) -> str:
+    """``frame_size`` → ``--frame-size``."""
+    return "--" + key.replace("_", "-")
+
+
+def _check_type(key: str, value: Any, source: str) -> None:
+    kind = FIELD_TYPES[key]
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ValueError(f"{key} in {source} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+
+
+def check_name(name: str) -> None:
+    """A run name is a plain name inside ``--runs-dir``: no path separators, not ``.``/``..``, not empty."""
+    if not isinstance(name, str) or not PLAIN_NAME.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"--name must be a plain name (letters, digits, '.', '_', '-'; not starting with '.' or '-'), "
+            f"got {name!r}"
+        )
+
+
+def check_device(device: str) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
+    import torch
+
+    if device == "cpu":
+        return
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise ValueError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML experiment file; a missing or malformed file raises ``ValueError`` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            values = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"invalid TOML in {path}: {err}") from err
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise ValueError(f"unknown settings in {path}: {', '.join(unknown)}")
+    for key, value in values.items():
+        _check_type(key, value, str(path))
+    return values
+
+
+def layer(base: dict[str, Any], *overlays: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with each overlay laid on top; ``agent_kwargs`` is merged key by key."""
+    out = dict(base)
+    for overlay in overlays:
+        for key, value in overlay.items():
+            if key == "agent_kwargs" and isinstance(out.get(key), dict) and isinstance(value, dict):
+                out[key] = {**out[key], **value}
+            else:
+                out[key] = value
+    return out
+
+
+def default_values(quick: bool = False) -> dict[str, Any]:
+    """The dataclass defaults with the built-in experiment laid on top (``quick.toml`` for ``demo --quick``)."""
+    return layer(DEFAULTS, load_toml(experiment_path("quick" if quick else "demo")))

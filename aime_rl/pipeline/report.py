@@ -1,0 +1,96 @@
+"""``report.json`` / ``report.md`` of a run, and the summary ``aime-rl demo`` prints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..utils.io import atomic_write, atomic_write_json
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    """``report.json`` (everything) and ``report.md`` (a table a person reads, with verdicts in words)."""
+    atomic_write_json(run_dir / "report.json", report)
+    text = "\n".join(report_lines(run_dir.name, report)) + "\n"
+    atomic_write(run_dir / "report.md", lambda tmp: Path(tmp).write_text(text))
+
+
+def report_lines(name: str, report: dict[str, Any]) -> list[str]:
+    steps = report.get("steps", {})
+    lines = [
+        f"# aime-rl report: {name}",
+        "",
+        f"env `{report['env']}`, preset `{report['preset']}` at {report.get('frame_size')}×{report.get('frame_size')}, "
+        f"seed {report.get('seed')}; {steps.get('collect')} replay steps, tokenizer {steps.get('tokenizer')} and "
+        f"context model {steps.get('context_model')} training steps, {report['algo'].upper()} for "
+        f"{steps.get('agent')} env steps with a window of {report.get('window')} frames; "
+        f"{report['episodes']} evaluation episodes"
+        + (f"; {report['seconds']:.0f} s in all." if "seconds" in report else "."),
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| agent return ({report['algo']}) | {report['agent_return_mean']:.2f} ± {report['agent_return_std']:.2f} |",
+        f"| random policy return | {report['random_return_mean']:.2f} ± {report['random_return_std']:.2f} |",
+    ]
+    for part, metrics in report.get("perception", {}).items():
+        for key, value in metrics.items():
+            lines.append(f"| {part} {key} | {_fmt(value)} |")
+    lines += ["", *verdicts(report)]
+    return lines
+
+
+def verdicts(report: dict[str, Any]) -> list[str]:
+    """Sentences that say where the run stands against its baselines."""
+    out = []
+    agent, random_ = report["agent_return_mean"], report["random_return_mean"]
+    out.append(
+        f"- The agent {'beats' if agent > random_ else 'does not beat'} the random policy "
+        f"({agent:.2f} vs {random_:.2f})."
+    )
+    tokenizer = report.get("perception", {}).get("tokenizer", {})
+    if "usage" in tokenizer:
+        codes = ", ".join(f"{u:.0%}" for u in tokenizer["usage"])
+        out.append(f"- The tokenizer uses {codes} of the codes of each head on held-out frames.")
+    context = report.get("perception", {}).get("context_model", {})
+    if "next_frame_accuracy" in context and "copy_last_accuracy" in context:
+        accuracy, copy_last = context["next_frame_accuracy"], context["copy_last_accuracy"]
+        if accuracy > copy_last:
+            out.append(
+                f"- Next-frame token accuracy {accuracy:.3f} is above the copy-last baseline {copy_last:.3f}."
+            )
+        else:
+            out.append(
+                f"- The context model is below its copy-last baseline: next-frame token accuracy {accuracy:.3f} vs "
+                f"{copy_last:.3f} for copying the last frame's tokens (train it longer: --context-steps)."
+            )
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def print_summary(run_dir: Path, report: dict[str, Any]) -> None:
+    tok = report["perception"].get("tokenizer", {})
+    ctx = report["perception"].get("context_model", {})
+    print("\n== aime-rl demo summary ==")
+    print(
+        f"agent ({report['algo']}) return: {report['agent_return_mean']:.2f} ± {report['agent_return_std']:.2f}   "
+        f"random policy: {report['random_return_mean']:.2f} ± {report['random_return_std']:.2f}"
+    )
+    if tok:
+        print(f"tokenizer reconstruction PSNR: {tok.get('psnr', float('nan')):.2f} dB")
+    if ctx:
+        print(
+            f"next-frame token accuracy: {ctx.get('next_frame_accuracy', float('nan')):.3f} "
+            f"(copy-last baseline {ctx.get('copy_last_accuracy', float('nan')):.3f}); "
+            f"predicted-frame PSNR {ctx.get('predicted_frame_psnr', float('nan')):.2f} dB"
+        )
+    for sentence in verdicts(report):
+        print(sentence)
+    print(f"report: {run_dir / 'report.md'}   ({report.get('seconds', 0):.0f} s)")
+    print(f"TensorBoard: tensorboard --logdir {run_dir}")

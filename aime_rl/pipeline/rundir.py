@@ -1,0 +1,160 @@
+"""A run directory and what each stage owns in it.
+
+::
+
+    runs/<name>/
+      config.json                 the run's settings: written by the first stage, read by every later one
+      stages/<stage>.json         each stage's manifest: status, steps, settings, input fingerprints, metrics
+      replay/                     collect
+      tokenizer/                  train-tokenizer: TensorBoard, checkpoints/, model/ (the trained tokenizer)
+      context_model/ model/       train-perceiver: TensorBoard + checkpoints; the whole CausalPerceiverIO
+      world_model/                train-world-model
+      agent/                      train-agent: agent.zip, agent.json, observation statistics, TensorBoard
+      report.json, report.md      evaluate
+      probe.json, probe.md        probe
+
+A stage writes only its own outputs. Its manifest records fingerprints of what it was made from (the replay's
+size, the SHA-256 of upstream weights), so a later run of the stage can tell when its inputs changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..utils.io import atomic_write_json, read_json
+from .config import SHAPING, STAGES, RunConfig, flag
+
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "collect": ("replay",),
+    "tokenizer": ("tokenizer",),
+    "context": ("context_model", "model"),
+    "world_model": ("world_model",),
+    "agent": ("agent",),
+    "evaluate": ("report.json", "report.md"),
+}
+STAGE_COMMANDS = {
+    "collect": "collect",
+    "tokenizer": "train-tokenizer",
+    "context": "train-perceiver",
+    "world_model": "train-world-model",
+    "agent": "train-agent",
+    "evaluate": "evaluate",
+}
+
+
+def downstream(stage: str) -> list[str]:
+    """``stage`` and the stages whose outputs are made from it, in pipeline order."""
+    if stage == "world_model":  # an agent depends on the world model only when trained in imagination
+        return ["world_model"]
+    return list(STAGES[STAGES.index(stage) :])
+
+
+@dataclass
+class RunDir:
+    """The directory of one run (``config.run_dir``) and its manifests."""
+
+    path: Path
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    def manifest_path(self, stage: str) -> Path:
+        return self.path / "stages" / f"{stage}.json"
+
+    def manifest(self, stage: str) -> dict[str, Any] | None:
+        """The stage's manifest, or ``None`` when the stage has not run."""
+        path = self.manifest_path(stage)
+        return read_json(path) if path.is_file() else None
+
+    def write_manifest(self, stage: str, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest_path(stage), {"stage": stage, "updated": time.time(), **manifest})
+
+    def has_outputs(self, stage: str) -> bool:
+        return self.manifest_path(stage).exists() or any(
+            (self.path / o).exists() for o in STAGE_OUTPUTS[stage]
+        )
+
+    def discard(self, stages: list[str]) -> list[str]:
+        """Remove the outputs and manifests of ``stages``; returns the stages that had any."""
+        removed = []
+        for stage in stages:
+            if not self.has_outputs(stage):
+                continue
+            for name in STAGE_OUTPUTS[stage]:
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            self.manifest_path(stage).unlink(missing_ok=True)
+            removed.append(stage)
+        return removed
+
+    def stored_config(self) -> RunConfig | None:
+        """The run's ``config.json`` (validated), or ``None`` for a new run."""
+        if not self.config_path.exists():
+            return None
+        try:
+            values = read_json(self.config_path)
+            return RunConfig.from_dict(values, str(self.config_path))
+        except ValueError as err:
+            raise ValueError(f"{err} (fix the file, or start a new run with another --name)") from err
+
+
+def reconcile(
+    stored: RunConfig, explicit: dict[str, Any], run: RunDir, stage: str, restart: bool
+) -> tuple[RunConfig, list[str]]:
+    """The run's config with the user's explicit settings laid on top, and the stages ``--restart`` discards.
+
+    A change of a data-shaping setting (:data:`SHAPING`) is refused while outputs made with the old value exist,
+    unless ``restart`` and the setting shapes ``stage`` or a later one (then this stage and its downstream are
+    discarded and redone). A setting that shapes an earlier stage must be changed by restarting that stage.
+    """
+    values = stored.to_dict()
+    discard = downstream(stage) if restart else []
+    for key, value in explicit.items():
+        if key not in SHAPING or value == values[key]:
+            continue
+        first = SHAPING[key]
+        affected = [s for s in downstream(first) if run.has_outputs(s)]
+        if first == "collect":  # env and frame size shape every model too
+            affected = [s for s in STAGES if run.has_outputs(s)]
+        if affected and not (restart and STAGES.index(first) >= STAGES.index(stage)):
+            raise ValueError(
+                f"run {run.path.name!r} was made with {key}={values[key]!r}; {flag(key)} {value} contradicts "
+                f"it ({', '.join(STAGE_COMMANDS[s] for s in affected)} used it). Start a new --name, or run "
+                f"{STAGE_COMMANDS[first]} --restart {flag(key)} {value} to redo it and everything after it"
+            )
+        if restart:
+            extra = list(STAGES) if first == "collect" else downstream(first)
+            discard = [s for s in STAGES if s in discard or s in extra]
+    for key, value in explicit.items():
+        values[key] = value
+    return RunConfig.from_dict(values, "the settings"), discard
+
+
+# -- fingerprints ---------------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """SHA-256 of a saved model's weights (``model.safetensors``)."""
+    return file_sha256(directory / "model.safetensors")
+
+
+def replay_fingerprint(store) -> dict[str, int]:
+    """The replay store's size; the store is append-only, so a change of size is a change of content."""
+    return {"episodes": len(store), "steps": int(store.num_steps)}
