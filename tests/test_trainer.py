@@ -302,3 +302,16 @@ def test_progress_bar_shows_rate_and_loss_only_when_asked(tmp_path, store_dir, c
     make_trainer(tmp_path / "loud", store_dir, config, progress=True).fit()
     err = capsys.readouterr().err
     assert "3/3" in err and "step/s" in err and "loss=" in err
+
+
+def test_a_new_learning_rate_on_resume_is_applied_and_logged(tmp_path, store_dir, caplog):
+    first = make_trainer(tmp_path, store_dir, make_config())
+    first.fit(stop_at=7)
+    resumed = make_trainer(tmp_path, store_dir, make_config(lr=first.config.lr * 10))
+    with caplog.at_level("WARNING"):
+        resumed.resume()
+    assert "instead of the checkpoint's" in caplog.text
+    factor = warmup_cosine(7, resumed.config.warmup_steps, resumed.config.steps)
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(resumed.config.lr * factor)
+    resumed.fit()
+    assert resumed.scheduler.base_lrs == [resumed.config.lr] * len(resumed.optimizer.param_groups)

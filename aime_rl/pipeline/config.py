@@ -138,12 +138,15 @@ class RunConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str) -> RunConfig:
+    def from_dict(cls, values: dict[str, Any], source: str, complete: bool = False) -> RunConfig:
         """A validated config from plain values (TOML, JSON); unknown keys or wrong types → ``ValueError`` naming
-        ``source`` and the key. Missing keys take the defaults."""
+        ``source`` and the key. Missing keys take the defaults, unless ``complete`` (a run's ``config.json``)."""
         unknown = sorted(set(values) - set(FIELD_TYPES))
         if unknown:
             raise ValueError(f"unknown settings in {source}: {', '.join(unknown)}")
+        missing = sorted(set(FIELD_TYPES) - set(values))
+        if complete and missing:
+            raise ValueError(f"settings missing from {source}: {', '.join(missing)}")
         for key, value in values.items():
             _check_type(key, value, source)
         config = cls(**values)

@@ -102,9 +102,10 @@ class RunDir:
             return None
         try:
             values = read_json(self.config_path)
-            return RunConfig.from_dict(values, str(self.config_path))
+            return RunConfig.from_dict(values, str(self.config_path), complete=True)
         except ValueError as err:
-            raise ValueError(f"{err} (fix the file, or start a new run with another --name)") from err
+            where = "" if str(self.config_path) in str(err) else f"{self.config_path}: "
+            raise ValueError(f"{where}{err} (fix the file, or start a new run with another --name)") from err
 
 
 def reconcile(

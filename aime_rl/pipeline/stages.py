@@ -91,7 +91,9 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     venv = make_venv(config, config.num_envs, seed)
     spec = env_spec(config.env)
     size = (config.frame_size, config.frame_size, 3)
-    recorder = VecRecordFrames(venv, replay_dir, frame_source=spec.frame_source, frame_shape=size)
+    # Episode keys follow (seed, session): the held-out split (a hash of the key) is the same in every rerun.
+    store = ReplayStore(replay_dir, frame_shape=size, writer_token=f"s{config.seed}_c{session}")
+    recorder = VecRecordFrames(venv, store, frame_source=spec.frame_source)
     obs = recorder.reset()
     venv.action_space.seed(seed)
     steps = max((config.collect_steps - have) // config.num_envs, 1)

@@ -299,6 +299,8 @@ class ReplayStore:
         read_only: open for sampling only (see :meth:`open`); no file is created or changed.
         remove_orphans: delete stray temp files and uncommitted files found at open (only when no writer is live).
         max_open_files: frames files kept memory-mapped at once (least recently used are closed).
+        writer_token: prefix of the keys of the episodes this instance writes (default: random). A fixed, fresh
+            token makes the keys, and so the held-out split (a hash of the key), the same in every rerun.
     """
 
     def __init__(
@@ -312,6 +314,7 @@ class ReplayStore:
         read_only: bool = False,
         remove_orphans: bool = False,
         max_open_files: int = 256,
+        writer_token: str | None = None,
     ):
         if chunk_length < 1:
             raise ValueError(f"chunk_length must be >= 1, got {chunk_length}")
@@ -324,7 +327,7 @@ class ReplayStore:
         self._episodes_by_key: dict[str, Episode] = {}
         self._known_stems: set[str] = set()
         self._memmaps: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._writer_token = uuid.uuid4().hex[:12]
+        self._writer_token = self._check_writer_token(writer_token) if writer_token else uuid.uuid4().hex[:12]
         self._next_sequence = 0
         self.recovery_report = RecoveryReport()
         self._init_meta(frame_shape, action_shape, action_dtype)
@@ -333,6 +336,15 @@ class ReplayStore:
             self.remove_orphans()
         if self.recovery_report:
             logger.warning("replay store %s recovery:\n%s", self.directory, self.recovery_report.summary())
+
+    def _check_writer_token(self, token: str) -> str:
+        """A caller-chosen prefix of the episode keys (deterministic keys, hence a deterministic held-out split);
+        it must be new to this store, or two writers would share keys."""
+        if not token.replace("_", "").isalnum():
+            raise ValueError(f"writer_token must be letters, digits and '_', got {token!r}")
+        if (self.chunk_dir.is_dir() and any(p.name.startswith(f"{token}-") for p in self.chunk_dir.iterdir())):
+            raise ValueError(f"writer_token {token!r} was already used in {self.directory}")
+        return token
 
     @classmethod
     def open(cls, directory: str | os.PathLike, **kwargs: Any) -> ReplayStore:
@@ -349,6 +361,11 @@ class ReplayStore:
         if meta is not None and meta.get("format") != FORMAT_NAME:
             raise ValueError(
                 f"{meta_path} is not a replay store metadata file (format={meta.get('format')!r})"
+            )
+        if meta is not None and meta.get("version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{meta_path} has replay format version {meta.get('version')!r}; this aime_rl reads version "
+                f"{FORMAT_VERSION} only (written by another aime_rl version?)"
             )
         try:
             stored_shape = _check_frame_shape(meta["frame_shape"]) if meta else None

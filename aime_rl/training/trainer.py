@@ -393,11 +393,28 @@ class Trainer:
                 self.config.seed,
                 self.world_size,
             )
+        self._apply_new_learning_rate(self.checkpoints.read_config(self.checkpoints.latest_path()))
         self.step = self._last_checkpoint_step = state["step"]
         self.bad_steps = int(state.get("bad_steps", 0))
         self.consecutive_bad_steps = int(state.get("consecutive_bad_steps", 0))
         logger.info("resumed from %s at step %d", self.checkpoints.latest_path(), self.step)
         return self.step
+
+    def _apply_new_learning_rate(self, saved: Mapping[str, Any]) -> None:
+        """A checkpoint restores the learning rate it was trained with; a different ``config.lr`` is applied from
+        the resumed step on (same schedule, new peak) and logged, never silently dropped."""
+        saved_lr = saved.get("trainer", {}).get("lr")
+        if saved_lr is None or saved_lr == self.config.lr:
+            return
+        message = f"resuming with lr={self.config.lr:g} instead of the checkpoint's {saved_lr:g}"
+        logger.warning(message)
+        if self.is_main:
+            print(f"{self.logdir.name}: {message}", file=sys.stderr)
+        self.scheduler.base_lrs = [self.config.lr for _ in self.optimizer.param_groups]
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group["initial_lr"] = self.config.lr
+            group["lr"] = self.config.lr * factor
 
     # -- one step ------------------------------------------------------------------------------------------------
 
