@@ -196,9 +196,10 @@ def test_rollout_video_in_sb3_tensorboard(tmp_path, model_dir):
     assert gifs and all(gif.startswith(b"GIF89a") for gif in gifs)
     tags = scalar_tags(tmp_path / "tb")
     assert {
-        "rollout/open_loop/psnr_step_1",
-        "rollout/open_loop/psnr_step_3",
-        "rollout/open_loop/psnr_mean",
+        "rollout/psnr/step_1",
+        "rollout/psnr/step_3",
+        "rollout/psnr/mean",
+        "rollout/copy_last_psnr/step_1",
     } <= tags
     assert "time/fps" in tags  # written next to SB3's own scalars
     env.close()

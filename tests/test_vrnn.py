@@ -340,13 +340,15 @@ def test_open_loop_rollout_psnr_and_tensorboard(perceiver, catch_store, tmp_path
     writer = SummaryWriter(tmp_path / "tb")
     scalars = log_open_loop(writer, vrnn, batch["frames"], batch["actions"], 2, 4, global_step=7)
     writer.close()
-    assert {f"psnr_step_{i}" for i in range(4)} <= set(scalars)
-    assert {f"copy_last_psnr_step_{i}" for i in range(4)} <= set(scalars)
+    # horizon steps are 1-based: step_1 is the first imagined frame
+    assert {f"psnr/step_{k}" for k in range(1, 5)} <= set(scalars)
+    assert {f"copy_last_psnr/step_{k}" for k in range(1, 5)} <= set(scalars)
+    assert "psnr/step_0" not in scalars and "psnr/step_5" not in scalars
     images = read_event_images(tmp_path / "tb")
-    assert any(tag.startswith("open_loop/video") for tag in images)
+    assert "rollout/open_loop" in images
 
     callback = WorldModelRolloutCallback(vrnn, catch_store.directory, every_n_steps=1, observe_k=2, horizon=3)
-    assert set(callback.log_rollout()) >= {"psnr_mean", "copy_last_psnr_mean"}
+    assert set(callback.log_rollout()) >= {"psnr/mean", "copy_last_psnr/mean"}
 
 
 def test_train_world_model_with_trainer(perceiver, catch_store, tmp_path):
@@ -364,7 +366,7 @@ def test_train_world_model_with_trainer(perceiver, catch_store, tmp_path):
     )
     assert isinstance(vrnn, VRNN) and vrnn.config.action_dim == 3
     assert [step for step, _ in vrnn.eval_history] == [3]
-    assert "psnr_step_0" in vrnn.eval_history[0][1]
+    assert "psnr/step_1" in vrnn.eval_history[0][1]
     reloaded = VRNN.from_pretrained(tmp_path / "run" / "world_model", perceiver)
     assert reloaded.config == vrnn.config
     checkpoint = next((tmp_path / "run" / "checkpoints").glob("step_*/model.safetensors"))

@@ -156,4 +156,4 @@ def test_ppo_trains_in_imagination(vrnn, store, tmp_path):
     # the rollout callback wrote its GIF into the PPO run's TensorBoard events
     assert rollouts.num_logged == 2
     images = read_event_images(next(tmp_path.glob("PPO_*")))
-    assert any(tag.startswith("world_model/open_loop/video") for tag in images)
+    assert "world_model/open_loop" in images

@@ -59,9 +59,10 @@ from torch.utils.tensorboard import SummaryWriter
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.replay.recorder import VecRecordFrames
 from aime_rl.replay.store import ReplayStore
-from aime_rl.training.perception import as_unit_float, predictor_loss_fn, psnr, tokenizer_loss
+from aime_rl.training.perception import as_unit_float, predictor_loss_fn, tokenizer_loss
 from aime_rl.training.trainer import TrainerConfig, scalar_metrics
-from aime_rl.utils.tensorboard import add_rollout_gif
+from aime_rl.utils.metrics import psnr_per_step
+from aime_rl.utils.tensorboard import add_rollout_gif, add_rollout_psnr
 from aime_rl.wrappers.preprocessing import load_perception_model
 from aime_rl.wrappers.vec_context import VecContextObservation
 
@@ -484,7 +485,9 @@ class RolloutVideoCallback(BaseCallback):
 
     - ``<tag>``: an animated GIF, one column per window, rows truth / model (reconstructed context, then
       generated frames) / |error|; green borders mark context steps, red borders generated ones;
-    - ``<tag>/psnr_step_<k>``: PSNR (dB) of the k-th generated frame against the truth, and ``<tag>/psnr_mean``.
+    - ``<prefix>/psnr/step_<k>`` and ``<prefix>/copy_last_psnr/step_<k>`` (k from 1; ``<prefix>`` is ``tag`` without
+      its last part, ``rollout`` by default): PSNR (dB) of the k-th generated frame, and of repeating the last
+      observed frame, against the truth; ``/mean`` of each (the tag scheme of :mod:`aime_rl.utils.tensorboard`).
 
     The writer is the SummaryWriter of SB3's TensorBoard output (the agent's ``tensorboard_log`` run directory) when
     the agent logs to TensorBoard, else a writer of its own on ``logdir``. Generation runs in eval mode without
@@ -624,13 +627,17 @@ class RolloutVideoCallback(BaseCallback):
         add_rollout_gif(
             self.writer, self.tag, video.cpu(), model_video.cpu(), self.context_frames, step, fps=self.fps
         )
-        values = [
-            psnr(model_video[:, self.context_frames + k], video[:, self.context_frames + k])
-            for k in range(self.horizon)
-        ]
-        for k, value in enumerate(values):
-            self.writer.add_scalar(f"{self.tag}/psnr_step_{k + 1}", value, step)
-        self.writer.add_scalar(f"{self.tag}/psnr_mean", float(np.mean(values)), step)
+        c = self.context_frames
+        truth = video[:, c:]
+        copy_last = video[:, c - 1 : c].expand_as(truth)
+        prefix = self.tag.rsplit("/", 1)[0] if "/" in self.tag else self.tag
+        add_rollout_psnr(
+            self.writer,
+            prefix,
+            psnr_per_step(model_video[:, c:], truth),
+            psnr_per_step(copy_last, truth),
+            step,
+        )
         self.writer.flush()
 
 

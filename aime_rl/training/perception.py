@@ -4,9 +4,13 @@ Both use :class:`~aime_rl.training.trainer.Trainer` (AdamW, warm-up + cosine, cl
 exact resume, DDP) on windows ``[B, T, 3, H, W]`` sampled from the store's training episodes, and evaluate on
 held-out episodes:
 
-- tokenizer: reconstruction PSNR, per-head perplexity and usage, a grid of reconstructions;
-- context model: next-frame token accuracy against the "copy the last frame's tokens" baseline, predicted-frame
-  PSNR, and an animated open-loop rollout (context frames, then generated frames; rows truth / model / |error|).
+- tokenizer: reconstruction PSNR (``eval/reconstruction_psnr``), per-head perplexity and usage, a grid of
+  reconstructions;
+- context model: next-frame token accuracy and PSNR against the "copy the last frame" baseline
+  (``eval/next_frame_*``), and an open-loop rollout (context frames, then generated frames): a labelled GIF
+  ``rollout/open_loop`` (rows truth / model / |error|) and per-step PSNR ``rollout/psnr/step_k`` next to the
+  copy-last baseline ``rollout/copy_last_psnr/step_k`` (``k = 1 … H``) — the same rollout tags as the world model's
+  trainer. The tag scheme is documented in :mod:`aime_rl.utils.tensorboard`.
 """
 
 from __future__ import annotations
@@ -21,14 +25,33 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..perception import CausalPerceiverIO, PerceiverTokenPredictor, VQPTTokenizer
 from ..replay.dataset import ReplayWindowDataset
-from ..utils.tensorboard import add_image_grid, add_rollout_gif, add_text_once
+from ..utils import metrics
+from ..utils.tensorboard import (
+    ROLLOUT_PREFIX,
+    add_image_grid,
+    add_rollout_gif,
+    add_rollout_psnr,
+    add_text_once,
+)
 from .trainer import Trainer, TrainerConfig
+
+#: TensorBoard tags of the held-out metrics (the rollout tags are :func:`log_open_loop_rollout`'s); see
+#: :mod:`aime_rl.utils.tensorboard`.
+TOKENIZER_TAGS = {"psnr": "eval/reconstruction_psnr"}
+NEXT_FRAME_TAGS = {
+    "next_frame_accuracy": "eval/next_frame_accuracy",
+    "copy_last_accuracy": "eval/next_frame_copy_last_accuracy",
+    "predicted_frame_psnr": "eval/next_frame_psnr",
+    "copy_last_psnr": "eval/next_frame_copy_last_psnr",
+}
 
 
 def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio (dB) of two tensors in ``[0, 1]``."""
-    mse = torch.mean((prediction.float().clamp(0, 1) - target.float()) ** 2).clamp_min(1e-10)
-    return float(10 * torch.log10(1.0 / mse))
+    """Peak signal-to-noise ratio (dB) of two tensors in ``[0, 1]``: the PSNR of the MSE over all elements.
+
+    :func:`aime_rl.utils.metrics.psnr` with ``dim=None``, as a float.
+    """
+    return float(metrics.psnr(prediction, target))
 
 
 def as_unit_float(frames: torch.Tensor) -> torch.Tensor:
@@ -97,7 +120,7 @@ def train_tokenizer(
         results.update({k: v for k, v in metrics.items() if k != "reconstructed"})
         if writer is None:
             return
-        writer.add_scalar("eval/psnr", metrics["psnr"], step)
+        writer.add_scalar(TOKENIZER_TAGS["psnr"], metrics["psnr"], step)
         for g, (p, u) in enumerate(
             zip(metrics["perplexity"].tolist(), metrics["usage"].tolist(), strict=True)
         ):
@@ -174,7 +197,7 @@ def train_context_model(
         if writer is None:
             return
         for name, value in metrics.items():
-            writer.add_scalar(f"eval/{name}", value, step)
+            writer.add_scalar(NEXT_FRAME_TAGS[name], value, step)
         log_open_loop_rollout(module, frames[:4], context, writer, step)
 
     trainer = Trainer(
@@ -193,18 +216,32 @@ def train_context_model(
 
 
 def log_open_loop_rollout(
-    predictor: PerceiverTokenPredictor, frames: torch.Tensor, context: int, writer: SummaryWriter, step: int
-) -> None:
-    """Generate the frames after ``context`` and log a GIF (rows truth / model / |error|) and per-step PSNR."""
+    predictor: PerceiverTokenPredictor,
+    frames: torch.Tensor,
+    context: int,
+    writer: SummaryWriter | None,
+    step: int,
+    prefix: str = ROLLOUT_PREFIX,
+) -> dict[str, float]:
+    """Generate the frames after ``context`` and log the rollout tags of :mod:`aime_rl.utils.tensorboard`.
+
+    Writes ``{prefix}/open_loop`` (a labelled GIF, rows truth / model / |error|, green borders on the ``context``
+    observed steps, red on generated ones), ``{prefix}/psnr/step_k`` (PSNR of the k-th generated frame, per frame
+    then averaged over the batch, ``k = 1 … H``), ``{prefix}/copy_last_psnr/step_k`` (the same for repeating the
+    last observed frame) and their ``…/mean``. Returns the scalars keyed without the prefix.
+    """
     video = as_unit_float(frames)
     horizon = video.shape[1] - context
     generated = predictor.generate(video[:, :context], horizon, method="maskgit", temperature=0.5)["frames"]
     model_video = torch.cat(
         [predictor.tokenizer.decode(_tokens(predictor, video[:, :context])), generated], dim=1
     )
-    add_rollout_gif(writer, "rollout/open_loop", video.cpu(), model_video.cpu(), context, step)
-    for i in range(horizon):
-        writer.add_scalar(f"rollout/psnr_step_{i + 1}", psnr(generated[:, i], video[:, context + i]), step)
+    truth = video[:, context:]
+    model_psnr = metrics.psnr_per_step(generated, truth)
+    copy_last = metrics.psnr_per_step(video[:, context - 1 : context].expand_as(truth), truth)
+    if writer is not None:
+        add_rollout_gif(writer, f"{prefix}/open_loop", video.cpu(), model_video.cpu(), context, step)
+    return add_rollout_psnr(writer, prefix, model_psnr, copy_last, step)
 
 
 def _tokens(predictor: PerceiverTokenPredictor, video: torch.Tensor) -> torch.Tensor:

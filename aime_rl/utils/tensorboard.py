@@ -1,4 +1,49 @@
-"""TensorBoard helpers: animated GIF summaries, open-loop rollout videos, image grids and an event reader.
+"""TensorBoard helpers and the library's tag scheme: animated GIF summaries, labelled open-loop rollout videos,
+per-step PSNR scalars, image grids and an event reader.
+
+Tag scheme
+----------
+
+The perception trainers (:mod:`aime_rl.training.perception`) and the world-model trainer
+(:mod:`aime_rl.world_model.training`) write the same names for the same things, so their runs compare side by
+side. Horizon steps are **1-based**: ``step_1`` is the first frame the model did not see. ``k = 1 … H``.
+
+==========================================  ========  =================================================  ==========
+tag                                         kind      what                                               written by
+==========================================  ========  =================================================  ==========
+``rollout/open_loop``                       GIF       open-loop rollout: rows truth / model / |error|,   both
+                                                      green borders on observed (context) steps, red on
+                                                      imagined ones; a header strip draws this legend
+``rollout/open_loop/description``           text      the same legend in words (once per writer)         both
+``rollout/psnr/step_k``                     scalar    PSNR (dB) of the model's k-th imagined frame       both
+``rollout/copy_last_psnr/step_k``           scalar    PSNR of repeating the last observed frame at step  both
+                                                      k (the "copy last" baseline)
+``rollout/psnr/mean``                       scalar    mean of ``rollout/psnr/step_k`` over k             both
+``rollout/copy_last_psnr/mean``             scalar    mean of ``rollout/copy_last_psnr/step_k`` over k   both
+``eval/reconstruction_psnr``                scalar    tokenizer encode → decode PSNR on held-out frames  tokenizer
+``eval/perplexity/g``, ``eval/usage/g``     scalar    codebook perplexity and usage of head g            tokenizer
+``eval/reconstruction``                     PNG       held-out frames (top) and reconstructions          tokenizer
+``status/lpips``                            text      whether the LPIPS term is on                       tokenizer
+``eval/next_frame_accuracy``                scalar    token accuracy of the next frame predicted in one  context
+                                                      pass (argmax) from the frames before it
+``eval/next_frame_copy_last_accuracy``      scalar    the same for "copy the last frame's tokens"        context
+``eval/next_frame_psnr``                    scalar    PSNR of that one-pass next frame                   context
+``eval/next_frame_copy_last_psnr``          scalar    the same for copying the last frame                context
+``train/<metric>``                          scalar    training losses and ``train/steps_per_second``     all
+==========================================  ========  =================================================  ==========
+
+Text tags get ``/text_summary`` appended by ``SummaryWriter.add_text`` (the event file holds
+``rollout/open_loop/description/text_summary``). PSNR is :func:`aime_rl.utils.metrics.psnr`; per-step values are
+the PSNR of each frame averaged over the batch (:func:`aime_rl.utils.metrics.psnr_per_step`).
+
+``rollout`` is the default *prefix*: the world model's SB3 callback
+(:class:`~aime_rl.world_model.imagination.WorldModelRolloutCallback`) writes the same suffixes under
+``world_model/`` (``world_model/open_loop``, ``world_model/psnr/step_k`` …) so that it does not collide with the
+perception rollout callback in an agent's run. :func:`add_rollout_gif` and :func:`add_rollout_psnr` write the
+rollout rows of the table.
+
+GIFs
+----
 
 ``SummaryWriter.add_video`` silently writes nothing with moviepy 2.x (and without moviepy), so videos are
 encoded here as animated GIFs with Pillow and written as *image* summaries: TensorBoard's image dashboard
@@ -15,15 +60,18 @@ Frame layouts accepted by :func:`encode_gif` / :func:`add_gif`:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from torch.utils.tensorboard import SummaryWriter
 
 from aime_rl.utils.validation import as_float_frames, as_float_video
@@ -31,14 +79,22 @@ from aime_rl.utils.validation import as_float_frames, as_float_video
 __all__ = [
     "CONTEXT_BORDER_COLOR",
     "PREDICTED_BORDER_COLOR",
+    "ROLLOUT_PREFIX",
     "add_gif",
     "add_image_grid",
     "add_rollout_gif",
+    "add_rollout_psnr",
     "add_text_once",
     "encode_gif",
+    "label_rollout_frames",
     "read_event_images",
+    "rollout_description",
     "rollout_grid",
+    "rollout_psnr_scalars",
 ]
+
+#: Default prefix of the rollout tags (``rollout/open_loop``, ``rollout/psnr/step_k`` …; see the module docstring).
+ROLLOUT_PREFIX = "rollout"
 
 #: RGB in ``[0, 1]`` of the border drawn around every cell of a context (observed) time step in :func:`rollout_grid`.
 CONTEXT_BORDER_COLOR = (0.0, 1.0, 0.0)
@@ -129,7 +185,7 @@ def _float_chw_to_uint8_hwc(frames: torch.Tensor) -> torch.Tensor:
 
 def _to_palette_image(rgb: np.ndarray) -> Image.Image:
     """uint8 ``[H, W, 3]`` -> Pillow "P" image with an adaptive, undithered palette of at most 256 colours."""
-    return Image.fromarray(rgb, mode="RGB").quantize(
+    return Image.fromarray(rgb).quantize(  # uint8 [H, W, 3] is read as RGB
         colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     )
 
@@ -144,21 +200,27 @@ def add_gif(
     global_step: int,
     fps: float = 8,
     walltime: float | None = None,
+    description: str | None = None,
 ) -> None:
     """Write ``frames`` as an animated GIF image summary under ``tag`` (shown animated in the Images tab).
 
     Args:
         writer: the run's ``SummaryWriter``.
-        tag: summary tag, e.g. ``"world_model/open_loop"``.
+        tag: summary tag, e.g. ``"rollout/open_loop"``.
         frames: float ``[T, 3, H, W]`` in ``[0, 1]`` or uint8 ``[T, H, W, 3]`` (see :func:`encode_gif`).
         global_step: training step recorded with the summary.
         fps: playback rate.
         walltime: optional event time (seconds since the epoch); defaults to now.
+        description: optional text stored in the summary's metadata (``summary_description``; TensorBoard shows
+            it in the card's info tooltip).
     """
     gif = encode_gif(frames, fps=fps)
     height, width = _gif_size(gif)
     image = Summary.Image(height=height, width=width, colorspace=_RGB_COLORSPACE, encoded_image_string=gif)
-    summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+    value = Summary.Value(tag=tag, image=image)
+    if description:
+        value.metadata.CopyFrom(SummaryMetadata(summary_description=description))
+    summary = Summary(value=[value])
     # SummaryWriter has no public "add a prebuilt Summary" method; its own add_image/add_scalar go through
     # this same default FileWriter (created on first use, recreated after close()).
     writer._get_file_writer().add_summary(summary, global_step, walltime)
@@ -180,17 +242,90 @@ def add_rollout_gif(
     global_step: int,
     fps: float = 4,
     border: int = 1,
+    labels: bool = True,
 ) -> None:
     """Write an open-loop rollout video (rows truth / model / error, see :func:`rollout_grid`) as a GIF.
+
+    With ``labels`` (the default) every frame gets a header strip (:func:`label_rollout_frames`) naming the rows,
+    the border colours and the current step. The same legend in words (:func:`rollout_description`) goes into
+    the image summary's metadata and, once per writer, into a text summary ``{tag}/description``.
 
     Args:
         truth: ``[B, T, 3, H, W]`` real frames, float in ``[0, 1]`` or uint8.
         model: ``[B, T, 3, H, W]`` reconstructions (``t < context_frames``) and predictions (the rest).
         context_frames: number of leading observed frames, ``0 <= context_frames <= T``.
         border: marker border width in pixels.
+        labels: draw the header strip (``False``: the bare :func:`rollout_grid`).
     """
     grid = rollout_grid(truth, model, context_frames, border=border)
-    add_gif(writer, tag, grid, global_step, fps=fps)
+    frames = label_rollout_frames(grid, context_frames) if labels else grid
+    num_columns, num_steps = truth.shape[0], truth.shape[1]
+    description = rollout_description(context_frames, num_steps, num_columns, labels=labels)
+    add_gif(writer, tag, frames, global_step, fps=fps, description=description)
+    add_text_once(writer, f"{tag}/description", description)
+
+
+def rollout_description(context_frames: int, num_steps: int, num_columns: int, labels: bool = True) -> str:
+    """What a rollout GIF of :func:`add_rollout_gif` shows, in words (Markdown, for TensorBoard's text tab)."""
+    imagined = num_steps - context_frames
+    text = (
+        f"Open-loop rollout: {num_columns} sequence(s) side by side, {num_steps} time steps per loop "
+        f"({context_frames} observed, then {imagined} imagined). "
+        "Rows, top to bottom: **truth** (the real frames); **model** (the model's frames: reconstructions of the "
+        "observed frames, then open-loop predictions); **|error|** (per-channel absolute difference "
+        "|truth - model|, not amplified). "
+        "Cell borders: **green** = context step (the model saw this frame), **red** = imagined step (predicted "
+        "without seeing it)."
+    )
+    if labels:
+        text += (
+            " The header strip repeats this legend and shows the current step: t = frame index (1-based), "
+            "k = imagined step, the k of the `psnr/step_k` and `copy_last_psnr/step_k` scalars."
+        )
+    return text
+
+
+def rollout_psnr_scalars(
+    model_psnr: Sequence[float] | torch.Tensor, copy_last_psnr: Sequence[float] | torch.Tensor
+):
+    """The rollout scalars of the tag scheme, keyed without the prefix, horizon steps 1-based.
+
+    Args:
+        model_psnr: ``[H]`` the model's PSNR (dB) of imagined steps ``1 … H``.
+        copy_last_psnr: ``[H]`` the "repeat the last observed frame" baseline on the same steps.
+
+    Returns:
+        ``{"psnr/step_1": …, …, "psnr/step_H": …, "copy_last_psnr/step_1": …, …, "psnr/mean": …,
+        "copy_last_psnr/mean": …}`` as floats.
+    """
+    model_values = [float(v) for v in model_psnr]
+    baseline_values = [float(v) for v in copy_last_psnr]
+    if not model_values or len(model_values) != len(baseline_values):
+        raise ValueError(
+            "model_psnr and copy_last_psnr must hold one value per horizon step (same length >= 1), got "
+            f"{len(model_values)} and {len(baseline_values)}"
+        )
+    scalars = {f"psnr/step_{k}": v for k, v in enumerate(model_values, start=1)}
+    scalars.update({f"copy_last_psnr/step_{k}": v for k, v in enumerate(baseline_values, start=1)})
+    scalars["psnr/mean"] = float(np.mean(model_values))
+    scalars["copy_last_psnr/mean"] = float(np.mean(baseline_values))
+    return scalars
+
+
+def add_rollout_psnr(
+    writer: SummaryWriter | None,
+    prefix: str,
+    model_psnr: Sequence[float] | torch.Tensor,
+    copy_last_psnr: Sequence[float] | torch.Tensor,
+    global_step: int,
+) -> dict[str, float]:
+    """Write :func:`rollout_psnr_scalars` under ``{prefix}/`` (e.g. ``rollout/psnr/step_1``); returns them
+    keyed without the prefix. ``writer=None`` only computes them."""
+    scalars = rollout_psnr_scalars(model_psnr, copy_last_psnr)
+    if writer is not None:
+        for name, value in scalars.items():
+            writer.add_scalar(f"{prefix}/{name}", value, global_step)
+    return scalars
 
 
 def add_image_grid(
@@ -216,9 +351,131 @@ def add_image_grid(
     writer.add_image(tag, grid, global_step, dataformats="CHW")
 
 
+# Texts already written, per writer: {writer: {tag: text}} (weak keys: a closed and dropped writer is forgotten).
+_TEXTS_WRITTEN: weakref.WeakKeyDictionary[SummaryWriter, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
 def add_text_once(writer: SummaryWriter, tag: str, text: str) -> None:
-    """Log a status string (e.g. ``"LPIPS: disabled, no backbone weights in the torch hub cache"``) at step 0."""
+    """Log a status string (e.g. ``"LPIPS: disabled, no backbone weights in the torch hub cache"``) at step 0.
+
+    Once per writer: a later call with the same ``tag`` and ``text`` on the same writer writes nothing (a new
+    text under the tag is written). A new writer on the same log directory (a resumed run) writes it again.
+    """
+    written = _TEXTS_WRITTEN.setdefault(writer, {})
+    if written.get(tag) == text:
+        return
     writer.add_text(tag, text, global_step=0)
+    written[tag] = text
+
+
+# ----------------------------------------------------------------------------------------- rollout labels
+
+_LABEL_PAD = 2  # px around the header strip's text
+_LABEL_GAP = 5  # px between two items of a line
+_LABEL_TEXT_RGB = (255, 255, 255)
+_LABEL_BACKGROUND_RGB = (0, 0, 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's built-in bitmap font (crisp at this size, no anti-aliasing, nothing to download)."""
+    load_bitmap = getattr(ImageFont, "load_default_imagefont", None)  # Pillow >= 10.1
+    return load_bitmap() if load_bitmap is not None else ImageFont.load_default()
+
+
+def _rgb255(color: tuple[float, float, float]) -> tuple[int, int, int]:
+    return tuple(round(255 * c) for c in color)
+
+
+_LabelItem = tuple[str, tuple[int, int, int] | None]  # (text, colour of a swatch drawn before it, or None)
+
+
+def _label_groups(context_frames: int, num_steps: int, t: int) -> list[list[_LabelItem]]:
+    """The header of frame ``t``: one item list per line (items wrap onto further lines when too wide)."""
+    context_rgb, predicted_rgb = _rgb255(CONTEXT_BORDER_COLOR), _rgb255(PREDICTED_BORDER_COLOR)
+    rows = [("rows:", None), ("truth", None), ("/", None), ("model", None), ("/", None), ("|error|", None)]
+    legend = [("context", context_rgb), ("imagined", predicted_rgb)]
+    now = [(f"t={t + 1}/{num_steps}", None)]
+    if t < context_frames:
+        now.append(("context", context_rgb))
+    else:
+        now += [("imagined", predicted_rgb), (f"k={t - context_frames + 1}", None)]
+    return [rows, legend, now]
+
+
+def _font_metrics() -> tuple[int, int]:
+    """``(line height, swatch size)`` of the label font in px."""
+    font = _label_font()
+    text_height = max(font.getbbox(s)[3] for s in ("Ag|y", "t=10/10"))
+    return text_height + 2, max(text_height - 3, 4)
+
+
+def _item_width(text: str, swatch: tuple[int, int, int] | None) -> int:
+    width = int(np.ceil(_label_font().getlength(text)))
+    return width + (_font_metrics()[1] + 2 if swatch is not None else 0)
+
+
+def _layout(groups: list[list[_LabelItem]], width: int) -> list[list[tuple[int, str, tuple | None]]]:
+    """Place items left to right, wrapping at ``width``; every group starts a new line."""
+    lines = []
+    for group in groups:
+        line: list[tuple[int, str, tuple | None]] = []
+        x = _LABEL_PAD
+        for text, swatch in group:
+            item_width = _item_width(text, swatch)
+            if line and x + item_width > width - _LABEL_PAD:
+                lines.append(line)
+                line, x = [], _LABEL_PAD
+            line.append((x, text, swatch))
+            x += item_width + _LABEL_GAP
+        lines.append(line)
+    return lines
+
+
+def label_rollout_frames(grid: torch.Tensor | np.ndarray, context_frames: int) -> np.ndarray:
+    """Put a header strip on top of every frame of a :func:`rollout_grid` video.
+
+    The strip (white text in Pillow's default bitmap font on black) reads ``rows: truth / model / |error|``, then a
+    legend of the border colours (a green swatch ``context``, a red swatch ``imagined``), then the current step:
+    ``t=i/T`` and its phase, with ``k=j`` (the 1-based imagined step of ``rollout/psnr/step_j``) on imagined
+    steps. Items wrap onto more lines in narrow videos; a video narrower than the widest item is padded with
+    black on the right.
+
+    Args:
+        grid: float ``[T, 3, H, W]`` in ``[0, 1]`` or uint8 ``[T, H, W, 3]`` (what :func:`rollout_grid` returns).
+        context_frames: number of leading observed steps, ``0 <= context_frames <= T``.
+
+    Returns:
+        uint8 ``[T, S + H, max(W, W_min), 3]``: the strip of ``S`` rows, the same for every frame but for its
+        last line, above the unchanged grid.
+    """
+    frames = _as_uint8_hwc(grid, name="grid")
+    num_steps, height, width, _ = frames.shape
+    if not 0 <= context_frames <= num_steps:
+        raise ValueError(f"context_frames must be in [0, T={num_steps}], got {context_frames}")
+    groups = [_label_groups(context_frames, num_steps, t) for t in range(num_steps)]
+    widest = max(_item_width(text, swatch) for frame in groups for group in frame for text, swatch in group)
+    out_width = max(width, widest + 2 * _LABEL_PAD)
+    layouts = [_layout(frame, out_width) for frame in groups]
+    line_height, swatch_size = _font_metrics()
+    strip_height = max(len(lines) for lines in layouts) * line_height + 2 * _LABEL_PAD
+    out = np.zeros((num_steps, strip_height + height, out_width, 3), dtype=np.uint8)
+    out[:, :strip_height] = _LABEL_BACKGROUND_RGB
+    out[:, strip_height:, :width] = frames
+    font = _label_font()
+    for t, lines in enumerate(layouts):
+        strip = Image.new("RGB", (out_width, strip_height), _LABEL_BACKGROUND_RGB)
+        draw = ImageDraw.Draw(strip)
+        for row, line in enumerate(lines):
+            y = _LABEL_PAD + row * line_height
+            for x, text, swatch in line:
+                if swatch is not None:
+                    top = y + (line_height - swatch_size) // 2
+                    draw.rectangle([x, top, x + swatch_size - 1, top + swatch_size - 1], fill=swatch)
+                    x += swatch_size + 2
+                draw.text((x, y), text, fill=_LABEL_TEXT_RGB, font=font)
+        out[t, :strip_height] = np.asarray(strip)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- rollout grid

@@ -4,8 +4,11 @@
   the context of each imagined step is the VRNN's context head output).
 - :func:`open_loop_rollout`: observe ``k`` real frames, then predict ``H`` frames with the real actions and decode
   them with the tokenizer (DreamerV3's open-loop video).
-- :func:`psnr_per_step`, :func:`copy_last_psnr`: the score and its "repeat the last observed frame" baseline.
-- :func:`log_open_loop`: a TensorBoard GIF (rows truth / model / error) and ``open_loop/psnr_step_i`` scalars.
+- :func:`psnr_per_step`, :func:`copy_last_psnr`: the score and its "repeat the last observed frame" baseline
+  (both :func:`aime_rl.utils.metrics.psnr_per_step`, the PSNR the perception trainer uses too).
+- :func:`log_open_loop`: a labelled TensorBoard GIF ``{prefix}/open_loop`` (rows truth / model / |error|) and the
+  scalars ``{prefix}/psnr/step_k`` and ``{prefix}/copy_last_psnr/step_k`` (``k = 1 … H``) with their means, the
+  tag scheme of :mod:`aime_rl.utils.tensorboard`.
 - :class:`WorldModelRolloutCallback`: an SB3 callback that logs such a rollout from a replay store periodically.
 """
 
@@ -23,7 +26,8 @@ from stable_baselines3.common.logger import TensorBoardOutputFormat
 from torch.utils.tensorboard import SummaryWriter
 
 from ..replay.store import ReplayStore
-from ..utils.tensorboard import add_rollout_gif
+from ..utils import metrics
+from ..utils.tensorboard import ROLLOUT_PREFIX, add_rollout_gif, add_rollout_psnr
 from ..utils.validation import as_float_video
 from .vrnn import VRNN, StepState
 
@@ -157,7 +161,8 @@ def open_loop_rollout(
 def psnr_per_step(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
     """PSNR in dB per time step, averaged over the batch: ``[B, T, 3, H, W]`` × 2 → ``[T]``.
 
-    ``PSNR = 10 log10(1 / MSE)`` per frame (pixels in [0, 1]; uint8 is converted), MSE floored at 1e-10.
+    ``PSNR = 10 log10(1 / MSE)`` per frame (pixels in [0, 1]; uint8 is converted; ``pred`` is clipped to
+    [0, 1]), MSE floored at 1e-10: :func:`aime_rl.utils.metrics.psnr_per_step`.
     """
     truth = as_float_video(truth, "truth").float()
     pred = as_float_video(pred, "pred").float().to(truth.device)
@@ -165,8 +170,7 @@ def psnr_per_step(truth: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"truth and pred must have the same shape, got {tuple(truth.shape)} and {tuple(pred.shape)}"
         )
-    mse = (truth - pred.clamp(0, 1)).square().mean(dim=(2, 3, 4)).clamp_min(1e-10)
-    return (-10.0 * torch.log10(mse)).mean(0)
+    return metrics.psnr_per_step(pred, truth)
 
 
 def copy_last_psnr(frames: torch.Tensor, observe_k: int, horizon: int) -> torch.Tensor:
@@ -190,15 +194,18 @@ def log_open_loop(
     observe_k: int,
     horizon: int,
     global_step: int,
-    tag: str = "open_loop",
+    tag: str = ROLLOUT_PREFIX,
     max_videos: int = 4,
 ) -> dict[str, float]:
     """Open-loop rollout on real sequences; write a GIF and PSNR scalars; return the numbers.
 
-    ``frames`` ``[B, T >= k + H, 3, H, W]`` and ``actions`` ``[B, T, ...]`` (e.g. a replay window). Writes (when
-    ``writer`` is given) ``{tag}/video`` (rows truth / model / error of the first ``max_videos`` sequences, green
-    borders on the ``k`` observed steps), ``{tag}/psnr_step_{i}``, ``{tag}/copy_last_psnr_step_{i}`` and
-    ``{tag}/psnr_mean`` / ``{tag}/copy_last_psnr_mean``. Returns the same scalars (keys without ``tag/``).
+    ``frames`` ``[B, T >= k + H, 3, H, W]`` and ``actions`` ``[B, T, ...]`` (e.g. a replay window). ``tag`` is the
+    prefix of the tag scheme (:mod:`aime_rl.utils.tensorboard`). Writes (when ``writer`` is given)
+    ``{tag}/open_loop`` (a labelled GIF, rows truth / model / |error| of the first ``max_videos`` sequences, green
+    borders on the ``k`` observed steps, red on the imagined ones) with its ``{tag}/open_loop/description``, and
+    the scalars ``{tag}/psnr/step_j`` and ``{tag}/copy_last_psnr/step_j`` (``j = 1 … H``: 1-based imagined steps)
+    and ``{tag}/psnr/mean`` / ``{tag}/copy_last_psnr/mean``. Returns the same scalars (keys without ``tag/``,
+    e.g. ``"psnr/step_1"``, ``"psnr/mean"``).
     """
     was_training = vrnn.training
     vrnn.eval()
@@ -210,17 +217,17 @@ def log_open_loop(
     truth = frames[:, : observe_k + horizon].to(rollout["predicted"].device)
     model_psnr = psnr_per_step(truth[:, observe_k:], rollout["predicted"])
     baseline = copy_last_psnr(truth, observe_k, horizon)
-    scalars = {f"psnr_step_{i}": float(v) for i, v in enumerate(model_psnr)}
-    scalars.update({f"copy_last_psnr_step_{i}": float(v) for i, v in enumerate(baseline)})
-    scalars.update(psnr_mean=float(model_psnr.mean()), copy_last_psnr_mean=float(baseline.mean()))
     if writer is not None:
         videos = slice(0, max_videos)
         add_rollout_gif(
-            writer, f"{tag}/video", truth[videos], rollout["model_frames"][videos], observe_k, global_step
+            writer,
+            f"{tag}/open_loop",
+            truth[videos],
+            rollout["model_frames"][videos],
+            observe_k,
+            global_step,
         )
-        for name, value in scalars.items():
-            writer.add_scalar(f"{tag}/{name}", value, global_step)
-    return scalars
+    return add_rollout_psnr(writer, tag, model_psnr, baseline, global_step)
 
 
 class WorldModelRolloutCallback(BaseCallback):
@@ -233,9 +240,11 @@ class WorldModelRolloutCallback(BaseCallback):
         every_n_steps: interval in environment steps (``model.num_timesteps``).
         batch_size: sequences per rollout (all go into the PSNR; at most ``max_videos`` into the GIF).
         observe_k, horizon: observed and predicted frames.
-        tag: TensorBoard prefix.
+        tag: TensorBoard prefix (:func:`log_open_loop`): ``world_model/open_loop`` (GIF),
+            ``world_model/psnr/step_k``, ``world_model/copy_last_psnr/step_k`` … by default, apart from the
+            ``rollout/`` tags of the perception model's rollout callback in the same run.
         writer: a ``SummaryWriter``; default: the one of the model's TensorBoard logger (``tensorboard_log=``).
-            Without either, only SB3 logger scalars (``{tag}/psnr_mean``, ``{tag}/copy_last_psnr_mean``) are
+            Without either, only SB3 logger scalars (``{tag}/psnr/mean``, ``{tag}/copy_last_psnr/mean``) are
             recorded.
         seed: seeds the window sampling (``default_rng([seed, call index])``).
     """
@@ -248,7 +257,7 @@ class WorldModelRolloutCallback(BaseCallback):
         batch_size: int = 4,
         observe_k: int = 5,
         horizon: int = 10,
-        tag: str = "world_model/open_loop",
+        tag: str = "world_model",
         writer: SummaryWriter | None = None,
         seed: int = 0,
         max_videos: int = 4,
@@ -303,8 +312,8 @@ class WorldModelRolloutCallback(BaseCallback):
         )
         sb3_logger = getattr(self, "logger", None)  # set by init_callback (absent when called stand-alone)
         if sb3_logger is not None:
-            sb3_logger.record(f"{self.tag}/psnr_mean", scalars["psnr_mean"])
-            sb3_logger.record(f"{self.tag}/copy_last_psnr_mean", scalars["copy_last_psnr_mean"])
+            for name in ("psnr/mean", "copy_last_psnr/mean"):
+                sb3_logger.record(f"{self.tag}/{name}", scalars[name])
         self.num_logged += 1
         self.last_scalars = scalars
         return scalars

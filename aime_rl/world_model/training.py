@@ -2,8 +2,9 @@
 
 ``train_world_model(store_dir, perceiver, config, logdir)`` samples windows of ``config.sequence_length`` rows
 from the training episodes (:class:`ReplayWindowDataset`, exact resume), minimises :func:`world_model_loss`, and every
-``config.eval_every`` steps runs an open-loop rollout on held-out episodes (TensorBoard GIF
-``eval/open_loop/video`` and ``eval/open_loop/psnr_step_i`` next to the copy-last-frame baseline). The frozen
+``config.eval_every`` steps runs an open-loop rollout on held-out episodes: the TensorBoard GIF ``rollout/open_loop``
+and the scalars ``rollout/psnr/step_k`` next to the copy-last-frame baseline ``rollout/copy_last_psnr/step_k``
+(``k = 1 … horizon``), the same tags as the perception trainer's (see :mod:`aime_rl.utils.tensorboard`). The frozen
 perceiver is not trained and not checkpointed; the final VRNN is written to ``logdir/world_model``
 (:meth:`VRNN.save_pretrained`).
 """
@@ -24,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from ..replay.dataset import ReplayWindowDataset
 from ..replay.store import ReplayStore
 from ..training.trainer import Trainer, TrainerConfig
+from ..utils.tensorboard import ROLLOUT_PREFIX
 from .imagination import log_open_loop
 from .vrnn import VRNN
 
@@ -75,8 +77,9 @@ class OpenLoopEvaluator:
     """``eval_fn`` for :class:`Trainer`: an open-loop rollout on a fixed batch of held-out windows.
 
     The batch is sampled once (``default_rng([seed, "eval"])``) from the ``holdout`` episodes of the split used
-    for training, or from all episodes when the split holds none long enough (a warning says so). Logs under
-    ``eval/open_loop/`` (see :func:`log_open_loop`) and returns the scalars.
+    for training, or from all episodes when the split holds none long enough (a warning says so). Logs the
+    ``rollout/`` tags of :mod:`aime_rl.utils.tensorboard` (see :func:`log_open_loop`) and returns the scalars
+    (``{"psnr/step_1": …, "copy_last_psnr/step_1": …, "psnr/mean": …, …}``).
     """
 
     def __init__(
@@ -134,7 +137,7 @@ class OpenLoopEvaluator:
             self.observe_k,
             self.horizon,
             step,
-            tag="eval/open_loop",
+            tag=ROLLOUT_PREFIX,
         )
         self.history.append((step, scalars))
         return scalars
