@@ -5,7 +5,8 @@ TensorBoard scalars, a tqdm bar, periodic evaluation and checkpoints, and resume
 ``logdir/checkpoints``; :class:`aime_rl.replay.ReplayWindowDataset` feeds it deterministic per-step batches.
 ``CheckpointManager`` writes safetensors weights + ``weights_only``-loadable state atomically and keeps the last k.
 ``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group. ``train_tokenizer`` and
-``train_context_model`` train the perception stack from a replay store; ``pipeline`` is what the CLI runs.
+``train_context_model`` train the perception stack from a replay store; :mod:`aime_rl.pipeline` (the layer
+above) is what the CLI runs.
 """
 
 from aime_rl.training.checkpoint import CheckpointManager, capture_rng_state, restore_rng_state
