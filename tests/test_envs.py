@@ -12,7 +12,14 @@ from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import aime_rl.envs
-from aime_rl.envs import CatchEnv, available_env_presets, load_env_preset, register_builtin_envs
+from aime_rl.envs import (
+    CatchEnv,
+    available_env_presets,
+    load_env_preset,
+    make_env,
+    register_builtin_envs,
+    resolve_env,
+)
 from aime_rl.envs.catch import ACTION_STAY
 
 Policy = Callable[[CatchEnv, np.random.Generator], int]
@@ -193,7 +200,7 @@ def test_registration_after_importing_envs_and_idempotence():
 
 
 def test_load_env_preset_catch_and_all_shipped_presets():
-    assert set(available_env_presets()) >= {"catch", "cartpole_pixels", "pong"}
+    assert set(available_env_presets()) >= {"catch", "cartpole_pixels", "pong", "breakout"}
     catch = load_env_preset("catch")
     assert catch["env_id"] == "aime_rl/Catch-v0"
     assert catch["frame_source"] == "observation" and catch["make_kwargs"] == {}
@@ -205,6 +212,28 @@ def test_load_env_preset_catch_and_all_shipped_presets():
     assert cartpole["env_id"] == "CartPole-v1" and cartpole["frame_source"] == "render"
     assert cartpole["make_kwargs"] == {"render_mode": "rgb_array"}
     assert load_env_preset("pong")["env_id"] == "ALE/Pong-v5"
+    assert load_env_preset("breakout")["env_id"] == "ALE/Breakout-v5"
+    for name in ("pong", "breakout"):  # Atari conventions live in [atari], ALE itself runs with frameskip=1
+        atari = load_env_preset(name)
+        assert "frameskip" not in atari["make_kwargs"] and atari["atari"]["frame_skip"] == 4
+    assert catch["atari"] is None and cartpole["atari"] is None
+
+
+def test_resolve_env_on_non_atari_presets_and_ids_is_unchanged():
+    catch = resolve_env("catch")
+    assert (catch.env_id, catch.make_kwargs, catch.frame_source, catch.atari) == (
+        "aime_rl/Catch-v0",
+        {},
+        "observation",
+        None,
+    )
+    cartpole = resolve_env("cartpole_pixels")
+    assert cartpole.frame_source == "render" and cartpole.make_kwargs == {"render_mode": "rgb_array"}
+    assert resolve_env("aime_rl/Catch-v0").preset is None
+    env = make_env("catch", seed=0, balls_per_episode=1)
+    assert isinstance(env.unwrapped, CatchEnv) and env.unwrapped.balls_per_episode == 1
+    with pytest.raises(ValueError, match="did you mean 'catch'"):
+        resolve_env("cacth")
 
 
 def test_cartpole_pixels_preset_makes_an_env_that_renders_frames():

@@ -245,3 +245,12 @@ def test_an_installed_wheel_finds_its_experiment_files(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "demo-quick"
+
+
+def test_probe_runs_end_to_end_on_a_quick_run(run, capsys):
+    window = json.loads((run / "config.json").read_text())["window"]
+    assert cli(run, "probe", "--probe-steps", "400", "--window", "2") == 0
+    report = json.loads((run / "probe.json").read_text())
+    assert "context" in json.dumps(report) and "random_cnn" in json.dumps(report)
+    assert "| " in (run / "probe.md").read_text()
+    assert json.loads((run / "config.json").read_text())["window"] == window  # --window chose what to probe

@@ -1,4 +1,4 @@
-"""Built-in pixel environments and environment presets.
+"""Built-in pixel environments, environment presets, and one entry point from a name to an env.
 
 ``register_builtin_envs()`` (run on ``import aime_rl.envs``, hence on ``import aime_rl``) registers:
 
@@ -6,30 +6,54 @@
 - ``aime_rl/CatchState-v0``: the same game with its true state as observation, float32 ``[5]``; ``render()``
   still returns the uint8 ``[64, 64, 3]`` frame.
 
+From a name to an env (``aime_rl.envs.resolve``):
+
+- :func:`resolve_env` (preset name, ``.toml`` path or Gymnasium id → :class:`EnvSpec`, cheap; ``ALE/...`` ids
+  registered on demand), :func:`check_env_spec` (makes one env: uint8 image frames?), :func:`make_env` (the env
+  with its Atari conventions) and :func:`make_env_fn` (a picklable factory for SB3 vec envs).
+
 ``load_env_preset(name_or_path)`` reads an environment preset (TOML) shipped in ``aime_rl/envs/presets/``: which
-env id to make, with which ``gym.make`` kwargs, and where its frames come from.
+env id to make, with which ``gym.make`` kwargs, where its frames come from, and for Atari the ``[atari]`` options
+(:class:`AtariOptions`, ``aime_rl.envs.atari``).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import gymnasium as gym
 
+from aime_rl.envs.atari import AtariOptions, is_atari_id, register_atari_envs
 from aime_rl.envs.catch import CatchEnv
+from aime_rl.envs.preset import FRAME_SOURCES, PRESETS_DIR, available_env_presets, load_env_preset
+from aime_rl.envs.resolve import (
+    EnvSpec,
+    check_env_spec,
+    make_env,
+    make_env_fn,
+    registered_env_id,
+    resolve_env,
+)
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    tomllib = None
+__all__ = [
+    "BUILTIN_ENV_IDS",
+    "FRAME_SOURCES",
+    "PRESETS_DIR",
+    "AtariOptions",
+    "CatchEnv",
+    "EnvSpec",
+    "available_env_presets",
+    "check_env_spec",
+    "is_atari_id",
+    "load_env_preset",
+    "make_env",
+    "make_env_fn",
+    "register_atari_envs",
+    "register_builtin_envs",
+    "registered_env_id",
+    "resolve_env",
+]
 
-__all__ = ["CatchEnv", "BUILTIN_ENV_IDS", "register_builtin_envs", "load_env_preset", "available_env_presets"]
-
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 CATCH_MAX_EPISODE_STEPS = 500  # 10 balls take at most 10 * 16 = 160 steps with the defaults
 BUILTIN_ENV_IDS = ("aime_rl/Catch-v0", "aime_rl/CatchState-v0")
-FRAME_SOURCES = ("observation", "render")
 
 
 def register_builtin_envs() -> None:
@@ -46,63 +70,6 @@ def register_builtin_envs() -> None:
                 max_episode_steps=CATCH_MAX_EPISODE_STEPS,
                 kwargs=kwargs,
             )
-
-
-def available_env_presets() -> list[str]:
-    """Names of the presets shipped with the package (``load_env_preset`` accepts each)."""
-    return sorted(path.stem for path in PRESETS_DIR.glob("*.toml"))
-
-
-def load_env_preset(name_or_path: str | Path) -> dict[str, Any]:
-    """Read an environment preset: a shipped name (``"catch"``) or a path to a ``.toml`` file.
-
-    Returns a dict with ``env_id`` (str), ``make_kwargs`` (dict for ``gym.make``, empty if absent),
-    ``frame_source`` (``"observation"``: frames are the observations; ``"render"``: frames come from
-    ``env.render()``) and ``description`` (str), plus any other keys the file has. Raises ``ValueError`` for an
-    unknown name, a missing file or a malformed preset.
-    """
-    path = _preset_path(name_or_path)
-    if tomllib is None:
-        raise ValueError(f"reading env preset {str(name_or_path)!r} needs Python >= 3.11 (tomllib)")
-    try:
-        with path.open("rb") as file:
-            preset = tomllib.load(file)
-    except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"env preset {str(path)!r} is not valid TOML: {error}") from error
-    return _validated_preset(preset, path)
-
-
-def _preset_path(name_or_path: str | Path) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".toml":
-        if not candidate.is_file():
-            raise ValueError(f"env preset file {str(candidate)!r} does not exist")
-        return candidate
-    path = PRESETS_DIR / f"{name_or_path}.toml"
-    if not path.is_file():
-        raise ValueError(
-            f"unknown env preset {str(name_or_path)!r}; available: {', '.join(available_env_presets())}"
-        )
-    return path
-
-
-def _validated_preset(preset: dict[str, Any], path: Path) -> dict[str, Any]:
-    if not isinstance(preset.get("env_id"), str):
-        raise ValueError(
-            f"env preset {str(path)!r} must set env_id to a string, got {preset.get('env_id')!r}"
-        )
-    preset.setdefault("make_kwargs", {})
-    preset.setdefault("frame_source", "observation")
-    preset.setdefault("description", "")
-    if not isinstance(preset["make_kwargs"], dict):
-        raise ValueError(
-            f"env preset {str(path)!r}: make_kwargs must be a table, got {preset['make_kwargs']!r}"
-        )
-    if preset["frame_source"] not in FRAME_SOURCES:
-        raise ValueError(
-            f"env preset {str(path)!r}: frame_source must be one of {FRAME_SOURCES}, got {preset['frame_source']!r}"
-        )
-    return preset
 
 
 register_builtin_envs()

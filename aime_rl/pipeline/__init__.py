@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "train-world-model": "train the VRNN world model (DPGMM prior) on <run>/replay with the frozen perception model",
     "train-agent": "train an SB3 agent (ppo/a2c/dqn/sac) on the causal context of the env (or in imagination)",
     "evaluate": "evaluate the run's agent against a random policy; write report.json and report.md",
+    "probe": "linear probes of what the run's context knows about the true state (AtariARI protocol) → probe.md",
     "demo": "the whole pipeline on the built-in env, ending with a short summary",
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from .stages import (
     check_agent_kwargs,
     collect,
     evaluate,
+    probe,
     require_done,
     seed_everything,
     train_agent_stage,
@@ -66,6 +67,8 @@ def prepare(
     run = RunDir(Path(explicit.get("runs_dir", base["runs_dir"])) / name)
     stored = run.stored_config()
     stage = COMMAND_STAGE[command]
+    if command == "probe":  # --env / --window choose what to probe; they do not change the run
+        options.extra = {k: explicit.pop(k) for k in ("env", "window") if k in explicit}
     if stored is None:
         config = RunConfig.from_dict(layer(base, explicit), "the settings")
         discard: list[str] = []
@@ -75,7 +78,7 @@ def prepare(
         if command == "demo" and options.restart:
             discard = list(COMMAND_STAGE.values())
     if command in ENV_COMMANDS:
-        check_env(config)
+        check_env(replace(config, **options.extra))
     if command in ("train-agent", "demo"):
         check_agent_kwargs(config.algo, config.agent_kwargs)
     check_prerequisites(command, run, options, discard)
@@ -115,7 +118,7 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
         if removed:
             print(f"aime-rl {command}: --restart discarded {', '.join(removed)}", flush=True)
         seed_everything(config)
-        result = dispatch(command, config, run, options)
+        result = dispatch(command, replace(config, **options.extra), run, options)
         if not new:
             atomic_write_json(run.config_path, config.to_dict())
         return result
@@ -138,6 +141,8 @@ def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> 
         return train_agent_stage(config, run, options.in_imagination, progress=options.progress)
     if command == "evaluate":
         return evaluate(config, run, progress=options.progress)
+    if command == "probe":
+        return probe(config, run, progress=options.progress)
     if command == "demo":
         return run_demo(config, run, options.progress)
     raise ValueError(f"unknown command {command!r}")

@@ -1,31 +1,31 @@
-"""The run's env: resolve ``config.env`` (a preset or a Gymnasium id), check it yields frames, make vec envs."""
+"""The run's env: ``config.env`` (a preset or a Gymnasium id) resolved, checked and made, Atari conventions included."""
 
 from __future__ import annotations
 
-from stable_baselines3.common.env_util import make_vec_env
+import gymnasium as gym
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from ..envs import load_env_preset
+from ..envs import EnvSpec, check_env_spec, make_env, make_env_fn, resolve_env
 from .config import RunConfig
 
 
-class _Spec:
-    def __init__(self, preset):
-        self.env_id = preset["env_id"]
-        self.make_kwargs = dict(preset.get("make_kwargs", {}))
-        self.frame_source = preset.get("frame_source", "observation")
-
-
-def env_spec(env: str) -> _Spec:
-    try:
-        return _Spec(load_env_preset(env))
-    except ValueError:
-        return _Spec({"env_id": env})
+def env_spec(env: str) -> EnvSpec:
+    """The resolved env of a preset name or an id (ALE ids registered on demand); ``ValueError`` if unknown."""
+    return resolve_env(env)
 
 
 def check_env(config: RunConfig) -> None:
-    env_spec(config.env)
+    """Make the run's env once and check it yields image frames (``CartPole-v1`` points to ``cartpole_pixels``)."""
+    check_env_spec(env_spec(config.env))
 
 
-def make_venv(config: RunConfig, n_envs: int, seed: int):
+def make_venv(config: RunConfig, n_envs: int, seed: int, training: bool = True) -> VecEnv:
+    """``n_envs`` copies of the run's env (sub-env i seeded ``seed + i``, SB3 ``Monitor`` for episode statistics);
+    ``training=False`` for evaluation (whole games even where training ends episodes at a life loss)."""
     spec = env_spec(config.env)
-    return make_vec_env(spec.env_id, n_envs=n_envs, seed=seed, env_kwargs=spec.make_kwargs)
+    return DummyVecEnv([make_env_fn(spec, i, seed, training=training, monitor=True) for i in range(n_envs)])
+
+
+def make_single_env(config: RunConfig, training: bool = False) -> gym.Env:
+    """One env of the run (for probes: whole games)."""
+    return make_env(env_spec(config.env), training=training)

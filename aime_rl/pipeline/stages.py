@@ -28,6 +28,7 @@ from ..agents import (
     normalize_observations,
     save_normalization,
 )
+from ..evaluation import probe_model
 from ..perception import CausalPerceiverIO, VQPTTokenizer
 from ..replay import ReplayStore, VecRecordFrames
 from ..training.perception import summarize, train_context_model, train_tokenizer
@@ -36,7 +37,7 @@ from ..utils.io import atomic_write, atomic_write_json
 from ..world_model import VRNN, WorldModelEnv, train_world_model
 from ..wrappers import VecContextObservation
 from .config import RunConfig
-from .environment import env_spec, make_venv
+from .environment import env_spec, make_single_env, make_venv
 from .progress import AgentProgress, Progress
 from .report import write_report
 from .rundir import RunDir, replay_fingerprint, weights_fingerprint
@@ -315,12 +316,16 @@ def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def make_context_venv(
-    config: RunConfig, perception_dir: str | os.PathLike, n_envs: int, seed: int, window: int
+    config: RunConfig,
+    perception_dir: str | os.PathLike,
+    n_envs: int,
+    seed: int,
+    window: int,
+    training: bool = True,
 ):
     """SB3 vec env of ``config.env`` whose observations are the causal context (one batched stream)."""
-    return VecContextObservation(
-        make_venv(config, n_envs, seed), perception_dir, window=window, device=config.device
-    )
+    venv = make_venv(config, n_envs, seed, training=training)
+    return VecContextObservation(venv, perception_dir, window=window, device=config.device)
 
 
 def check_agent_kwargs(algo: str, kwargs: dict[str, Any]) -> None:
@@ -464,7 +469,9 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
             "the perception model changed since the agent was trained; `train-agent --restart` first"
         )
     seed = config.seed + 1000
-    venv = make_context_venv(config, perception_dir, min(config.num_envs, 4), seed, settings["window"])
+    venv = make_context_venv(
+        config, perception_dir, min(config.num_envs, 4), seed, settings["window"], training=False
+    )
     stats = run.path / "agent" / NORMALIZATION_NAME
     if stats.is_file():
         venv = load_normalization(venv, stats)
@@ -511,3 +518,33 @@ def log_evaluation(run: RunDir, report: dict[str, Any]) -> None:
         step = int(report["steps"]["agent"])
         writer.add_scalar("eval/agent_return", report["agent_return_mean"], step)
         writer.add_scalar("eval/random_return", report["random_return_mean"], step)
+
+
+# -- probe ----------------------------------------------------------------------------------------------------------
+
+
+def probe(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+    """Linear probes of what the run's context knows about the env's true state (AtariARI protocol), beside the
+    baselines (untrained model, random CNN, pixels, frame stack, majority class) and, when the run has a world
+    model, the belief features. Writes ``probe.json``, ``probe.md`` and TensorBoard scalars under ``probe/``."""
+    perception_dir = model_dir(run)
+    world_model = None
+    if (run.manifest("world_model") or {}).get("status") == "done":
+        perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
+        world_model = VRNN.from_pretrained(world_model_dir(run), perceiver).eval()
+    say(f"probe: {config.probe_steps} random-policy frames of {config.env}, window {config.window}")
+    report = probe_model(
+        perception_dir,
+        lambda: make_single_env(config),
+        steps=config.probe_steps,
+        window=config.window,
+        world_model=world_model,
+        seed=config.seed,
+        device=config.device,
+        logdir=run.path / "probe",
+    )
+    report.to_json(run.path / "probe.json")
+    markdown = report.to_markdown()
+    atomic_write(run.path / "probe.md", lambda tmp: Path(tmp).write_text(markdown))
+    say(markdown)
+    return {"probe": str(run.path / "probe.json")}

@@ -40,6 +40,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
+from aime_rl.envs import EnvSpec, make_env
 from aime_rl.perception import CausalPerceiverIO
 
 if TYPE_CHECKING:
@@ -285,7 +286,7 @@ class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
 
 
 def make_context_env(
-    env_id: str,
+    env_id: str | EnvSpec,
     model_dir: ModelOrDir,
     window: int | None = 16,
     device: str = "cpu",
@@ -294,11 +295,21 @@ def make_context_env(
     world_model: WorldModelOrDir = None,
     **make_kwargs: Any,
 ) -> ContextObservation:
-    """``ContextObservation(gym.make(env_id, **make_kwargs), model_dir, ...)``; the entry point of ``aime_rl/Context-v0``."""
+    """``ContextObservation(make_env(env_id, **make_kwargs), model_dir, ...)``; the entry point of ``aime_rl/Context-v0``.
+
+    ``env_id`` is anything :func:`aime_rl.envs.resolve_env` takes (a preset name, a ``.toml`` path, a Gymnasium
+    id; ``ALE/<Game>-v5`` ids are registered on demand and get the Atari conventions of
+    :func:`aime_rl.envs.make_env`); ``make_kwargs`` are ``gym.make`` kwargs or Atari options (``frame_skip=...``,
+    ``training=False``).
+
+    Raises:
+        ValueError: an unknown env (with close matches), ale-py missing for an Atari id, or what
+            :class:`ContextObservation` raises.
+    """
     import aime_rl  # noqa: F401  (registers the built-in envs, also in fresh worker processes)
 
     return ContextObservation(
-        gym.make(env_id, **make_kwargs),
+        make_env(env_id, **make_kwargs),
         model_dir,
         window=window,
         device=device,

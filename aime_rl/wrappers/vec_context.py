@@ -42,6 +42,7 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from aime_rl.envs import EnvSpec, make_env, resolve_env
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.perception.context_stream import ContextStream
 
@@ -65,27 +66,55 @@ def fork_stream(stream: Any, *models: torch.nn.Module) -> Any:
     return copy.deepcopy(stream, memo=shared)
 
 
-def _make_env(env_id: str, render_observation: bool, wrappers: tuple, make_kwargs: dict[str, Any]) -> gym.Env:
+def _make_env(
+    env: str | EnvSpec,
+    render_observation: bool,
+    wrappers: tuple,
+    make_kwargs: dict[str, Any],
+    training: bool = True,
+    monitor: bool = False,
+) -> gym.Env:
     import aime_rl  # noqa: F401  (registers the built-in envs in a fresh worker process)
 
-    env = gym.make(env_id, **make_kwargs)
+    made = make_env(env, training=training, monitor=monitor, **make_kwargs)
     for wrapper in wrappers:
-        env = wrapper(env)
+        made = wrapper(made)
     if render_observation:
-        env = gym.wrappers.AddRenderObservation(env, render_only=True)
-    return env
+        made = gym.wrappers.AddRenderObservation(made, render_only=True)
+    return made
 
 
 def env_factory(
-    env_id: str, render_observation: bool = False, wrappers: tuple = (), **make_kwargs: Any
+    env_id: str | EnvSpec,
+    render_observation: bool = False,
+    wrappers: tuple = (),
+    *,
+    training: bool = True,
+    monitor: bool = False,
+    **make_kwargs: Any,
 ) -> functools.partial:
     """A picklable ``() -> gym.Env`` for ``DummyVecEnv`` / ``SubprocVecEnv`` (imports ``aime_rl`` in the worker).
 
-    ``render_observation=True`` replaces the observation by the rendered frame (needs ``render_mode="rgb_array"``):
-    state-based envs then give exact terminal contexts under :class:`VecContextObservation`. ``wrappers`` are
-    applied to the env first, in order (e.g. ``Monitor``).
+    The env is :func:`aime_rl.envs.make_env` of ``env_id`` (a preset name, a ``.toml`` path, a Gymnasium id
+    such as ``ALE/Pong-v5`` — registered on demand — or an :class:`~aime_rl.envs.EnvSpec`), so Atari envs get
+    their conventions (frame skip with max-pooling, NOOP starts, sticky actions, FIRE on reset).
+
+    Args:
+        env_id: anything :func:`aime_rl.envs.resolve_env` takes; resolved here, so a bad name fails now.
+        render_observation: replace the observation by the rendered frame (needs ``render_mode="rgb_array"``):
+            state-based envs then give exact terminal contexts under :class:`VecContextObservation`.
+        wrappers: applied to the env first, in order (e.g. ``Monitor``).
+        training: as in :func:`aime_rl.envs.make_env` (False: no life-loss episode ends).
+        monitor: SB3's ``Monitor`` inside the Atari episode wrappers (statistics of whole games).
+        **make_kwargs: ``gym.make`` kwargs and Atari options (``frame_skip=...``), as in ``make_env``.
+
+    Raises:
+        ValueError: what :func:`aime_rl.envs.resolve_env` and :meth:`aime_rl.envs.EnvSpec.with_overrides` raise.
     """
-    return functools.partial(_make_env, env_id, render_observation, tuple(wrappers), make_kwargs)
+    spec = resolve_env(env_id)
+    if make_kwargs:
+        spec = spec.with_overrides(**make_kwargs)
+    return functools.partial(_make_env, spec, render_observation, tuple(wrappers), {}, training, monitor)
 
 
 class VecContextObservation(VecEnvWrapper):
@@ -234,7 +263,7 @@ class VecContextObservation(VecEnvWrapper):
 
 
 def make_context_vec_env(
-    env_id: str,
+    env_id: str | EnvSpec,
     model_or_dir: ModelOrDir,
     n_envs: int = 8,
     window: int | None = 16,
@@ -243,23 +272,33 @@ def make_context_vec_env(
     seed: int | None = None,
     device: str = "cpu",
     monitor: bool = True,
+    training: bool = True,
     **make_kwargs: Any,
 ) -> VecContextObservation:
-    """``n_envs`` copies of ``env_id`` in ``vec_env_cls`` (default ``DummyVecEnv``) under one context stream.
+    """``n_envs`` copies of an env in ``vec_env_cls`` (default ``DummyVecEnv``) under one context stream.
 
-    State-based envs made with ``render_mode="rgb_array"`` observe their rendered frame (exact terminal contexts).
-    Each sub-env is wrapped in SB3's ``Monitor`` (episode statistics) unless ``monitor=False``. The model is loaded
+    ``env_id`` is anything :func:`aime_rl.envs.resolve_env` takes: a preset name (``"pong"``), a ``.toml`` path or
+    a Gymnasium id (``ALE/<Game>-v5`` ids are registered on demand and get the Atari conventions). Envs whose
+    frames come from ``render()`` (preset ``frame_source = "render"``, or state-based envs made with
+    ``render_mode="rgb_array"``) observe their rendered frame (exact terminal contexts). Each sub-env is wrapped
+    in SB3's ``Monitor`` (episode statistics; whole games for Atari) unless ``monitor=False``. The model is loaded
     after the workers started (``SubprocVecEnv``), in this process.
+
+    Raises:
+        ValueError: an unknown env, ale-py missing for an Atari id, an env without frames, or a bad checkpoint.
     """
-    from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv
 
-    probe = _make_env(env_id, False, (), make_kwargs)
-    render_observation = frame_source_from(probe.observation_space, probe.render_mode, env_id) == "render"
-    probe.close()
-    factory = env_factory(
-        env_id, render_observation=render_observation, wrappers=(Monitor,) if monitor else (), **make_kwargs
-    )
+    spec = resolve_env(env_id)
+    if make_kwargs:
+        spec = spec.with_overrides(**make_kwargs)
+    probe = make_env(spec, training=training)
+    try:
+        detected = frame_source_from(probe.observation_space, probe.render_mode, spec.name)
+    finally:
+        probe.close()
+    render_observation = spec.frame_source == "render" or detected == "render"
+    factory = env_factory(spec, render_observation=render_observation, training=training, monitor=monitor)
     venv = (vec_env_cls or DummyVecEnv)([factory] * n_envs, **(vec_env_kwargs or {}))
     if seed is not None:
         venv.seed(seed)
