@@ -254,3 +254,22 @@ def test_probe_runs_end_to_end_on_a_quick_run(run, capsys):
     assert "context" in json.dumps(report) and "random_cnn" in json.dumps(report)
     assert "| " in (run / "probe.md").read_text()
     assert json.loads((run / "config.json").read_text())["window"] == window  # --window chose what to probe
+
+
+def test_atari_through_the_cli_with_no_manual_registration(tmp_path):
+    run = tmp_path / "pong"
+    assert cli(run, "collect", "--env", "pong", "--frame-size", "32", "--collect-steps", "32", "--num-envs", "2") == 0
+    store = ReplayStore.open(run / "replay")
+    assert store.num_steps >= 16 and tuple(store.frame_shape) == (32, 32, 3)
+    assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0
+
+
+def test_an_unknown_env_is_one_line_with_a_suggestion(tmp_path, capsys):
+    assert cli(tmp_path / "r", "collect", "--env", "ALE/Pongg-v5") == 2
+    err = capsys.readouterr().err
+    assert "ALE/Pong-v5" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_non_image_env_points_to_its_pixel_preset(tmp_path, capsys):
+    assert cli(tmp_path / "r", "collect", "--env", "CartPole-v1") == 2
+    assert "cartpole_pixels" in capsys.readouterr().err
