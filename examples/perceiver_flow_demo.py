@@ -15,7 +15,10 @@ from aime_rl.perception import CausalPerceiverIO
 
 def main() -> None:
     torch.manual_seed(0)
-    model = CausalPerceiverIO.from_preset("tiny", video_shape=(16, 3, 64, 64)).eval()
+    # num_condition_channels: this model takes a goal/instruction embedding (condition=) of that size
+    model = CausalPerceiverIO.from_preset(
+        "tiny", video_shape=(16, 3, 64, 64), num_condition_channels=32
+    ).eval()
     video = moving_sprites(2, 16, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         tokens, vq_loss, perplexity = model.encode(video)
@@ -23,7 +26,7 @@ def main() -> None:
         windowed = model.extract_context(video, window=4)
         medium = model.extract_context(video, timescale="medium")
         slow = model.extract_context(video, timescale="slow")
-        goal = torch.randn(2, model.context_dim)
+        goal = torch.randn(2, 32)
         conditioned = model.extract_context(video, condition=goal)
 
         stream = model.stream(batch_size=2, window=4)

@@ -258,7 +258,10 @@ def test_probe_runs_end_to_end_on_a_quick_run(run, capsys):
 
 def test_atari_through_the_cli_with_no_manual_registration(tmp_path):
     run = tmp_path / "pong"
-    assert cli(run, "collect", "--env", "pong", "--frame-size", "32", "--collect-steps", "32", "--num-envs", "2") == 0
+    assert (
+        cli(run, "collect", "--env", "pong", "--frame-size", "32", "--collect-steps", "32", "--num-envs", "2")
+        == 0
+    )
     store = ReplayStore.open(run / "replay")
     assert store.num_steps >= 16 and tuple(store.frame_shape) == (32, 32, 3)
     assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0

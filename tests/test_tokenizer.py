@@ -247,7 +247,8 @@ def test_save_and_load_reproduce_tokens(tiny_tokenizer_kwargs, video, tmp_path):
         tok.loss(video)  # data-initialised codebook, so buffers matter
     tok.eval()
     tok.save_pretrained(tmp_path / "tok")
-    assert {p.name for p in (tmp_path / "tok").iterdir()} == {"config.json", "model.safetensors"}
+    names = {p.name for p in (tmp_path / "tok").iterdir()}
+    assert names == {"config.json", "model.safetensors", "manifest.json"}
     loaded = VQPTTokenizer.from_pretrained(tmp_path / "tok").eval()
     assert torch.equal(loaded.encode(video)[0], tok.encode(video)[0])
 

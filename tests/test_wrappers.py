@@ -120,8 +120,9 @@ def test_to_model_frames_shapes_channels_and_resizing():
     for frame in (gray, gray[..., None]):
         expanded = to_model_frames(frame, (64, 64))
         assert expanded.shape == (1, 3, 64, 64) and torch.equal(expanded[:, 0], expanded[:, 2])
-    rgba = np.concatenate([rgb[0], np.zeros((64, 64, 1), np.uint8)], axis=-1)
-    assert torch.equal(to_model_frames(rgba, (64, 64)), frames[:1])
+    rgba = np.concatenate([rgb[0], np.zeros((64, 64, 1), np.uint8)], axis=-1)  # or 4 stacked grey frames
+    with pytest.raises(ValueError, match="got 4 channels: stacked frames and RGBA frames are not supported"):
+        to_model_frames(rgba, (64, 64))
     with pytest.raises(ValueError, match="uint8"):
         to_model_frames(rgb.astype(np.float32), (64, 64))
     with pytest.raises(ValueError, match="shape"):

@@ -3,23 +3,51 @@
 ``extract_context(video)`` is what the rest of the library consumes: one causal context vector per frame,
 ``[B, T, num_latent_channels]``. ``stream(batch_size, window)`` gives the same numbers online, one frame per step,
 at a cost that does not grow with t.
+
+Inputs: video ``[B, T, 3, H, W]`` (stream frames ``[B, 3, H, W]``) as uint8 in [0, 255] or float in [0, 1] —
+float16/bfloat16/float64 are converted to the model's dtype — with ``(H, W) == frame_size`` (from ``video_shape``;
+only the env wrappers resize). Float values outside [0, 1], other sizes, other channel counts (4 channels is not
+read as RGBA or a frame stack), empty dims and NaN/inf raise ``ValueError`` naming the argument.
+
+``from_pretrained`` checks the weights against the directory's checksum manifest, refuses NaN/inf weights and
+checks ``config.json`` key by key (unknown, missing or mistyped keys raise ``ValueError`` naming the key); every
+constructor refuses absurd sizes (e.g. ``num_latents=10**12``) before allocating anything.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..utils.io import load_module_dir, load_state_dict_strict, save_module_dir
+from ..utils.io import CONFIG_NAME, load_module_dir, load_state_dict_strict, save_module_dir
+from ..utils.validation import check_positive, check_size_estimate, config_kwargs
 from .context_stream import ContextStream
 from .modules.utilities import check_window
 from .predictor import PerceiverTokenPredictor, check_timescale
 from .presets import get_preset
-from .tokenizer import VQPTTokenizer
+from .tokenizer import TokenizerConfig, VQPTTokenizer, tokenizer_size_terms
+
+#: Tokenizer arguments :class:`CausalPerceiverIO` sets itself (the rest may come through ``tokenizer_options``).
+_EXPLICIT_TOKENIZER_KEYS = (
+    "in_channels",
+    "code_dim",
+    "num_codes",
+    "downsample",
+    "base_channels",
+    "use_3d_conv",
+    "temporal_downsample",
+    "num_quantizers",
+    "commitment_weight",
+    "diversity_weight",
+    "perceptual_weight",
+    "frame_size",
+)
 
 
 @dataclass
@@ -50,6 +78,65 @@ class CausalPerceiverConfig:
     next_frame_weight: float = 1.0
     context_prediction_weight: float = 0.0
     tokenizer_options: dict = field(default_factory=dict)
+
+
+def tokenizer_config_of(config: CausalPerceiverConfig) -> TokenizerConfig:
+    """The :class:`TokenizerConfig` a :class:`CausalPerceiverIO` of ``config`` builds (``frame_size`` included).
+
+    ``tokenizer_options`` may hold any other tokenizer argument; an unknown key, one this class sets itself, or a
+    value of the wrong type raises ``ValueError`` naming it.
+    """
+    allowed = {f.name for f in dataclasses.fields(TokenizerConfig)} - set(_EXPLICIT_TOKENIZER_KEYS)
+    options = dict(config.tokenizer_options)
+    for key in options:
+        if key not in allowed:
+            raise ValueError(f"tokenizer_options: unknown key {key!r}; allowed keys: {sorted(allowed)}")
+    options = config_kwargs(TokenizerConfig, options, "tokenizer_options", require_all=False)
+    _, channels, height, width = config.video_shape
+    explicit = {k: getattr(config, k) for k in _EXPLICIT_TOKENIZER_KEYS if hasattr(config, k)}
+    return TokenizerConfig(**explicit, **options, in_channels=channels, frame_size=(height, width))
+
+
+def perceiver_size_terms(config: CausalPerceiverConfig) -> dict[str, int]:
+    """Rough element counts of the big tensors the Perceiver part of ``config`` allocates, by config key."""
+    d = config.num_latent_channels
+    blocks = config.num_self_attention_layers + 6  # + encoder cross-attention, decoder, timescale summaries
+    return {
+        "num_latents × num_latent_channels (latent array)": config.num_latents * d,
+        "num_self_attention_layers, widening_factor, num_latent_channels (attention blocks)": blocks
+        * d
+        * d
+        * (4 + 2 * config.widening_factor),
+        "num_codes × num_quantizers × num_latent_channels (token embeddings)": config.num_quantizers
+        * (config.num_codes + 2)
+        * d,
+        "sequence_length × num_latent_channels (offset embeddings)": config.sequence_length * d,
+        "num_condition_channels × num_latent_channels": (config.num_condition_channels or d) * d,
+    }
+
+
+def check_perceiver_config(config: CausalPerceiverConfig) -> TokenizerConfig:
+    """Validate sizes before anything is allocated; return the tokenizer's config. ``ValueError`` names the key."""
+    if len(config.video_shape) != 4:
+        raise ValueError(f"video_shape must be (T, C, H, W), got {config.video_shape}")
+    check_positive(dict(zip(("T", "C", "H", "W"), config.video_shape, strict=True)), "video_shape")
+    sizes = (
+        "num_latents",
+        "num_latent_channels",
+        "num_cross_attention_heads",
+        "num_self_attention_heads",
+        "widening_factor",
+        "sequence_length",
+    )
+    values = {name: getattr(config, name) for name in sizes}
+    values["num_self_attention_layers + 1"] = config.num_self_attention_layers + 1
+    if config.num_condition_channels is not None:
+        values["num_condition_channels"] = config.num_condition_channels
+    check_positive(values, "CausalPerceiverIO")
+    tokenizer = tokenizer_config_of(config)
+    terms = {**perceiver_size_terms(config), **tokenizer_size_terms(tokenizer)}
+    check_size_estimate(terms, "CausalPerceiverIO")
+    return tokenizer
 
 
 class CausalPerceiverIO(nn.Module):
@@ -89,8 +176,6 @@ class CausalPerceiverIO(nn.Module):
         tokenizer_options: dict | None = None,
     ):
         super().__init__()
-        if len(video_shape) != 4:
-            raise ValueError(f"video_shape must be (T, C, H, W), got {video_shape}")
         self.config = CausalPerceiverConfig(
             video_shape=tuple(video_shape),
             num_latents=num_latents,
@@ -117,20 +202,7 @@ class CausalPerceiverIO(nn.Module):
             context_prediction_weight=context_prediction_weight,
             tokenizer_options=dict(tokenizer_options or {}),
         )
-        tokenizer = VQPTTokenizer(
-            in_channels=video_shape[1],
-            code_dim=code_dim,
-            num_codes=num_codes,
-            downsample=downsample,
-            base_channels=base_channels,
-            use_3d_conv=use_3d_conv,
-            temporal_downsample=temporal_downsample,
-            num_quantizers=num_quantizers,
-            commitment_weight=commitment_weight,
-            diversity_weight=diversity_weight,
-            perceptual_weight=perceptual_weight,
-            **self.config.tokenizer_options,
-        )
+        tokenizer = VQPTTokenizer(**asdict(check_perceiver_config(self.config)))
         self.predictor = PerceiverTokenPredictor(
             tokenizer,
             num_latents=num_latents,
@@ -165,12 +237,21 @@ class CausalPerceiverIO(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> CausalPerceiverIO:
-        """Build from a preset ("tiny", "small", "seed"); keyword ``overrides`` replace preset values."""
+        """Build from a preset ("tiny", "small", "seed"); keyword ``overrides`` replace preset values.
+
+        An override may also be a tokenizer-only argument (e.g. ``patch_size``; it goes to ``tokenizer_options``);
+        an unknown one raises ``ValueError`` naming it.
+        """
         preset = get_preset(name)
         allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        args = {**preset["tokenizer"], **preset["perceiver"]}
+        tokenizer_only = {f.name for f in dataclasses.fields(TokenizerConfig)} - set(_EXPLICIT_TOKENIZER_KEYS)
+        unknown = sorted(set(overrides) - allowed - tokenizer_only)
+        if unknown:
+            raise ValueError(
+                f"unknown override {unknown[0]!r} for preset {name!r}; allowed: {sorted(allowed)}"
+            )
+        args = {**preset["tokenizer"], **preset["perceiver"], **overrides}
         extra_tokenizer = {k: args.pop(k) for k in list(args) if k not in allowed}
-        args = {**args, **overrides}
         args["tokenizer_options"] = {**extra_tokenizer, **args.get("tokenizer_options", {})}
         args.setdefault("video_shape", (args["sequence_length"], 3, 64, 64))
         return cls(**args)
@@ -210,7 +291,11 @@ class CausalPerceiverIO(nn.Module):
         condition: torch.Tensor | None = None,
         timescale: str = "fast",
     ) -> ContextStream:
-        """Online context: ``step(frames [B, C, H, W]) -> [B, D]`` equal to ``extract_context(video, window)[:, t]``."""
+        """Online context: ``step(frames [B, C, H, W]) -> [B, D]`` equal to ``extract_context(video, window)[:, t]``.
+
+        ``batch_size``: an integer >= 1. ``window``: None or an integer >= 1; the key/value cache grows with the
+        frames seen up to the window, so a huge window costs only what the frames seen need.
+        """
         check_window(window)
         check_timescale(timescale)
         return ContextStream(
@@ -220,18 +305,23 @@ class CausalPerceiverIO(nn.Module):
     # -- save / load ---------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json`` + ``model.safetensors`` into ``directory`` (atomically, file by file)."""
+        """Write ``config.json``, ``model.safetensors`` and ``manifest.json`` (the weights' SHA-256) into
+        ``directory`` (atomically, file by file)."""
         save_module_dir(directory, self, {"class": "CausalPerceiverIO", **asdict(self.config)})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> CausalPerceiverIO:
-        """Load a model written by :meth:`save_pretrained`; a missing or corrupted file raises ``ValueError``."""
+        """Load a model written by :meth:`save_pretrained`.
+
+        ``ValueError`` naming the file for a missing or corrupted file, weights that fail the checksum in
+        ``manifest.json`` (directories saved before manifests existed load without it) or hold NaN/inf; naming
+        the key for an unknown, missing or mistyped ``config.json`` key or an absurd size.
+        """
         config, state = load_module_dir(directory)
         if config.pop("class", None) != "CausalPerceiverIO":
             raise ValueError(
                 f"{directory} does not hold a CausalPerceiverIO checkpoint (config.json 'class')"
             )
-        config["video_shape"] = tuple(config["video_shape"])
-        model = cls(**config)
+        model = cls(**config_kwargs(CausalPerceiverConfig, config, Path(directory) / CONFIG_NAME))
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)

@@ -3,7 +3,8 @@
 Per step it runs one frame through the tokenizer's streaming encoder (cached conv activations), projects the new
 tokens to keys/values once and stores them in a bounded window cache, and lets this frame's latent queries attend
 to the cached keys of the last ``window`` frames. The cost of a step does not depend on t, and memory stops
-growing once the window is full (with ``window=None`` the cache keeps every past frame and grows).
+growing once the window is full (with ``window=None`` the cache keeps every past frame and grows). The cache
+grows with the frames that arrive, so a huge window (``10**9``) allocates no more than the frames seen.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 import torch
 from einops import rearrange
 
-from ..utils.validation import row_index
+from ..utils.validation import check_batch_size, row_index
 from .modules.utilities import WindowKVCache
 from .predictor import TIMESCALES, PerceiverTokenPredictor
 
@@ -34,6 +35,7 @@ class ContextStream:
         condition: torch.Tensor | None = None,
         timescale: str = "fast",
     ):
+        batch_size = check_batch_size(batch_size)
         self.predictor = predictor
         self.batch_size = batch_size
         self.window = window
@@ -66,7 +68,11 @@ class ContextStream:
         )
 
     def step(self, frames: torch.Tensor) -> torch.Tensor:
-        """One frame per row ``[B, C, H, W]`` (float in [0, 1] or uint8) → context ``[B, D]``."""
+        """One frame per row ``[B, C, H, W]`` → context ``[B, D]``.
+
+        ``frames``: uint8 in [0, 255] or float in [0, 1] (float16/bfloat16/float64 are converted), of the model's
+        ``frame_size``, with the stream's batch size; anything else raises ``ValueError`` naming ``frames``.
+        """
         p = self.predictor
         tokens = self.tokens.step(frames)
         self.last_tokens = (

@@ -13,6 +13,10 @@ training, so :class:`PerceptualLoss` never lets torchvision download anything:
 ``.status`` is a one-line, human-readable description of which of the two happened; trainers should log it
 (text log and TensorBoard).
 
+With ``lazy=True`` (what the tokenizer uses) nothing of this happens at construction: the hub cache is looked up,
+and the warning emitted, the first time ``enabled``, ``status``, ``lpips_network`` or ``forward`` is used — that
+is, where the perceptual term is computed in training. Building or loading a model for inference never warns.
+
 The LPIPS network is frozen, always in eval mode, and deliberately *not* a registered submodule: it does not
 appear in ``parameters()`` or in a parent's ``state_dict()`` (checkpoints stay free of ~10 MB of backbone),
 while ``.to()`` / ``.cuda()`` / ``.double()`` still move it (see :meth:`PerceptualLoss._apply`).
@@ -147,6 +151,8 @@ class PerceptualLoss(nn.Module):
         net: LPIPS backbone, ``"alex"`` (default, as in most tokenizers), ``"vgg"`` / ``"vgg16"`` or
             ``"squeeze"``.
         enabled: ``False`` turns the term off without touching the hub cache (no warning).
+        lazy: defer loading the backbone (and any warning) to the first use of ``enabled``, ``status``,
+            ``lpips_network`` or :meth:`forward`; ``.to()``/``.double()`` before that still apply to the net.
 
     Attributes:
         enabled: whether :meth:`forward` computes LPIPS (``False`` → it returns zero).
@@ -161,16 +167,39 @@ class PerceptualLoss(nn.Module):
         ``H, W`` at least 31 (alex), 16 (vgg) or 17 (squeeze). Output: scalar (0-dim) tensor.
     """
 
-    def __init__(self, net: str = "alex", enabled: bool = True) -> None:
+    def __init__(self, net: str = "alex", enabled: bool = True, lazy: bool = False) -> None:
         super().__init__()
         self.net = _canonical_net(net)
         self.min_size = _BACKBONES[self.net].min_size
         self.weights_path = lpips_weights_path(self.net)
         # Deliberately bypass nn.Module.__setattr__: an unregistered module stays out of parameters(),
-        # state_dict() and apply(); _apply() below still moves it.
+        # state_dict() and apply(); _apply() below still moves it. Until it exists, a one-element probe records
+        # where .to()/.double() sent this module, so a lazily built net lands on the same device and dtype.
         object.__setattr__(self, "_lpips_net", None)
-        self.enabled, self.status = self._setup(enabled)
-        logger.info(self.status)
+        object.__setattr__(self, "_probe", torch.zeros(1))
+        self._requested = enabled
+        self._state: tuple[bool, str] | None = None
+        if not lazy:
+            self._resolve()
+
+    def _resolve(self) -> tuple[bool, str]:
+        """``(enabled, status)``, setting the loss up on the first call (see ``lazy``)."""
+        if self._state is None:
+            self._state = self._setup(self._requested)
+            if self._lpips_net is not None:
+                self._lpips_net.to(device=self._probe.device, dtype=self._probe.dtype)
+            logger.info(self._state[1])
+        return self._state
+
+    @property
+    def enabled(self) -> bool:
+        """Whether :meth:`forward` computes LPIPS (``False`` → it returns zero)."""
+        return self._resolve()[0]
+
+    @property
+    def status(self) -> str:
+        """One-line, human-readable description of whether LPIPS is on and where its weights came from."""
+        return self._resolve()[1]
 
     def _setup(self, enabled: bool) -> tuple[bool, str]:
         """Build and load the LPIPS net if possible; return ``(enabled, status)``."""
@@ -208,13 +237,16 @@ class PerceptualLoss(nn.Module):
     @property
     def lpips_network(self) -> nn.Module | None:
         """The frozen ``lpips.LPIPS`` module (``None`` when disabled). Not part of ``state_dict()``."""
+        self._resolve()
         return self._lpips_net
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> PerceptualLoss:
         """Apply ``fn`` (``.to``, ``.cuda``, ``.double`` …) to the unregistered LPIPS net as well."""
         super()._apply(fn, recurse=recurse)
-        if recurse and self._lpips_net is not None:
-            self._lpips_net._apply(fn, recurse=True)
+        if recurse:
+            object.__setattr__(self, "_probe", fn(self._probe))
+            if self._lpips_net is not None:
+                self._lpips_net._apply(fn, recurse=True)
         return self
 
     def train(self, mode: bool = True) -> PerceptualLoss:
@@ -291,4 +323,5 @@ class PerceptualLoss(nn.Module):
             )
 
     def extra_repr(self) -> str:
-        return f"net={self.net!r}, enabled={self.enabled}"
+        enabled = "not yet resolved" if self._state is None else self._state[0]
+        return f"net={self.net!r}, enabled={enabled}"

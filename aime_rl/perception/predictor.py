@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
-from ..utils.validation import as_float_video
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.attention import CrossAttentionLayer
 from .modules.decoder import PerceiverDecoder
@@ -82,7 +81,9 @@ class PerceiverTokenPredictor(nn.Module):
             Perceiver block sizes (self-attention heads default to the cross-attention heads).
         sequence_length: longest horizon of future token steps the decoder can address.
         num_decoder_self_attention_layers: self-attention among output queries (MaskGIT needs ≥ 1).
-        num_condition_channels: size of the ``condition`` vector (default D).
+        num_condition_channels: size of the ``condition`` vector. None (default) builds a model without
+            conditioning: passing ``condition=`` to it raises ``ValueError`` (its projection, of size D, is kept
+            for checkpoint compatibility but never trained, so a condition would only add noise).
         label_smoothing: for the token cross-entropy.
         perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
         next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
@@ -122,6 +123,7 @@ class PerceiverTokenPredictor(nn.Module):
         self.next_frame_weight = next_frame_weight
         self.context_prediction_weight = context_prediction_weight
         self.window = window
+        self.conditioned = num_condition_channels is not None
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
         self.encoder = PerceiverEncoder(
             num_latents,
@@ -200,9 +202,19 @@ class PerceiverTokenPredictor(nn.Module):
         return self.encoder(inputs, key_time, query_time, mask, self.embed_condition(condition, b))
 
     def embed_condition(self, condition: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
-        """Condition ``[B, D_cond]`` → ``[B, D]`` added to the latent queries (None passes through)."""
+        """Condition ``[B, D_cond]`` → ``[B, D]`` added to the latent queries (None passes through).
+
+        ``ValueError`` naming ``condition`` for a model built without conditioning (``num_condition_channels``
+        None), a wrong shape, or NaN/inf values.
+        """
         if condition is None:
             return None
+        if not self.conditioned:
+            raise ValueError(
+                "condition was given, but this model was built without conditioning "
+                "(num_condition_channels=None); build it with num_condition_channels=<size of the condition> "
+                f"to use one, got condition of shape {tuple(getattr(condition, 'shape', ()))}"
+            )
         if not isinstance(condition, torch.Tensor) or condition.shape != (
             batch_size,
             self.num_condition_channels,
@@ -211,6 +223,8 @@ class PerceiverTokenPredictor(nn.Module):
                 f"condition must have shape [{batch_size}, {self.num_condition_channels}], "
                 f"got {tuple(getattr(condition, 'shape', ()))}"
             )
+        if not bool(torch.isfinite(condition).all()):
+            raise ValueError(f"condition contains NaN or inf values (shape {tuple(condition.shape)})")
         return self.condition_proj(condition.to(self.condition_proj.weight.dtype))
 
     def frame_context(self, latents: torch.Tensor) -> torch.Tensor:
@@ -226,12 +240,16 @@ class PerceiverTokenPredictor(nn.Module):
     ) -> torch.Tensor:
         """Video ``[B, T, C, H, W]`` → context ``[B, T, D]``: causal, full length T, differentiable.
 
-        ``window``: frames seen at each t (``t − window + 1 … t``; None = all). ``condition``: ``[B, D_cond]``.
-        ``timescale``: "fast" (per frame), "medium" (~4-frame summary) or "slow" (~16-frame summary).
+        ``video``: uint8 in [0, 255] or float in [0, 1] (float16/bfloat16/float64 are converted to the model's
+        dtype), frames of the model's ``frame_size``; anything else raises ``ValueError`` (see
+        :meth:`VQPTTokenizer.check_video`). ``window``: frames seen at each t (``t − window + 1 … t``; None = all;
+        any size, nothing is allocated per window frame). ``condition``: ``[B, D_cond]``, only for a model built
+        with ``num_condition_channels``. ``timescale``: "fast" (per frame), "medium" (~4-frame summary) or "slow"
+        (~16-frame summary).
         """
         check_window(window)
         check_timescale(timescale)
-        video = as_float_video(video, "video", channels=self.tokenizer.config.in_channels)
+        video = self.tokenizer.check_video(video, "video")
         latents = self.encode_tokens(self.tokenize(video), video.shape[1], window, condition)
         fast = self.frame_context(latents)
         return fast if timescale == "fast" else self.timescales[timescale](fast)
@@ -279,7 +297,7 @@ class PerceiverTokenPredictor(nn.Module):
         In training mode a cosine-scheduled random share of future positions is masked (MaskGIT); in eval mode
         all of them are, so ``predicted_tokens`` is a pure prediction.
         """
-        video = as_float_video(videos, "videos", channels=self.tokenizer.config.in_channels)
+        video = self.tokenizer.check_video(videos, "videos")
         context_steps = self._check_split(video.shape[1], num_context_frames)
         tokens = self.tokenize(video)
         target = tokens[:, context_steps:]
@@ -318,7 +336,7 @@ class PerceiverTokenPredictor(nn.Module):
             "next_frame_loss": next_frame,
             "context_prediction_loss": context_prediction,
             "perceptual": perceptual,
-            "perceptual_enabled": self.tokenizer.perceptual.enabled and self.perceptual_weight > 0,
+            "perceptual_enabled": self._perceptual_enabled(),
             "accuracy": accuracy,
             "mask": mask,
         }
@@ -373,13 +391,17 @@ class PerceiverTokenPredictor(nn.Module):
         self, context_tokens: torch.Tensor, logits: torch.Tensor, future: torch.Tensor
     ) -> torch.Tensor:
         """LPIPS of frames decoded from soft codes (softmax-weighted code vectors) against the true future frames."""
-        if not (self.tokenizer.perceptual.enabled and self.perceptual_weight > 0):
+        if not self._perceptual_enabled():
             return logits.new_zeros(())
         soft = self.tokenizer.quantizer.soft_lookup(logits.float().softmax(-1))
         hard = self.tokenizer.quantizer.lookup(context_tokens)
         latents = rearrange(torch.cat([hard, soft], dim=1), "b t h w c -> b c t h w")
         frames = self.tokenizer.decode_latents(latents)[:, -future.shape[1] :]
         return self.tokenizer.perceptual(frames.clamp(0, 1), future)
+
+    def _perceptual_enabled(self) -> bool:
+        """Whether the LPIPS term is computed (checks the LPIPS weights only when ``perceptual_weight > 0``)."""
+        return self.perceptual_weight > 0 and self.tokenizer.perceptual.enabled
 
     def _squeeze(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens.squeeze(-1) if self.tokenizer.num_quantizers == 1 else tokens
@@ -407,7 +429,7 @@ class PerceiverTokenPredictor(nn.Module):
         """
         if method not in ("maskgit", "autoregressive"):
             raise ValueError(f"method must be 'maskgit' or 'autoregressive', got {method!r}")
-        video = as_float_video(context_video, "context_video", channels=self.tokenizer.config.in_channels)
+        video = self.tokenizer.check_video(context_video, "context_video")
         if num_frames < 1 or num_frames % self.frames_per_token_step:
             raise ValueError(
                 f"num_frames must be a positive multiple of {self.frames_per_token_step}, got {num_frames}"

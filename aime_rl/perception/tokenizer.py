@@ -9,6 +9,11 @@ Tensor flow (defaults, 64×64 RGB, ``downsample=8``)::
 
 Tokens of frame t depend on frames ``<= t`` only (causal temporal convs, per-frame GroupNorm). With
 ``temporal_downsample=True``, ``T' = T / 2`` and token step k sees frames ``<= 2k + 1``.
+
+Inputs are checked in one place (:meth:`VQPTTokenizer.check_video`, built on
+:func:`aime_rl.utils.validation.as_model_video`): uint8 ``[0, 255]`` or float ``[0, 1]`` (float16/bfloat16/float64
+are converted to the model's dtype), ``in_channels`` channels, and — when the tokenizer belongs to a model with a
+``frame_size`` — exactly that frame size (only the env wrappers resize).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +30,15 @@ from einops import rearrange
 from torch import nn
 
 from ..utils.io import load_module_dir, load_state_dict_strict, save_module_dir
-from ..utils.validation import as_float_frames, as_float_video, check_spatial_divisible, row_index
+from ..utils.validation import (
+    as_model_frames,
+    as_model_video,
+    check_batch_size,
+    check_positive,
+    check_size_estimate,
+    config_kwargs,
+    row_index,
+)
 from .losses import PerceptualLoss
 from .modules.conv import StreamCache
 from .modules.vector_quantize import VectorQuantize
@@ -53,6 +67,45 @@ class TokenizerConfig:
     dead_code_threshold: float = 1.0
     kmeans_iters: int = 10
     patch_size: int = 1
+    frame_size: tuple[int, int] | None = None
+
+
+#: Config keys added after tokenizer directories were first written (older ``config.json`` files lack them).
+ADDED_CONFIG_KEYS = ("frame_size",)
+
+
+def tokenizer_size_terms(config: TokenizerConfig) -> dict[str, int]:
+    """Rough element counts of the big tensors ``config`` makes a tokenizer allocate, by the keys that set them.
+
+    Codebooks (code vectors plus EMA statistics, about ``3 · num_codes · code_dim``) and the UNet's 3×3×3 convs
+    (channels up to ``4 · base_channels``, two convs per residual block, encoder and decoder).
+    """
+    levels = num_levels_for(config.downsample, config.patch_size)
+    widest = 4 * config.base_channels
+    convs = 2 * (levels + 1) * (2 * config.num_res_blocks + 2)
+    edges = 2 * widest * (config.code_dim + config.in_channels * config.patch_size**2)
+    return {
+        "num_codes × code_dim (codebooks)": 3 * config.num_codes * config.code_dim,
+        "base_channels, num_res_blocks, downsample (UNet convs)": 27 * (convs * widest**2 + edges),
+    }
+
+
+def check_tokenizer_config(config: TokenizerConfig) -> None:
+    """Raise ``ValueError`` naming the key for sizes < 1, a bad ``frame_size`` or an absurdly large model."""
+    keys = ("in_channels", "code_dim", "num_codes", "downsample", "base_channels", "num_quantizers")
+    check_positive({name: getattr(config, name) for name in keys}, "VQPTTokenizer")
+    check_positive({"num_res_blocks + 1": config.num_res_blocks + 1}, "VQPTTokenizer")
+    num_levels_for(config.downsample, config.patch_size)
+    if config.frame_size is not None:
+        check_positive(
+            dict(zip(("frame_size[0]", "frame_size[1]"), config.frame_size, strict=True)), "VQPTTokenizer"
+        )
+        height, width = config.frame_size
+        if height % config.downsample or width % config.downsample:
+            raise ValueError(
+                f"frame_size {height}x{width} must be divisible by downsample={config.downsample}"
+            )
+    check_size_estimate(tokenizer_size_terms(config), "VQPTTokenizer")
 
 
 class VQPTTokenizer(nn.Module):
@@ -75,6 +128,12 @@ class VQPTTokenizer(nn.Module):
         use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
         patch_size: space-to-depth factor before the first conv (power of two dividing ``downsample``); the conv
             levels then cover ``downsample / patch_size``. 1 (the seed's UNet) keeps a full-resolution level.
+        frame_size: ``(H, W)`` of the frames this tokenizer accepts (set by :class:`CausalPerceiverIO` from its
+            ``video_shape``); None accepts any size divisible by ``downsample``.
+
+    The LPIPS module is set up lazily (see :class:`PerceptualLoss`): building or loading a tokenizer never looks
+    for LPIPS weights or warns about them; the first training loss with ``perceptual_weight > 0`` does.
+    Absurd sizes (e.g. ``num_codes=10**12``) are refused with ``ValueError`` before anything is allocated.
     """
 
     def __init__(
@@ -97,10 +156,15 @@ class VQPTTokenizer(nn.Module):
         dead_code_threshold: float = 1.0,
         kmeans_iters: int = 10,
         patch_size: int = 1,
+        frame_size: tuple[int, int] | None = None,
     ):
         super().__init__()
+        if frame_size is not None:
+            frame_size = tuple(frame_size)
+            if len(frame_size) != 2:
+                raise ValueError(f"frame_size must be (H, W), got {frame_size}")
         self.config = TokenizerConfig(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        num_levels_for(downsample, patch_size)
+        check_tokenizer_config(self.config)
         unet = dict(
             code_dim=code_dim,
             base_channels=base_channels,
@@ -124,7 +188,7 @@ class VQPTTokenizer(nn.Module):
             dead_code_threshold=dead_code_threshold,
         )
         self.decoder = CausalVideoDecoder(in_channels, **unet)
-        self.perceptual = PerceptualLoss(enabled=perceptual_weight > 0)
+        self.perceptual = PerceptualLoss(enabled=perceptual_weight > 0, lazy=True)
 
     # -- properties ----------------------------------------------------------------------------------------------
 
@@ -144,6 +208,11 @@ class VQPTTokenizer(nn.Module):
     def temporal_factor(self) -> int:
         """Frames per token step: 2 with ``temporal_downsample``, else 1."""
         return 2 if self.config.temporal_downsample else 1
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` of accepted frames, or None (any size divisible by ``downsample``)."""
+        return self.config.frame_size
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -192,7 +261,7 @@ class VQPTTokenizer(nn.Module):
         ``diversity``, ``perceptual`` (scalars), ``perceptual_enabled`` (bool), ``perplexity`` and ``usage``
         (``[G]``), ``tokens`` and ``reconstructed`` (``[B, T, C, H, W]``, unclamped).
         """
-        video = self._check_video(video)
+        video = self.check_video(video)
         features = self.encoder(self._to_model_space(video))
         out = self.quantizer(self._flatten(features))
         quantized = rearrange(out.quantized, "(b t h w) c -> b c t h w", **self._dims(features))
@@ -207,7 +276,7 @@ class VQPTTokenizer(nn.Module):
             "codebook": out.codebook,
             "diversity": out.diversity,
             "perceptual": perceptual,
-            "perceptual_enabled": self.perceptual.enabled,
+            "perceptual_enabled": self.config.perceptual_weight > 0 and self.perceptual.enabled,
             "perplexity": out.perplexity,
             "usage": out.usage,
             "tokens": self._unflatten_tokens(out.indices, features),
@@ -215,14 +284,14 @@ class VQPTTokenizer(nn.Module):
         }
 
     def _perceptual_term(self, reconstructed: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
-        if not (self.perceptual.enabled and self.config.perceptual_weight > 0):
+        if not (self.config.perceptual_weight > 0 and self.perceptual.enabled):
             return video.new_zeros(())
         return self.perceptual(reconstructed.clamp(0, 1), video)
 
     # -- streaming and adaptation --------------------------------------------------------------------------------
 
     def stream(self, batch_size: int) -> TokenizerStream:
-        """An online tokenizer for ``batch_size`` parallel streams (see :class:`TokenizerStream`)."""
+        """An online tokenizer for ``batch_size`` (an integer >= 1) parallel streams (see :class:`TokenizerStream`)."""
         return TokenizerStream(self, batch_size)
 
     @torch.no_grad()
@@ -245,18 +314,23 @@ class VQPTTokenizer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> VQPTTokenizer:
-        """Load a tokenizer written by :meth:`save_pretrained` (raises ``ValueError`` naming a bad file)."""
+        """Load a tokenizer written by :meth:`save_pretrained`.
+
+        Raises ``ValueError`` naming the file for a missing/corrupted file, weights that fail the manifest's
+        checksum or hold NaN/inf, and naming the key for an unknown, missing or mistyped ``config.json`` key.
+        """
         config, state = load_module_dir(directory)
         if config.pop("class", "VQPTTokenizer") != "VQPTTokenizer":
             raise ValueError(f"{directory} does not hold a VQPTTokenizer checkpoint")
-        model = cls(**config)
+        source = Path(directory) / "config.json"
+        model = cls(**config_kwargs(TokenizerConfig, config, source, optional=ADDED_CONFIG_KEYS))
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
     def _encode_features(self, video: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self._to_model_space(self._check_video(video)))
+        return self.encoder(self._to_model_space(self.check_video(video)))
 
     @staticmethod
     def _to_model_space(video: torch.Tensor) -> torch.Tensor:
@@ -276,14 +350,32 @@ class VQPTTokenizer(nn.Module):
         tokens = rearrange(indices, "(b t h w) g -> b t h w g", **self._dims(features))
         return tokens.squeeze(-1) if self.num_quantizers == 1 else tokens
 
-    def _check_video(self, video: torch.Tensor) -> torch.Tensor:
-        video = as_float_video(video, "video", channels=self.config.in_channels)
-        check_spatial_divisible(video.shape[-2], video.shape[-1], self.downsample, "video")
+    def check_video(self, video: torch.Tensor, name: str = "video") -> torch.Tensor:
+        """A model input ``[B, T, C, H, W]`` → float ``[B, T, C, H, W]`` in ``[0, 1]`` in the model's dtype.
+
+        uint8 is divided by 255; float16/bfloat16/float64 in ``[0, 1]`` are converted. ``ValueError`` naming
+        ``name`` for anything else: see :func:`~aime_rl.utils.validation.as_model_video` (rank, empty dims,
+        channels, ``frame_size``, dtype, NaN/inf, values outside [0, 1]); T must be even with
+        ``temporal_downsample``.
+        """
+        video = as_model_video(video, name, **self._input_spec())
         if video.shape[1] % self.temporal_factor:
             raise ValueError(
-                f"video length T must be even with temporal_downsample=True, got shape {tuple(video.shape)}"
+                f"{name} length T must be even with temporal_downsample=True, got shape {tuple(video.shape)}"
             )
         return video
+
+    def check_frames(self, frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
+        """One frame per row ``[B, C, H, W]`` → float ``[B, C, H, W]`` in ``[0, 1]``, checked like :meth:`check_video`."""
+        return as_model_frames(frames, name, **self._input_spec())
+
+    def _input_spec(self) -> dict[str, Any]:
+        return {
+            "channels": self.config.in_channels,
+            "downsample": self.downsample,
+            "frame_size": self.config.frame_size,
+            "dtype": next(self.encoder.parameters()).dtype,
+        }
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Validate ids and return them as ``[B, T', h, w, G]`` int64."""
@@ -316,8 +408,7 @@ class TokenizerStream:
     """
 
     def __init__(self, tokenizer: VQPTTokenizer, batch_size: int):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         device = next(tokenizer.parameters()).device
@@ -367,12 +458,11 @@ class TokenizerStream:
         self.cache.reset(mask)
 
     def _check_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        frames = as_float_frames(frames, "frames", channels=self.tokenizer.config.in_channels)
+        frames = self.tokenizer.check_frames(frames, "frames")
         if frames.shape[0] != self.batch_size:
             raise ValueError(
                 f"frames must have batch size {self.batch_size} (the stream's), got shape {tuple(frames.shape)}"
             )
-        check_spatial_divisible(frames.shape[-2], frames.shape[-1], self.tokenizer.downsample, "frames")
         if self.frame_shape is not None and self.frame_shape != tuple(frames.shape[-2:]):
             raise ValueError(f"frames must keep size {self.frame_shape}, got shape {tuple(frames.shape)}")
         self.frame_shape = tuple(frames.shape[-2:])

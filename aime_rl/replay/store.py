@@ -342,7 +342,7 @@ class ReplayStore:
         it must be new to this store, or two writers would share keys."""
         if not token.replace("_", "").isalnum():
             raise ValueError(f"writer_token must be letters, digits and '_', got {token!r}")
-        if (self.chunk_dir.is_dir() and any(p.name.startswith(f"{token}-") for p in self.chunk_dir.iterdir())):
+        if self.chunk_dir.is_dir() and any(p.name.startswith(f"{token}-") for p in self.chunk_dir.iterdir()):
             raise ValueError(f"writer_token {token!r} was already used in {self.directory}")
         return token
 

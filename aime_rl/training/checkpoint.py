@@ -18,17 +18,18 @@ atomically, and only then are older checkpoints deleted. A crash at any point le
 loadable and ``latest`` pointing at a complete directory (leftover temporary directories are ignored and removed
 by the next ``save``; if ``latest`` ever names a missing directory, the newest complete one is used). Damage the writer cannot produce (a truncated or edited file) raises ``ValueError`` naming
 the file.
+
+File modes follow the umask (files ``0o666 & ~umask``, checkpoint directories ``0o777 & ~umask``), so a run can be
+shared with a group; see :mod:`aime_rl.utils.io`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,13 +42,16 @@ from torch import nn
 from aime_rl.utils.io import (
     CONFIG_NAME,
     WEIGHTS_NAME,
-    _fsync_dir,
     atomic_save_safetensors,
     atomic_write,
     atomic_write_json,
+    file_digest,
+    fsync_dir,
     load_state_dict_strict,
+    make_temp_dir,
     read_json,
     read_safetensors,
+    verify_file_digest,
 )
 
 logger = logging.getLogger(__name__)
@@ -158,14 +162,6 @@ def _weights_for_safetensors(state_dict: Mapping[str, torch.Tensor]) -> dict[str
     return tensors
 
 
-def _file_digest(path: Path) -> dict[str, Any]:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return {"bytes": path.stat().st_size, "sha256": sha.hexdigest()}
-
-
 def _save_torch(path: Path, obj: Any) -> None:
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
@@ -265,14 +261,12 @@ class CheckpointManager:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_leftovers()
         final = self.directory / _step_dir_name(step)
-        staging = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=self.directory))
+        staging = make_temp_dir(self.directory, prefix=f"{_TMP_PREFIX}{final.name}-")
         try:
             atomic_save_safetensors(staging / WEIGHTS_NAME, _weights_for_safetensors(model.state_dict()))
             atomic_write_json(staging / CONFIG_NAME, dict(config or {}))
             _save_torch(staging / STATE_NAME, state)
-            manifest = {
-                name: _file_digest(staging / name) for name in (WEIGHTS_NAME, CONFIG_NAME, STATE_NAME)
-            }
+            manifest = {name: file_digest(staging / name) for name in (WEIGHTS_NAME, CONFIG_NAME, STATE_NAME)}
             atomic_write_json(
                 staging / MANIFEST_NAME, {"format": FORMAT_NAME, "step": step, "files": manifest}
             )
@@ -291,7 +285,7 @@ class CheckpointManager:
             old = self.directory / f"{_TRASH_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
         os.replace(staging, final)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -368,15 +362,7 @@ class CheckpointManager:
         if not isinstance(files, dict) or manifest.get("format") != FORMAT_NAME:
             raise ValueError(f"corrupted checkpoint manifest {path / MANIFEST_NAME}")
         for name, expected in files.items():
-            file = path / name
-            if not file.is_file():
-                raise ValueError(f"missing checkpoint file: {file}")
-            actual = _file_digest(file)
-            if actual != expected:
-                raise ValueError(
-                    f"corrupted checkpoint file {file}: expected {expected['bytes']} bytes with SHA-256 "
-                    f"{expected['sha256'][:12]}…, found {actual['bytes']} bytes with {actual['sha256'][:12]}…"
-                )
+            verify_file_digest(path / name, expected, kind="checkpoint")
 
     @staticmethod
     def _read_state(file: Path) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 from gymnasium import spaces
 
 from ..replay.store import ReplayStore
-from ..utils.validation import row_index
+from ..utils.validation import check_batch_size, row_index
 from .vrnn import VRNN, StepState
 
 __all__ = ["VRNNFilter", "WorldModelEnv"]
@@ -39,6 +39,10 @@ class VRNNFilter:
     Pass either tokens or frames consistently: the tokenizer stream only sees the frames it is given.
     ``reset(mask)`` restarts rows (bool ``[B]``) as new episodes; ``select(rows)`` is an independent filter over
     some of the rows.
+
+    NaN/inf in the context, a frame embedding or the action of a row that continues its episode raise
+    ``ValueError`` before anything changes (one bad value would otherwise poison the row's state for the rest of
+    the episode).
     """
 
     def __init__(
@@ -48,8 +52,7 @@ class VRNNFilter:
         sample: bool = False,
         generator: torch.Generator | None = None,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         self.vrnn = vrnn
         self.batch_size = batch_size
         self.sample = sample
@@ -69,19 +72,23 @@ class VRNNFilter:
         """One real step: context ``[B, D]``, frame (see class doc), previous action ``[B]`` ids or ``[B, A]``.
 
         ``prev_action`` is ignored for rows that start an episode at this call (it may be None when all do).
-        Returns the belief ``[B, H + Z]``.
+        Returns the belief ``[B, H + Z]``. NaN/inf in ``context``, a frame embedding or the action of a continuing
+        row raise ``ValueError`` (the filter's state is left as it was).
         """
         vrnn, b = self.vrnn, self.batch_size
         context = torch.as_tensor(context, device=vrnn.device)
         if context.shape != (b, vrnn.context_dim):
             raise ValueError(f"context must have shape [{b}, {vrnn.context_dim}], got {tuple(context.shape)}")
+        _check_finite(context, "context")
         context = context.to(vrnn.rnn.weight_ih.dtype)
-        embedding = self._embedding(frame)
-        carry = vrnn.initial_state(b)
+        action = None
         if self.state is not None and bool(self.started.any()):
             if prev_action is None:
                 raise ValueError("prev_action must be given for rows that continue an episode")
             action = vrnn.encode_actions(self._mask_action(prev_action), (b,))
+        embedding = self._embedding(frame)
+        carry = vrnn.initial_state(b)
+        if action is not None:
             moved = vrnn.transition(self.state, action)
             keep = self.started.view(-1, 1)
             carry.h = torch.where(keep, moved.h, carry.h)
@@ -131,7 +138,16 @@ class VRNNFilter:
                 f"prev_action must have batch size {self.batch_size}, got shape {tuple(action.shape)}"
             )
         keep = self.started.view(-1, *([1] * (action.dim() - 1)))
-        return torch.where(keep, action, torch.zeros_like(action))
+        action = torch.where(keep, action, torch.zeros_like(action))
+        if action.is_floating_point() and not bool(torch.isfinite(action).all()):
+            rows = (
+                (~torch.isfinite(action)).reshape(self.batch_size, -1).any(-1).nonzero().squeeze(1).tolist()
+            )
+            raise ValueError(
+                f"prev_action contains NaN or inf values in rows {rows} (rows that continue an episode), "
+                f"got shape {tuple(action.shape)}"
+            )
+        return action
 
     def _embedding(self, frame: torch.Tensor) -> torch.Tensor:
         vrnn, b = self.vrnn, self.batch_size
@@ -143,6 +159,7 @@ class VRNNFilter:
                 raise ValueError(
                     f"frame embedding must be [{b}, {vrnn.config.embed_dim}], got {tuple(frame.shape)}"
                 )
+            _check_finite(frame, "frame embedding")
             return frame.to(vrnn.rnn.weight_ih.dtype)
         if frame.is_floating_point() or frame.dtype == torch.uint8:  # an image [B, 3, H, W]
             if self._tokenizer_stream is None:
@@ -152,6 +169,12 @@ class VRNNFilter:
             tokens = frame
         tokens = vrnn._check_tokens(tokens.unsqueeze(1)).squeeze(1)
         return vrnn.embed_tokens(tokens)
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` when a float ``tensor`` (any shape) holds NaN or inf."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or inf values (shape {tuple(tensor.shape)})")
 
 
 class WorldModelEnv(gym.Env):

@@ -45,6 +45,7 @@ import dataclasses
 import functools
 import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,8 +53,8 @@ from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
-from ..utils.io import load_module_dir, load_state_dict_strict, save_module_dir
-from ..utils.validation import as_float_video
+from ..utils.io import CONFIG_NAME, load_module_dir, load_state_dict_strict, save_module_dir
+from ..utils.validation import as_float_video, check_positive, check_size_estimate, config_kwargs
 from .mixture import active_components, balanced_kl, free_nats_kl, gaussian_mixture_kl_mc
 from .stick_breaking import (
     DPConcentration,
@@ -817,10 +818,18 @@ class VRNN(nn.Module):
     def from_pretrained(
         cls, directory: str | os.PathLike, perceiver: nn.Module, map_location: str | torch.device = "cpu"
     ) -> VRNN:
-        """Load a VRNN written by :meth:`save_pretrained` on top of ``perceiver`` (whose sizes must match)."""
+        """Load a VRNN written by :meth:`save_pretrained` on top of ``perceiver`` (whose sizes must match).
+
+        ``ValueError`` naming the file for a missing/corrupted file, weights that fail the checksum manifest or
+        hold NaN/inf; naming the key for an unknown, missing or mistyped ``config.json`` key or an absurd size
+        (refused before anything is allocated).
+        """
         config, state = load_module_dir(directory)
         if config.pop("class", None) != "VRNN":
             raise ValueError(f"{directory} does not hold a VRNN checkpoint (config.json 'class')")
+        source = Path(directory) / CONFIG_NAME
+        config = config_kwargs(VRNNConfig, config, source)
+        _check_loaded_sizes(config, source)
         action_dim, discrete = config.pop("action_dim"), config.pop("discrete")
         model = cls(perceiver, action_dim, discrete, **config)
         load_state_dict_strict(model, state, directory)
@@ -828,6 +837,33 @@ class VRNN(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
+
+
+def _check_loaded_sizes(config: dict[str, Any], source: Any) -> None:
+    """Refuse sizes < 1 and configs whose layers would hold absurdly many elements, naming the keys."""
+    keys = (
+        "action_dim",
+        "hidden_dim",
+        "latent_dim",
+        "embed_dim",
+        "mlp_dim",
+        "decoder_channels",
+        "max_components",
+    )
+    check_positive({k: config[k] for k in keys}, str(source))
+    h, z, m, c = config["hidden_dim"], config["latent_dim"], config["mlp_dim"], config["decoder_channels"]
+    d = config["context_dim"] or 1
+    grid = config["token_grid"] or (1, 1)
+    check_size_estimate(
+        {
+            "hidden_dim (LSTM)": 4 * h * (h + z + d + config["action_dim"]),
+            "mlp_dim (posterior, prior and heads)": m * (m + 4 * (h + z) + 2 * d + config["embed_dim"]),
+            "max_components × latent_dim × mlp_dim (prior components)": 2 * config["max_components"] * z * m,
+            "decoder_channels, embed_dim (token-grid nets)": c
+            * (9 * c + (h + z + config["embed_dim"]) * grid[0] * grid[1]),
+        },
+        f"VRNN ({source})",
+    )
 
 
 def _perception_spec(perceiver: nn.Module) -> dict[str, Any]:

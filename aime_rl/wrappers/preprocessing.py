@@ -1,8 +1,10 @@
 """Frames from any pixel env, in the shape the perception model wants.
 
-Env frames are channels-last uint8 images: ``[H, W, 3]`` RGB, ``[H, W, 4]`` RGBA (alpha dropped), ``[H, W, 1]`` or
-``[H, W]`` grayscale (repeated to 3 channels). They come either from the observations (image observation space)
-or, for state-based envs made with ``render_mode="rgb_array"``, from ``render()``. :func:`to_model_frames` turns
+Env frames are channels-last uint8 images: ``[H, W, 3]`` RGB, ``[H, W, 1]`` or ``[H, W]`` grayscale (repeated to 3
+channels). Four channels are refused: ``[84, 84, 4]`` is as likely four stacked grayscale frames as RGBA, and
+reading a frame stack as one RGBA frame would silently drop a frame and mix three others into colours. They come
+either from the observations (image observation space) or, for state-based envs made with
+``render_mode="rgb_array"``, from ``render()``. :func:`to_model_frames` turns
 one frame or a batch into the model's input, uint8 ``[N, 3, h, w]``, resizing with
 ``torch.nn.functional.interpolate(mode="bilinear", antialias=True)`` (no opencv).
 """
@@ -21,7 +23,12 @@ from aime_rl.perception import CausalPerceiverIO
 from aime_rl.utils.images import resize_uint8
 
 FrameSource = Literal["observation", "render"]
-IMAGE_CHANNELS = (1, 3, 4)
+IMAGE_CHANNELS = (1, 3)
+FOUR_CHANNELS_MESSAGE = (
+    "got 4 channels: stacked frames and RGBA frames are not supported (4 channels could be either); give the "
+    "env RGB [H, W, 3] or grayscale [H, W] / [H, W, 1] frames, e.g. remove a FrameStack wrapper (the context "
+    "model sees the past itself) or drop the alpha channel"
+)
 
 __all__ = [
     "FrameSource",
@@ -34,7 +41,7 @@ __all__ = [
 
 
 def is_image_space(space: gym.Space) -> bool:
-    """True for a uint8 ``Box`` of shape ``[H, W]`` or ``[H, W, C]`` with ``C`` in (1, 3, 4) (channels last)."""
+    """True for a uint8 ``Box`` of shape ``[H, W]`` or ``[H, W, C]`` with ``C`` in (1, 3) (channels last)."""
     if not isinstance(space, spaces.Box) or space.dtype != np.uint8:
         return False
     shape = space.shape
@@ -44,16 +51,28 @@ def is_image_space(space: gym.Space) -> bool:
 def frame_source_from(observation_space: gym.Space, render_mode: str | None, what: str) -> FrameSource:
     """``"observation"`` for an image observation space, else ``"render"`` when ``render_mode == "rgb_array"``.
 
-    Raises ``ValueError`` naming ``what`` (the env), the observation space and the render mode otherwise.
+    Raises ``ValueError`` naming ``what`` (the env), the observation space and the render mode otherwise, and for a
+    4-channel uint8 image space (stacked or RGBA frames are not supported).
     """
     if is_image_space(observation_space):
         return "observation"
+    if _is_four_channel_image_space(observation_space):
+        raise ValueError(f"{what} observation space {observation_space}: {FOUR_CHANNELS_MESSAGE}")
     if render_mode == "rgb_array":
         return "render"
     raise ValueError(
         f"{what} has no frames: its observation space {observation_space} is not a uint8 image "
-        "([H, W], [H, W, 1], [H, W, 3] or [H, W, 4]) and its render_mode is "
+        "([H, W], [H, W, 1] or [H, W, 3]) and its render_mode is "
         f"{render_mode!r}; make it with render_mode='rgb_array' to use the rendered frames"
+    )
+
+
+def _is_four_channel_image_space(space: gym.Space) -> bool:
+    return (
+        isinstance(space, spaces.Box)
+        and space.dtype == np.uint8
+        and len(space.shape) == 3
+        and space.shape[-1] == 4
     )
 
 
@@ -66,16 +85,20 @@ def frame_source_for(env: gym.Env) -> FrameSource:
 
 
 def _as_channels_last_batch(frames: np.ndarray) -> np.ndarray:
-    """``[H, W]``, ``[H, W, C]`` or ``[N, H, W, C]`` → ``[N, H, W, C]`` (``C`` in 1, 3, 4)."""
+    """``[H, W]``, ``[H, W, C]`` or ``[N, H, W, C]`` → ``[N, H, W, C]`` (``C`` in 1, 3); no empty dims."""
     if frames.ndim == 2:
         frames = frames[..., None]
     if frames.ndim == 3:
         frames = frames[None]
+    if frames.ndim == 4 and frames.shape[-1] == 4:
+        raise ValueError(f"frames of shape {tuple(frames.shape)}: {FOUR_CHANNELS_MESSAGE}")
     if frames.ndim != 4 or frames.shape[-1] not in IMAGE_CHANNELS:
         raise ValueError(
-            "frames must be [H, W], [H, W, C] or [N, H, W, C] with C in (1, 3, 4), "
+            "frames must be [H, W], [H, W, C] or [N, H, W, C] with C in (1, 3), "
             f"got shape {tuple(frames.shape)}"
         )
+    if 0 in frames.shape:
+        raise ValueError(f"frames must not be empty, got shape {tuple(frames.shape)}")
     return frames
 
 
@@ -83,8 +106,8 @@ def to_model_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) ->
     """Env frames → model frames, uint8 ``[N, 3, h, w]`` with ``(h, w) = size``.
 
     Args:
-        frames: uint8 ``[H, W]``, ``[H, W, C]`` or ``[N, H, W, C]``, ``C`` in (1, 3, 4): grayscale is repeated to
-            RGB, alpha is dropped.
+        frames: uint8 ``[H, W]``, ``[H, W, C]`` or ``[N, H, W, C]``, ``C`` in (1, 3): grayscale is repeated to
+            RGB. 4 channels (stacked or RGBA frames) raise ``ValueError``.
         size: ``(h, w)`` of the model (``CausalPerceiverIO.frame_size``).
 
     Frames of another size are resized with antialiased bilinear interpolation; frames of the right size are
@@ -100,8 +123,6 @@ def to_model_frames(frames: np.ndarray | torch.Tensor, size: tuple[int, int]) ->
     channels = video.shape[1]
     if channels == 1:
         video = video.expand(-1, 3, -1, -1)
-    elif channels == 4:
-        video = video[:, :3]
     return resize_uint8(video, size).contiguous()
 
 

@@ -9,6 +9,9 @@ import torch.nn.functional as F
 
 from ...utils.validation import row_index
 
+#: Slots a :class:`WindowKVCache` starts with (fewer when the window needs fewer).
+INITIAL_SLOTS = 8
+
 
 def window_mask(query_time: torch.Tensor, key_time: torch.Tensor, window: int | None) -> torch.Tensor:
     """Bool ``[Tq, Lk]``: query at frame ``query_time[i]`` may see key emitted at frame ``key_time[j]``.
@@ -34,8 +37,10 @@ class WindowKVCache:
     Each slot holds the ``tokens_per_step`` keys/values of one emitted step and its *age* in frames. Every frame
     ``advance()`` ages all slots and moves each row's ``clock`` (frames since the row's start, 0 at its first
     frame); ``write()`` puts a new step (age 0) into the oldest slot of the chosen rows. A key is visible while
-    ``age < window``. With a window the cache has a fixed number of slots (``ceil(window / frames_per_step)``), so
-    memory stops growing once it is full; with ``window=None`` it grows.
+    ``age < window``. The cache starts with at most :data:`INITIAL_SLOTS` slots and doubles when a row needs
+    more: with a window it stops at ``ceil(window / frames_per_step)`` slots (a ring buffer from then on), so
+    memory stops growing once the window is full and never exceeds what the frames seen so far need (a window of
+    ``10**9`` costs no more than ``None`` until that many frames arrive); with ``window=None`` it keeps growing.
 
     ``prefix`` (keys, values ``[heads, P, head_dim]``, e.g. an attention layer's null key) fills the first ``P``
     positions of every row and is always visible, so attention needs no per-step concatenation.
@@ -59,7 +64,8 @@ class WindowKVCache:
         self.window = window
         self.tokens_per_step = tokens_per_step
         self.prefix_length = 0 if prefix is None else prefix[0].shape[1]
-        slots = -(-window // frames_per_step) if window is not None else 8
+        self.max_slots = None if window is None else -(-window // frames_per_step)
+        slots = INITIAL_SLOTS if self.max_slots is None else min(self.max_slots, INITIAL_SLOTS)
         length = self.prefix_length + slots * tokens_per_step
         self.keys = torch.zeros(batch_size, num_heads, length, head_dim, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
@@ -106,7 +112,7 @@ class WindowKVCache:
 
     def write(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor) -> None:
         """Store ``keys``/``values`` ``[B, heads, tokens_per_step, head_dim]`` for rows where ``rows`` (bool [B])."""
-        if self.window is None and bool((self.next_slot[rows] >= self.num_slots).any()):
+        if self._can_grow() and bool((self.next_slot[rows] >= self.num_slots).any()):
             self._grow()
         slot = self.next_slot % self.num_slots
         written_rows = rows.nonzero().squeeze(1)
@@ -143,10 +149,24 @@ class WindowKVCache:
         self.next_slot[rows] = 0
         self.clock[rows] = -1
 
+    def _can_grow(self) -> bool:
+        return self.max_slots is None or self.num_slots < self.max_slots
+
     def _grow(self) -> None:
-        """Double the number of slots (only with ``window=None``)."""
-        p = self.prefix_length
-        self.keys = torch.cat([self.keys, torch.zeros_like(self.keys[:, :, p:])], dim=2)
-        self.values = torch.cat([self.values, torch.zeros_like(self.values[:, :, p:])], dim=2)
-        self.age = torch.cat([self.age, torch.zeros_like(self.age)], dim=1)
-        self.valid = torch.cat([self.valid, torch.zeros_like(self.valid)], dim=1)
+        """Double the number of slots, up to ``max_slots``.
+
+        Only called before any row wrapped around (every row's slots ``0 … next_slot − 1`` are in order), so the
+        new, empty slots are simply appended: keys/values ``[B, heads, P + slots · tokens, d]`` gain
+        ``added · tokens`` positions, ages/valid flags ``[B, slots]`` gain ``added`` columns.
+        """
+        added = (
+            self.num_slots if self.max_slots is None else min(self.num_slots, self.max_slots - self.num_slots)
+        )
+        b, h, _, d = self.keys.shape
+        extra = torch.zeros(
+            b, h, added * self.tokens_per_step, d, dtype=self.keys.dtype, device=self.keys.device
+        )
+        self.keys = torch.cat([self.keys, extra], dim=2)
+        self.values = torch.cat([self.values, torch.zeros_like(extra)], dim=2)
+        self.age = torch.cat([self.age, self.age.new_zeros(b, added)], dim=1)
+        self.valid = torch.cat([self.valid, self.valid.new_zeros(b, added)], dim=1)
