@@ -88,8 +88,10 @@ class PerceiverTokenPredictor(nn.Module):
         perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
         next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
         context_prediction_weight: weight of next-frame prediction from every earlier frame's pooled context alone
-            (one 256-d vector, no latents): a bottleneck that makes the context — what agents and the world model
-            see — carry what changes in the next frame. 0 (the seed's model) turns it off.
+            (one 256-d vector, no latents, and no copy of the previous frame's tokens): a bottleneck that makes the
+            context — what agents and the world model see — carry the state of the next frame, static objects
+            included (with the copy prior of the main objective, the latents only need to carry what changes).
+            0 (the seed's model) turns it off.
         window: default causal window (frames) of the encoder during training; None = all past frames.
     """
 
@@ -263,24 +265,32 @@ class PerceiverTokenPredictor(nn.Module):
     # -- prediction ----------------------------------------------------------------------------------------------
 
     def predict_logits(
-        self, memory: torch.Tensor, ids: torch.Tensor, last_tokens: torch.Tensor
+        self, memory: torch.Tensor, ids: torch.Tensor, last_tokens: torch.Tensor | None
     ) -> torch.Tensor:
         """Memory ``[B, M, D]`` of the last observed frame, its tokens ``last_tokens [B, h, w, G]`` and future ids
         ``[B, F, h, w, G]`` (mask id = unknown) → logits ``[B, F, h, w, G, num_codes]`` for token steps 1…F after it.
 
         Each output query sees the last observed token at its own position (a "copy" prior), so the latents need
-        to carry what changes — motion — rather than the whole frame.
+        to carry what changes — motion — rather than the whole frame. ``last_tokens=None`` removes that prior: the
+        memory alone must then carry the whole next frame (the context-prediction objective).
         """
         b, f, h, w = ids.shape[:4]
         if f > self.sequence_length:
             raise ValueError(f"cannot predict {f} token steps ahead; sequence_length={self.sequence_length}")
-        last = self.last_frame_proj(self.input_adapter.embed_ids(last_tokens).flatten(1, 2))
-        queries = self.input_adapter(ids) + self.offset_embedding[:f].unsqueeze(1) + last.unsqueeze(1)
+        queries = self.input_adapter(ids) + self.offset_embedding[:f].unsqueeze(1)
+        if last_tokens is not None:
+            last = self.last_frame_proj(self.input_adapter.embed_ids(last_tokens).flatten(1, 2))
+            queries = queries + last.unsqueeze(1)
         hidden = self.decoder(rearrange(queries, "b f n d -> b (f n) d"), memory)
         return rearrange(self.output_adapter(hidden), "b (f h w) g k -> b f h w g k", f=f, h=h)
 
     def forward(
-        self, videos: torch.Tensor, num_context_frames: int = 10, return_dict: bool = True
+        self,
+        videos: torch.Tensor | None,
+        num_context_frames: int = 10,
+        return_dict: bool = True,
+        *,
+        tokens: torch.Tensor | None = None,
     ) -> dict[str, Any] | tuple:
         """Predict frames ``num_context_frames … T−1`` of ``videos [B, T, C, H, W]`` from the frames before.
 
@@ -295,11 +305,48 @@ class PerceiverTokenPredictor(nn.Module):
           ``perceptual_enabled``, ``accuracy`` (on masked future tokens), ``mask`` (bool ``[B, F', h, w]``).
 
         In training mode a cosine-scheduled random share of future positions is masked (MaskGIT); in eval mode
-        all of them are, so ``predicted_tokens`` is a pure prediction.
+        all of them are, so ``predicted_tokens`` is a pure prediction. ``videos=None, tokens=...`` trains from
+        precomputed tokens (:meth:`forward_tokens`; through ``forward`` so that DDP averages the gradients).
         """
+        if tokens is not None:  # precomputed tokens (a token cache): losses only, see forward_tokens
+            return self.forward_tokens(tokens, num_context_frames)
         video = self.tokenizer.check_video(videos, "videos")
-        context_steps = self._check_split(video.shape[1], num_context_frames)
+        self._check_split(video.shape[1], num_context_frames)
         tokens = self.tokenize(video)
+        out = self._predict(tokens, num_context_frames, video)
+        context_steps = num_context_frames // self.frames_per_token_step
+        with torch.no_grad():
+            predicted = out["predicted_tokens"]
+            predicted = predicted.unsqueeze(-1) if predicted.dim() == 4 else predicted
+            out["reconstructed"] = self.tokenizer.decode(
+                self._squeeze(torch.cat([tokens[:, :context_steps], predicted], 1))
+            )
+        reconstructed, logits, loss = out["reconstructed"], out["logits"], out["loss"]
+        return out if return_dict else (reconstructed, out["predicted_tokens"], logits, loss)
+
+    def forward_tokens(self, tokens: torch.Tensor, num_context_frames: int) -> dict[str, Any]:
+        """The training losses of :meth:`forward` from precomputed tokens ``[B, T', h, w(, G)]`` (a token cache:
+        :mod:`aime_rl.training.token_cache`), without tokenizing or decoding anything.
+
+        Returns the dict of :meth:`forward` without ``reconstructed``. The perceptual term needs frames: a model
+        whose LPIPS term is active raises ``ValueError`` (train it on frames).
+        """
+        if self.perceptual_term_active():
+            raise ValueError("the perceptual (LPIPS) term needs frames: train on videos, not cached tokens")
+        tokens = tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
+        if tokens.dim() != 5 or tokens.shape[-1] != self.tokenizer.num_quantizers:
+            raise ValueError(
+                f"tokens must be [B, T', h, w, {self.tokenizer.num_quantizers}], got {tuple(tokens.shape)}"
+            )
+        self._check_split(tokens.shape[1] * self.frames_per_token_step, num_context_frames)
+        return self._predict(tokens.long(), num_context_frames, None)
+
+    def _predict(
+        self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None
+    ) -> dict[str, Any]:
+        """Losses and predictions from tokens ``[B, T', h, w, G]`` split at ``num_context_frames`` (``video`` only
+        for the perceptual term)."""
+        context_steps = num_context_frames // self.frames_per_token_step
         target = tokens[:, context_steps:]
         latents = self.encode_tokens(tokens[:, :context_steps], num_context_frames, self.window)
         memory = self.memory(latents)
@@ -308,13 +355,17 @@ class PerceiverTokenPredictor(nn.Module):
         logits = self.predict_logits(memory[:, -1], ids, tokens[:, context_steps - 1])
         token_loss = self._cross_entropy(logits[mask], target[mask])
         predicted = torch.where(mask.unsqueeze(-1), logits.argmax(-1), target)
-        perceptual = self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
+        perceptual = (
+            self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
+            if video is not None
+            else logits.new_zeros(())
+        )
         next_frame = self._next_frame_loss(memory, tokens[:, :context_steps], self.next_frame_weight)
         context_only = self.frame_context(latents).unsqueeze(
             2
         )  # [B, T, 1, D]: the context as the only memory
         context_prediction = self._next_frame_loss(
-            context_only, tokens[:, :context_steps], self.context_prediction_weight
+            context_only, tokens[:, :context_steps], self.context_prediction_weight, copy_prior=False
         )
         loss = (
             token_loss
@@ -323,12 +374,8 @@ class PerceiverTokenPredictor(nn.Module):
             + self.perceptual_weight * perceptual
         )
         with torch.no_grad():
-            reconstructed = self.tokenizer.decode(
-                self._squeeze(torch.cat([tokens[:, :context_steps], predicted], 1))
-            )
             accuracy = (logits.argmax(-1) == target)[mask].float().mean()
-        out = {
-            "reconstructed": reconstructed,
+        return {
             "predicted_tokens": self._squeeze(predicted),
             "logits": logits,
             "loss": loss,
@@ -336,11 +383,10 @@ class PerceiverTokenPredictor(nn.Module):
             "next_frame_loss": next_frame,
             "context_prediction_loss": context_prediction,
             "perceptual": perceptual,
-            "perceptual_enabled": self._perceptual_enabled(),
+            "perceptual_enabled": self.perceptual_term_active(),
             "accuracy": accuracy,
             "mask": mask,
         }
-        return out if return_dict else (reconstructed, out["predicted_tokens"], logits, loss)
 
     def _check_split(self, num_frames: int, num_context_frames: int) -> int:
         """Validate the split; returns the number of context token steps."""
@@ -374,9 +420,12 @@ class PerceiverTokenPredictor(nn.Module):
             label_smoothing=self.label_smoothing,
         )
 
-    def _next_frame_loss(self, memory: torch.Tensor, tokens: torch.Tensor, weight: float) -> torch.Tensor:
+    def _next_frame_loss(
+        self, memory: torch.Tensor, tokens: torch.Tensor, weight: float, copy_prior: bool = True
+    ) -> torch.Tensor:
         """CE of token step j predicted (fully masked) from the memory ``[B, T, M, D]`` of the frame just before it,
-        j = 1…T'−1 (zero without computing anything when ``weight`` is 0)."""
+        j = 1…T'−1 (zero without computing anything when ``weight`` is 0). ``copy_prior``: the decoder also sees the
+        previous frame's tokens (see :meth:`predict_logits`)."""
         steps = tokens.shape[1]
         if steps < 2 or weight == 0:
             return memory.new_zeros(())
@@ -384,14 +433,16 @@ class PerceiverTokenPredictor(nn.Module):
         mem = rearrange(memory[:, frames], "b j m d -> (b j) m d")
         target = rearrange(tokens[:, 1:], "b j h w g -> (b j) 1 h w g")
         last = rearrange(tokens[:, :-1], "b j h w g -> (b j) h w g")
-        logits = self.predict_logits(mem, torch.full_like(target, self.input_adapter.mask_id), last)
+        logits = self.predict_logits(
+            mem, torch.full_like(target, self.input_adapter.mask_id), last if copy_prior else None
+        )
         return self._cross_entropy(logits, target)
 
     def _perceptual(
         self, context_tokens: torch.Tensor, logits: torch.Tensor, future: torch.Tensor
     ) -> torch.Tensor:
         """LPIPS of frames decoded from soft codes (softmax-weighted code vectors) against the true future frames."""
-        if not self._perceptual_enabled():
+        if not self.perceptual_term_active():
             return logits.new_zeros(())
         soft = self.tokenizer.quantizer.soft_lookup(logits.float().softmax(-1))
         hard = self.tokenizer.quantizer.lookup(context_tokens)
@@ -399,7 +450,7 @@ class PerceiverTokenPredictor(nn.Module):
         frames = self.tokenizer.decode_latents(latents)[:, -future.shape[1] :]
         return self.tokenizer.perceptual(frames.clamp(0, 1), future)
 
-    def _perceptual_enabled(self) -> bool:
+    def perceptual_term_active(self) -> bool:
         """Whether the LPIPS term is computed (checks the LPIPS weights only when ``perceptual_weight > 0``)."""
         return self.perceptual_weight > 0 and self.tokenizer.perceptual.enabled
 

@@ -247,8 +247,10 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     run.write_manifest("context", {"status": "running", "steps": config.context_steps, "inputs": inputs})
     model = build_model(config)
     model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
+    logdir = run.path / "context_model"
+    config_steps = trainer_config(config, config.context_steps)
     metrics = train_context_model(
-        model, store.directory, trainer_config(config, config.context_steps), run.path / "context_model"
+        model, store.directory, config_steps, logdir, token_cache=logdir / "token_cache"
     )
     model.save_pretrained(run.path / "model")
     manifest = {

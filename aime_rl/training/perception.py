@@ -33,6 +33,7 @@ from ..utils.tensorboard import (
     add_rollout_psnr,
     add_text_once,
 )
+from .token_cache import TokenWindowDataset, build_token_cache
 from .trainer import Trainer, TrainerConfig
 
 #: TensorBoard tags of the held-out metrics (the rollout tags are :func:`log_open_loop_rollout`'s); see
@@ -147,10 +148,14 @@ def train_tokenizer(
 
 
 def predictor_loss_fn(num_context_frames: int):
-    """Trainer loss for the predictor: its forward on ``batch["frames"]`` split at ``num_context_frames``."""
+    """Trainer loss for the predictor: its forward on ``batch["frames"]`` (or on cached ``batch["tokens"]``) split at
+    ``num_context_frames``."""
 
     def loss(model: PerceiverTokenPredictor, batch: dict) -> dict[str, Any]:
-        out = model(batch["frames"], num_context_frames=num_context_frames)
+        if "tokens" in batch:  # a token cache's windows
+            out = model(None, num_context_frames=num_context_frames, tokens=batch["tokens"])
+        else:
+            out = model(batch["frames"], num_context_frames=num_context_frames)
         keep = ("token_loss", "next_frame_loss", "context_prediction_loss", "perceptual", "accuracy")
         return {"total": out["loss"], **{k: out[k] for k in keep}}
 
@@ -181,8 +186,15 @@ def train_context_model(
     config: TrainerConfig,
     logdir: str | os.PathLike,
     num_context_frames: int | None = None,
+    token_cache: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Train the context model (predictor) with the tokenizer frozen; returns the last held-out metrics."""
+    """Train the context model (predictor) with the tokenizer frozen; returns the last held-out metrics.
+
+    ``token_cache``: a directory where the replay's tokens are computed once (:mod:`aime_rl.training.token_cache`)
+    and training windows are read from, instead of tokenizing every sampled window at every step. Used when the
+    tokenizer is per token step = per frame and no perceptual term needs the frames; held-out evaluation always
+    tokenizes frames.
+    """
     predictor = model.predictor
     for p in predictor.tokenizer.parameters():
         p.requires_grad_(False)
@@ -205,7 +217,7 @@ def train_context_model(
         predictor_loss_fn(context),
         config,
         logdir,
-        ReplayWindowDataset.from_config(store_dir, config),
+        training_windows(predictor, store_dir, config, token_cache),
         evaluate,
         model_config={"class": "CausalPerceiverIO"},
     )
@@ -213,6 +225,21 @@ def train_context_model(
     for p in predictor.tokenizer.parameters():
         p.requires_grad_(True)
     return results
+
+
+def training_windows(
+    predictor: PerceiverTokenPredictor,
+    store_dir,
+    config: TrainerConfig,
+    token_cache: str | os.PathLike | None,
+) -> ReplayWindowDataset:
+    """Frames windows, or the same windows' cached tokens when a token cache applies (see
+    :func:`train_context_model`)."""
+    usable = predictor.frames_per_token_step == 1 and not predictor.perceptual_term_active()
+    if token_cache is None or not usable:
+        return ReplayWindowDataset.from_config(store_dir, config)
+    build_token_cache(store_dir, predictor.tokenizer, token_cache)
+    return TokenWindowDataset.from_config(store_dir, config, cache_dir=token_cache)
 
 
 def log_open_loop_rollout(

@@ -1,0 +1,119 @@
+"""Ablation of the context model: what each change buys in the state the context carries.
+
+Takes a run whose tokenizer is trained (``aime-rl collect`` + ``train-tokenizer``), trains the context model once per
+variant on the run's replay with that tokenizer frozen, and probes each variant's streamed context on the same
+labelled random-policy frames (``aime_rl.evaluation``; Catch: R² of a ridge probe per state variable; Atari: F1 per
+RAM variable). Optionally trains PPO on each variant's context (``--agent-steps``) and reports the mean return.
+
+    python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
+        [--probe-steps 3000] [--agent-steps 20000] [--seeds 0 1 2]
+
+Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import aime_rl  # noqa: F401  (registers the built-in envs)
+from aime_rl.envs import make_env
+from aime_rl.evaluation import collect_labelled, default_label_fn, probe_model
+from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.pipeline import RunConfig, RunDir
+from aime_rl.pipeline.stages import trainer_config
+from aime_rl.training.perception import train_context_model
+
+VARIANTS: dict[str, dict] = {
+    "preset": {},
+    "seed-objective": {"context_prediction_weight": 0.0},
+    "ctx": {"context_prediction_weight": 1.0},
+}
+
+
+def build(config: RunConfig, tokenizer_dir: Path, overrides: dict) -> CausalPerceiverIO:
+    torch.manual_seed(config.seed)
+    shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
+    model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
+    model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
+    return model
+
+
+def agent_return(config: RunConfig, model_dir: Path, steps: int, seed: int) -> float:
+    from aime_rl.agents import make_agent, normalize_observations
+    from aime_rl.pipeline import episode_returns, make_context_venv
+
+    venv = normalize_observations(make_context_venv(config, model_dir, config.num_envs, seed, config.window))
+    agent = make_agent(config.algo, venv, seed=seed, **config.agent_kwargs)
+    agent.learn(steps)
+    venv.training = False
+    eval_venv = make_context_venv(config, model_dir, 4, seed + 1000, config.window, training=False)
+    eval_venv = normalize_observations(eval_venv)
+    eval_venv.obs_rms, eval_venv.training = venv.obs_rms, False
+    returns = episode_returns(eval_venv, agent, config.eval_episodes, seed + 1000, progress=False)
+    return float(np.mean(returns))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="run directory with a trained tokenizer")
+    parser.add_argument("--steps", type=int, default=None, help="context-model steps (default: the run's)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--probe-steps", type=int, default=3000)
+    parser.add_argument("--agent-steps", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args()
+
+    run = RunDir(Path(args.run))
+    config = run.stored_config()
+    steps = args.steps or config.context_steps
+    env_fn = lambda: make_env(config.env, training=False)  # noqa: E731
+    probe_env = env_fn()
+    data = collect_labelled(env_fn, default_label_fn(probe_env), args.probe_steps, seed=1234)
+    results = {}
+    for name in args.variants:
+        start = time.time()
+        model = build(config, run.path / "tokenizer" / "model", VARIANTS[name])
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics = train_context_model(
+                model, run.path / "replay", trainer_config(config, steps), Path(tmp) / "log"
+            )
+            model.save_pretrained(Path(tmp) / "model")
+            report = probe_model(
+                Path(tmp) / "model",
+                env_fn,
+                steps=args.probe_steps,
+                window=config.window,
+                data=data,
+                representations=("context",),
+                seed=0,
+            )
+            context = report.representations["context"]
+            scores = {var: round(result.score, 3) for var, result in context.variables.items()}
+            scores["score"] = round(context.score, 3)
+            returns = (
+                [agent_return(config, Path(tmp) / "model", args.agent_steps, s) for s in args.seeds]
+                if args.agent_steps
+                else []
+            )
+        results[name] = {
+            "scores": scores,
+            "accuracy": metrics.get("next_frame_accuracy"),
+            "copy_last": metrics.get("copy_last_accuracy"),
+            "returns": returns,
+            "seconds": round(time.time() - start, 1),
+        }
+        print(name, json.dumps(results[name], default=str), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
