@@ -325,3 +325,26 @@ class PerceptualLoss(nn.Module):
     def extra_repr(self) -> str:
         enabled = "not yet resolved" if self._state is None else self._state[0]
         return f"net={self.net!r}, enabled={enabled}"
+
+
+FOREGROUND_THRESHOLD = 0.05  # in [0, 1] pixel units: about 13 grey levels
+
+
+def foreground_mask(video: torch.Tensor, threshold: float = FOREGROUND_THRESHOLD) -> torch.Tensor:
+    """Bool ``[B, T, 1, H, W]``: pixels of ``video [B, T, C, H, W]`` (in [0, 1]) that differ by more than
+    ``threshold`` in some channel from the clip's background, its per-pixel median over time.
+
+    What moves within the clip is foreground; what stays put is background. A clip of one frame has no foreground.
+    """
+    background = video.median(dim=1, keepdim=True).values
+    return (video - background).abs().amax(dim=2, keepdim=True) > threshold
+
+
+def foreground_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE over the pixels of ``mask`` (``[B, T, 1, H, W]``, broadcast over channels) only; 0 when it is empty.
+
+    Averaged over the foreground pixels alone, so a ball of a few pixels weighs as much as the whole background does
+    in the plain MSE.
+    """
+    weight = mask.to(prediction.dtype).expand_as(prediction)
+    return (weight * (prediction - target) ** 2).sum() / weight.sum().clamp_min(1.0)

@@ -39,7 +39,7 @@ from ..utils.validation import (
     config_kwargs,
     row_index,
 )
-from .losses import PerceptualLoss
+from .losses import PerceptualLoss, foreground_mask, foreground_mse
 from .modules.conv import StreamCache
 from .modules.vector_quantize import VectorQuantize
 from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
@@ -68,10 +68,11 @@ class TokenizerConfig:
     kmeans_iters: int = 10
     patch_size: int = 1
     frame_size: tuple[int, int] | None = None
+    foreground_weight: float = 0.0
 
 
 #: Config keys added after tokenizer directories were first written (older ``config.json`` files lack them).
-ADDED_CONFIG_KEYS = ("frame_size",)
+ADDED_CONFIG_KEYS = ("frame_size", "foreground_weight")
 
 
 def tokenizer_size_terms(config: TokenizerConfig) -> dict[str, int]:
@@ -123,6 +124,10 @@ class VQPTTokenizer(nn.Module):
         commitment_weight: weight of the commitment loss.
         diversity_weight: weight of the entropy diversity loss.
         perceptual_weight: weight of the LPIPS term (off automatically when LPIPS weights are unavailable).
+        foreground_weight: weight of the reconstruction MSE over the foreground — the pixels that differ from the
+            clip's static background (its per-pixel temporal median). Small moving objects (a ball: a few pixels of
+            thousands) barely move the plain MSE, so without this term the tokens learn the background and drop
+            them. 0 (the seed's objective) turns it off.
         num_res_blocks: residual blocks per UNet level.
         dropout: dropout inside the residual blocks.
         use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
@@ -157,8 +162,11 @@ class VQPTTokenizer(nn.Module):
         kmeans_iters: int = 10,
         patch_size: int = 1,
         frame_size: tuple[int, int] | None = None,
+        foreground_weight: float = 0.0,
     ):
         super().__init__()
+        if not foreground_weight >= 0:
+            raise ValueError(f"foreground_weight must be >= 0, got {foreground_weight}")
         if frame_size is not None:
             frame_size = tuple(frame_size)
             if len(frame_size) != 2:
@@ -257,7 +265,9 @@ class VQPTTokenizer(nn.Module):
     def loss(self, video: torch.Tensor) -> dict[str, Any]:
         """Training objective on ``video [B, T, C, H, W]``; updates EMA codebooks in training mode.
 
-        Returns a dict: ``total``, ``reconstruction`` (MSE in [0, 1] pixel units), ``commitment``, ``codebook``,
+        Returns a dict: ``total``, ``reconstruction`` (MSE in [0, 1] pixel units), ``foreground`` (the MSE over the
+        pixels that differ from the clip's static background, see :func:`foreground_mask`; weighted by
+        ``foreground_weight``, 0 = the seed's objective), ``commitment``, ``codebook``,
         ``diversity``, ``perceptual`` (scalars), ``perceptual_enabled`` (bool), ``perplexity`` and ``usage``
         (``[G]``), ``tokens`` and ``reconstructed`` (``[B, T, C, H, W]``, unclamped).
         """
@@ -267,11 +277,22 @@ class VQPTTokenizer(nn.Module):
         quantized = rearrange(out.quantized, "(b t h w) c -> b c t h w", **self._dims(features))
         reconstructed = self.decode_latents(quantized)
         reconstruction = F.mse_loss(reconstructed, video)
+        foreground = (
+            foreground_mse(reconstructed, video, foreground_mask(video))
+            if self.config.foreground_weight > 0
+            else video.new_zeros(())
+        )
         perceptual = self._perceptual_term(reconstructed, video)
-        total = reconstruction + out.loss + self.config.perceptual_weight * perceptual
+        total = (
+            reconstruction
+            + self.config.foreground_weight * foreground
+            + out.loss
+            + self.config.perceptual_weight * perceptual
+        )
         return {
             "total": total,
             "reconstruction": reconstruction,
+            "foreground": foreground,
             "commitment": out.commitment,
             "codebook": out.codebook,
             "diversity": out.diversity,

@@ -24,6 +24,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ..perception import CausalPerceiverIO, PerceiverTokenPredictor, VQPTTokenizer
+from ..perception.losses import foreground_mask, foreground_mse
 from ..replay.dataset import ReplayWindowDataset
 from ..utils import metrics
 from ..utils.tensorboard import (
@@ -38,7 +39,7 @@ from .trainer import Trainer, TrainerConfig
 
 #: TensorBoard tags of the held-out metrics (the rollout tags are :func:`log_open_loop_rollout`'s); see
 #: :mod:`aime_rl.utils.tensorboard`.
-TOKENIZER_TAGS = {"psnr": "eval/reconstruction_psnr"}
+TOKENIZER_TAGS = {"psnr": "eval/reconstruction_psnr", "foreground_psnr": "eval/foreground_psnr"}
 NEXT_FRAME_TAGS = {
     "next_frame_accuracy": "eval/next_frame_accuracy",
     "copy_last_accuracy": "eval/next_frame_copy_last_accuracy",
@@ -58,6 +59,17 @@ def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
 def as_unit_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., 3, H, W]`` → float in [0, 1] (float input passes through)."""
     return frames.float() / 255.0 if frames.dtype == torch.uint8 else frames
+
+
+def foreground_psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR (dB) over the foreground pixels of ``target [B, T, C, H, W]`` only — those that differ from the clip's
+    static background (:func:`~aime_rl.perception.losses.foreground_mask`): the ball and paddle, not the wall.
+    NaN when nothing moves."""
+    mask = foreground_mask(target)
+    if not bool(mask.any()):
+        return float("nan")
+    mse = foreground_mse(prediction.float().clamp(0, 1), target.float(), mask).clamp_min(1e-10)
+    return float(10 * torch.log10(1.0 / mse))
 
 
 def holdout_batch(store_dir: str | os.PathLike, config: TrainerConfig, batch_size: int | None = None) -> dict:
@@ -100,6 +112,7 @@ def tokenizer_metrics(tokenizer: VQPTTokenizer, frames: torch.Tensor) -> dict[st
     )
     return {
         "psnr": psnr(reconstructed, video),
+        "foreground_psnr": foreground_psnr(reconstructed, video),
         "perplexity": perplexity,
         "usage": usage,
         "reconstructed": reconstructed,
@@ -122,6 +135,7 @@ def train_tokenizer(
         if writer is None:
             return
         writer.add_scalar(TOKENIZER_TAGS["psnr"], metrics["psnr"], step)
+        writer.add_scalar(TOKENIZER_TAGS["foreground_psnr"], metrics["foreground_psnr"], step)
         for g, (p, u) in enumerate(
             zip(metrics["perplexity"].tolist(), metrics["usage"].tolist(), strict=True)
         ):
