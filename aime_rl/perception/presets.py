@@ -35,6 +35,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             num_quantizers=4,
             use_3d_conv=False,
             patch_size=2,
+            foreground_weight=1.0,  # small moving objects (a ball) survive tokenization; see VQPTTokenizer
         ),
         "perceiver": dict(
             num_latents=16,
