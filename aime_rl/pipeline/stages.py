@@ -194,15 +194,37 @@ def log_replay_change(manifest: dict | None, replay: dict[str, int], stage_comma
         )
 
 
+def begin_training_stage(
+    run: RunDir,
+    stage: str,
+    command: str,
+    steps: int,
+    steps_flag: str,
+    inputs: dict[str, Any],
+    upstream: tuple[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The common start of a training stage: refuse a changed ``upstream`` artifact ``(input key, what)``, return
+    the manifest when the stage already trained ``steps`` (a no-op), else say what changed in the replay, mark the
+    stage running and return ``None``."""
+    manifest = run.manifest(stage)
+    if upstream:
+        refuse_changed_inputs(manifest, inputs, command, *upstream)
+    if finished(manifest, command, steps, steps_flag):
+        return manifest
+    log_replay_change(manifest, inputs["replay"], command)
+    run.write_manifest(stage, {"status": "running", "steps": steps, "inputs": inputs})
+    return None
+
+
 def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     """Train the tokenizer on the replay; saves ``tokenizer/model``."""
     store = open_replay(run)
-    manifest = run.manifest("tokenizer")
-    if finished(manifest, "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps"):
-        return manifest
     inputs = {"replay": replay_fingerprint(store)}
-    log_replay_change(manifest, inputs["replay"], "train-tokenizer")
-    run.write_manifest("tokenizer", {"status": "running", "steps": config.tokenizer_steps, "inputs": inputs})
+    done = begin_training_stage(
+        run, "tokenizer", "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps", inputs
+    )
+    if done:
+        return done
     model = build_model(config)
     logdir = run.path / "tokenizer"
     metrics = train_tokenizer(
@@ -239,12 +261,17 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     store = open_replay(run)
     tokenizer_dir = run.path / "tokenizer" / "model"
     inputs = {"tokenizer": weights_fingerprint(tokenizer_dir), "replay": replay_fingerprint(store)}
-    manifest = run.manifest("context")
-    refuse_changed_inputs(manifest, inputs, "train-perceiver", "tokenizer", "tokenizer")
-    if finished(manifest, "train-perceiver", config.context_steps, "--context-steps"):
-        return manifest
-    log_replay_change(manifest, inputs["replay"], "train-perceiver")
-    run.write_manifest("context", {"status": "running", "steps": config.context_steps, "inputs": inputs})
+    done = begin_training_stage(
+        run,
+        "context",
+        "train-perceiver",
+        config.context_steps,
+        "--context-steps",
+        inputs,
+        ("tokenizer", "tokenizer"),
+    )
+    if done:
+        return done
     model = build_model(config)
     model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     logdir = run.path / "context_model"
@@ -291,14 +318,17 @@ def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     perception_dir = model_dir(run)
     store = open_replay(run)
     inputs = {"model": weights_fingerprint(perception_dir), "replay": replay_fingerprint(store)}
-    manifest = run.manifest("world_model")
-    refuse_changed_inputs(manifest, inputs, "train-world-model", "model", "perception model")
-    if finished(manifest, "train-world-model", config.world_model_steps, "--world-model-steps"):
-        return manifest
-    log_replay_change(manifest, inputs["replay"], "train-world-model")
-    run.write_manifest(
-        "world_model", {"status": "running", "steps": config.world_model_steps, "inputs": inputs}
+    done = begin_training_stage(
+        run,
+        "world_model",
+        "train-world-model",
+        config.world_model_steps,
+        "--world-model-steps",
+        inputs,
+        ("model", "perception model"),
     )
+    if done:
+        return done
     perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
     train_world_model(
         store.directory, perceiver, trainer_config(config, config.world_model_steps), run.path / "world_model"
