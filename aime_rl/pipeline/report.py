@@ -60,7 +60,7 @@ def verdicts(report: dict[str, Any]) -> list[str]:
             )
         else:
             out.append(
-                f"- The context model is below its copy-last baseline: next-frame token accuracy {accuracy:.3f} vs "
+                f"- The context model is not above its copy-last baseline: next-frame token accuracy {accuracy:.3f} vs "
                 f"{copy_last:.3f} for copying the last frame's tokens (train it longer: --context-steps)."
             )
     return out

@@ -297,7 +297,7 @@ def format_context_metrics(metrics: dict[str, Any]) -> str:
         metrics.get("next_frame_accuracy", float("nan")),
         metrics.get("copy_last_accuracy", float("nan")),
     )
-    verdict = "above" if accuracy > copy_last else "BELOW"
+    verdict = "above" if accuracy > copy_last else "NOT above"
     return f"next-frame token accuracy {accuracy:.3f}, {verdict} the copy-last baseline {copy_last:.3f}"
 
 
