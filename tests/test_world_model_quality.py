@@ -49,7 +49,9 @@ CATCH_32 = dict(
 OBSERVE, HORIZON = 4, 4
 # 32×32 frames → 8×8 tokens × 4 heads
 # foreground_weight=0: the thresholds below were calibrated on the plain-MSE tokenizer (the world model is under test)
-TOKENIZER = dict(num_codes=32, downsample=4, diversity_weight=0.0, perceptual_weight=0.0, foreground_weight=0.0)
+TOKENIZER = dict(
+    num_codes=32, downsample=4, diversity_weight=0.0, perceptual_weight=0.0, foreground_weight=0.0
+)
 VRNN_KWARGS = dict(
     hidden_dim=128,
     latent_dim=16,
