@@ -171,6 +171,7 @@ def test_a_killed_collect_is_topped_up_without_duplicates(tmp_path, monkeypatch)
 def test_the_report_states_the_run_and_its_verdicts(run):
     report = (run / "report.md").read_text()
     assert "seed 0" in report and "evaluation episodes" in report and "of the codes of each head" in report
+    assert "evaluation took" in report and "replay steps" in report
     assert "copy-last" in report
     events = EventAccumulator(str(run / "agent" / "evaluation"))
     events.Reload()

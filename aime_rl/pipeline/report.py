@@ -25,7 +25,8 @@ def report_lines(name: str, report: dict[str, Any]) -> list[str]:
         f"context model {steps.get('context_model')} training steps, {report['algo'].upper()} for "
         f"{steps.get('agent')} env steps with a window of {report.get('window')} frames; "
         f"{report['episodes']} evaluation episodes"
-        + (f"; {report['seconds']:.0f} s in all." if "seconds" in report else "."),
+        + f"; evaluation took {report.get('evaluation_seconds', 0):.0f} s"
+        + (f", the whole run {report['seconds']:.0f} s." if "seconds" in report else "."),
         "",
         "| metric | value |",
         "|---|---|",
