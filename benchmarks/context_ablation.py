@@ -34,13 +34,26 @@ VARIANTS: dict[str, dict] = {
     "preset": {},
     "seed-objective": {"context_prediction_weight": 0.0},
     "ctx": {"context_prediction_weight": 1.0},
+    "pos0.15": {"_position_scale": 0.15},
+    "pos0.3": {"_position_scale": 0.3},
+    "downsample4": {"downsample": 4},  # needs a run whose tokenizer was trained with downsample 4
+    "downsample4+pos0.15": {"downsample": 4, "_position_scale": 0.15},
+    "downsample4+ctx": {"downsample": 4, "context_prediction_weight": 1.0},
 }
 
 
 def build(config: RunConfig, tokenizer_dir: Path, overrides: dict) -> CausalPerceiverIO:
     torch.manual_seed(config.seed)
     shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
+    overrides = dict(overrides)
+    position_scale = overrides.pop("_position_scale", None)
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
+    if (
+        position_scale is not None
+    ):  # shrink the grid position encoding at init (it swamps the code embeddings)
+        with torch.no_grad():
+            model.predictor.input_adapter.position.weight.mul_(position_scale)
+            model.predictor.input_adapter.position.bias.mul_(position_scale)
     model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     return model
 
