@@ -177,3 +177,14 @@ def test_a_hand_edited_run_config_is_one_line(tmp_path, capsys, edit):
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(ValueError, match="--agent-steps"):
         main(["train-agent", "--runs-dir", str(tmp_path), "--agent-steps", "0", "--debug"])
+
+
+def test_a_run_config_written_before_newer_settings_existed_still_loads(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    values = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())[0].to_dict()
+    for added in ("deterministic", "probe_steps"):
+        values.pop(added)
+    (run / "config.json").write_text(json.dumps(values))
+    config = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())
+    assert config[0].probe_steps == 3000 and config[0].deterministic is False

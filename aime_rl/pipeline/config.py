@@ -28,6 +28,8 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 # The stages, in pipeline order, and the run settings that shape each stage's outputs: changing one of them after
 # that stage has produced something would silently mix incompatible artifacts (rundir.py refuses it).
+# Settings added after run directories were first written: an older config.json lacks them and gets the default.
+ADDED_SETTINGS = ("deterministic", "probe_steps")
 STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
 SHAPING: dict[str, str] = {
     "env": "collect",
@@ -144,7 +146,7 @@ class RunConfig:
         unknown = sorted(set(values) - set(FIELD_TYPES))
         if unknown:
             raise ValueError(f"unknown settings in {source}: {', '.join(unknown)}")
-        missing = sorted(set(FIELD_TYPES) - set(values))
+        missing = sorted(set(FIELD_TYPES) - set(values) - set(ADDED_SETTINGS))
         if complete and missing:
             raise ValueError(f"settings missing from {source}: {', '.join(missing)}")
         for key, value in values.items():
