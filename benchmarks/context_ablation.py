@@ -39,7 +39,23 @@ VARIANTS: dict[str, dict] = {
     "downsample4": {"downsample": 4},  # needs a run whose tokenizer was trained with downsample 4
     "downsample4+pos0.15": {"downsample": 4, "_position_scale": 0.15},
     "downsample4+ctx": {"downsample": 4, "context_prediction_weight": 1.0},
+    "attention-pool": {"_pooling": "attention"},
+    "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
 }
+
+
+class AttentionPool(torch.nn.Module):
+    """Experiment: the context as a learned query's attention over the N latents, instead of their mean."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.query = torch.nn.Parameter(torch.zeros(channels))
+        self.key = torch.nn.Linear(channels, channels)
+        self.value = torch.nn.Linear(channels, channels)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        weights = (self.key(latents) @ self.query / latents.shape[-1] ** 0.5).softmax(-1)
+        return (weights.unsqueeze(-1) * self.value(latents)).sum(-2)
 
 
 def build(config: RunConfig, tokenizer_dir: Path, overrides: dict) -> CausalPerceiverIO:
@@ -47,7 +63,13 @@ def build(config: RunConfig, tokenizer_dir: Path, overrides: dict) -> CausalPerc
     shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
     overrides = dict(overrides)
     position_scale = overrides.pop("_position_scale", None)
+    pooling = overrides.pop("_pooling", None)
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
+    if pooling == "attention":
+        predictor = model.predictor
+        predictor.pool = AttentionPool(predictor.num_latent_channels)
+        pooled = lambda latents: predictor.context_norm(predictor.pool(latents))  # noqa: E731
+        object.__setattr__(predictor, "frame_context", pooled)  # shadows the method on this instance
     if (
         position_scale is not None
     ):  # shrink the grid position encoding at init (it swamps the code embeddings)
@@ -100,7 +122,7 @@ def main() -> None:
             )
             model.save_pretrained(Path(tmp) / "model")
             report = probe_model(
-                Path(tmp) / "model",
+                model.eval(),
                 env_fn,
                 steps=args.probe_steps,
                 window=config.window,
