@@ -315,3 +315,10 @@ def test_a_new_learning_rate_on_resume_is_applied_and_logged(tmp_path, store_dir
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(resumed.config.lr * factor)
     resumed.fit()
     assert resumed.scheduler.base_lrs == [resumed.config.lr] * len(resumed.optimizer.param_groups)
+
+
+def test_without_a_terminal_progress_is_printed_as_lines(tmp_path, store_dir, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    make_trainer(tmp_path, store_dir, make_config(), progress=None).fit()  # None: lines when not a terminal
+    lines = [line for line in capsys.readouterr().out.splitlines() if "steps/s, ETA" in line]
+    assert 2 <= len(lines) <= 11 and lines[-1].startswith(f"{tmp_path.name}: step 12/12 (100%)")

@@ -348,6 +348,23 @@ class Trainer:
             desc="train",
         )
 
+    def _progress_line(self, start: int, end: int) -> None:
+        """Without a terminal (nohup, SLURM) and with ``progress=None``, print a line with rate and ETA at every
+        tenth of the run instead of the tqdm bar (rank 0 only)."""
+        if self.progress is not None or sys.stderr.isatty() or not self.is_main:
+            return
+        every = max(-(-(end - start) // 10), 1)  # ceil: at most ten lines and the last
+        if (self.step - start) % every and self.step != end:
+            return
+        elapsed = max(time.perf_counter() - self._fit_started, 1e-9)
+        rate = (self.step - start) / elapsed
+        eta = (end - self.step) / rate if rate > 0 else float("inf")
+        print(
+            f"{self.logdir.name}: step {self.step}/{self.config.steps} ({100 * self.step / self.config.steps:.0f}%), "
+            f"{rate:.2f} steps/s, ETA {eta:.0f} s",
+            flush=True,
+        )
+
     # -- checkpoints ---------------------------------------------------------------------------------------------
 
     def _checkpoint_config(self) -> dict[str, Any]:
@@ -494,6 +511,7 @@ class Trainer:
         end = self.config.steps if stop_at is None else min(int(stop_at), self.config.steps)
         self.writer = self._open_writer(start)
         bar = self._progress_bar(start)
+        self._fit_started = time.perf_counter()
         last: dict[str, float] = {}
         batches = self._batch_iterator(start)
         tick, tick_step = time.perf_counter(), start
@@ -506,6 +524,7 @@ class Trainer:
                     tick, tick_step = now, self.step
                     bar.set_postfix(loss=f"{last.get('total', float('nan')):.4g}", lr=f"{last['lr']:.2e}")
                 bar.update(1)
+                self._progress_line(start, end)
                 if self._due(self.config.eval_every) or self.step == self.config.steps:
                     self.evaluate()
                 if self._due(self.config.checkpoint_every):
