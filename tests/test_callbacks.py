@@ -187,7 +187,7 @@ def test_wrappers_must_be_found():
 def test_rollout_video_in_sb3_tensorboard(tmp_path, model_dir):
     env = make_env(tmp_path, model_dir)
     agent = make_agent("ppo", env, tensorboard_log=str(tmp_path / "tb"), **PPO_SETTINGS)
-    callback = RolloutVideoCallback(every=64, num_videos=2)
+    callback = RolloutVideoCallback(every_n_steps=64, num_videos=2)
 
     agent.learn(128, callback=callback)
 
@@ -222,3 +222,11 @@ def test_rollout_video_own_writer(tmp_path, model_dir):
     gifs = read_event_images(tmp_path / "videos")["video"]
     assert len(gifs) == 1 and gifs[0].startswith(b"GIF89a")
     env.close()
+
+
+def test_rollout_video_every_is_a_deprecated_spelling_of_every_n_steps():
+    with pytest.warns(DeprecationWarning, match="every_n_steps"):
+        callback = RolloutVideoCallback(every=64, num_videos=2)
+    assert callback.every_n_steps == 64 and callback.num_videos == 2
+    with pytest.raises(TypeError, match="every_n_steps"):
+        RolloutVideoCallback(every=64, every_n_steps=32)

@@ -1,0 +1,94 @@
+"""Find what a callback needs in the agent's training env and logger, when it is not given explicitly.
+
+- :func:`find_context_envs`: the :class:`~aime_rl.wrappers.VecContextObservation` that computes the observations;
+- :func:`find_replay_store`: the store of the :class:`~aime_rl.replay.VecRecordFrames` under it;
+- :func:`find_tensorboard_writer`: the ``SummaryWriter`` of SB3's TensorBoard output (``tensorboard_log=``);
+- :func:`reset_context_stream`: restart a context wrapper's stream after its model's weights changed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
+from torch.utils.tensorboard import SummaryWriter
+
+from aime_rl.replay.recorder import VecRecordFrames
+from aime_rl.replay.store import ReplayStore
+from aime_rl.wrappers.vec_context import VecContextObservation
+
+__all__ = [
+    "StoreLike",
+    "find_context_envs",
+    "find_replay_store",
+    "find_tensorboard_writer",
+    "reset_context_stream",
+]
+
+StoreLike = ReplayStore | str | os.PathLike
+
+
+def find_context_envs(
+    venv: VecEnv | None,
+    context_envs: VecContextObservation | Sequence[VecContextObservation] | None = None,
+) -> list[VecContextObservation]:
+    """The context wrappers to use: ``context_envs`` when given, else the one in ``venv``'s wrapper chain.
+
+    Raises ``ValueError`` when there is none.
+    """
+    if isinstance(context_envs, VecContextObservation):
+        return [context_envs]
+    if context_envs is not None:
+        found = list(context_envs)
+        bad = [type(env).__name__ for env in found if not isinstance(env, VecContextObservation)]
+        if bad or not found:
+            raise ValueError(f"context_envs must be VecContextObservation wrappers, got {bad or 'none'}")
+        return found
+    wrapper = unwrap_vec_wrapper(venv, VecContextObservation) if venv is not None else None
+    if wrapper is None:
+        raise ValueError(
+            f"no VecContextObservation in the training env ({type(venv).__name__}); wrap the env with it or pass "
+            "context_envs=... explicitly"
+        )
+    return [wrapper]
+
+
+def find_replay_store(venv: VecEnv | None, store: StoreLike | None = None) -> ReplayStore:
+    """The replay store to sample from: ``store`` (a store or a directory, opened read-only) or the store of the
+    :class:`VecRecordFrames` in ``venv``'s wrapper chain. Raises ``ValueError`` when there is none."""
+    if isinstance(store, ReplayStore):
+        return store
+    if store is not None:
+        return ReplayStore.open(store)
+    recorder = unwrap_vec_wrapper(venv, VecRecordFrames) if venv is not None else None
+    if recorder is None:
+        raise ValueError(
+            f"no VecRecordFrames in the training env ({type(venv).__name__}) and no store given; record frames "
+            "with VecRecordFrames under the context wrapper or pass store=<replay directory>"
+        )
+    return recorder.store
+
+
+def find_tensorboard_writer(logger: Logger | None) -> SummaryWriter | None:
+    """The ``SummaryWriter`` of SB3's TensorBoard output in ``logger`` (the agent's ``tensorboard_log`` run
+    directory), or ``None`` when ``logger`` is ``None`` or does not write to TensorBoard.
+
+    Writing videos there puts them in SB3's own event file, next to its scalars; what to do without one (open an
+    own writer, or skip the images) is the caller's choice.
+    """
+    for output in getattr(logger, "output_formats", ()):
+        if isinstance(output, TensorBoardOutputFormat):
+            return output.writer
+    return None
+
+
+def reset_context_stream(env: VecContextObservation) -> None:
+    """Restart the context of every sub-env of ``env`` (caches emptied; the episodes themselves go on).
+
+    Call it after changing the weights of ``env.model`` so no cache computed by the old weights is reused.
+    """
+    with torch.inference_mode():  # the caches were created in inference mode: only change them there
+        env._stream.reset()
