@@ -37,252 +37,52 @@ The perception model is frozen: the VRNN keeps a plain reference to it (``vrnn.p
 it is not in ``parameters()`` (optimizers never see it) nor in ``state_dict()`` (checkpoints hold only the VRNN,
 and :meth:`VRNN.from_pretrained` takes the perceiver as an argument). ``vrnn.to(...)`` still moves it, and
 ``vrnn.train()`` leaves it in eval mode.
+
+This module holds the model; beside it are its config (:mod:`.config`), state types (:mod:`.states`), networks
+(:mod:`.networks`), training losses (:mod:`.losses`) and input checks (:mod:`.inputs`). The names that were defined
+here before that split are still importable from here (the ``import x as x`` lines).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
 from ..utils.io import CONFIG_NAME, load_module_dir, load_state_dict_strict, save_module_dir
-from ..utils.validation import as_float_video, check_positive, check_size_estimate, config_kwargs
-from .mixture import active_components, balanced_kl, free_nats_kl, gaussian_mixture_kl_mc
-from .stick_breaking import (
-    DPConcentration,
-    kumaraswamy_beta_kl,
-    kumaraswamy_mean,
-    sample_kumaraswamy,
-    stick_breaking_log_weights,
+from ..utils.validation import config_kwargs
+from .config import REWARD_LOSSES as REWARD_LOSSES
+from .config import VRNNConfig, _check_loaded_sizes, config_for_perceiver
+from .config import _normalise as _normalise
+from .config import _perception_spec as _perception_spec
+from .inputs import _check_step_tensor as _check_step_tensor
+from .inputs import (
+    check_context,
+    check_frames,
+    check_tokens,
+    encode_actions,
+    encode_window_actions,
+    step_mask,
 )
+from .losses import _masked_mean as _masked_mean
+from .losses import _token_nll as _token_nll
+from .losses import symexp, training_losses
+from .losses import symlog as symlog
+from .networks import TokenGridDecoder, TokenGridEncoder, mlp
+from .states import MixturePrior, RecurrentState, StepState, _gaussian_sample
+from .states import _fields as _fields
+from .stick_breaking import DPConcentration
 
 __all__ = ["RecurrentState", "StepState", "VRNN", "VRNNConfig", "symexp", "symlog"]
 
 #: Kumaraswamy parameters are kept in the range where ``kumaraswamy_beta_kl`` is accurate.
 STICK_PARAM_RANGE = (0.05, 100.0)
-REWARD_LOSSES = ("symlog", "mse")
-
-
-def symlog(x: torch.Tensor) -> torch.Tensor:
-    """``sign(x) log(1 + |x|)`` (DreamerV3)."""
-    return torch.sign(x) * torch.log1p(x.abs())
-
-
-def symexp(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`symlog`: ``sign(x) (exp|x| - 1)``."""
-    return torch.sign(x) * torch.expm1(x.abs())
-
-
-@dataclass
-class VRNNConfig:
-    """Hyperparameters of :class:`VRNN` (JSON-able; saved with the weights).
-
-    Attributes:
-        action_dim: number of discrete actions (``discrete=True``) or size of a continuous action vector.
-        discrete: integer actions ``[B, T]`` (one-hot encoded) or float actions ``[B, T, action_dim]``.
-        hidden_dim: LSTM state size H. latent_dim: z size Z. embed_dim: frame embedding size.
-        mlp_dim: width of the posterior/prior/head MLPs. decoder_channels: channels of the token-grid conv nets.
-        max_components: K, the truncation level of the stick-breaking mixture prior.
-        min_std: lower bound of every Gaussian standard deviation (posterior and prior components).
-        context_window: frames the perceiver's attention sees (``extract_context(window=...)``); None = all.
-        kl_samples: Monte-Carlo samples of ``KL(q || mixture)``.
-        free_nats: DreamerV3 free nats on the per-step KL (``0``: off).
-        kl_balance: DreamerV3 KL balancing weight of the prior (``None``: plain KL).
-        kl_weight, stick_kl_weight, concentration_kl_weight, frame_weight, reward_weight, continue_weight,
-            context_weight: loss weights (the concentration KL is a global term, added once per batch).
-        reward_loss: ``"symlog"`` (MSE in symlog space) or ``"mse"``.
-        open_loop_steps: ``n`` of the open-loop loss (see the module docstring; ``0``: off, the plain ELBO).
-        open_loop_weight: its weight (it is a per-frame token cross-entropy, on the scale of ``frame_nll``).
-        dp_prior_shape, dp_prior_rate: Gamma prior over the DP concentration alpha0.
-        active_threshold: a component is active when its mean weight ``pi_k`` exceeds this.
-        context_dim, token_grid, num_quantizers, num_codes, code_dim: taken from the perceiver (checked on load).
-    """
-
-    action_dim: int
-    discrete: bool = True
-    hidden_dim: int = 256
-    latent_dim: int = 32
-    embed_dim: int = 256
-    mlp_dim: int = 256
-    decoder_channels: int = 64
-    max_components: int = 15
-    min_std: float = 0.1
-    context_window: int | None = 16
-    kl_samples: int = 1
-    free_nats: float = 1.0
-    kl_balance: float | None = 0.8
-    kl_weight: float = 1.0
-    stick_kl_weight: float = 1.0
-    concentration_kl_weight: float = 1e-3
-    frame_weight: float = 1.0
-    reward_weight: float = 1.0
-    continue_weight: float = 1.0
-    context_weight: float = 1.0
-    reward_loss: str = "symlog"
-    open_loop_steps: int = 0
-    open_loop_weight: float = 1.0
-    dp_prior_shape: float = 1.0
-    dp_prior_rate: float = 1.0
-    active_threshold: float = 0.01
-    context_dim: int | None = None
-    token_grid: tuple[int, int] | None = None
-    num_quantizers: int | None = None
-    num_codes: int | None = None
-    code_dim: int | None = None
-
-    def __post_init__(self) -> None:
-        positive = ("action_dim", "hidden_dim", "latent_dim", "embed_dim", "mlp_dim", "decoder_channels")
-        for name in (*positive, "kl_samples"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"VRNNConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_components < 2:
-            raise ValueError(f"VRNNConfig.max_components must be >= 2, got {self.max_components}")
-        if not self.min_std > 0:
-            raise ValueError(f"VRNNConfig.min_std must be > 0, got {self.min_std}")
-        if self.kl_balance is not None and not 0.0 <= self.kl_balance <= 1.0:
-            raise ValueError(f"VRNNConfig.kl_balance must be in [0, 1] or None, got {self.kl_balance}")
-        if self.reward_loss not in REWARD_LOSSES:
-            raise ValueError(
-                f"VRNNConfig.reward_loss must be one of {REWARD_LOSSES}, got {self.reward_loss!r}"
-            )
-        if int(self.open_loop_steps) < 0:
-            raise ValueError(f"VRNNConfig.open_loop_steps must be >= 0, got {self.open_loop_steps}")
-        if self.free_nats < 0:
-            raise ValueError(f"VRNNConfig.free_nats must be >= 0, got {self.free_nats}")
-        if self.token_grid is not None:
-            self.token_grid = (int(self.token_grid[0]), int(self.token_grid[1]))
-
-
-@dataclass
-class RecurrentState:
-    """The deterministic memory entering step t (all ``[B, ·]``).
-
-    ``h``, ``cell``: ``h_{t-1}`` and its LSTM cell (zeros before the first step); ``context``: ``c_{t-1}``, the
-    previous step's (real or imagined) context, which the prior conditions on (zeros before the first step).
-    """
-
-    h: torch.Tensor
-    cell: torch.Tensor
-    context: torch.Tensor
-
-
-@dataclass
-class StepState:
-    """The model's state at step t, after observing (posterior) or imagining (prior) frame ``x_t``.
-
-    ``h``, ``cell``: ``h_{t-1}`` and its cell ``[B, H]``; ``z``: ``z_t`` ``[B, Z]``; ``context``: ``c_t`` ``[B, D]``
-    (perceived, or the context head's ``ĉ_t`` when imagined). ``belief = [h_{t-1}, z_t]`` ``[B, H + Z]`` is what
-    the frame and context heads read and what a policy can use as features.
-    """
-
-    h: torch.Tensor
-    cell: torch.Tensor
-    z: torch.Tensor
-    context: torch.Tensor
-
-    @property
-    def belief(self) -> torch.Tensor:
-        """``[h_{t-1}, z_t]``, ``[B, H + Z]``."""
-        return torch.cat([self.h, self.z], dim=-1)
-
-    def index(self, rows: torch.Tensor | slice | int) -> StepState:
-        """The state of the selected batch rows."""
-        return StepState(*(x[rows] for x in _fields(self)))
-
-
-def _fields(state: Any) -> list[torch.Tensor]:
-    return [getattr(state, f.name) for f in dataclasses.fields(state)]
-
-
-@dataclass
-class MixturePrior:
-    """Parameters of ``p(z_t | h_{t-1}, c_{t-1})`` for a batch ``[...]``.
-
-    ``stick_a``, ``stick_b``: Kumaraswamy parameters of the sticks ``[..., K-1]``; ``mu``, ``log_sigma``: the
-    components ``[..., K, Z]``.
-    """
-
-    stick_a: torch.Tensor
-    stick_b: torch.Tensor
-    mu: torch.Tensor
-    log_sigma: torch.Tensor
-
-    def mean_weights_log(self) -> torch.Tensor:
-        """``log pi`` from the sticks' means ``E[v]``, ``[..., K]``."""
-        return stick_breaking_log_weights(kumaraswamy_mean(self.stick_a, self.stick_b))
-
-    def sample_weights_log(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``log pi`` from reparameterised sticks ``v ~ Kumaraswamy(a, b)``, ``[..., K]``."""
-        return stick_breaking_log_weights(sample_kumaraswamy(self.stick_a, self.stick_b, generator=generator))
-
-
-# ------------------------------------------------------------------------------------------------ building blocks
-
-
-def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """``Linear → LayerNorm → SiLU → Linear``."""
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_dim), nn.LayerNorm(hidden_dim), nn.SiLU(), nn.Linear(hidden_dim, out_dim)
-    )
-
-
-class TokenGridEncoder(nn.Module):
-    """Quantized latents ``[N, code_dim, h, w]`` → frame embedding ``[N, embed_dim]``.
-
-    1×1 conv to ``channels``, a 3×3 conv (stride 2 when the grid is at least 4×4), flatten, linear, LayerNorm.
-    """
-
-    def __init__(self, code_dim: int, grid: tuple[int, int], channels: int, embed_dim: int):
-        super().__init__()
-        stride = 2 if min(grid) >= 4 else 1
-        out_grid = [(size - 1) // stride + 1 for size in grid]
-        self.net = nn.Sequential(
-            nn.Conv2d(code_dim, channels, 1),
-            nn.SiLU(),
-            nn.Conv2d(channels, channels, 3, stride=stride, padding=1),
-            nn.SiLU(),
-            nn.Flatten(),
-            nn.Linear(channels * out_grid[0] * out_grid[1], embed_dim),
-            nn.LayerNorm(embed_dim),
-        )
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.net(latents)
-
-
-class TokenGridDecoder(nn.Module):
-    """Features ``[N, F]`` → token logits ``[N, h, w, G, num_codes]``.
-
-    ``Linear(F → C·h·w)``, reshape to a ``[C, h, w]`` map, a residual 3×3 conv, then a 1×1 conv to ``G · num_codes``.
-    """
-
-    def __init__(
-        self, feature_dim: int, grid: tuple[int, int], channels: int, num_heads: int, num_codes: int
-    ):
-        super().__init__()
-        self.grid, self.channels = grid, channels
-        self.num_heads, self.num_codes = num_heads, num_codes
-        self.project = nn.Linear(feature_dim, channels * grid[0] * grid[1])
-        self.mix = nn.Sequential(
-            nn.GroupNorm(1, channels), nn.SiLU(), nn.Conv2d(channels, channels, 3, padding=1)
-        )
-        self.out = nn.Sequential(
-            nn.GroupNorm(1, channels), nn.SiLU(), nn.Conv2d(channels, num_heads * num_codes, 1)
-        )
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        x = self.project(features).view(-1, self.channels, *self.grid)
-        x = x + self.mix(x)
-        logits = self.out(x)
-        return rearrange(logits, "n (g k) h w -> n h w g k", g=self.num_heads)
 
 
 # ----------------------------------------------------------------------------------------------------------- VRNN
@@ -304,18 +104,7 @@ class VRNN(nn.Module):
 
     def __init__(self, perceiver: nn.Module, action_dim: int, discrete: bool = True, **options: Any):
         super().__init__()
-        known = {f.name for f in dataclasses.fields(VRNNConfig)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown VRNN option(s) {unknown}; valid: {sorted(known - {'action_dim', 'discrete'})}"
-            )
-        spec = _perception_spec(perceiver)
-        for name, value in spec.items():
-            given = options.get(name)
-            if given is not None and _normalise(given) != _normalise(value):
-                raise ValueError(f"{name}={given!r} does not match the perceiver's {value!r}")
-        config = VRNNConfig(action_dim=int(action_dim), discrete=bool(discrete), **{**options, **spec})
+        config = config_for_perceiver(perceiver, action_dim, discrete, options)
         self.config = config
         # a plain reference, not a submodule (see the module docstring)
         object.__setattr__(self, "_perceiver", perceiver)
@@ -423,36 +212,7 @@ class VRNN(nn.Module):
         ``[*leading, action_dim]``. ``leading`` (e.g. ``(B, T)``) is checked when given. Raises ``ValueError``
         naming ``actions``.
         """
-        c = self.config
-        actions = torch.as_tensor(actions, device=self.device)
-        if c.discrete:
-            if actions.is_floating_point() or actions.is_complex() or actions.dtype == torch.bool:
-                raise ValueError(f"actions must be integer ids (discrete actions), got dtype {actions.dtype}")
-            if leading is not None and actions.dim() == len(leading) + 1 and actions.shape[-1] == 1:
-                actions = actions.squeeze(-1)
-            if leading is not None and tuple(actions.shape) != tuple(leading):
-                raise ValueError(
-                    f"actions must have shape {list(leading)} (integer ids), got {tuple(actions.shape)}"
-                )
-            if actions.numel() and (actions.min() < 0 or actions.max() >= c.action_dim):
-                raise ValueError(
-                    f"actions must be ids in [0, {c.action_dim}), got values in "
-                    f"[{int(actions.min())}, {int(actions.max())}]"
-                )
-            return F.one_hot(actions.long(), c.action_dim).to(self.rnn.weight_ih.dtype)
-        expected = (*leading, c.action_dim) if leading is not None else None
-        if (
-            actions.dim() == 0
-            or actions.shape[-1] != c.action_dim
-            or (expected is not None and tuple(actions.shape) != expected)
-        ):
-            want = list(expected) if expected is not None else f"[..., {c.action_dim}]"
-            raise ValueError(
-                f"actions must have shape {want} (continuous actions), got {tuple(actions.shape)}"
-            )
-        if not actions.is_floating_point():
-            raise ValueError(f"actions must be float (continuous actions), got dtype {actions.dtype}")
-        return actions.to(self.rnn.weight_ih.dtype)
+        return encode_actions(actions, self.config, leading, self.device, self.rnn.weight_ih.dtype)
 
     # -- one step ------------------------------------------------------------------------------------------------
 
@@ -624,147 +384,21 @@ class VRNN(nn.Module):
         ``pi_k > active_threshold``), and ``states``: a dict of ``[B, T, ·]`` tensors (see :meth:`observe`) plus
         ``token_logits [B, T, h, w, G, K]``, ``pi`` ``[B, T, K]`` (mean stick weights).
         """
-        c = self.config
         tokens, context = self._inputs(frames, tokens, context)
         b, t = context.shape[:2]
         encoded = self._encoded_actions(actions, b, t, required=True)
         valid = self._step_mask(is_last, b, t)
         states = self._filter(tokens, context, encoded, True, generator)
-
-        context_prev = torch.cat([torch.zeros_like(context[:, :1]), context[:, :-1]], 1)
-        prior = self.prior_params(states["h_prev"], context_prev)
-        belief = torch.cat([states["h_prev"], states["z"]], -1)
-        token_logits = self.predict_tokens(belief)
-        frame_nll, accuracy = _token_nll(token_logits, tokens)
-        context_nll = 0.5 * (self.context_decoder(belief) - context).square().sum(-1).mean()
-
-        kl_per_step = self._latent_kl(states["post_mu"], states["post_log_sigma"], prior)
-        kl_loss = free_nats_kl(kl_per_step, c.free_nats).mean()
-        alpha0 = self.concentration.sample()
-        stick_kl = kumaraswamy_beta_kl(prior.stick_a, prior.stick_b, 1.0, alpha0).sum(-1).mean()
-        concentration_kl = self.concentration.kl()
-
-        reward_loss = self._reward_loss(states["h"], rewards, valid, b, t)
-        continue_loss = self._continue_loss(states["h"], terminated, valid, b, t)
-        open_loop_nll = self._open_loop_nll(states, tokens, encoded)
-        total = (
-            c.frame_weight * frame_nll
-            + c.open_loop_weight * open_loop_nll
-            + c.context_weight * context_nll
-            + c.kl_weight * kl_loss
-            + c.stick_kl_weight * stick_kl
-            + c.concentration_kl_weight * concentration_kl
-            + c.reward_weight * reward_loss
-            + c.continue_weight * continue_loss
-        )
-        pi = prior.mean_weights_log().exp()
-        states.update(token_logits=token_logits, pi=pi)
-        return {
-            "total": total,
-            "frame_nll": frame_nll,
-            "token_accuracy": accuracy,
-            "open_loop_nll": open_loop_nll,
-            "context_nll": context_nll,
-            "reward_loss": reward_loss,
-            "continue_loss": continue_loss,
-            "kl": kl_per_step.mean().detach(),
-            "kl_loss": kl_loss,
-            "stick_kl": stick_kl,
-            "concentration_kl": concentration_kl,
-            "alpha": self.concentration.mean.detach(),
-            "active_components": active_components(pi, c.active_threshold),
-            "states": states,
-        }
-
-    def _open_loop_nll(
-        self, states: dict[str, Any], tokens: torch.Tensor, encoded_actions: torch.Tensor
-    ) -> torch.Tensor:
-        """Token cross-entropy of frames imagined open loop (prior mode, real actions), per frame.
-
-        From the carry after step ``i`` (``h_i``, ``cell_i``, ``c_i``) for every start ``i`` in ``0 … T-1-n``,
-        ``n = min(open_loop_steps, T - 1)``: imagine ``z_{i+j}`` (``j = 1 … n``) as :meth:`prior_step` with
-        ``sample=False`` does, apply ``a_{i+j}`` between imagined steps, and score the frame head on the tokens of
-        ``x_{i+j}``. Averaged over batch, starts and ``j``.
-        """
-        b, t = tokens.shape[:2]
-        n = min(int(self.config.open_loop_steps), t - 1)
-        if n < 1:
-            return states["h"].new_zeros(())
-        starts = t - n
-
-        def flat(x: torch.Tensor) -> torch.Tensor:  # [B, starts, ...] -> [B * starts, ...]
-            return x.reshape(b * starts, *x.shape[2:])
-
-        carry = RecurrentState(
-            flat(states["h"][:, :starts]),
-            flat(states["cell"][:, :starts]),
-            flat(states["context"][:, :starts]),
-        )
-        logits, targets = [], []
-        for j in range(1, n + 1):
-            state = self.prior_step(carry, sample=False)
-            logits.append(self.predict_tokens(state.belief))
-            targets.append(flat(tokens[:, j : j + starts]))
-            if j < n:
-                carry = self.transition(state, flat(encoded_actions[:, j : j + starts]))
-        logits, targets = torch.stack(logits, 1), torch.stack(targets, 1)  # [B * starts, n, h, w, G(, K)]
-        nll = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="sum"
-        )
-        return nll / (b * starts * n)
-
-    def _latent_kl(
-        self, post_mu: torch.Tensor, post_log_sigma: torch.Tensor, prior: MixturePrior
-    ) -> torch.Tensor:
-        """Per-step MC ``KL(q(z_t) || p(z_t))`` ``[B, T]`` with sampled stick weights (balanced if configured)."""
-        c = self.config
-        log_pi = prior.sample_weights_log()
-        kl_fn = functools.partial(gaussian_mixture_kl_mc, num_samples=c.kl_samples)
-        post, prior_args = (post_mu, post_log_sigma), (log_pi, prior.mu, prior.log_sigma)
-        if c.kl_balance is None:
-            return kl_fn(*post, *prior_args)
-        return balanced_kl(kl_fn, post, prior_args, alpha=c.kl_balance)
-
-    def _reward_loss(self, h, rewards, valid, b, t) -> torch.Tensor:
-        if rewards is None:
-            return h.new_zeros(())
-        rewards = _check_step_tensor("rewards", rewards, b, t).to(h.device, h.dtype)
-        prediction = self.reward_head(h).squeeze(-1)
-        target = symlog(rewards) if self.config.reward_loss == "symlog" else rewards
-        return _masked_mean((prediction - target).square(), valid)
-
-    def _continue_loss(self, h, terminated, valid, b, t) -> torch.Tensor:
-        if terminated is None:
-            return h.new_zeros(())
-        terminated = _check_step_tensor("terminated", terminated, b, t).to(h.device)
-        target = 1.0 - terminated.to(h.dtype)
-        logits = self.continue_head(h).squeeze(-1)
-        return _masked_mean(F.binary_cross_entropy_with_logits(logits, target, reduction="none"), valid)
+        return training_losses(self, states, tokens, context, encoded, valid, rewards, terminated)
 
     # -- input checks --------------------------------------------------------------------------------------------
 
     def _check_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        frames = as_float_video(frames, "frames", channels=3)
-        expected = tuple(d * self.perceiver.tokenizer.downsample for d in self.config.token_grid)
-        if tuple(frames.shape[-2:]) != expected:
-            raise ValueError(
-                f"frames must be [B, T, 3, {expected[0]}, {expected[1]}] (the perceiver's frame size), "
-                f"got shape {tuple(frames.shape)}"
-            )
-        return frames.to(self.device)
+        frame_size = tuple(d * self.perceiver.tokenizer.downsample for d in self.config.token_grid)
+        return check_frames(frames, frame_size, self.device)
 
     def _check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        c = self.config
-        if not isinstance(tokens, torch.Tensor) or tokens.is_floating_point():
-            raise ValueError(f"tokens must be an integer tensor [B, T, h, w, G], got {type(tokens).__name__}")
-        if c.num_quantizers == 1 and tokens.dim() == 4:
-            tokens = tokens.unsqueeze(-1)
-        expected = (*c.token_grid, c.num_quantizers)
-        if tokens.dim() != 5 or tuple(tokens.shape[2:]) != expected:
-            raise ValueError(
-                f"tokens must have shape [B, T, {', '.join(map(str, expected))}], got {tuple(tokens.shape)}"
-            )
-        return tokens.to(self.device)
+        return check_tokens(tokens, self.config, self.device)
 
     def _inputs(self, frames, tokens, context) -> tuple[torch.Tensor, torch.Tensor]:
         if tokens is None:
@@ -781,32 +415,16 @@ class VRNN(nn.Module):
             context = self.context_from_tokens(tokens)
         else:
             expected = (*tokens.shape[:2], self.config.context_dim)
-            if not isinstance(context, torch.Tensor) or tuple(context.shape) != expected:
-                raise ValueError(
-                    f"context must have shape {list(expected)}, got {tuple(getattr(context, 'shape', ()))}"
-                )
-            context = context.to(self.device, self.rnn.weight_ih.dtype)
+            context = check_context(context, expected, self.device, self.rnn.weight_ih.dtype)
         return tokens, context
 
     def _encoded_actions(self, actions, b: int, t: int, required: bool = False) -> torch.Tensor:
-        if actions is None:
-            if required:
-                raise ValueError(f"actions must be given ([B={b}, T={t}] ids or [B, T, A] floats)")
-            return torch.zeros(
-                b, t, self.config.action_dim, device=self.device, dtype=self.rnn.weight_ih.dtype
-            )
-        if not isinstance(actions, torch.Tensor):
-            actions = torch.as_tensor(actions)
-        if actions.dim() >= 2 and tuple(actions.shape[:2]) != (b, t):
-            raise ValueError(
-                f"actions must have leading dims [B={b}, T={t}] like the frames, got shape {tuple(actions.shape)}"
-            )
-        return self.encode_actions(actions, (b, t))
+        return encode_window_actions(
+            actions, self.config, b, t, self.device, self.rnn.weight_ih.dtype, required
+        )
 
     def _step_mask(self, is_last, b: int, t: int) -> torch.Tensor:
-        if is_last is None:
-            return torch.ones(b, t, dtype=torch.bool, device=self.device)
-        return ~_check_step_tensor("is_last", is_last, b, t).to(self.device, torch.bool)
+        return step_mask(is_last, b, t, self.device)
 
     # -- save / load ---------------------------------------------------------------------------------------------
 
@@ -834,85 +452,3 @@ class VRNN(nn.Module):
         model = cls(perceiver, action_dim, discrete, **config)
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)
-
-
-# ------------------------------------------------------------------------------------------------------ helpers
-
-
-def _check_loaded_sizes(config: dict[str, Any], source: Any) -> None:
-    """Refuse sizes < 1 and configs whose layers would hold absurdly many elements, naming the keys."""
-    keys = (
-        "action_dim",
-        "hidden_dim",
-        "latent_dim",
-        "embed_dim",
-        "mlp_dim",
-        "decoder_channels",
-        "max_components",
-    )
-    check_positive({k: config[k] for k in keys}, str(source))
-    h, z, m, c = config["hidden_dim"], config["latent_dim"], config["mlp_dim"], config["decoder_channels"]
-    d = config["context_dim"] or 1
-    grid = config["token_grid"] or (1, 1)
-    check_size_estimate(
-        {
-            "hidden_dim (LSTM)": 4 * h * (h + z + d + config["action_dim"]),
-            "mlp_dim (posterior, prior and heads)": m * (m + 4 * (h + z) + 2 * d + config["embed_dim"]),
-            "max_components × latent_dim × mlp_dim (prior components)": 2 * config["max_components"] * z * m,
-            "decoder_channels, embed_dim (token-grid nets)": c
-            * (9 * c + (h + z + config["embed_dim"]) * grid[0] * grid[1]),
-        },
-        f"VRNN ({source})",
-    )
-
-
-def _perception_spec(perceiver: nn.Module) -> dict[str, Any]:
-    """Sizes the VRNN takes from the perceiver; raises for setups it does not support."""
-    tokenizer = getattr(perceiver, "tokenizer", None)
-    if tokenizer is None or not hasattr(perceiver, "predictor"):
-        raise ValueError(f"perceiver must be a CausalPerceiverIO, got {type(perceiver).__name__}")
-    if tokenizer.temporal_factor != 1:
-        raise ValueError(
-            "the VRNN needs one token step per frame: use a perceiver with temporal_downsample=False"
-        )
-    height, width = perceiver.frame_size
-    return {
-        "context_dim": int(perceiver.context_dim),
-        "token_grid": tuple(tokenizer.token_grid(height, width)),
-        "num_quantizers": int(tokenizer.num_quantizers),
-        "num_codes": int(tokenizer.num_codes),
-        "code_dim": int(tokenizer.config.code_dim),
-    }
-
-
-def _normalise(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list | tuple) else value
-
-
-def _gaussian_sample(
-    mu: torch.Tensor, log_sigma: torch.Tensor, generator: torch.Generator | None
-) -> torch.Tensor:
-    """Reparameterised ``mu + sigma * eps``, ``eps ~ N(0, I)``."""
-    noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    return mu + log_sigma.exp() * noise
-
-
-def _token_nll(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy summed over a frame's ``h·w·G`` positions, averaged over ``[B, T]``; and token accuracy."""
-    b, t = tokens.shape[:2]
-    flat_logits = logits.reshape(-1, logits.shape[-1]).float()
-    nll = F.cross_entropy(flat_logits, tokens.reshape(-1), reduction="sum") / (b * t)
-    accuracy = (logits.detach().argmax(-1) == tokens).float().mean()
-    return nll, accuracy
-
-
-def _check_step_tensor(name: str, value: torch.Tensor, b: int, t: int) -> torch.Tensor:
-    value = torch.as_tensor(value)
-    if tuple(value.shape) != (b, t):
-        raise ValueError(f"{name} must have shape [B={b}, T={t}], got shape {tuple(value.shape)}")
-    return value
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
