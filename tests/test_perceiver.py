@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from aime_rl.data import moving_sprites
 from aime_rl.perception import TIMESCALES, CausalPerceiverIO
 from aime_rl.perception.modules.adapter import add_lora, lora_parameters, merge_lora
+from aime_rl.perception.predictor import CHANGED, FIRST, UNCHANGED, change_marks
 
 from .conftest import sprite_batches
 
@@ -346,3 +349,71 @@ def test_loading_a_tokenizer_checkpoint_as_a_perceiver_is_rejected(tmp_path, mod
     model.tokenizer.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="CausalPerceiverIO"):
         CausalPerceiverIO.from_pretrained(tmp_path)
+
+
+# -- change marks (mark_changes) -------------------------------------------------------------------------------------
+
+
+def test_change_marks_flag_cells_whose_tokens_differ_from_the_step_before():
+    tokens = torch.zeros(1, 3, 2, 2, 2, dtype=torch.long)
+    tokens[0, 1, 0, 1, 1] = 5  # one head of one cell changes at step 1 ...
+    tokens[0, 2, 0, 1, 1] = 5  # ... and stays so at step 2
+    marks = change_marks(tokens)
+    assert marks[0, 0].eq(FIRST).all()
+    assert marks[0, 1].tolist() == [[UNCHANGED, CHANGED], [UNCHANGED, UNCHANGED]]
+    assert marks[0, 2].eq(UNCHANGED).all()
+    assert change_marks(tokens[:, 1:], previous=tokens[:, 0])[0, 0].tolist() == marks[0, 1].tolist()
+
+
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("temporal_downsample", [False, True])
+def test_stream_equals_offline_with_change_marks(clip, window, temporal_downsample):
+    torch.manual_seed(0)
+    model = tiny(mark_changes=True, temporal_downsample=temporal_downsample)
+    with torch.no_grad():
+        offline = model.extract_context(clip, window=window)
+        online = stream_contexts(model, clip, window)
+    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+
+
+def test_change_marks_restart_with_the_episode(clip):
+    torch.manual_seed(0)
+    model = tiny(mark_changes=True)
+    other_episode = next(sprite_batches(2, 12, 32, seed=7))
+    stream = model.stream(2, window=4)
+    with torch.no_grad():
+        for t in range(5):
+            stream.step(clip[:, t])
+        stream.reset(torch.tensor([False, True]))
+        online = torch.stack([stream.step(other_episode[:, t]) for t in range(4)], dim=1)
+        fresh = model.extract_context(other_episode[1:, :4], window=4)
+    assert torch.allclose(online[1:], fresh, atol=1e-4, rtol=0)
+
+
+def test_change_marks_change_the_context():
+    torch.manual_seed(0)
+    model = tiny(mark_changes=True)
+    clip = next(sprite_batches(1, 6, 32, seed=3))
+    with torch.no_grad():
+        with_marks = model.extract_context(clip)
+        model.predictor.change_embedding.zero_()
+        without = model.extract_context(clip)
+    assert not torch.allclose(with_marks, without, atol=1e-4)
+
+
+def test_a_model_with_change_marks_saves_and_loads(tmp_path, clip):
+    model = tiny(mark_changes=True)
+    model.save_pretrained(tmp_path / "model")
+    loaded = CausalPerceiverIO.from_pretrained(tmp_path / "model").eval()
+    assert loaded.predictor.mark_changes
+    with torch.no_grad():
+        assert torch.equal(loaded.extract_context(clip), model.extract_context(clip))
+
+
+def test_a_config_written_before_change_marks_loads_without_them(tmp_path):
+    tiny().save_pretrained(tmp_path / "model")
+    config_path = tmp_path / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    del config["mark_changes"]
+    config_path.write_text(json.dumps(config))
+    assert not CausalPerceiverIO.from_pretrained(tmp_path / "model").predictor.mark_changes

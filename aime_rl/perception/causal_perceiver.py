@@ -78,6 +78,11 @@ class CausalPerceiverConfig:
     next_frame_weight: float = 1.0
     context_prediction_weight: float = 0.0
     tokenizer_options: dict = field(default_factory=dict)
+    mark_changes: bool = False
+
+
+#: Config keys added after model directories were first written (older ``config.json`` files lack them).
+ADDED_CONFIG_KEYS = ("mark_changes",)
 
 
 def tokenizer_config_of(config: CausalPerceiverConfig) -> TokenizerConfig:
@@ -174,6 +179,7 @@ class CausalPerceiverIO(nn.Module):
         next_frame_weight: float = 1.0,
         context_prediction_weight: float = 0.0,
         tokenizer_options: dict | None = None,
+        mark_changes: bool = False,
     ):
         super().__init__()
         self.config = CausalPerceiverConfig(
@@ -201,6 +207,7 @@ class CausalPerceiverIO(nn.Module):
             next_frame_weight=next_frame_weight,
             context_prediction_weight=context_prediction_weight,
             tokenizer_options=dict(tokenizer_options or {}),
+            mark_changes=mark_changes,
         )
         tokenizer = VQPTTokenizer(**asdict(check_perceiver_config(self.config)))
         self.predictor = PerceiverTokenPredictor(
@@ -218,6 +225,7 @@ class CausalPerceiverIO(nn.Module):
             perceptual_weight=perceptual_weight,
             next_frame_weight=next_frame_weight,
             context_prediction_weight=context_prediction_weight,
+            mark_changes=mark_changes,
         )
 
     @property
@@ -322,6 +330,10 @@ class CausalPerceiverIO(nn.Module):
             raise ValueError(
                 f"{directory} does not hold a CausalPerceiverIO checkpoint (config.json 'class')"
             )
-        model = cls(**config_kwargs(CausalPerceiverConfig, config, Path(directory) / CONFIG_NAME))
+        model = cls(
+            **config_kwargs(
+                CausalPerceiverConfig, config, Path(directory) / CONFIG_NAME, optional=ADDED_CONFIG_KEYS
+            )
+        )
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)

@@ -16,7 +16,7 @@ from einops import rearrange
 
 from ..utils.validation import check_batch_size, row_index
 from .modules.utilities import WindowKVCache
-from .predictor import TIMESCALES, PerceiverTokenPredictor
+from .predictor import FIRST, TIMESCALES, PerceiverTokenPredictor, change_marks
 
 
 class ContextStream:
@@ -45,6 +45,9 @@ class ContextStream:
         self._device = self.tokens.cache.device
         self._token_cache: WindowKVCache | None = None  # created on the first frame (token grid known then)
         self.last_tokens: torch.Tensor | None = None
+        # with mark_changes: each row's last emitted tokens [B, h, w, G], and whether it has any in this episode
+        self._previous: torch.Tensor | None = None
+        self._has_previous = torch.zeros(batch_size, dtype=torch.bool, device=self._device)
         span = TIMESCALES[timescale]
         self._summary_cache = (
             self._new_cache(predictor.timescales[timescale].attention, 1, span) if span else None
@@ -93,12 +96,25 @@ class ContextStream:
         if bool(emitted.any()):
             # Keys are rotated once, by the frame they are emitted at; the query is rotated by the current frame.
             # The scores depend on the difference only, so no cached key is touched again.
-            embeddings = p.input_adapter(tokens.clamp_min(0))  # rows that did not emit are ignored by write()
+            tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
+            embeddings = p.embed_inputs(tokens, self._marks(tokens, emitted))
             keys, values = cross.keys_values(embeddings)
             cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted)
         latents = p.encoder.step(cache.keys, cache.values, cache.clock, cache.visible(), self.condition)
         fast = p.frame_context(latents)
         return fast if self._summary_cache is None else self._summarise(fast)
+
+    def _marks(self, tokens: torch.Tensor, emitted: torch.Tensor) -> torch.Tensor | None:
+        """Change marks ``[B, h, w]`` of this step's tokens ``[B, h, w, G]`` against each row's previous ones (the
+        first step of an episode is ``FIRST``, as in the offline pass); remembers the emitted rows' tokens."""
+        if not self.predictor.mark_changes:
+            return None
+        previous = tokens if self._previous is None else self._previous
+        marks = change_marks(tokens.unsqueeze(1), previous)[:, 0]
+        marks[~self._has_previous] = FIRST
+        self._previous = torch.where(emitted.view(-1, 1, 1, 1), tokens, previous)
+        self._has_previous = self._has_previous | emitted
+        return marks
 
     def _summarise(self, fast: torch.Tensor) -> torch.Tensor:
         summary = self.predictor.timescales[self.timescale]
@@ -124,6 +140,8 @@ class ContextStream:
         selected.tokens = self.tokens.select(index)
         selected.condition = _rows_of(self.condition, index)
         selected.last_tokens = _rows_of(self.last_tokens, index)
+        selected._previous = _rows_of(self._previous, index)
+        selected._has_previous = self._has_previous[index]
         selected._token_cache = None if self._token_cache is None else self._token_cache.select(index)
         selected._summary_cache = None if self._summary_cache is None else self._summary_cache.select(index)
         return selected
@@ -136,6 +154,7 @@ class ContextStream:
         if mask.shape != (self.batch_size,):
             raise ValueError(f"mask must be bool [{self.batch_size}], got shape {tuple(mask.shape)}")
         self.tokens.reset(mask)
+        self._has_previous = self._has_previous & ~mask
         for cache in (self._token_cache, self._summary_cache):
             if cache is not None:
                 cache.reset(mask)

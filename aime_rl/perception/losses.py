@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
@@ -348,3 +349,40 @@ def foreground_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.T
     """
     weight = mask.to(prediction.dtype).expand_as(prediction)
     return (weight * (prediction - target) ** 2).sum() / weight.sum().clamp_min(1.0)
+
+
+def static_cells(
+    video: torch.Tensor, grid: tuple[int, int], threshold: float = FOREGROUND_THRESHOLD
+) -> torch.Tensor:
+    """Bool ``[B, T − 1, h, w]``: token cells of ``video [B, T, C, H, W]`` (in [0, 1]) whose pixels are the same
+    in frame t and frame t − 1 (no pixel of the cell differs by more than ``threshold`` in any channel).
+
+    ``grid`` is the token grid ``(h, w)``; a cell covers ``H / h × W / w`` pixels.
+    """
+    change = (video[:, 1:] - video[:, :-1]).abs().amax(dim=2)  # [B, T-1, H, W]
+    changed = F.adaptive_max_pool2d(change.flatten(0, 1), grid) > threshold
+    return ~changed.unflatten(0, change.shape[:2])
+
+
+def temporal_stability(features: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+    """Squared change of the encoder ``features [B, C, T, h, w]`` between consecutive frames, over the ``static``
+    cells (``[B, T − 1, h, w]``, see :func:`static_cells`) only, relative to the features' mean squared norm.
+
+    A cell whose pixels did not change should get the same token: without this term a per-frame encoder with a
+    whole-frame receptive field and per-frame normalisation moves every cell's features a little when anything in
+    the frame moves, and a dense codebook turns that into tokens that flip (measured on Catch: a quarter of the
+    static cells per head, frame to frame). 0 when no cell is static.
+    """
+    step = (features[:, :, 1:] - features[:, :, :-1]).pow(2).sum(1)  # [B, T-1, h, w]
+    scale = features.detach().pow(2).sum(1).mean().clamp_min(1e-8)
+    weight = static.to(step.dtype)
+    return (step * weight).sum() / weight.sum().clamp_min(1.0) / scale
+
+
+def token_stability(tokens: torch.Tensor, static: torch.Tensor) -> float:
+    """Share of ``static`` cells (``[B, T − 1, h, w]``) whose tokens (``[B, T, h, w(, G)]``, all heads) are the same
+    as in the frame before: 1.0 is a token stream that changes only where the frame does (nan without static
+    cells)."""
+    tokens = tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
+    same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
+    return float(same[static].float().mean()) if bool(static.any()) else float("nan")

@@ -3,7 +3,8 @@
 Tensor flow (defaults: 8×8 tokens, G = 4 heads, N = 128 latents, D = 256)::
 
     video [B, T, 3, 64, 64] → (frozen) tokenizer → tokens [B, T', 8, 8, G]
-      → input adapter (sum of head embeddings + grid position)  [B, T'·64, D]
+      → input adapter (sum of head embeddings + grid position
+        [+ a mark: unchanged / changed since the previous step / first step, with mark_changes])  [B, T'·64, D]
       → PerceiverEncoder: per frame t, N latents cross-attend to the tokens of frames ≤ t (within ``window``),
         then self-attend                                          latents [B, T, N, D]
       → context: mean over latents, LayerNorm                     [B, T, D]     (also "medium"/"slow" summaries)
@@ -38,6 +39,25 @@ TIMESCALES: dict[str, int | None] = {"fast": None, "medium": 4, "slow": 16}
 def check_timescale(timescale: str) -> None:
     if timescale not in TIMESCALES:
         raise ValueError(f"timescale must be one of {list(TIMESCALES)}, got {timescale!r}")
+
+
+#: Change marks of the encoder's input tokens (``mark_changes``): the cell's tokens equal the previous token step's,
+#: differ from them, or there is no previous step (the first frame of an episode or of a training clip).
+UNCHANGED, CHANGED, FIRST = 0, 1, 2
+
+
+def change_marks(tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """Tokens ``[B, T', h, w, G]`` → marks ``[B, T', h, w]`` (int64: ``UNCHANGED``/``CHANGED``/``FIRST``).
+
+    Step k is compared with step k − 1 (all G heads); step 0 with ``previous`` (``[B, h, w, G]``, the step before
+    the sequence) when given, else it is ``FIRST``.
+    """
+    same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
+    if previous is None:
+        first = torch.full_like(tokens[:, :1, ..., 0], FIRST)
+    else:
+        first = torch.where((tokens[:, 0] == previous).all(-1), UNCHANGED, CHANGED).unsqueeze(1)
+    return torch.cat([first, torch.where(same, UNCHANGED, CHANGED)], dim=1)
 
 
 class TimescaleSummary(nn.Module):
@@ -93,6 +113,11 @@ class PerceiverTokenPredictor(nn.Module):
             included (with the copy prior of the main objective, the latents only need to carry what changes).
             0 (the seed's model) turns it off.
         window: default causal window (frames) of the encoder during training; None = all past frames.
+        mark_changes: add to each input token a learned embedding of whether its cell changed since the previous
+            token step (:func:`change_marks`). The latent queries are the same at every frame, so what they attend
+            to is decided by the keys alone; with this mark a moving object's few tokens stand out from the
+            static background by content, not only by the codes. The stream keeps each row's previous tokens
+            (reset with the episode). False is the seed's model.
     """
 
     def __init__(
@@ -113,6 +138,7 @@ class PerceiverTokenPredictor(nn.Module):
         next_frame_weight: float = 1.0,
         window: int | None = None,
         context_prediction_weight: float = 0.0,
+        mark_changes: bool = False,
     ):
         super().__init__()
         check_window(window)
@@ -127,6 +153,8 @@ class PerceiverTokenPredictor(nn.Module):
         self.window = window
         self.conditioned = num_condition_channels is not None
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
+        # rows UNCHANGED / CHANGED / FIRST; about the norm of the grid position encoding, so the mark is seen
+        self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
         self.encoder = PerceiverEncoder(
             num_latents,
             d,
@@ -165,6 +193,10 @@ class PerceiverTokenPredictor(nn.Module):
         return self.context_norm.normalized_shape[0]
 
     @property
+    def mark_changes(self) -> bool:
+        return self.change_embedding is not None
+
+    @property
     def num_condition_channels(self) -> int:
         return self.condition_proj.in_features
 
@@ -197,11 +229,20 @@ class PerceiverTokenPredictor(nn.Module):
     ) -> torch.Tensor:
         """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames)."""
         b, steps, h, w = tokens.shape[:4]
-        inputs = rearrange(self.input_adapter(tokens), "b t n d -> b (t n) d")
+        marks = change_marks(tokens) if self.mark_changes else None
+        inputs = rearrange(self.embed_inputs(tokens, marks), "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
         mask = window_mask(query_time, key_time, window)
         return self.encoder(inputs, key_time, query_time, mask, self.embed_condition(condition, b))
+
+    def embed_inputs(self, tokens: torch.Tensor, marks: torch.Tensor | None) -> torch.Tensor:
+        """Encoder inputs: tokens ``[..., h, w, G]`` and change marks ``[..., h, w]`` (None without
+        ``mark_changes``) → ``[..., h · w, D]``."""
+        inputs = self.input_adapter(tokens)
+        if self.change_embedding is None:
+            return inputs
+        return inputs + self.change_embedding[marks.flatten(-2)]
 
     def embed_condition(self, condition: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
         """Condition ``[B, D_cond]`` → ``[B, D]`` added to the latent queries (None passes through).

@@ -39,7 +39,7 @@ from ..utils.validation import (
     config_kwargs,
     row_index,
 )
-from .losses import PerceptualLoss, foreground_mask, foreground_mse
+from .losses import PerceptualLoss, foreground_mask, foreground_mse, static_cells, temporal_stability
 from .modules.conv import StreamCache
 from .modules.vector_quantize import VectorQuantize
 from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
@@ -69,10 +69,11 @@ class TokenizerConfig:
     patch_size: int = 1
     frame_size: tuple[int, int] | None = None
     foreground_weight: float = 0.0
+    stability_weight: float = 0.0
 
 
 #: Config keys added after tokenizer directories were first written (older ``config.json`` files lack them).
-ADDED_CONFIG_KEYS = ("frame_size", "foreground_weight")
+ADDED_CONFIG_KEYS = ("frame_size", "foreground_weight", "stability_weight")
 
 
 def tokenizer_size_terms(config: TokenizerConfig) -> dict[str, int]:
@@ -128,6 +129,10 @@ class VQPTTokenizer(nn.Module):
             clip's static background (its per-pixel temporal median). Small moving objects (a ball: a few pixels of
             thousands) barely move the plain MSE, so without this term the tokens learn the background and drop
             them. 0 (the seed's objective) turns it off.
+        stability_weight: weight of the temporal-stability term: the encoder features of a token cell whose pixels
+            did not change since the previous frame are pulled to their previous value, so its token does not flip
+            when something elsewhere in the frame moves (see :func:`~aime_rl.perception.losses.temporal_stability`).
+            Needs clips of T ≥ 2 frames without ``temporal_downsample``. 0 (the seed's objective) turns it off.
         num_res_blocks: residual blocks per UNet level.
         dropout: dropout inside the residual blocks.
         use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
@@ -163,15 +168,17 @@ class VQPTTokenizer(nn.Module):
         patch_size: int = 1,
         frame_size: tuple[int, int] | None = None,
         foreground_weight: float = 0.0,
+        stability_weight: float = 0.0,
     ):
         super().__init__()
-        if not foreground_weight >= 0:
-            raise ValueError(f"foreground_weight must be >= 0, got {foreground_weight}")
         if frame_size is not None:
             frame_size = tuple(frame_size)
             if len(frame_size) != 2:
                 raise ValueError(f"frame_size must be (H, W), got {frame_size}")
         self.config = TokenizerConfig(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        for key in ("foreground_weight", "stability_weight"):
+            if not getattr(self.config, key) >= 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self.config, key)}")
         check_tokenizer_config(self.config)
         unet = dict(
             code_dim=code_dim,
@@ -267,7 +274,8 @@ class VQPTTokenizer(nn.Module):
 
         Returns a dict: ``total``, ``reconstruction`` (MSE in [0, 1] pixel units), ``foreground`` (the MSE over the
         pixels that differ from the clip's static background, see :func:`foreground_mask`; weighted by
-        ``foreground_weight``, 0 = the seed's objective), ``commitment``, ``codebook``,
+        ``foreground_weight``, 0 = the seed's objective), ``stability`` (the temporal-stability term of static
+        cells, weighted by ``stability_weight``), ``commitment``, ``codebook``,
         ``diversity``, ``perceptual`` (scalars), ``perceptual_enabled`` (bool), ``perplexity`` and ``usage``
         (``[G]``), ``tokens`` and ``reconstructed`` (``[B, T, C, H, W]``, unclamped).
         """
@@ -282,10 +290,12 @@ class VQPTTokenizer(nn.Module):
             if self.config.foreground_weight > 0
             else video.new_zeros(())
         )
+        stability = self._stability_term(features, video)
         perceptual = self._perceptual_term(reconstructed, video)
         total = (
             reconstruction
             + self.config.foreground_weight * foreground
+            + self.config.stability_weight * stability
             + out.loss
             + self.config.perceptual_weight * perceptual
         )
@@ -293,6 +303,7 @@ class VQPTTokenizer(nn.Module):
             "total": total,
             "reconstruction": reconstruction,
             "foreground": foreground,
+            "stability": stability,
             "commitment": out.commitment,
             "codebook": out.codebook,
             "diversity": out.diversity,
@@ -303,6 +314,11 @@ class VQPTTokenizer(nn.Module):
             "tokens": self._unflatten_tokens(out.indices, features),
             "reconstructed": reconstructed,
         }
+
+    def _stability_term(self, features: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        if not self.config.stability_weight > 0 or features.shape[2] != video.shape[1] or video.shape[1] < 2:
+            return video.new_zeros(())
+        return temporal_stability(features, static_cells(video, features.shape[-2:]))
 
     def _perceptual_term(self, reconstructed: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         if not (self.config.perceptual_weight > 0 and self.perceptual.enabled):

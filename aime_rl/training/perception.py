@@ -24,7 +24,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 
 from ..perception import CausalPerceiverIO, PerceiverTokenPredictor, VQPTTokenizer
-from ..perception.losses import foreground_mask, foreground_mse
+from ..perception.losses import foreground_mask, foreground_mse, static_cells, token_stability
 from ..replay.dataset import ReplayWindowDataset
 from ..utils import metrics
 from ..utils.tensorboard import (
@@ -39,7 +39,11 @@ from .trainer import Trainer, TrainerConfig
 
 #: TensorBoard tags of the held-out metrics (the rollout tags are :func:`log_open_loop_rollout`'s); see
 #: :mod:`aime_rl.utils.tensorboard`.
-TOKENIZER_TAGS = {"psnr": "eval/reconstruction_psnr", "foreground_psnr": "eval/foreground_psnr"}
+TOKENIZER_TAGS = {
+    "psnr": "eval/reconstruction_psnr",
+    "foreground_psnr": "eval/foreground_psnr",
+    "token_stability": "eval/token_stability",
+}
 NEXT_FRAME_TAGS = {
     "next_frame_accuracy": "eval/next_frame_accuracy",
     "copy_last_accuracy": "eval/next_frame_copy_last_accuracy",
@@ -101,8 +105,18 @@ def tokenizer_loss(model: VQPTTokenizer, batch: dict) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k not in ("tokens", "reconstructed")}
 
 
+def held_out_token_stability(tokens: torch.Tensor, video: torch.Tensor) -> float:
+    """Token stability of ``tokens [B, T', h, w(, G)]`` on the static cells of ``video [B, T, C, H, W]`` (nan with
+    temporal downsampling or T < 2)."""
+    if tokens.shape[1] != video.shape[1] or video.shape[1] < 2:
+        return float("nan")
+    return token_stability(tokens, static_cells(video, tuple(tokens.shape[2:4])))
+
+
 def tokenizer_metrics(tokenizer: VQPTTokenizer, frames: torch.Tensor) -> dict[str, Any]:
-    """Held-out metrics: ``psnr``, ``perplexity`` [G], ``usage`` [G], and the reconstructions."""
+    """Held-out metrics: ``psnr``, ``foreground_psnr``, ``token_stability`` (share of static cells whose tokens did
+    not flip, :func:`~aime_rl.perception.losses.token_stability`), ``perplexity`` [G], ``usage`` [G], and the
+    reconstructions."""
     video = as_unit_float(frames)
     tokens, _, perplexity = tokenizer.encode(video)
     reconstructed = tokenizer.decode(tokens)
@@ -113,6 +127,7 @@ def tokenizer_metrics(tokenizer: VQPTTokenizer, frames: torch.Tensor) -> dict[st
     return {
         "psnr": psnr(reconstructed, video),
         "foreground_psnr": foreground_psnr(reconstructed, video),
+        "token_stability": held_out_token_stability(tokens, video),
         "perplexity": perplexity,
         "usage": usage,
         "reconstructed": reconstructed,
@@ -136,6 +151,8 @@ def train_tokenizer(
             return
         writer.add_scalar(TOKENIZER_TAGS["psnr"], metrics["psnr"], step)
         writer.add_scalar(TOKENIZER_TAGS["foreground_psnr"], metrics["foreground_psnr"], step)
+        if metrics["token_stability"] == metrics["token_stability"]:  # not nan
+            writer.add_scalar(TOKENIZER_TAGS["token_stability"], metrics["token_stability"], step)
         for g, (p, u) in enumerate(
             zip(metrics["perplexity"].tolist(), metrics["usage"].tolist(), strict=True)
         ):
