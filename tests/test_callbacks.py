@@ -18,10 +18,12 @@ from aime_rl.agents.callbacks import (
     find_replay_store,
 )
 from aime_rl.perception import CausalPerceiverIO
-from aime_rl.replay import VecRecordFrames
+from aime_rl.replay import ReplayStore, VecRecordFrames
 from aime_rl.training.trainer import TrainerConfig
 from aime_rl.utils.tensorboard import read_event_images
-from aime_rl.wrappers import VecContextObservation, env_factory, fork_stream
+from aime_rl.world_model import VRNN, WorldModelRolloutCallback
+from aime_rl.wrappers import VecContextObservation, env_factory
+from aime_rl.wrappers.core import fork_stream
 
 FRAMES = 6  # video_shape[0]: training windows and rollout videos are 6 frames long
 WINDOW = 4
@@ -230,3 +232,20 @@ def test_rollout_video_every_is_a_deprecated_spelling_of_every_n_steps():
     assert callback.every_n_steps == 64 and callback.num_videos == 2
     with pytest.raises(TypeError, match="every_n_steps"):
         RolloutVideoCallback(every=64, every_n_steps=32)
+
+
+# -- WorldModelRolloutCallback -----------------------------------------------------------------------------------
+
+
+def test_world_model_rollout_max_videos_is_a_deprecated_spelling_of_num_videos(tmp_path, model_dir):
+    vrnn = VRNN(
+        CausalPerceiverIO.from_pretrained(model_dir), 3, hidden_dim=16, latent_dim=4, embed_dim=16, mlp_dim=16
+    )
+    store = ReplayStore(tmp_path / "replay", frame_shape=(32, 32, 3))
+    with pytest.warns(DeprecationWarning, match="num_videos"):
+        callback = WorldModelRolloutCallback(vrnn, store, every_n_steps=64, max_videos=2)
+    assert callback.every_n_steps == 64 and callback.num_videos == 2
+    with pytest.warns(DeprecationWarning, match="num_videos"):
+        assert callback.max_videos == 2
+    with pytest.raises(TypeError, match="num_videos"):
+        WorldModelRolloutCallback(vrnn, store, max_videos=2, num_videos=3)

@@ -11,6 +11,7 @@ import pytest
 from aime_rl.cli import COMMANDS, explicit_settings, main, make_parser
 from aime_rl.experiments import experiment_path
 from aime_rl.pipeline import Options, prepare
+from aime_rl.pipeline.config import ADDED_SETTINGS
 
 
 def help_text(command: str, capsys) -> str:
@@ -183,7 +184,7 @@ def test_a_run_config_written_before_newer_settings_existed_still_loads(tmp_path
     run = tmp_path / "r"
     run.mkdir()
     values = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())[0].to_dict()
-    for added in ("deterministic", "probe_steps"):
+    for added in ADDED_SETTINGS:
         values.pop(added)
     (run / "config.json").write_text(json.dumps(values))
     config = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())

@@ -15,7 +15,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from aime_rl.cli import main
+from aime_rl.evaluation import DEFAULT_REPRESENTATIONS
+from aime_rl.evaluation.representations import REPRESENTATIONS
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.replay import ReplayStore
 from aime_rl.utils.tensorboard import read_event_images
 
@@ -255,6 +258,40 @@ def test_probe_runs_end_to_end_on_a_quick_run(run, capsys):
     assert "context" in json.dumps(report) and "random_cnn" in json.dumps(report)
     assert "| " in (run / "probe.md").read_text()
     assert json.loads((run / "config.json").read_text())["window"] == window  # --window chose what to probe
+
+
+def test_probe_takes_the_representations_and_episode_length_it_is_given(run):
+    args = (
+        "--probe-steps",
+        "300",
+        "--probe-episode-steps",
+        "15",
+        "--probe-representations",
+        "context,majority",
+    )
+    assert cli(run, "probe", *args) == 0
+    report = json.loads((run / "probe.json").read_text())
+    assert sorted(report["representations"]) == ["context", "majority"]
+    assert report["num_episodes"] >= 300 // (15 + 1)  # a reset frame + at most 15 steps per episode
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--probe-representations", "context,pixls"), "--probe-representations"),
+        (("--probe-representations", "belief"), "world model"),
+        (("--probe-episode-steps", "-1"), "--probe-episode-steps"),
+    ],
+)
+def test_bad_probe_settings_fail_in_one_line(run, capsys, flags, named):
+    assert cli(run, "probe", "--probe-steps", "100", *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1
+
+
+def test_the_probe_defaults_match_the_evaluation_package():
+    assert PROBE_REPRESENTATIONS == DEFAULT_REPRESENTATIONS
+    assert set(KNOWN_REPRESENTATIONS) == set(REPRESENTATIONS)
 
 
 def test_atari_through_the_cli_with_no_manual_registration(tmp_path):

@@ -6,7 +6,8 @@
 - :class:`~aime_rl.agents.video_callback.RolloutVideoCallback` (:mod:`aime_rl.agents.video_callback`): every
   ``every_n_steps`` env steps, writes an open-loop rollout GIF and per-step PSNR scalars to TensorBoard;
 - the helpers that find the context wrapper, the replay store and SB3's TensorBoard writer in the training env
-  (:mod:`aime_rl.agents.lookup`), and the shared schedule (:mod:`aime_rl.agents.schedule`).
+  (:mod:`aime_rl.agents.lookup`), and the shared schedule (:mod:`aime_rl.agents.schedule`, re-exported from
+  :mod:`aime_rl.utils.schedule`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 - :func:`find_context_envs`: the :class:`~aime_rl.wrappers.VecContextObservation` that computes the observations;
 - :func:`find_replay_store`: the store of the :class:`~aime_rl.replay.VecRecordFrames` under it;
-- :func:`find_tensorboard_writer`: the ``SummaryWriter`` of SB3's TensorBoard output (``tensorboard_log=``);
+- :func:`find_tensorboard_writer`: the ``SummaryWriter`` of SB3's TensorBoard output (``tensorboard_log=``),
+  re-exported from :mod:`aime_rl.utils.tensorboard` (the world model's rollout callback uses it too);
 - :func:`reset_context_stream`: restart a context wrapper's stream after its model's weights changed.
 """
 
@@ -12,12 +13,11 @@ import os
 from collections.abc import Sequence
 
 import torch
-from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
-from torch.utils.tensorboard import SummaryWriter
 
 from aime_rl.replay.recorder import VecRecordFrames
 from aime_rl.replay.store import ReplayStore
+from aime_rl.utils.tensorboard import find_tensorboard_writer
 from aime_rl.wrappers.vec_context import VecContextObservation
 
 __all__ = [
@@ -70,19 +70,6 @@ def find_replay_store(venv: VecEnv | None, store: StoreLike | None = None) -> Re
             "with VecRecordFrames under the context wrapper or pass store=<replay directory>"
         )
     return recorder.store
-
-
-def find_tensorboard_writer(logger: Logger | None) -> SummaryWriter | None:
-    """The ``SummaryWriter`` of SB3's TensorBoard output in ``logger`` (the agent's ``tensorboard_log`` run
-    directory), or ``None`` when ``logger`` is ``None`` or does not write to TensorBoard.
-
-    Writing videos there puts them in SB3's own event file, next to its scalars; what to do without one (open an
-    own writer, or skip the images) is the caller's choice.
-    """
-    for output in getattr(logger, "output_formats", ()):
-        if isinstance(output, TensorBoardOutputFormat):
-            return output.writer
-    return None
 
 
 def reset_context_stream(env: VecContextObservation) -> None:

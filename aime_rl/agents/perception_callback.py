@@ -46,11 +46,11 @@ from aime_rl.perception import CausalPerceiverIO
 from aime_rl.replay.store import ReplayStore
 from aime_rl.training.perception import predictor_loss_fn, tokenizer_loss
 from aime_rl.training.trainer import TrainerConfig, scalar_metrics
+from aime_rl.utils.schedule import check_positive, is_due
 from aime_rl.wrappers.vec_context import VecContextObservation
 
 from .lookup import StoreLike, find_context_envs, find_replay_store, reset_context_stream
 from .sampling import device_of, has_windows, isolated_rng, sample_frames
-from .schedule import check_positive, is_due
 
 __all__ = ["PERCEPTION_PARTS", "PerceptionTrainingCallback"]
 

@@ -1,60 +1,14 @@
-"""When a periodic callback fires, and how its settings are spelled.
+"""The callbacks' schedule helpers, importable from here as before; they live in :mod:`aime_rl.utils.schedule`
+so that the world model's rollout callback (a lower layer) shares them:
 
-The periodic callbacks share SB3's :class:`~stable_baselines3.common.callbacks.EveryNTimesteps` rule: an event is
-due once ``every_n_steps`` env steps (``model.num_timesteps``, summed over sub-envs) have passed since the step of
-the last event (:func:`is_due`). A callback records that step itself, only when its event did happen, so an event
-that could not run (e.g. no replay episode long enough yet) is retried at the next step.
-
-:func:`renamed_keywords` keeps an old keyword spelling working for a while, with a ``DeprecationWarning`` that names
-the new keyword.
+- :func:`~aime_rl.utils.schedule.is_due`: SB3's ``EveryNTimesteps`` test (an event that could not run is retried
+  at the next step);
+- :func:`~aime_rl.utils.schedule.check_positive`: refuse a setting below 1, by keyword;
+- :func:`~aime_rl.utils.schedule.renamed_keywords`: an old keyword spelling, with a ``DeprecationWarning``.
 """
 
 from __future__ import annotations
 
-import functools
-import warnings
-from collections.abc import Callable
-from typing import TypeVar
+from aime_rl.utils.schedule import check_positive, is_due, renamed_keywords
 
 __all__ = ["check_positive", "is_due", "renamed_keywords"]
-
-FunctionT = TypeVar("FunctionT", bound=Callable)
-
-
-def is_due(num_timesteps: int, last_step: int, every_n_steps: int) -> bool:
-    """True once ``every_n_steps`` env steps have passed since ``last_step`` (SB3's ``EveryNTimesteps`` test)."""
-    return num_timesteps - last_step >= every_n_steps
-
-
-def check_positive(**values: int) -> None:
-    """Raise ``ValueError`` naming the first setting below 1 (``every_n_steps=0`` → ``every_n_steps must be >= 1``)."""
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-
-
-def renamed_keywords(**renames: str) -> Callable[[FunctionT], FunctionT]:
-    """Decorator: accept each old keyword ``old=new`` of ``renames`` in place of ``new``, with a
-    ``DeprecationWarning`` naming ``new``; giving both is a ``TypeError``. The signature shown is the new one."""
-
-    def decorate(function: FunctionT) -> FunctionT:
-        owner = function.__qualname__.removesuffix(".__init__")
-
-        @functools.wraps(function)
-        def wrapper(*args, **kwargs):
-            for old, new in renames.items():
-                if old not in kwargs:
-                    continue
-                if new in kwargs:
-                    raise TypeError(f"{owner}() got both {old}= (deprecated) and {new}=; pass only {new}=")
-                warnings.warn(
-                    f"{owner}: the keyword {old}= is deprecated, use {new}= instead",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
-                kwargs[new] = kwargs.pop(old)
-            return function(*args, **kwargs)
-
-        return wrapper
-
-    return decorate

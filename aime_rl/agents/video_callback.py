@@ -9,9 +9,10 @@ the observations and the replay store of the :class:`~aime_rl.replay.VecRecordFr
     agent = make_agent("ppo", env, tensorboard_log="run/tb")
     agent.learn(1_000_000, callback=[RolloutVideoCallback(every_n_steps=50_000)])
 
-Its schedule (``every_n_steps``, :func:`~aime_rl.agents.schedule.is_due`), its video count (``num_videos``) and its
-writer lookup (:func:`~aime_rl.agents.lookup.find_tensorboard_writer`) are those of the world model's rollout
-callback.
+Its schedule (``every_n_steps``, :func:`~aime_rl.utils.schedule.is_due`; a skipped video is retried at the next
+step), its video count (``num_videos``) and its writer lookup
+(:func:`~aime_rl.utils.tensorboard.find_tensorboard_writer`) are those of the world model's rollout callback
+(:class:`~aime_rl.world_model.WorldModelRolloutCallback`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ from torch.utils.tensorboard import SummaryWriter
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.replay.store import ReplayStore
 from aime_rl.utils.metrics import psnr_per_step
-from aime_rl.utils.tensorboard import add_rollout_gif, add_rollout_psnr
+from aime_rl.utils.schedule import check_positive, is_due, renamed_keywords
+from aime_rl.utils.tensorboard import add_rollout_gif, add_rollout_psnr, find_tensorboard_writer
 from aime_rl.wrappers.preprocessing import load_perception_model
 
-from .lookup import StoreLike, find_context_envs, find_replay_store, find_tensorboard_writer
+from .lookup import StoreLike, find_context_envs, find_replay_store
 from .sampling import device_of, has_windows, isolated_rng, sample_frames
-from .schedule import check_positive, is_due, renamed_keywords
 
 __all__ = ["RolloutVideoCallback"]
 
@@ -51,14 +52,15 @@ class RolloutVideoCallback(BaseCallback):
       observed frame, against the truth; ``/mean`` of each (the tag scheme of :mod:`aime_rl.utils.tensorboard`).
 
     The writer is the SummaryWriter of SB3's TensorBoard output (the agent's ``tensorboard_log`` run directory) when
-    the agent logs to TensorBoard (:func:`~aime_rl.agents.lookup.find_tensorboard_writer`), else a writer of its own
-    on ``logdir``. Generation runs in eval mode without gradients, with torch's global RNG seeded and then restored
-    (the agent's random stream is unaffected).
+    the agent logs to TensorBoard (:func:`~aime_rl.utils.tensorboard.find_tensorboard_writer`), else a writer of its
+    own on ``logdir``. Generation runs in eval mode without gradients, with torch's global RNG seeded and then
+    restored (the agent's random stream is unaffected).
 
     Args:
-        every_n_steps: env steps (summed over sub-envs) between videos (:func:`~aime_rl.agents.schedule.is_due`;
-            a video that cannot be made yet, for want of a long enough episode, is retried at the next step).
-            ``every=`` is its deprecated spelling.
+        every_n_steps: env steps (summed over sub-envs) between videos (:func:`~aime_rl.utils.schedule.is_due`).
+            A skipped video (no replay episode long enough yet) is retried at the next step, not a full interval
+            later; the next interval counts from the step of the last video logged. ``every=`` is its deprecated
+            spelling.
         model: a ``CausalPerceiverIO`` or a checkpoint directory (default: the model of the
             ``VecContextObservation`` in the training env, so joint training shows up in the videos).
         store: replay store or directory (default: the ``VecRecordFrames`` in the training env).

@@ -19,9 +19,15 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..experiments import experiment_path
+from ..perception.presets import get_preset
 
 ALGOS = ("ppo", "a2c", "dqn", "sac")
+# what ``aime-rl probe`` probes by default (aime_rl.evaluation.DEFAULT_REPRESENTATIONS; "belief" needs a world model)
+PROBE_REPRESENTATIONS = ("context", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
+KNOWN_REPRESENTATIONS = ("context", "belief", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
 PRESETS = ("tiny", "small", "seed")
 MAX_FRAME_SIZE = 512
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -29,7 +35,7 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The stages, in pipeline order, and the run settings that shape each stage's outputs: changing one of them after
 # that stage has produced something would silently mix incompatible artifacts (rundir.py refuses it).
 # Settings added after run directories were first written: an older config.json lacks them and gets the default.
-ADDED_SETTINGS = ("deterministic", "probe_steps")
+ADDED_SETTINGS = ("deterministic", "probe_steps", "probe_episode_steps", "probe_representations")
 STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
 SHAPING: dict[str, str] = {
     "env": "collect",
@@ -130,6 +136,18 @@ class RunConfig:
     probe_steps: int = setting(
         3000, "labelled random-policy frames collected for the state probes", ("probe",)
     )
+    probe_episode_steps: int = setting(
+        0,
+        "cut each probe episode after this many frames (0: whole episodes); a long game (a random Pong episode is "
+        "~800 frames) then gives enough episodes for the 70/10/20 split",
+        ("probe",),
+    )
+    probe_representations: str = setting(
+        ",".join(PROBE_REPRESENTATIONS),
+        "comma-separated representations to probe (context, belief, untrained, random_cnn, pixels, frame_stack, "
+        "majority); the pixel baselines' 256-way probes are the slow part on Atari",
+        ("probe",),
+    )
     device: str = setting("cpu", "torch device: cpu, cuda or cuda:N")
 
     @property
@@ -180,6 +198,9 @@ class RunConfig:
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"{flag(key)} must be a positive integer, got {getattr(self, key)}")
+        if self.probe_episode_steps < 0:
+            raise ValueError(f"{flag('probe_episode_steps')} must be >= 0, got {self.probe_episode_steps}")
+        self.probe_representation_names()
         if self.sequence_length < 2:
             raise ValueError(f"{flag('sequence_length')} must be at least 2 (context and a next frame)")
         if self.seed < 0:
@@ -193,9 +214,18 @@ class RunConfig:
             raise ValueError(f"agent_kwargs must be a table of settings, got {self.agent_kwargs!r}")
         check_device(self.device)
 
-    def _check_frame_size(self) -> None:
-        from ..perception.presets import get_preset
+    def probe_representation_names(self) -> tuple[str, ...]:
+        """``probe_representations`` as a tuple of names; ``ValueError`` for an empty list or an unknown name."""
+        names = tuple(n.strip() for n in self.probe_representations.split(",") if n.strip())
+        unknown = [n for n in names if n not in KNOWN_REPRESENTATIONS]
+        if not names or unknown:
+            raise ValueError(
+                f"{flag('probe_representations')} must be a comma-separated list of "
+                f"{', '.join(KNOWN_REPRESENTATIONS)}, got {self.probe_representations!r}"
+            )
+        return names
 
+    def _check_frame_size(self) -> None:
         factor = get_preset(self.preset)["tokenizer"].get("downsample", 8)
         if not factor <= self.frame_size <= MAX_FRAME_SIZE or self.frame_size % factor:
             raise ValueError(
@@ -238,8 +268,6 @@ def check_name(name: str) -> None:
 
 def check_device(device: str) -> None:
     """``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine."""
-    import torch
-
     if device == "cpu":
         return
     match = re.fullmatch(r"cuda(?::(\d+))?", device)

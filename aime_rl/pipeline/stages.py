@@ -36,7 +36,7 @@ from ..training.trainer import TrainerConfig
 from ..utils.io import atomic_write, atomic_write_json
 from ..world_model import VRNN, WorldModelEnv, train_world_model
 from ..wrappers import VecContextObservation
-from .config import RunConfig
+from .config import RunConfig, flag
 from .environment import env_spec, make_single_env, make_venv
 from .progress import AgentProgress, Progress
 from .report import write_report
@@ -555,6 +555,20 @@ def log_evaluation(run: RunDir, report: dict[str, Any]) -> None:
 # -- probe ----------------------------------------------------------------------------------------------------------
 
 
+def probe_representations(config: RunConfig, has_world_model: bool) -> tuple[str, ...]:
+    """The representations ``probe`` asks for: ``--probe-representations``, plus the belief features when the run
+    has a world model and the list is the default one. ``ValueError`` for "belief" without a world model."""
+    names = config.probe_representation_names()
+    default = RunConfig.__dataclass_fields__["probe_representations"].default
+    if has_world_model and config.probe_representations == default:
+        names += ("belief",)
+    if "belief" in names and not has_world_model:
+        raise ValueError(
+            f"{flag('probe_representations')}: 'belief' needs the run's world model (run train-world-model first)"
+        )
+    return names
+
+
 def probe(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """Linear probes of what the run's context knows about the env's true state (AtariARI protocol), beside the
     baselines (untrained model, random CNN, pixels, frame stack, majority class) and, when the run has a world
@@ -564,13 +578,17 @@ def probe(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, An
     if (run.manifest("world_model") or {}).get("status") == "done":
         perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
         world_model = VRNN.from_pretrained(world_model_dir(run), perceiver).eval()
-    say(f"probe: {config.probe_steps} random-policy frames of {config.env}, window {config.window}")
+    names = probe_representations(config, world_model is not None)
+    cut = f", episodes cut at {config.probe_episode_steps} frames" if config.probe_episode_steps else ""
+    say(f"probe: {config.probe_steps} random-policy frames of {config.env}{cut}, window {config.window}")
     report = probe_model(
         perception_dir,
         lambda: make_single_env(config),
         steps=config.probe_steps,
         window=config.window,
         world_model=world_model,
+        representations=names,
+        max_episode_steps=config.probe_episode_steps or None,
         seed=config.seed,
         device=config.device,
         logdir=run.path / "probe",

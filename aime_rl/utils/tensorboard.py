@@ -56,6 +56,12 @@ Frame layouts accepted by :func:`encode_gif` / :func:`add_gif`:
 - uint8 ``[T, H, W, 3]`` in ``[0, 255]`` (channels-last, as Gymnasium envs produce).
 
 ``torch.Tensor`` and ``numpy.ndarray`` are both accepted; tensors may live on any device.
+
+Writers
+-------
+
+:func:`find_tensorboard_writer` finds the ``SummaryWriter`` of SB3's TensorBoard output (``tensorboard_log=``), the
+one every rollout callback writes its videos to by default.
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from torch.utils.tensorboard import SummaryWriter
@@ -86,6 +93,7 @@ __all__ = [
     "add_rollout_psnr",
     "add_text_once",
     "encode_gif",
+    "find_tensorboard_writer",
     "label_rollout_frames",
     "read_event_images",
     "rollout_description",
@@ -366,6 +374,19 @@ def add_text_once(writer: SummaryWriter, tag: str, text: str) -> None:
         return
     writer.add_text(tag, text, global_step=0)
     written[tag] = text
+
+
+def find_tensorboard_writer(logger: Logger | None) -> SummaryWriter | None:
+    """The ``SummaryWriter`` of SB3's TensorBoard output in ``logger`` (the agent's ``tensorboard_log`` run
+    directory), or ``None`` when ``logger`` is ``None`` or does not write to TensorBoard.
+
+    Writing videos there puts them in SB3's own event file, next to its scalars; what to do without one (open an
+    own writer, or skip the images) is the caller's choice.
+    """
+    for output in getattr(logger, "output_formats", ()):
+        if isinstance(output, TensorBoardOutputFormat):
+            return output.writer
+    return None
 
 
 # ----------------------------------------------------------------------------------------- rollout labels

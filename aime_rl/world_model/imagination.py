@@ -9,25 +9,27 @@
 - :func:`log_open_loop`: a labelled TensorBoard GIF ``{prefix}/open_loop`` (rows truth / model / |error|) and the
   scalars ``{prefix}/psnr/step_k`` and ``{prefix}/copy_last_psnr/step_k`` (``k = 1 … H``) with their means, the
   tag scheme of :mod:`aime_rl.utils.tensorboard`.
-- :class:`WorldModelRolloutCallback`: an SB3 callback that logs such a rollout from a replay store periodically.
+- :class:`WorldModelRolloutCallback`: an SB3 callback that logs such a rollout from a replay store periodically,
+  on the schedule of the perception model's rollout callback (:mod:`aime_rl.utils.schedule`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import TensorBoardOutputFormat
 from torch.utils.tensorboard import SummaryWriter
 
 from ..replay.store import ReplayStore
 from ..utils import metrics
-from ..utils.tensorboard import ROLLOUT_PREFIX, add_rollout_gif, add_rollout_psnr
+from ..utils.schedule import check_positive, is_due, renamed_keywords
+from ..utils.tensorboard import ROLLOUT_PREFIX, add_rollout_gif, add_rollout_psnr, find_tensorboard_writer
 from ..utils.validation import as_float_video
 from .vrnn import VRNN, StepState
 
@@ -233,22 +235,30 @@ def log_open_loop(
 class WorldModelRolloutCallback(BaseCallback):
     """SB3 callback: every ``every_n_steps`` env steps, log an open-loop rollout of ``vrnn`` on replay windows.
 
+    The schedule is the one of the perception model's :class:`~aime_rl.agents.RolloutVideoCallback`
+    (:func:`aime_rl.utils.schedule.is_due`): a rollout is due once ``every_n_steps`` env steps have passed since the
+    last rollout logged. A skipped rollout (no replay episode long enough yet) is retried at the next step, not a
+    full interval later, and warned about once per wait.
+
     Args:
         vrnn: the world model (evaluated under ``no_grad``; its mode is restored afterwards).
         store: a :class:`ReplayStore` or its directory (opened read-only; refreshed before each sample, so it can
             be the store a recorder is filling during training).
         every_n_steps: interval in environment steps (``model.num_timesteps``).
-        batch_size: sequences per rollout (all go into the PSNR; at most ``max_videos`` into the GIF).
+        batch_size: sequences per rollout (all go into the PSNR; at most ``num_videos`` into the GIF).
         observe_k, horizon: observed and predicted frames.
         tag: TensorBoard prefix (:func:`log_open_loop`): ``world_model/open_loop`` (GIF),
             ``world_model/psnr/step_k``, ``world_model/copy_last_psnr/step_k`` … by default, apart from the
             ``rollout/`` tags of the perception model's rollout callback in the same run.
-        writer: a ``SummaryWriter``; default: the one of the model's TensorBoard logger (``tensorboard_log=``).
-            Without either, only SB3 logger scalars (``{tag}/psnr/mean``, ``{tag}/copy_last_psnr/mean``) are
-            recorded.
+        writer: a ``SummaryWriter``; default: the one of the model's TensorBoard logger (``tensorboard_log=``,
+            :func:`~aime_rl.utils.tensorboard.find_tensorboard_writer`). Without either, only SB3 logger scalars
+            (``{tag}/psnr/mean``, ``{tag}/copy_last_psnr/mean``) are recorded.
         seed: seeds the window sampling (``default_rng([seed, call index])``).
+        num_videos: sequences shown in the GIF (the first ``num_videos`` of the batch). ``max_videos=`` is its
+            deprecated spelling.
     """
 
+    @renamed_keywords(max_videos="num_videos")
     def __init__(
         self,
         vrnn: VRNN,
@@ -260,41 +270,51 @@ class WorldModelRolloutCallback(BaseCallback):
         tag: str = "world_model",
         writer: SummaryWriter | None = None,
         seed: int = 0,
-        max_videos: int = 4,
+        num_videos: int = 4,
         verbose: int = 0,
     ):
         super().__init__(verbose)
-        if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        check_positive(every_n_steps=every_n_steps, num_videos=num_videos)
         self.vrnn = vrnn
         self.store = store if isinstance(store, ReplayStore) else ReplayStore.open(store)
         self.every_n_steps = every_n_steps
         self.batch_size, self.observe_k, self.horizon = batch_size, observe_k, horizon
-        self.tag, self.writer, self.seed, self.max_videos = tag, writer, seed, max_videos
+        self.tag, self.writer, self.seed, self.num_videos = tag, writer, seed, num_videos
         self.num_logged = 0
         self._last_logged_step = 0
+        self._skip_warned = False
         self.last_scalars: dict[str, float] = {}
+
+    @property
+    def max_videos(self) -> int:
+        """Deprecated spelling of :attr:`num_videos`."""
+        warnings.warn(
+            "WorldModelRolloutCallback.max_videos is deprecated, use num_videos instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.num_videos
 
     def _tensorboard_writer(self) -> SummaryWriter | None:
         if self.writer is not None:
             return self.writer
-        for output in getattr(getattr(self, "logger", None), "output_formats", []):
-            if isinstance(output, TensorBoardOutputFormat):
-                return output.writer
-        return None
+        return find_tensorboard_writer(getattr(self, "logger", None))
 
     def _on_step(self) -> bool:
-        if self.num_timesteps - self._last_logged_step >= self.every_n_steps:
-            self._last_logged_step = self.num_timesteps
+        if is_due(self.num_timesteps, self._last_logged_step, self.every_n_steps):
             self.log_rollout()
         return True
 
     def log_rollout(self) -> dict[str, float]:
-        """Sample windows and log one rollout now; returns the scalars (empty when no episode is long enough)."""
+        """Sample windows and log one rollout now, at step ``num_timesteps`` (the step the next interval counts
+        from); returns the scalars (empty when no episode is long enough: the rollout is skipped, with a warning the
+        first time since the last rollout logged)."""
         length = self.observe_k + self.horizon
         self.store.refresh()
         if not any(len(e) >= length for e in self.store.episodes):
-            logger.warning("no replay episode has %d rows yet; open-loop rollout skipped", length)
+            if not self._skip_warned:
+                logger.warning("no replay episode has %d rows yet; open-loop rollout skipped", length)
+                self._skip_warned = True
             return {}
         rng = np.random.default_rng([self.seed, self.num_logged])
         batch = self.store.sample_windows(self.batch_size, length, rng)
@@ -308,12 +328,14 @@ class WorldModelRolloutCallback(BaseCallback):
             self.horizon,
             self.num_timesteps,
             tag=self.tag,
-            max_videos=self.max_videos,
+            max_videos=self.num_videos,
         )
         sb3_logger = getattr(self, "logger", None)  # set by init_callback (absent when called stand-alone)
         if sb3_logger is not None:
             for name in ("psnr/mean", "copy_last_psnr/mean"):
                 sb3_logger.record(f"{self.tag}/{name}", scalars[name])
         self.num_logged += 1
+        self._last_logged_step = self.num_timesteps
+        self._skip_warned = False
         self.last_scalars = scalars
         return scalars
