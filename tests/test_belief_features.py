@@ -22,15 +22,10 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.world_model import VRNN, VRNNFilter
-from aime_rl.wrappers import (
-    ContextObservation,
-    SharedModel,
-    VecContextObservation,
-    VectorContextObservation,
-    belief_actions,
-    env_factory,
-    to_model_frames,
-)
+from aime_rl.wrappers import ContextObservation, VecContextObservation, VectorContextObservation, env_factory
+from aime_rl.wrappers.core import belief_actions
+from aime_rl.wrappers.models import SharedModel
+from aime_rl.wrappers.preprocessing import to_model_frames
 
 from .test_vrnn import SMALL
 

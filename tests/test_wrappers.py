@@ -25,16 +25,15 @@ from aime_rl.perception.context_stream import ContextStream
 from aime_rl.wrappers import (
     ContextObservation,
     GymnasiumToSB3VecEnv,
-    SharedModel,
     VecContextObservation,
     VectorContextObservation,
     env_factory,
-    frame_source_for,
     make_context_env,
     make_context_vec_env,
     register_context_env,
-    to_model_frames,
 )
+from aime_rl.wrappers.models import SharedModel
+from aime_rl.wrappers.preprocessing import frame_source_for, to_model_frames
 
 WINDOW = 4
 ATOL = 1e-4

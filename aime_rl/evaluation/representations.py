@@ -30,7 +30,8 @@ from torch import nn
 
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.world_model import VRNNFilter
-from aime_rl.wrappers.context import belief_actions, resolve_world_model
+from aime_rl.wrappers.core import belief_actions
+from aime_rl.wrappers.models import resolve_world_model
 from aime_rl.wrappers.preprocessing import load_perception_model, to_model_frames
 
 from .labels import LabelledFrames

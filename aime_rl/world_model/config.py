@@ -1,7 +1,7 @@
 """Configuration of the :class:`~aime_rl.world_model.vrnn.VRNN`: :class:`VRNNConfig` and the checks around it.
 
 Holds the hyperparameter dataclass (JSON-able, saved with the weights), the config of a VRNN on a given perceiver
-(:func:`config_for_perceiver`, with the sizes :func:`_perception_spec` takes from it), and the checks of a loaded
+(:func:`config_for_perceiver`, with the sizes :func:`perception_spec` takes from it), and the checks of a loaded
 ``config.json`` (:func:`_check_loaded_sizes`).
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from ..utils.validation import check_positive, check_size_estimate
 
-__all__ = ["REWARD_LOSSES", "VRNNConfig", "config_for_perceiver"]
+__all__ = ["REWARD_LOSSES", "VRNNConfig", "config_for_perceiver", "normalise", "perception_spec"]
 
 REWARD_LOSSES = ("symlog", "mse")
 
@@ -114,10 +114,10 @@ def config_for_perceiver(
         raise ValueError(
             f"unknown VRNN option(s) {unknown}; valid: {sorted(known - {'action_dim', 'discrete'})}"
         )
-    spec = _perception_spec(perceiver)
+    spec = perception_spec(perceiver)
     for name, value in spec.items():
         given = options.get(name)
-        if given is not None and _normalise(given) != _normalise(value):
+        if given is not None and normalise(given) != normalise(value):
             raise ValueError(f"{name}={given!r} does not match the perceiver's {value!r}")
     return VRNNConfig(action_dim=int(action_dim), discrete=bool(discrete), **{**options, **spec})
 
@@ -149,7 +149,7 @@ def _check_loaded_sizes(config: dict[str, Any], source: Any) -> None:
     )
 
 
-def _perception_spec(perceiver: nn.Module) -> dict[str, Any]:
+def perception_spec(perceiver: nn.Module) -> dict[str, Any]:
     """Sizes the VRNN takes from the perceiver; raises for setups it does not support."""
     tokenizer = getattr(perceiver, "tokenizer", None)
     if tokenizer is None or not hasattr(perceiver, "predictor"):
@@ -168,5 +168,10 @@ def _perception_spec(perceiver: nn.Module) -> dict[str, Any]:
     }
 
 
-def _normalise(value: Any) -> Any:
+def normalise(value: Any) -> Any:
+    """A size as compared between configs: lists (from JSON) become tuples."""
     return tuple(value) if isinstance(value, list | tuple) else value
+
+
+_perception_spec = perception_spec  # the old private names (re-exported by vrnn.py)
+_normalise = normalise

@@ -23,7 +23,7 @@ from ..replay.store import ReplayStore
 from ..utils.validation import check_batch_size, row_index
 from .vrnn import VRNN, StepState
 
-__all__ = ["VRNNFilter", "WorldModelEnv"]
+__all__ = ["VRNNFilter", "WorldModelEnv", "check_action_space"]
 
 
 class VRNNFilter:
@@ -239,7 +239,7 @@ class WorldModelEnv(gym.Env):
 
         config = vrnn.config
         self.action_space = action_space if action_space is not None else _default_action_space(config)
-        _check_action_space(self.action_space, config)
+        check_action_space(self.action_space, config)
         size = vrnn.context_dim + (vrnn.belief_dim if include_belief else 0)
         self.observation_space = spaces.Box(-np.inf, np.inf, (size,), dtype=np.float32)
 
@@ -330,7 +330,8 @@ def _default_action_space(config) -> spaces.Space:
     return spaces.Box(-1.0, 1.0, (config.action_dim,), dtype=np.float32)
 
 
-def _check_action_space(space: spaces.Space, config) -> None:
+def check_action_space(space: spaces.Space, config) -> None:
+    """Raise ``ValueError`` unless ``space`` fits the VRNN: ``Discrete(action_dim)`` or ``action_dim`` floats."""
     if config.discrete:
         if not isinstance(space, spaces.Discrete) or int(space.n) != config.action_dim:
             raise ValueError(f"action_space must be Discrete({config.action_dim}) for this VRNN, got {space}")

@@ -32,7 +32,7 @@ then rebuilds with the same model object, and is not JSON-serialisable).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, SupportsFloat
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
@@ -43,44 +43,11 @@ from torch import nn
 from aime_rl.envs import EnvSpec, make_env
 from aime_rl.perception import CausalPerceiverIO
 
-if TYPE_CHECKING:
-    from aime_rl.world_model import VRNN
+from .core import ContextAttributes, ContextCore, context_space
+from .models import ModelOrDir, SharedModel, WorldModelOrDir
+from .preprocessing import frame_source_for
 
-from .preprocessing import frame_source_for, load_perception_model, to_model_frames
-
-__all__ = [
-    "ContextObservation",
-    "SharedModel",
-    "belief_actions",
-    "context_space",
-    "make_context_env",
-    "resolve_world_model",
-]
-
-
-class SharedModel:
-    """A reference to a model that ``copy.deepcopy`` shares instead of copying (for recorded constructor args).
-
-    Holds a ``CausalPerceiverIO`` (``model_or_dir``) or a ``VRNN`` (``world_model``).
-    """
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __deepcopy__(self, memo: dict) -> SharedModel:
-        return self
-
-    def __repr__(self) -> str:
-        return f"SharedModel({type(self.model).__name__}, context_dim={self.model.context_dim})"
-
-
-ModelOrDir = CausalPerceiverIO | SharedModel | str | os.PathLike
-WorldModelOrDir = Any  # a VRNN, a SharedModel holding one, or a directory written by VRNN.save_pretrained
-
-
-def context_space(context_dim: int) -> spaces.Box:
-    """``Box(-inf, inf, (context_dim,), float32)``: LayerNorm-ed contexts are unbounded."""
-    return spaces.Box(-np.inf, np.inf, shape=(context_dim,), dtype=np.float32)
+__all__ = ["ContextObservation", "make_context_env"]
 
 
 def _recordable(model_or_dir: ModelOrDir) -> SharedModel | str:
@@ -96,13 +63,6 @@ def _recordable(model_or_dir: ModelOrDir) -> SharedModel | str:
     )
 
 
-def resolve_model(model_or_dir: ModelOrDir, device: str | torch.device = "cpu") -> CausalPerceiverIO:
-    """The eval-mode model behind a model, a :class:`SharedModel` or a checkpoint directory."""
-    if isinstance(model_or_dir, SharedModel):
-        model_or_dir = model_or_dir.model
-    return load_perception_model(model_or_dir, device)
-
-
 def _recordable_world_model(world_model: WorldModelOrDir) -> SharedModel | str | None:
     """What ``env.spec`` records for ``world_model``: None, a directory as ``str`` or a :class:`SharedModel`."""
     if world_model is None or isinstance(world_model, SharedModel):
@@ -116,64 +76,7 @@ def _recordable_world_model(world_model: WorldModelOrDir) -> SharedModel | str |
     )
 
 
-def resolve_world_model(
-    world_model: WorldModelOrDir,
-    model: CausalPerceiverIO,
-    device: str | torch.device = "cpu",
-    action_space: spaces.Space | None = None,
-) -> VRNN | None:
-    """The eval-mode ``VRNN`` behind ``world_model`` (None stays None), checked against the perception ``model``.
-
-    A directory is loaded with ``VRNN.from_pretrained(directory, model)``. Raises ``ValueError`` naming
-    ``world_model`` when its sizes (``context_dim``, token grid, quantizer heads, codes) are not the perception
-    model's, or when ``action_space`` (the env's, per sub-env) is not the VRNN's (``Discrete(action_dim)`` or a
-    ``Box`` of ``action_dim`` elements).
-    """
-    from aime_rl.world_model import VRNN
-    from aime_rl.world_model.env import _check_action_space
-    from aime_rl.world_model.vrnn import _normalise, _perception_spec
-
-    if world_model is None:
-        return None
-    if isinstance(world_model, SharedModel):
-        world_model = world_model.model
-    if isinstance(world_model, (str, os.PathLike)):
-        try:
-            world_model = VRNN.from_pretrained(world_model, model, map_location=device)
-        except ValueError as error:
-            raise ValueError(f"world_model {os.fspath(world_model)!r} cannot be loaded: {error}") from error
-    if not isinstance(world_model, VRNN):
-        raise ValueError(
-            f"world_model must be a VRNN, a checkpoint directory or None, got {type(world_model).__name__}"
-        )
-    if world_model.perceiver is not model:
-        for name, value in _perception_spec(model).items():
-            got = getattr(world_model.config, name)
-            if _normalise(got) != _normalise(value):
-                raise ValueError(
-                    f"world_model has {name}={got!r} but the perception model has {name}={value!r}: "
-                    "use a VRNN trained on this perception model"
-                )
-    if action_space is not None:
-        try:
-            _check_action_space(action_space, world_model.config)
-        except ValueError as error:
-            raise ValueError(f"world_model does not fit the env's actions: {error}") from error
-    return world_model.eval()
-
-
-def belief_actions(space: spaces.Space, actions: Any, batch_size: int) -> np.ndarray:
-    """Env actions → what ``VRNNFilter.step`` takes as ``prev_action``.
-
-    ``Discrete`` (ids from ``space.start``): int64 ``[batch_size]`` ids from 0; otherwise float32
-    ``[batch_size, A]``.
-    """
-    if isinstance(space, spaces.Discrete):
-        return np.asarray(actions, dtype=np.int64).reshape(batch_size) - int(space.start)
-    return np.asarray(actions, dtype=np.float32).reshape(batch_size, -1)
-
-
-class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs, ContextAttributes):
     """Observation = causal context of the frames of this episode so far, float32 ``[context_dim]``
     (``[context_dim + belief_dim]`` with a world model).
 
@@ -214,26 +117,24 @@ class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
             _disable_deepcopy=True,
         )
         gym.ObservationWrapper.__init__(self, env)
-        self.frame_source = frame_source_for(env)
-        self.model = resolve_model(model_or_dir, device)
-        self.device = torch.device(device)
-        self.window = window
+        self._core = ContextCore(
+            model_or_dir,
+            1,
+            env.action_space,
+            frame_source_for(env),
+            window=window,
+            device=device,
+            timescale=timescale,
+            world_model=world_model,
+        )
+        self._core.start()
         self.keep_frame = keep_frame
-        with torch.inference_mode():
-            self._stream = self.model.stream(1, window=window, timescale=timescale)
-        self.world_model: VRNN | None = resolve_world_model(world_model, self.model, device, env.action_space)
-        self.belief_dim = 0 if self.world_model is None else self.world_model.belief_dim
-        self._filter = None
-        if self.world_model is not None:
-            from aime_rl.world_model import VRNNFilter
-
-            self._filter = VRNNFilter(self.world_model, 1)
         self._prev_action: Any = None
         self.observation_space = self._make_observation_space()
 
     def _make_observation_space(self) -> spaces.Space:
         if not self.keep_frame:
-            return context_space(self.model.context_dim + self.belief_dim)
+            return context_space(self._core.observation_dim)
         height, width = self.model.frame_size
         parts = {"context": context_space(self.model.context_dim)}
         if self.belief_dim:
@@ -245,10 +146,7 @@ class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Any, dict[str, Any]]:
         """Restart the context stream (and the belief filter), then reset the env and observe its first frame."""
-        with torch.inference_mode():
-            self._stream.reset()
-            if self._filter is not None:
-                self._filter.reset()
+        self._core.reset()
         self._prev_action = None
         return super().reset(seed=seed, options=options)
 
@@ -263,19 +161,10 @@ class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
         With a world model: ``[context_dim + belief_dim]`` (``[c_t, h_{t-1}, z_t]``), or a ``"belief"`` entry
         ``[belief_dim]`` beside ``"context"`` with ``keep_frame``.
         """
-        frame = observation if self.frame_source == "observation" else self.env.render()
-        frames = to_model_frames(frame, self.model.frame_size)  # uint8 [1, 3, h, w]
-        with torch.inference_mode():
-            context = self._stream.step(frames.to(self.device))  # [1, context_dim]
-            belief = None
-            if self._filter is not None:
-                action = self._prev_action
-                if action is not None:
-                    action = belief_actions(self.action_space, [action], 1)
-                # the stream's tokens of this frame [1, h, w(, G)]: no second tokenizer pass
-                belief = self._filter.step(context, self._stream.last_tokens, action)  # [1, belief_dim]
-        context = context[0].to("cpu", torch.float32).numpy().copy()
-        belief = None if belief is None else belief[0].to("cpu", torch.float32).numpy().copy()
+        frames = self._core.frames(observation, self.env.render)  # uint8 [1, 3, h, w]
+        actions = None if self._prev_action is None else self._core.filter_actions([self._prev_action])
+        contexts, beliefs = self._core.step(frames, actions)  # [1, context_dim], [1, belief_dim] or None
+        context, belief = contexts[0], None if beliefs is None else beliefs[0]
         if not self.keep_frame:
             return context if belief is None else np.concatenate([context, belief])
         kept = {"context": context}
@@ -306,8 +195,6 @@ def make_context_env(
         ValueError: an unknown env (with close matches), ale-py missing for an Atari id, or what
             :class:`ContextObservation` raises.
     """
-    import aime_rl  # noqa: F401  (registers the built-in envs, also in fresh worker processes)
-
     return ContextObservation(
         make_env(env_id, **make_kwargs),
         model_dir,

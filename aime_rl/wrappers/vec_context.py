@@ -30,7 +30,6 @@ the env factory, as :func:`env_factory` does with ``render_observation=True``) t
 
 from __future__ import annotations
 
-import copy
 import functools
 import os
 import warnings
@@ -39,31 +38,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from aime_rl.envs import EnvSpec, make_env, resolve_env
-from aime_rl.perception import CausalPerceiverIO
-from aime_rl.perception.context_stream import ContextStream
 
-from .context import ModelOrDir, belief_actions, context_space, resolve_model, resolve_world_model
-from .preprocessing import frame_source_from, to_model_frames
+from .core import ContextAttributes, ContextCore, context_space
+from .models import ModelOrDir, WorldModelOrDir
+from .preprocessing import frame_source_from
 
-__all__ = ["VecContextObservation", "env_factory", "fork_stream", "make_context_vec_env"]
-
-
-def fork_stream(stream: Any, *models: torch.nn.Module) -> Any:
-    """An independent copy of a stream's state (caches, counters) that shares the ``models``' modules and weights.
-
-    Works for a :class:`ContextStream` and for a world-model belief filter (``VRNNFilter``). It copies every row;
-    ``stream.select(rows)`` copies only the rows it keeps.
-    """
-    shared: dict[int, Any] = {}
-    for model in models:
-        shared.update({id(module): module for module in model.modules()})
-        shared.update({id(tensor): tensor for tensor in model.parameters()})
-        shared.update({id(tensor): tensor for tensor in model.buffers()})
-    return copy.deepcopy(stream, memo=shared)
+__all__ = ["VecContextObservation", "env_factory", "make_context_vec_env"]
 
 
 def _make_env(
@@ -74,8 +58,8 @@ def _make_env(
     training: bool = True,
     monitor: bool = False,
 ) -> gym.Env:
-    import aime_rl  # noqa: F401  (registers the built-in envs in a fresh worker process)
-
+    """The env of :func:`env_factory` (unpickling this function in a worker imports ``aime_rl``, which registers
+    the built-in envs)."""
     made = make_env(env, training=training, monitor=monitor, **make_kwargs)
     for wrapper in wrappers:
         made = wrapper(made)
@@ -117,7 +101,7 @@ def env_factory(
     return functools.partial(_make_env, spec, render_observation, tuple(wrappers), {}, training, monitor)
 
 
-class VecContextObservation(VecEnvWrapper):
+class VecContextObservation(VecEnvWrapper, ContextAttributes):
     """Observation of every sub-env = its causal context, float32 ``[num_envs, context_dim]``, one batched forward.
 
     Args:
@@ -142,70 +126,39 @@ class VecContextObservation(VecEnvWrapper):
         window: int | None = 16,
         device: str | torch.device = "cpu",
         timescale: str = "fast",
-        world_model: Any = None,
+        world_model: WorldModelOrDir = None,
     ):
-        self.frame_source = frame_source_from(
-            venv.observation_space, getattr(venv, "render_mode", None), f"VecEnv {type(venv).__name__}"
+        self._core = ContextCore(
+            model_or_dir,
+            venv.num_envs,
+            venv.action_space,
+            frame_source_from(
+                venv.observation_space, getattr(venv, "render_mode", None), f"VecEnv {type(venv).__name__}"
+            ),
+            window=window,
+            device=device,
+            timescale=timescale,
+            world_model=world_model,
         )
-        self.model: CausalPerceiverIO = resolve_model(model_or_dir, device)
-        self.device = torch.device(device)
-        self.window = window
-        self.timescale = timescale
-        self.world_model = resolve_world_model(world_model, self.model, self.device, venv.action_space)
-        belief_dim = self.world_model.belief_dim if self.world_model is not None else 0
-        super().__init__(venv, observation_space=context_space(self.model.context_dim + belief_dim))
-        self._stream = self._new_stream()
-        self._filter = self._new_filter()
+        super().__init__(venv, observation_space=context_space(self._core.observation_dim))
+        self._core.start()
         self._actions: np.ndarray | None = None
         self._last_contexts = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
         self._warned_lost_terminal_frames = False
-
-    def _new_filter(self):
-        if self.world_model is None:
-            return None
-        from aime_rl.world_model import VRNNFilter
-
-        return VRNNFilter(self.world_model, self.num_envs)
 
     def step_async(self, actions: np.ndarray) -> None:
         self._actions = np.asarray(actions).copy()
         self.venv.step_async(actions)
 
-    def _observe(self, stream, belief_filter, frames: torch.Tensor, actions) -> np.ndarray:
-        """One stream step (and filter step) of a ``B``-row stream → observations ``[B, context_dim (+ belief_dim)]``.
-
-        ``frames``: uint8 ``[B, 3, h, w]``; ``actions``: the env actions of the previous step ``[B, ...]`` (as SB3
-        passes them; shifted by :func:`belief_actions` for the filter), or None when every row starts an episode.
-        """
-        contexts = self._step_stream(stream, frames)
-        if belief_filter is None:
-            return contexts
-        if actions is not None:
-            actions = belief_actions(self.action_space, actions, len(contexts))
-        with torch.inference_mode():  # the stream's tokens of this frame: no second tokenizer pass
-            beliefs = belief_filter.step(torch.from_numpy(contexts), stream.last_tokens, actions)
-        return np.concatenate([contexts, beliefs.to("cpu", torch.float32).numpy()], axis=1)
-
-    def _new_stream(self) -> ContextStream:
-        with torch.inference_mode():
-            return self.model.stream(self.num_envs, window=self.window, timescale=self.timescale)
-
     def _frames(self, observations: np.ndarray) -> torch.Tensor:
-        """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]`` on the model's device."""
-        frames = observations if self.frame_source == "observation" else np.stack(self.venv.get_images())
-        return to_model_frames(frames, self.model.frame_size).to(self.device)
-
-    def _step_stream(self, stream: ContextStream, frames: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            contexts = stream.step(frames)
-        return contexts.to("cpu", torch.float32).numpy().copy()
+        """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]``."""
+        return self._core.frames(observations, lambda: np.stack(self.venv.get_images()))
 
     def reset(self) -> np.ndarray:
         """Reset all sub-envs and the stream; contexts of the first frames ``[num_envs, context_dim]``."""
         observations = self.venv.reset()
-        self._stream = self._new_stream()
-        self._filter = self._new_filter()
-        self._last_contexts = self._observe(self._stream, self._filter, self._frames(observations), None)
+        self._core.start()
+        self._last_contexts = self._core.observe(self._frames(observations))
         return self._last_contexts.copy()
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -215,15 +168,16 @@ class VecContextObservation(VecEnvWrapper):
         done = np.asarray(dones, dtype=bool)
         if done.any():
             self._write_terminal_contexts(done, infos)
-            with torch.inference_mode():
-                self._stream.reset(torch.as_tensor(done))
-                if self._filter is not None:
-                    self._filter.reset(torch.as_tensor(done))
-        self._last_contexts = self._observe(self._stream, self._filter, frames, self._actions)
+            self._core.reset(done)
+        self._last_contexts = self._core.observe(frames, self._core.filter_actions(self._actions))
         return self._last_contexts.copy(), rewards, dones, infos
 
     def _write_terminal_contexts(self, done: np.ndarray, infos: list[dict]) -> None:
-        """Replace ``infos[i]["terminal_observation"]`` of the done rows by the context of their terminal frame."""
+        """Replace ``infos[i]["terminal_observation"]`` of the done rows by the context of their terminal frame.
+
+        A selection of those rows of the stream (and filter) is stepped on the terminal frames; the stream itself
+        is not touched (:meth:`ContextCore.observe_rows`).
+        """
         rows = [int(i) for i in np.flatnonzero(done) if "terminal_observation" in infos[i]]
         if not rows:
             return
@@ -232,23 +186,10 @@ class VecContextObservation(VecEnvWrapper):
             for i in rows:
                 infos[i]["terminal_observation"] = self._last_contexts[i].copy()
             return
-        terminal_frames = to_model_frames(
-            np.stack([infos[i]["terminal_observation"] for i in rows]), self.model.frame_size
-        ).to(self.device)
-        for i, observation in zip(rows, self._terminal_observations(rows, terminal_frames), strict=True):
+        terminal_frames = self._core.model_frames(np.stack([infos[i]["terminal_observation"] for i in rows]))
+        actions = None if self._actions is None else self._core.filter_actions(self._actions[rows], len(rows))
+        for i, observation in zip(rows, self._core.observe_rows(rows, terminal_frames, actions), strict=True):
             infos[i]["terminal_observation"] = observation.copy()
-
-    def _terminal_observations(self, rows: list[int], terminal_frames: torch.Tensor) -> np.ndarray:
-        """Observations ``[k, ...]`` of the ``k`` ``rows`` on their terminal frames (uint8 ``[k, 3, h, w]``).
-
-        Steps a selection of those rows of the stream (and filter); the stream itself is not touched.
-        """
-        index = torch.as_tensor(rows, dtype=torch.long)
-        with torch.inference_mode():
-            stream = self._stream.select(index)
-            belief_filter = None if self._filter is None else self._filter.select(index)
-        actions = None if self._actions is None else self._actions[rows]
-        return self._observe(stream, belief_filter, terminal_frames, actions)
 
     def _warn_lost_terminal_frames(self) -> None:
         if not self._warned_lost_terminal_frames:
@@ -287,8 +228,6 @@ def make_context_vec_env(
     Raises:
         ValueError: an unknown env, ale-py missing for an Atari id, an env without frames, or a bad checkpoint.
     """
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
     spec = resolve_env(env_id)
     if make_kwargs:
         spec = spec.with_overrides(**make_kwargs)

@@ -29,23 +29,12 @@ from gymnasium.vector.utils import batch_space
 from stable_baselines3.common.env_util import is_wrapped
 from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvStepReturn
-from torch import nn
 
-from aime_rl.perception import CausalPerceiverIO
-from aime_rl.perception.context_stream import ContextStream
+from .core import ContextAttributes, ContextCore, context_space
+from .models import ModelOrDir, WorldModelOrDir
+from .preprocessing import frame_source_from
 
-from .context import (
-    ModelOrDir,
-    WorldModelOrDir,
-    belief_actions,
-    context_space,
-    resolve_model,
-    resolve_world_model,
-)
-from .preprocessing import frame_source_from, to_model_frames
-from .vec_context import fork_stream
-
-__all__ = ["VectorContextObservation", "GymnasiumToSB3VecEnv", "autoreset_mode_of"]
+__all__ = ["GymnasiumToSB3VecEnv", "VectorContextObservation", "autoreset_mode_of", "split_vector_infos"]
 
 
 def autoreset_mode_of(env: gym.vector.VectorEnv) -> AutoresetMode | None:
@@ -54,39 +43,10 @@ def autoreset_mode_of(env: gym.vector.VectorEnv) -> AutoresetMode | None:
     return None if mode is None else AutoresetMode(mode)
 
 
-# -- restoring some rows of a stream -----------------------------------------------------------------------------
-
-
-def _merged_state(current: Any, saved: Any, rows: torch.Tensor, batch_size: int) -> Any:
-    """``current`` with the rows where ``rows`` is True taken from ``saved`` (tensors with batch dim first)."""
-    if isinstance(current, torch.Tensor):
-        if current.dim() == 0 or current.shape[0] != batch_size:
-            return current
-        if not isinstance(saved, torch.Tensor) or saved.shape != current.shape:
-            raise RuntimeError("the context stream's state changed shape; cannot restore rows")
-        return torch.where(rows.view(-1, *[1] * (current.dim() - 1)), saved, current)
-    if isinstance(current, dict):
-        if not isinstance(saved, dict) or saved.keys() != current.keys():
-            raise RuntimeError("the context stream's state changed structure; cannot restore rows")
-        return {key: _merged_state(value, saved[key], rows, batch_size) for key, value in current.items()}
-    if isinstance(current, nn.Module) or not hasattr(current, "__dict__"):
-        return current  # shared model, or an immutable value (int, str, tuple, device, None)
-    _restore_rows(current, saved, rows, batch_size)
-    return current
-
-
-def _restore_rows(current: Any, saved: Any, rows: torch.Tensor, batch_size: int) -> None:
-    """In place: every per-row tensor of ``current``'s state takes the ``rows`` of ``saved`` (a fork of it)."""
-    for name, value in vars(current).items():
-        if (value is None) != (getattr(saved, name, None) is None):
-            raise RuntimeError("the context stream's state changed structure; cannot restore rows")
-        setattr(current, name, _merged_state(value, getattr(saved, name, None), rows, batch_size))
-
-
 # -- the vector wrapper --------------------------------------------------------------------------------------------
 
 
-class VectorContextObservation(gym.vector.VectorWrapper):
+class VectorContextObservation(gym.vector.VectorWrapper, ContextAttributes):
     """Observation of every sub-env = its causal context, float32 ``[num_envs, context_dim]``, one batched forward
     (``[num_envs, context_dim + belief_dim]`` with a world model).
 
@@ -123,60 +83,26 @@ class VectorContextObservation(gym.vector.VectorWrapper):
                 f"(env.metadata['autoreset_mode']); make the env with gym.make_vec(..., "
                 "vector_kwargs={'autoreset_mode': gym.vector.AutoresetMode.NEXT_STEP})"
             )
-        self.frame_source = frame_source_from(
-            env.single_observation_space, env.render_mode, f"vector env {env}"
+        self._core = ContextCore(  # its stream and filter are made by a full reset()
+            model_or_dir,
+            self.num_envs,
+            env.single_action_space,
+            frame_source_from(env.single_observation_space, env.render_mode, f"vector env {env}"),
+            window=window,
+            device=device,
+            timescale=timescale,
+            world_model=world_model,
         )
-        self.model: CausalPerceiverIO = resolve_model(model_or_dir, device)
-        self.device = torch.device(device)
-        self.window = window
-        self.timescale = timescale
-        self.world_model = resolve_world_model(world_model, self.model, device, env.single_action_space)
-        self.belief_dim = 0 if self.world_model is None else self.world_model.belief_dim
-        self.single_observation_space = context_space(self.model.context_dim + self.belief_dim)
+        self.single_observation_space = context_space(self._core.observation_dim)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self._stream: ContextStream | None = None
-        self._filter = None  # a VRNNFilter over num_envs rows with a world model, made by a full reset()
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
         self._last_contexts = np.zeros(
             (self.num_envs, *self.single_observation_space.shape), dtype=np.float32
         )
 
     def _frames(self, observations: np.ndarray) -> torch.Tensor:
-        """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]`` on the model's device."""
-        frames = observations if self.frame_source == "observation" else np.stack(self.env.render())
-        return to_model_frames(frames, self.model.frame_size).to(self.device)
-
-    def _step_stream(self, stream: ContextStream, frames: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            contexts = stream.step(frames)
-        return contexts.to("cpu", torch.float32).numpy().copy()
-
-    def _observe(self, stream: ContextStream, belief_filter, frames: torch.Tensor, actions) -> np.ndarray:
-        """One stream step (and filter step) → observations ``[num_envs, context_dim (+ belief_dim)]``.
-
-        ``frames``: uint8 ``[num_envs, 3, h, w]``; ``actions``: the filter's previous actions (``belief_actions``),
-        ignored for rows that start an episode (may be None when all do).
-        """
-        contexts = self._step_stream(stream, frames)
-        if belief_filter is None:
-            return contexts
-        with torch.inference_mode():  # the stream's tokens of this frame: no second tokenizer pass
-            beliefs = belief_filter.step(torch.from_numpy(contexts), stream.last_tokens, actions)
-        return np.concatenate([contexts, beliefs.to("cpu", torch.float32).numpy()], axis=1)
-
-    def _new_filter(self):
-        if self.world_model is None:
-            return None
-        from aime_rl.world_model import VRNNFilter
-
-        return VRNNFilter(self.world_model, self.num_envs)
-
-    def _placeholder_actions(self) -> np.ndarray:
-        """Zero actions ``[num_envs]`` (ids) or ``[num_envs, A]``, for filter steps whose result is discarded."""
-        config = self.world_model.config
-        if config.discrete:
-            return np.zeros(self.num_envs, dtype=np.int64)
-        return np.zeros((self.num_envs, config.action_dim), dtype=np.float32)
+        """Frames of all sub-envs, uint8 ``[num_envs, 3, h, w]``."""
+        return self._core.frames(observations, lambda: np.stack(self.env.render()))
 
     def reset(
         self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None
@@ -187,10 +113,8 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         observations, infos = self.env.reset(seed=seed, options=options)
         frames = self._frames(observations)
         if mask is None or bool(np.all(mask)):
-            with torch.inference_mode():
-                self._stream = self.model.stream(self.num_envs, window=self.window, timescale=self.timescale)
-            self._filter = self._new_filter()
-            self._last_contexts = self._observe(self._stream, self._filter, frames, None)
+            self._core.start()
+            self._last_contexts = self._core.observe(frames)
             self._autoreset[:] = False
         else:
             self._reset_rows(np.asarray(mask, dtype=bool), frames)
@@ -198,24 +122,9 @@ class VectorContextObservation(gym.vector.VectorWrapper):
 
     def _reset_rows(self, mask: np.ndarray, frames: torch.Tensor) -> None:
         """Restart the masked rows on their reset frames; the other rows keep their state and context."""
-        if self._stream is None:
+        if self._core.stream is None:
             raise ValueError("reset with options['reset_mask'] needs a full reset() first")
-        rows = torch.as_tensor(mask, device=self.device)
-        belief_filter, saved_filter, actions = self._filter, None, None
-        with torch.inference_mode():
-            saved = fork_stream(self._stream, self.model)
-            self._stream.reset(rows)
-            if belief_filter is not None:
-                saved_filter = fork_stream(belief_filter, self.model, self.world_model)
-                belief_filter.reset(rows)
-                actions = self._placeholder_actions()  # the other rows' steps are undone below
-        contexts = self._observe(self._stream, belief_filter, frames, actions)
-        with torch.inference_mode():
-            _restore_rows(self._stream, saved, ~rows, self.num_envs)
-            if belief_filter is not None:
-                _restore_rows(
-                    belief_filter, saved_filter, ~rows.to(belief_filter.started.device), self.num_envs
-                )
+        contexts = self._core.restart_rows(mask, frames)
         self._last_contexts[mask] = contexts[mask]
         self._autoreset[mask] = False
 
@@ -225,19 +134,14 @@ class VectorContextObservation(gym.vector.VectorWrapper):
         ``actions``: the batched actions ``[num_envs, ...]``; with a world model they are the filter's previous
         actions for the new frames, except in the autoreset rows (the env ignores them, so does the filter).
         """
-        if self._stream is None:
+        if self._core.stream is None:
             raise ValueError("call reset() before step()")
-        filter_actions = None
-        if self._filter is not None:
-            filter_actions = belief_actions(self.single_action_space, actions, self.num_envs)
+        filter_actions = self._core.filter_actions(actions)
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
         frames = self._frames(observations)
         if self._autoreset.any():
-            with torch.inference_mode():
-                self._stream.reset(torch.as_tensor(self._autoreset, device=self.device))
-                if self._filter is not None:
-                    self._filter.reset(torch.as_tensor(self._autoreset))
-        self._last_contexts = self._observe(self._stream, self._filter, frames, filter_actions)
+            self._core.reset(self._autoreset)
+        self._last_contexts = self._core.observe(frames, filter_actions)
         self._autoreset = np.logical_or(terminations, truncations)
         return self._last_contexts.copy(), rewards, terminations, truncations, infos
 
