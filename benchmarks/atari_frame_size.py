@@ -10,7 +10,9 @@ random-policy frames (episodes cut at ``--episode-steps`` so the 70/10/20 episod
 - the AtariARI linear-probe F1 of the resized pixels themselves (the information ceiling of that frame size) for
   each RAM variable, and the mean over the paper's categories.
 
-    python benchmarks/atari_frame_size.py [--game pong] [--sizes 32 64 80 96] [--steps 3000]
+    python benchmarks/atari_frame_size.py [--game pong] [--sizes 32 64 80x64 96] [--steps 3000]
+
+A size is ``S`` (square) or ``HxW`` (e.g. ``80x64`` keeps about the 210×160 aspect).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def visible_share(frames: np.ndarray, episode_ids: np.ndarray, size: tuple[int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--game", default="pong", help="env preset or ALE id (default: pong)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 80, 96])
+    parser.add_argument("--sizes", nargs="+", default=["32", "64", "80x64", "96"])
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--episode-steps", type=int, default=200)
     args = parser.parse_args()
@@ -61,7 +63,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         start = time.time()
-        shape = (size, size)
+        shape = tuple(int(s) for s in size.split("x")) if "x" in size else (int(size), int(size))
         visible = visible_share(data.frames, data.episode_ids, shape)
         report = probe_representations(data, {"pixels": pixel_features(data, shape)}, ProbeConfig())
         result = report.representations["pixels"]
@@ -75,7 +77,7 @@ def main() -> None:
     print("|---|---:|" + "---:|" * (len(names) + 1))
     for size, visible, result, _ in rows:
         cells = " | ".join(f"{result.variables[n].score:.3f}" for n in names)
-        print(f"| {size}×{size} | {visible:.3f} | {cells} | {result.score:.3f} |")
+        print(f"| {size} | {visible:.3f} | {cells} | {result.score:.3f} |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from aime_rl.evaluation import collect_labelled, default_label_fn, probe_model
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
-from aime_rl.training.perception import train_context_model
+from aime_rl.training.perception import train_context_model, train_tokenizer
 
 VARIANTS: dict[str, dict] = {
     "preset": {},
@@ -41,6 +41,21 @@ VARIANTS: dict[str, dict] = {
     "downsample4+ctx": {"downsample": 4, "context_prediction_weight": 1.0},
     "attention-pool": {"_pooling": "attention"},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
+    # "_train_tokenizer": a fresh tokenizer with the variant's overrides, trained for the run's tokenizer steps
+    "stability0": {"stability_weight": 0.0, "_train_tokenizer": True},
+    "stability1": {"stability_weight": 1.0, "_train_tokenizer": True},
+    "stability10": {"stability_weight": 10.0, "_train_tokenizer": True},
+    "stability30": {"stability_weight": 30.0, "_train_tokenizer": True},
+    "marks": {"mark_changes": True},
+    "downsample4+marks": {"downsample": 4, "mark_changes": True},
+    "downsample4+stability1+marks": {
+        "downsample": 4,
+        "stability_weight": 1.0,
+        "mark_changes": True,
+        "_train_tokenizer": True,
+    },
+    "stability1+marks": {"stability_weight": 1.0, "mark_changes": True, "_train_tokenizer": True},
+    "stability10+marks": {"stability_weight": 10.0, "mark_changes": True, "_train_tokenizer": True},
 }
 
 
@@ -58,10 +73,27 @@ class AttentionPool(torch.nn.Module):
         return (weights.unsqueeze(-1) * self.value(latents)).sum(-2)
 
 
-def build(config: RunConfig, tokenizer_dir: Path, overrides: dict) -> CausalPerceiverIO:
+def build(
+    config: RunConfig, tokenizer_dir: Path, overrides: dict, tmp: Path
+) -> tuple[CausalPerceiverIO, dict]:
+    """The variant's model with a trained, frozen tokenizer, and that tokenizer's held-out metrics."""
     torch.manual_seed(config.seed)
     shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
     overrides = dict(overrides)
+    tokenizer_metrics = {}
+    if overrides.pop("_train_tokenizer", False):
+        fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
+        trained = train_tokenizer(
+            fresh,
+            tokenizer_dir.parent.parent / "replay",
+            trainer_config(config, config.tokenizer_steps),
+            tmp / "tokenizer_log",
+        )
+        tokenizer_metrics = {
+            k: round(float(trained[k]), 3) for k in ("psnr", "foreground_psnr", "token_stability")
+        }
+        fresh.save_pretrained(tmp / "tokenizer")
+        tokenizer_dir = tmp / "tokenizer"
     position_scale = overrides.pop("_position_scale", None)
     pooling = overrides.pop("_pooling", None)
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
@@ -77,7 +109,7 @@ def build(config: RunConfig, tokenizer_dir: Path, overrides: dict) -> CausalPerc
             model.predictor.input_adapter.position.weight.mul_(position_scale)
             model.predictor.input_adapter.position.bias.mul_(position_scale)
     model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
-    return model
+    return model, tokenizer_metrics
 
 
 def agent_return(config: RunConfig, model_dir: Path, steps: int, seed: int) -> float:
@@ -115,8 +147,10 @@ def main() -> None:
     results = {}
     for name in args.variants:
         start = time.time()
-        model = build(config, run.path / "tokenizer" / "model", VARIANTS[name])
         with tempfile.TemporaryDirectory() as tmp:
+            model, tokenizer_metrics = build(
+                config, run.path / "tokenizer" / "model", VARIANTS[name], Path(tmp)
+            )
             metrics = train_context_model(
                 model, run.path / "replay", trainer_config(config, steps), Path(tmp) / "log"
             )
@@ -140,6 +174,7 @@ def main() -> None:
             )
         results[name] = {
             "scores": scores,
+            "tokenizer": tokenizer_metrics,
             "accuracy": metrics.get("next_frame_accuracy"),
             "copy_last": metrics.get("copy_last_accuracy"),
             "returns": returns,
