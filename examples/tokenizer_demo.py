@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    tokenizer = VQPTTokenizer(**get_preset(args.preset)["tokenizer"])
+    tokenizer = VQPTTokenizer.from_config(get_preset(args.preset, frame_size=args.size).tokenizer)
     print(
         f"VQPTTokenizer ({args.preset}): {sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M parameters"
     )

@@ -16,6 +16,37 @@ from aime_rl.perception import CausalPerceiverIO
 
 TINY_TOKENIZER = dict(code_dim=32, num_codes=16, base_channels=8, num_quantizers=4, perceptual_weight=0.0)
 
+#: ``config.json`` of ``CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 32, 32))`` as versions before the
+#: nested config wrote it: flat, ``CausalPerceiverIO``'s keyword arguments (such directories must keep loading).
+FLAT_TINY_CONFIG = {
+    "class": "CausalPerceiverIO",
+    "video_shape": [8, 3, 32, 32],
+    "num_latents": 8,
+    "num_latent_channels": 32,
+    "num_codes": 32,
+    "downsample": 8,
+    "code_dim": 32,
+    "base_channels": 16,
+    "num_quantizers": 2,
+    "use_3d_conv": True,
+    "temporal_downsample": False,
+    "commitment_weight": 0.05,
+    "diversity_weight": 0.1,
+    "perceptual_weight": 0.0,
+    "num_cross_attention_heads": 2,
+    "num_self_attention_heads": 2,
+    "num_self_attention_layers": 1,
+    "widening_factor": 2,
+    "dropout": 0.0,
+    "sequence_length": 8,
+    "num_condition_channels": None,
+    "label_smoothing": 0.1,
+    "next_frame_weight": 1.0,
+    "context_prediction_weight": 0.0,
+    "tokenizer_options": {},
+    "mark_changes": False,
+}
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():

@@ -34,7 +34,7 @@ from aime_rl.world_model.env import VRNNFilter
 from aime_rl.world_model.vrnn import VRNN
 from aime_rl.wrappers.preprocessing import frame_source_from, to_model_frames
 
-from .conftest import TINY_TOKENIZER
+from .conftest import FLAT_TINY_CONFIG, TINY_TOKENIZER
 
 SIZE = 32
 VRNN_OPTIONS = dict(
@@ -58,6 +58,15 @@ def clip() -> torch.Tensor:
 def saved_dir(tmp_path_factory, model) -> Path:
     directory = tmp_path_factory.mktemp("saved") / "model"
     model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def flat_dir(tmp_path_factory, saved_dir) -> Path:
+    """``saved_dir`` with the flat ``config.json`` that versions before the nested config wrote (same weights)."""
+    directory = tmp_path_factory.mktemp("flat") / "model"
+    shutil.copytree(saved_dir, directory)
+    (directory / "config.json").write_text(json.dumps(FLAT_TINY_CONFIG))
     return directory
 
 
@@ -357,8 +366,9 @@ def test_directories_without_a_manifest_still_load(model, saved_dir, tmp_path, c
         (lambda c: c.update(num_latents=0), "num_latents must be an integer >= 1"),
     ],
 )
-def test_hand_edited_configs_raise_value_error_naming_the_key(saved_dir, tmp_path, edit, match):
-    directory = _copy(saved_dir, tmp_path)
+def test_hand_edited_configs_raise_value_error_naming_the_key(flat_dir, tmp_path, edit, match):
+    """The flat ``config.json`` of earlier versions (the nested one: tests/test_perceiver.py)."""
+    directory = _copy(flat_dir, tmp_path)
     _edit_config(directory, edit)
     with pytest.raises(ValueError, match=match):
         CausalPerceiverIO.from_pretrained(directory)
@@ -369,7 +379,8 @@ def test_hand_edited_configs_raise_value_error_naming_the_key(saved_dir, tmp_pat
 )
 def test_absurd_sizes_are_refused_before_allocating(saved_dir, tmp_path, key, value):
     directory = _copy(saved_dir, tmp_path)
-    _edit_config(directory, lambda c: c.update({key: value}))
+    section = "tokenizer" if key == "num_codes" else "predictor"
+    _edit_config(directory, lambda c: c[section].update({key: value}))
     with pytest.raises(ValueError, match=rf"too large to build.*{key}"):
         CausalPerceiverIO.from_pretrained(directory)
     with pytest.raises(ValueError, match="too large to build"):

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
 from aime_rl.data import moving_sprites
-from aime_rl.perception import TIMESCALES, CausalPerceiverIO
+from aime_rl.perception import TIMESCALES, CausalPerceiverIO, PredictorOutput
 from aime_rl.perception.modules.adapter import add_lora, lora_parameters, merge_lora
 from aime_rl.perception.predictor import CHANGED, FIRST, UNCHANGED, change_marks
 
-from .conftest import sprite_batches
+from .conftest import FLAT_TINY_CONFIG, sprite_batches
 
 TIMESCALE_NAMES = list(TIMESCALES)
 
@@ -196,6 +197,21 @@ def test_return_dict_false_gives_a_tuple(model, clip):
     with torch.no_grad():
         reconstructed, predicted, logits, loss = model(clip[:, :8], num_context_frames=5, return_dict=False)
     assert reconstructed.shape == (2, 8, 3, 32, 32) and predicted.shape[1] == 3 and loss.dim() == 0
+
+
+def test_forward_output_has_typed_fields_and_reads_like_the_dict_it_replaces(model, clip):
+    with torch.no_grad():
+        out = model(clip[:, :8], num_context_frames=5)
+    assert isinstance(out, PredictorOutput)
+    assert out.logits is out["logits"] and out.loss is out.get("loss") and out.get("nope", 1) == 1
+    assert list(out) == list(out.keys()) == [f.name for f in dataclasses.fields(PredictorOutput)]
+    assert {**out}.keys() == dict(out.items()).keys() and "mask" in out and "nope" not in out
+    seed_tuple = (out.reconstructed, out.predicted_tokens, out.logits, out.loss)
+    assert all(a is b for a, b in zip(out.to_tuple(), seed_tuple, strict=True))
+    losses = model.predictor.forward_tokens(model.predictor.tokenize(clip[:, :8]), num_context_frames=5)
+    assert losses.reconstructed is None and "reconstructed" not in losses and len(losses) == len(out) - 1
+    with pytest.raises(KeyError):
+        losses["reconstructed"]
 
 
 def test_context_prediction_loss_is_off_by_default_and_counts_when_weighted(clip):
@@ -413,7 +429,7 @@ def test_a_model_with_change_marks_saves_and_loads(tmp_path, clip):
 def test_a_config_written_before_change_marks_loads_without_them(tmp_path):
     tiny().save_pretrained(tmp_path / "model")
     config_path = tmp_path / "model" / "config.json"
-    config = json.loads(config_path.read_text())
+    config = dict(FLAT_TINY_CONFIG)  # the flat format of the versions before change marks
     del config["mark_changes"]
     config_path.write_text(json.dumps(config))
     assert not CausalPerceiverIO.from_pretrained(tmp_path / "model").predictor.mark_changes

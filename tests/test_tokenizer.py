@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 import torch
 
-from aime_rl.perception import VQPTTokenizer
+from aime_rl.perception import TokenizerConfig, TokenizerEncoding, TokenizerLoss, VQPTTokenizer
 from aime_rl.perception.modules.vector_quantize import VectorQuantize, perplexity_and_usage
 
 from .conftest import sprite_batches
@@ -251,6 +252,36 @@ def test_save_and_load_reproduce_tokens(tiny_tokenizer_kwargs, video, tmp_path):
     assert names == {"config.json", "model.safetensors", "manifest.json"}
     loaded = VQPTTokenizer.from_pretrained(tmp_path / "tok").eval()
     assert torch.equal(loaded.encode(video)[0], tok.encode(video)[0])
+
+
+def test_from_config_builds_the_same_tokenizer(tiny_tokenizer_kwargs, video):
+    torch.manual_seed(0)
+    tok = make(tiny_tokenizer_kwargs, patch_size=2)
+    torch.manual_seed(0)
+    rebuilt = VQPTTokenizer.from_config(tok.config).eval()
+    assert isinstance(tok.config, TokenizerConfig) and rebuilt.config == tok.config
+    assert rebuilt.config is not tok.config and tok.config.patch_size == 2
+    assert torch.equal(rebuilt.encode(video)[0], tok.encode(video)[0])
+
+
+def test_encode_is_the_seed_tuple_with_names(tiny_tokenizer_kwargs, video):
+    encoding = make(tiny_tokenizer_kwargs).encode(video)
+    tokens, vq_loss, perplexity = encoding
+    assert isinstance(encoding, TokenizerEncoding) and isinstance(encoding, tuple) and len(encoding) == 3
+    assert tokens is encoding.tokens is encoding[0] is encoding["tokens"]
+    assert vq_loss is encoding.vq_loss and perplexity is encoding.perplexity and perplexity.shape == (4,)
+    with pytest.raises(KeyError):
+        encoding["nope"]
+
+
+def test_loss_has_typed_fields_and_reads_like_the_dict_it_replaces(tiny_tokenizer_kwargs, video):
+    out = make(tiny_tokenizer_kwargs).loss(video)
+    assert isinstance(out, TokenizerLoss)
+    assert list(out.keys()) == [f.name for f in dataclasses.fields(TokenizerLoss)]
+    assert out["total"] is out.total and out.reconstructed.shape == video.shape and out.usage.shape == (4,)
+    assert out.perceptual_enabled is False and "tokens" in out
+    kept = {k: v for k, v in out.items() if k not in ("tokens", "reconstructed")}  # as the trainer does
+    assert set(kept) == set(out) - {"tokens", "reconstructed"}
 
 
 def test_loading_a_corrupted_checkpoint_names_the_file(tiny_tokenizer_kwargs, tmp_path):

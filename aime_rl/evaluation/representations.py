@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -153,7 +152,7 @@ def untrained_copy(model: CausalPerceiverIO, seed: int = 0) -> CausalPerceiverIO
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return CausalPerceiverIO(**asdict(model.config)).eval()
+        return CausalPerceiverIO.from_config(model.config).eval()
 
 
 # ----------------------------------------------------------------------------------------------- pixel baselines

@@ -1,10 +1,12 @@
 """Perception: the causal VQ video tokenizer and the Perceiver IO context model."""
 
-from .causal_perceiver import CausalPerceiverConfig, CausalPerceiverIO
+from .causal_perceiver import CausalPerceiverIO
+from .config import CausalPerceiverConfig, PredictorConfig, TokenizerConfig
 from .context_stream import ContextStream
+from .outputs import PredictorOutput, TokenizerEncoding, TokenizerLoss
 from .predictor import TIMESCALES, PerceiverTokenPredictor
 from .presets import PRESETS, get_preset
-from .tokenizer import TokenizerConfig, TokenizerStream, VQPTTokenizer
+from .tokenizer import TokenizerStream, VQPTTokenizer
 
 __all__ = [
     "PRESETS",
@@ -13,7 +15,11 @@ __all__ = [
     "CausalPerceiverIO",
     "ContextStream",
     "PerceiverTokenPredictor",
+    "PredictorConfig",
+    "PredictorOutput",
     "TokenizerConfig",
+    "TokenizerEncoding",
+    "TokenizerLoss",
     "TokenizerStream",
     "VQPTTokenizer",
     "get_preset",

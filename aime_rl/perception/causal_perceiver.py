@@ -10,147 +10,83 @@ only the env wrappers resize). Float values outside [0, 1], other sizes, other c
 read as RGBA or a frame stack), empty dims and NaN/inf raise ``ValueError`` naming the argument.
 
 ``from_pretrained`` checks the weights against the directory's checksum manifest, refuses NaN/inf weights and
-checks ``config.json`` key by key (unknown, missing or mistyped keys raise ``ValueError`` naming the key); every
-constructor refuses absurd sizes (e.g. ``num_latents=10**12``) before allocating anything.
+checks ``config.json`` key by key (unknown, missing or mistyped keys raise ``ValueError`` naming the key; the flat
+``config.json`` of earlier versions still loads); every constructor refuses absurd sizes (e.g.
+``num_latents=10**12``) before allocating anything.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..utils.io import CONFIG_NAME, load_module_dir, load_state_dict_strict, save_module_dir
-from ..utils.validation import check_positive, check_size_estimate, config_kwargs
+from ..utils.validation import check_positive, check_size_estimate
+from .config import CausalPerceiverConfig, config_from_json, with_arguments
 from .context_stream import ContextStream
+from .modules.temporal import check_timescale
 from .modules.utilities import check_window
-from .predictor import PerceiverTokenPredictor, check_timescale
+from .outputs import PredictorOutput, TokenizerEncoding
+from .predictor import PerceiverTokenPredictor
 from .presets import get_preset
-from .tokenizer import TokenizerConfig, VQPTTokenizer, tokenizer_size_terms
-
-#: Tokenizer arguments :class:`CausalPerceiverIO` sets itself (the rest may come through ``tokenizer_options``).
-_EXPLICIT_TOKENIZER_KEYS = (
-    "in_channels",
-    "code_dim",
-    "num_codes",
-    "downsample",
-    "base_channels",
-    "use_3d_conv",
-    "temporal_downsample",
-    "num_quantizers",
-    "commitment_weight",
-    "diversity_weight",
-    "perceptual_weight",
-    "frame_size",
-)
-
-
-@dataclass
-class CausalPerceiverConfig:
-    """Constructor arguments of :class:`CausalPerceiverIO` (the seed's hyperparameters are the defaults)."""
-
-    video_shape: tuple[int, int, int, int] = (16, 3, 64, 64)
-    num_latents: int = 128
-    num_latent_channels: int = 256
-    num_codes: int = 1024
-    downsample: int = 8
-    code_dim: int = 256
-    base_channels: int = 64
-    num_quantizers: int = 4
-    use_3d_conv: bool = True
-    temporal_downsample: bool = False
-    commitment_weight: float = 0.05
-    diversity_weight: float = 0.1
-    perceptual_weight: float = 0.1
-    num_cross_attention_heads: int = 8
-    num_self_attention_heads: int = 8
-    num_self_attention_layers: int = 6
-    widening_factor: int = 4
-    dropout: float = 0.1
-    sequence_length: int = 16
-    num_condition_channels: int | None = None
-    label_smoothing: float = 0.1
-    next_frame_weight: float = 1.0
-    context_prediction_weight: float = 0.0
-    tokenizer_options: dict = field(default_factory=dict)
-    mark_changes: bool = False
-
-
-#: Config keys added after model directories were first written (older ``config.json`` files lack them).
-ADDED_CONFIG_KEYS = ("mark_changes",)
-
-
-def tokenizer_config_of(config: CausalPerceiverConfig) -> TokenizerConfig:
-    """The :class:`TokenizerConfig` a :class:`CausalPerceiverIO` of ``config`` builds (``frame_size`` included).
-
-    ``tokenizer_options`` may hold any other tokenizer argument; an unknown key, one this class sets itself, or a
-    value of the wrong type raises ``ValueError`` naming it.
-    """
-    allowed = {f.name for f in dataclasses.fields(TokenizerConfig)} - set(_EXPLICIT_TOKENIZER_KEYS)
-    options = dict(config.tokenizer_options)
-    for key in options:
-        if key not in allowed:
-            raise ValueError(f"tokenizer_options: unknown key {key!r}; allowed keys: {sorted(allowed)}")
-    options = config_kwargs(TokenizerConfig, options, "tokenizer_options", require_all=False)
-    _, channels, height, width = config.video_shape
-    explicit = {k: getattr(config, k) for k in _EXPLICIT_TOKENIZER_KEYS if hasattr(config, k)}
-    return TokenizerConfig(**explicit, **options, in_channels=channels, frame_size=(height, width))
+from .tokenizer import VQPTTokenizer, tokenizer_size_terms
 
 
 def perceiver_size_terms(config: CausalPerceiverConfig) -> dict[str, int]:
     """Rough element counts of the big tensors the Perceiver part of ``config`` allocates, by config key."""
-    d = config.num_latent_channels
-    blocks = config.num_self_attention_layers + 6  # + encoder cross-attention, decoder, timescale summaries
+    p = config.predictor
+    d = p.num_latent_channels
+    # + encoder cross-attention, decoder cross-attention, timescale summaries
+    blocks = p.num_self_attention_layers + p.num_decoder_self_attention_layers + 5
     return {
-        "num_latents × num_latent_channels (latent array)": config.num_latents * d,
+        "num_latents × num_latent_channels (latent array)": p.num_latents * d,
         "num_self_attention_layers, widening_factor, num_latent_channels (attention blocks)": blocks
         * d
         * d
-        * (4 + 2 * config.widening_factor),
-        "num_codes × num_quantizers × num_latent_channels (token embeddings)": config.num_quantizers
-        * (config.num_codes + 2)
+        * (4 + 2 * p.widening_factor),
+        "num_codes × num_quantizers × num_latent_channels (token embeddings)": config.tokenizer.num_quantizers
+        * (config.tokenizer.num_codes + 2)
         * d,
-        "sequence_length × num_latent_channels (offset embeddings)": config.sequence_length * d,
-        "num_condition_channels × num_latent_channels": (config.num_condition_channels or d) * d,
+        "sequence_length × num_latent_channels (offset embeddings)": p.sequence_length * d,
+        "num_condition_channels × num_latent_channels": (p.num_condition_channels or d) * d,
     }
 
 
-def check_perceiver_config(config: CausalPerceiverConfig) -> TokenizerConfig:
-    """Validate sizes before anything is allocated; return the tokenizer's config. ``ValueError`` names the key."""
-    if len(config.video_shape) != 4:
-        raise ValueError(f"video_shape must be (T, C, H, W), got {config.video_shape}")
+def check_perceiver_config(config: CausalPerceiverConfig) -> None:
+    """Validate sizes before anything is allocated; ``ValueError`` names the key."""
     check_positive(dict(zip(("T", "C", "H", "W"), config.video_shape, strict=True)), "video_shape")
+    p = config.predictor
     sizes = (
         "num_latents",
         "num_latent_channels",
         "num_cross_attention_heads",
-        "num_self_attention_heads",
         "widening_factor",
         "sequence_length",
+        "num_self_attention_heads",
+        "num_condition_channels",
     )
-    values = {name: getattr(config, name) for name in sizes}
-    values["num_self_attention_layers + 1"] = config.num_self_attention_layers + 1
-    if config.num_condition_channels is not None:
-        values["num_condition_channels"] = config.num_condition_channels
+    values = {name: getattr(p, name) for name in sizes if getattr(p, name) is not None}
+    values["num_self_attention_layers + 1"] = p.num_self_attention_layers + 1
+    values["num_decoder_self_attention_layers + 1"] = p.num_decoder_self_attention_layers + 1
     check_positive(values, "CausalPerceiverIO")
-    tokenizer = tokenizer_config_of(config)
-    terms = {**perceiver_size_terms(config), **tokenizer_size_terms(tokenizer)}
+    terms = {**perceiver_size_terms(config), **tokenizer_size_terms(config.tokenizer)}
     check_size_estimate(terms, "CausalPerceiverIO")
-    return tokenizer
 
 
 class CausalPerceiverIO(nn.Module):
     """Video → causal per-frame context; the seed's main interface for the VRNN and the RL wrappers.
 
-    ``video_shape = (T, C, H, W)`` documents the clips it is trained on (C is the tokenizer's input channels).
-    Other arguments configure the :class:`VQPTTokenizer` (``num_codes, downsample, code_dim, base_channels,
-    num_quantizers, use_3d_conv, temporal_downsample, commitment_weight, diversity_weight, perceptual_weight``;
-    more via ``tokenizer_options``) and the :class:`PerceiverTokenPredictor` (the rest).
+    ``video_shape = (T, C, H, W)`` documents the clips it is trained on (C is the tokenizer's input channels,
+    ``(H, W)`` its ``frame_size``). Other arguments configure the :class:`VQPTTokenizer` (``num_codes, downsample,
+    code_dim, base_channels, num_quantizers, use_3d_conv, temporal_downsample, commitment_weight,
+    diversity_weight, perceptual_weight``; any other tokenizer key via ``tokenizer_options``) and the
+    :class:`PerceiverTokenPredictor` (the rest; ``perceptual_weight`` goes to both). ``.config`` is the nested
+    :class:`~aime_rl.perception.config.CausalPerceiverConfig` they make; ``from_config(config)`` builds a model
+    from one (every tokenizer and predictor key, e.g. the predictor's ``window``, not only these arguments).
     """
 
     def __init__(
@@ -182,8 +118,8 @@ class CausalPerceiverIO(nn.Module):
         mark_changes: bool = False,
     ):
         super().__init__()
-        self.config = CausalPerceiverConfig(
-            video_shape=tuple(video_shape),
+        arguments = dict(
+            video_shape=video_shape,
             num_latents=num_latents,
             num_latent_channels=num_latent_channels,
             num_codes=num_codes,
@@ -206,27 +142,25 @@ class CausalPerceiverIO(nn.Module):
             label_smoothing=label_smoothing,
             next_frame_weight=next_frame_weight,
             context_prediction_weight=context_prediction_weight,
-            tokenizer_options=dict(tokenizer_options or {}),
+            tokenizer_options=tokenizer_options,
             mark_changes=mark_changes,
         )
-        tokenizer = VQPTTokenizer(**asdict(check_perceiver_config(self.config)))
-        self.predictor = PerceiverTokenPredictor(
-            tokenizer,
-            num_latents=num_latents,
-            num_latent_channels=num_latent_channels,
-            num_cross_attention_heads=num_cross_attention_heads,
-            num_self_attention_layers=num_self_attention_layers,
-            widening_factor=widening_factor,
-            dropout=dropout,
-            sequence_length=sequence_length,
-            num_self_attention_heads=num_self_attention_heads,
-            num_condition_channels=num_condition_channels,
-            label_smoothing=label_smoothing,
-            perceptual_weight=perceptual_weight,
-            next_frame_weight=next_frame_weight,
-            context_prediction_weight=context_prediction_weight,
-            mark_changes=mark_changes,
-        )
+        self._build(with_arguments(CausalPerceiverConfig(), arguments))
+
+    def _build(self, config: CausalPerceiverConfig) -> None:
+        """Check ``config`` (sizes first, before allocating), then build the tokenizer and the predictor."""
+        check_perceiver_config(config)
+        self.config = config
+        tokenizer = VQPTTokenizer.from_config(config.tokenizer)
+        self.predictor = PerceiverTokenPredictor.from_config(config.predictor, tokenizer)
+
+    @classmethod
+    def from_config(cls, config: CausalPerceiverConfig) -> CausalPerceiverIO:
+        """A model built from ``config`` (copied: the model's ``.config`` is its own)."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model._build(replace(config))
+        return model
 
     @property
     def tokenizer(self) -> VQPTTokenizer:
@@ -236,7 +170,7 @@ class CausalPerceiverIO(nn.Module):
     @property
     def context_dim(self) -> int:
         """Size of one context vector (``num_latent_channels``)."""
-        return self.config.num_latent_channels
+        return self.config.predictor.num_latent_channels
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -247,22 +181,12 @@ class CausalPerceiverIO(nn.Module):
     def from_preset(cls, name: str, **overrides) -> CausalPerceiverIO:
         """Build from a preset ("tiny", "small", "seed"); keyword ``overrides`` replace preset values.
 
-        An override may also be a tokenizer-only argument (e.g. ``patch_size``; it goes to ``tokenizer_options``);
-        an unknown one raises ``ValueError`` naming it.
+        ``frame_size=`` (an int or ``(H, W)``) or ``video_shape=`` set the clips' shape (without ``video_shape``,
+        T is ``sequence_length``); any other override is an argument of this class or any tokenizer or predictor
+        key by name (e.g. ``patch_size``, ``window``). An unknown one raises ``ValueError`` naming it. See
+        :func:`~aime_rl.perception.presets.get_preset`.
         """
-        preset = get_preset(name)
-        allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        tokenizer_only = {f.name for f in dataclasses.fields(TokenizerConfig)} - set(_EXPLICIT_TOKENIZER_KEYS)
-        unknown = sorted(set(overrides) - allowed - tokenizer_only)
-        if unknown:
-            raise ValueError(
-                f"unknown override {unknown[0]!r} for preset {name!r}; allowed: {sorted(allowed)}"
-            )
-        args = {**preset["tokenizer"], **preset["perceiver"], **overrides}
-        extra_tokenizer = {k: args.pop(k) for k in list(args) if k not in allowed}
-        args["tokenizer_options"] = {**extra_tokenizer, **args.get("tokenizer_options", {})}
-        args.setdefault("video_shape", (args["sequence_length"], 3, 64, 64))
-        return cls(**args)
+        return cls.from_config(get_preset(name, **overrides))
 
     # -- the seed's API ------------------------------------------------------------------------------------------
 
@@ -276,7 +200,7 @@ class CausalPerceiverIO(nn.Module):
         """Video ``[B, T, C, H, W]`` → causal context ``[B, T, num_latent_channels]`` (see the predictor)."""
         return self.predictor.extract_context(video, window=window, condition=condition, timescale=timescale)
 
-    def encode(self, video: torch.Tensor):
+    def encode(self, video: torch.Tensor) -> TokenizerEncoding:
         """``tokenizer.encode``: video → ``(tokens, vq_loss, perplexity)``."""
         return self.tokenizer.encode(video)
 
@@ -284,7 +208,9 @@ class CausalPerceiverIO(nn.Module):
         """``tokenizer.decode``: tokens → video ``[B, T, C, H, W]``."""
         return self.tokenizer.decode(tokens)
 
-    def forward(self, videos: torch.Tensor, num_context_frames: int = 10, return_dict: bool = True):
+    def forward(
+        self, videos: torch.Tensor, num_context_frames: int = 10, return_dict: bool = True
+    ) -> PredictorOutput | tuple:
         """The predictor's training forward (see :meth:`PerceiverTokenPredictor.forward`)."""
         return self.predictor(videos, num_context_frames=num_context_frames, return_dict=return_dict)
 
@@ -313,27 +239,24 @@ class CausalPerceiverIO(nn.Module):
     # -- save / load ---------------------------------------------------------------------------------------------
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``config.json``, ``model.safetensors`` and ``manifest.json`` (the weights' SHA-256) into
-        ``directory`` (atomically, file by file)."""
+        """Write ``config.json`` (the nested :class:`CausalPerceiverConfig` and ``"class"``), ``model.safetensors``
+        and ``manifest.json`` (the weights' SHA-256) into ``directory`` (atomically, file by file)."""
         save_module_dir(directory, self, {"class": "CausalPerceiverIO", **asdict(self.config)})
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> CausalPerceiverIO:
-        """Load a model written by :meth:`save_pretrained`.
+        """Load a model written by :meth:`save_pretrained` — also by versions that wrote a flat ``config.json``.
 
         ``ValueError`` naming the file for a missing or corrupted file, weights that fail the checksum in
         ``manifest.json`` (directories saved before manifests existed load without it) or hold NaN/inf; naming
-        the key for an unknown, missing or mistyped ``config.json`` key or an absurd size.
+        the key for an unknown, missing or mistyped ``config.json`` key or an absurd size (see
+        :func:`~aime_rl.perception.config.config_from_json`).
         """
         config, state = load_module_dir(directory)
         if config.pop("class", None) != "CausalPerceiverIO":
             raise ValueError(
                 f"{directory} does not hold a CausalPerceiverIO checkpoint (config.json 'class')"
             )
-        model = cls(
-            **config_kwargs(
-                CausalPerceiverConfig, config, Path(directory) / CONFIG_NAME, optional=ADDED_CONFIG_KEYS
-            )
-        )
+        model = cls.from_config(config_from_json(config, Path(directory) / CONFIG_NAME))
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)

@@ -15,8 +15,9 @@ import torch
 from einops import rearrange
 
 from ..utils.validation import check_batch_size, row_index
+from .modules.temporal import FIRST, TIMESCALES, change_marks
 from .modules.utilities import WindowKVCache
-from .predictor import FIRST, TIMESCALES, PerceiverTokenPredictor, change_marks
+from .predictor import PerceiverTokenPredictor
 
 
 class ContextStream:

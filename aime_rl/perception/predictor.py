@@ -19,105 +19,34 @@ trains the context at every t), plus LPIPS on the predicted frames through a dif
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import asdict
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
+from .config import PredictorConfig
+from .generation import TokenGenerationMixin
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
-from .modules.attention import CrossAttentionLayer
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
+from .modules.temporal import CHANGED as CHANGED
+from .modules.temporal import FIRST as FIRST
+from .modules.temporal import TIMESCALES, TimescaleSummary, change_marks, check_timescale
+from .modules.temporal import UNCHANGED as UNCHANGED
 from .modules.utilities import check_window, window_mask
+from .outputs import PredictorOutput
 from .tokenizer import VQPTTokenizer
 
-TIMESCALES: dict[str, int | None] = {"fast": None, "medium": 4, "slow": 16}
 
-
-def check_timescale(timescale: str) -> None:
-    if timescale not in TIMESCALES:
-        raise ValueError(f"timescale must be one of {list(TIMESCALES)}, got {timescale!r}")
-
-
-#: Change marks of the encoder's input tokens (``mark_changes``): the cell's tokens equal the previous token step's,
-#: differ from them, or there is no previous step (the first frame of an episode or of a training clip).
-UNCHANGED, CHANGED, FIRST = 0, 1, 2
-
-
-def change_marks(tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
-    """Tokens ``[B, T', h, w, G]`` → marks ``[B, T', h, w]`` (int64: ``UNCHANGED``/``CHANGED``/``FIRST``).
-
-    Step k is compared with step k − 1 (all G heads); step 0 with ``previous`` (``[B, h, w, G]``, the step before
-    the sequence) when given, else it is ``FIRST``.
-    """
-    same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
-    if previous is None:
-        first = torch.full_like(tokens[:, :1, ..., 0], FIRST)
-    else:
-        first = torch.where((tokens[:, 0] == previous).all(-1), UNCHANGED, CHANGED).unsqueeze(1)
-    return torch.cat([first, torch.where(same, UNCHANGED, CHANGED)], dim=1)
-
-
-class TimescaleSummary(nn.Module):
-    """A causal summary of the last ``span`` frame contexts: ``[B, T, D] → [B, T, D]``.
-
-    The query at frame t (a learned vector plus the frame's own context) attends to the contexts of frames
-    ``t − span + 1 … t`` (rotary time positions), giving the hierarchical "medium"/"slow" latents.
-    """
-
-    def __init__(self, channels: int, num_heads: int, widening_factor: int, dropout: float, span: int):
-        super().__init__()
-        self.span = span
-        self.query = nn.Parameter(torch.randn(channels) * 0.02)
-        self.attention = CrossAttentionLayer(
-            channels, channels, num_heads, widening_factor, dropout, rotary_time=True, null_kv=True
-        )
-        self.norm = nn.LayerNorm(channels)
-
-    def forward(self, fast: torch.Tensor) -> torch.Tensor:
-        """Frame contexts ``[B, T, D]`` → summaries ``[B, T, D]``."""
-        time = torch.arange(fast.shape[1], device=fast.device)
-        mask = window_mask(time, time, self.span).unsqueeze(0)
-        out = self.attention(fast + self.query, fast, mask, q_time=time, k_time=time)
-        return self.norm(out)
-
-    def step(self, fast: torch.Tensor, keys, values, key_time, visible) -> torch.Tensor:
-        """Current context ``[B, D]`` over cached keys/values of recent contexts → summary ``[B, D]``."""
-        q = (fast + self.query).unsqueeze(1)
-        zero = torch.zeros(1, device=fast.device)
-        out = self.attention.attend(q, keys, values, visible.unsqueeze(1), q_time=zero, k_time=key_time)
-        return self.norm(out.squeeze(1))
-
-
-class PerceiverTokenPredictor(nn.Module):
+class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     """Perceiver IO token predictor on top of a (frozen) :class:`VQPTTokenizer`.
 
-    Args (the seed's, plus options):
-        tokenizer: the video tokenizer (registered as a submodule; frozen while training the predictor).
-        num_latents, num_latent_channels: N latents of D channels per frame; D is the context size.
-        num_cross_attention_heads, num_self_attention_heads, num_self_attention_layers, widening_factor, dropout:
-            Perceiver block sizes (self-attention heads default to the cross-attention heads).
-        sequence_length: longest horizon of future token steps the decoder can address.
-        num_decoder_self_attention_layers: self-attention among output queries (MaskGIT needs ≥ 1).
-        num_condition_channels: size of the ``condition`` vector. None (default) builds a model without
-            conditioning: passing ``condition=`` to it raises ``ValueError`` (its projection, of size D, is kept
-            for checkpoint compatibility but never trained, so a condition would only add noise).
-        label_smoothing: for the token cross-entropy.
-        perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
-        next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
-        context_prediction_weight: weight of next-frame prediction from every earlier frame's pooled context alone
-            (one 256-d vector, no latents, and no copy of the previous frame's tokens): a bottleneck that makes the
-            context — what agents and the world model see — carry the state of the next frame, static objects
-            included (with the copy prior of the main objective, the latents only need to carry what changes).
-            0 (the seed's model) turns it off.
-        window: default causal window (frames) of the encoder during training; None = all past frames.
-        mark_changes: add to each input token a learned embedding of whether its cell changed since the previous
-            token step (:func:`change_marks`). The latent queries are the same at every frame, so what they attend
-            to is decided by the keys alone; with this mark a moving object's few tokens stand out from the
-            static background by content, not only by the codes. The stream keeps each row's previous tokens
-            (reset with the episode). False is the seed's model.
+    Args: ``tokenizer``, the video tokenizer (registered as a submodule; frozen while training the predictor),
+    then one per field of :class:`~aime_rl.perception.config.PredictorConfig` (documented there; the seed's
+    hyperparameters are the defaults). ``from_config(config, tokenizer)`` builds the same model from a config;
+    ``.config`` is this model's.
     """
 
     def __init__(
@@ -142,16 +71,27 @@ class PerceiverTokenPredictor(nn.Module):
     ):
         super().__init__()
         check_window(window)
+        self.config = PredictorConfig(
+            num_latents=num_latents,
+            num_latent_channels=num_latent_channels,
+            num_cross_attention_heads=num_cross_attention_heads,
+            num_self_attention_layers=num_self_attention_layers,
+            widening_factor=widening_factor,
+            dropout=dropout,
+            sequence_length=sequence_length,
+            num_self_attention_heads=num_self_attention_heads,
+            num_decoder_self_attention_layers=num_decoder_self_attention_layers,
+            num_condition_channels=num_condition_channels,
+            label_smoothing=label_smoothing,
+            perceptual_weight=perceptual_weight,
+            next_frame_weight=next_frame_weight,
+            window=window,
+            context_prediction_weight=context_prediction_weight,
+            mark_changes=mark_changes,
+        )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
         self.tokenizer = tokenizer
-        self.sequence_length = sequence_length
-        self.label_smoothing = label_smoothing
-        self.perceptual_weight = perceptual_weight
-        self.next_frame_weight = next_frame_weight
-        self.context_prediction_weight = context_prediction_weight
-        self.window = window
-        self.conditioned = num_condition_channels is not None
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
         # rows UNCHANGED / CHANGED / FIRST; about the norm of the grid position encoding, so the mark is seen
         self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
@@ -186,7 +126,40 @@ class PerceiverTokenPredictor(nn.Module):
         )
         self.output_adapter = TiedTokenOutputAdapter(self.input_adapter)
 
-    # -- sizes ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: PredictorConfig, tokenizer: VQPTTokenizer) -> PerceiverTokenPredictor:
+        """A predictor built from ``config`` (its fields are this class's arguments) on top of ``tokenizer``."""
+        return cls(tokenizer, **asdict(config))
+
+    # -- settings (read-only views of ``config``) and sizes ------------------------------------------------------
+
+    @property
+    def sequence_length(self) -> int:
+        return self.config.sequence_length
+
+    @property
+    def window(self) -> int | None:
+        return self.config.window
+
+    @property
+    def label_smoothing(self) -> float:
+        return self.config.label_smoothing
+
+    @property
+    def perceptual_weight(self) -> float:
+        return self.config.perceptual_weight
+
+    @property
+    def next_frame_weight(self) -> float:
+        return self.config.next_frame_weight
+
+    @property
+    def context_prediction_weight(self) -> float:
+        return self.config.context_prediction_weight
+
+    @property
+    def conditioned(self) -> bool:
+        return self.config.num_condition_channels is not None
 
     @property
     def num_latent_channels(self) -> int:
@@ -332,18 +305,19 @@ class PerceiverTokenPredictor(nn.Module):
         return_dict: bool = True,
         *,
         tokens: torch.Tensor | None = None,
-    ) -> dict[str, Any] | tuple:
+    ) -> PredictorOutput | tuple:
         """Predict frames ``num_context_frames … T−1`` of ``videos [B, T, C, H, W]`` from the frames before.
 
-        Returns a dict (or, with ``return_dict=False``, the tuple ``(reconstructed, predicted_tokens, logits,
-        loss)``):
+        Returns a :class:`~aime_rl.perception.outputs.PredictorOutput`, read like a dict (or, with
+        ``return_dict=False``, the seed's tuple ``(reconstructed, predicted_tokens, logits, loss)``):
 
         - ``reconstructed`` ``[B, T, C, H, W]``: context frames reconstructed, future frames decoded from the
           prediction;
         - ``predicted_tokens`` ``[B, F', h, w(, G)]`` and ``logits`` ``[B, F', h, w, G, num_codes]``
           (``F'`` future token steps);
-        - ``loss`` (total), ``token_loss`` (masked CE on the future), ``next_frame_loss``, ``perceptual``,
-          ``perceptual_enabled``, ``accuracy`` (on masked future tokens), ``mask`` (bool ``[B, F', h, w]``).
+        - ``loss`` (total), ``token_loss`` (masked CE on the future), ``next_frame_loss``,
+          ``context_prediction_loss``, ``perceptual``, ``perceptual_enabled``, ``accuracy`` (on masked future
+          tokens), ``mask`` (bool ``[B, F', h, w]``).
 
         In training mode a cosine-scheduled random share of future positions is masked (MaskGIT); in eval mode
         all of them are, so ``predicted_tokens`` is a pure prediction. ``videos=None, tokens=...`` trains from
@@ -357,19 +331,18 @@ class PerceiverTokenPredictor(nn.Module):
         out = self._predict(tokens, num_context_frames, video)
         context_steps = num_context_frames // self.frames_per_token_step
         with torch.no_grad():
-            predicted = out["predicted_tokens"]
+            predicted = out.predicted_tokens
             predicted = predicted.unsqueeze(-1) if predicted.dim() == 4 else predicted
-            out["reconstructed"] = self.tokenizer.decode(
+            out.reconstructed = self.tokenizer.decode(
                 self._squeeze(torch.cat([tokens[:, :context_steps], predicted], 1))
             )
-        reconstructed, logits, loss = out["reconstructed"], out["logits"], out["loss"]
-        return out if return_dict else (reconstructed, out["predicted_tokens"], logits, loss)
+        return out if return_dict else out.to_tuple()
 
-    def forward_tokens(self, tokens: torch.Tensor, num_context_frames: int) -> dict[str, Any]:
+    def forward_tokens(self, tokens: torch.Tensor, num_context_frames: int) -> PredictorOutput:
         """The training losses of :meth:`forward` from precomputed tokens ``[B, T', h, w(, G)]`` (a token cache:
         :mod:`aime_rl.training.token_cache`), without tokenizing or decoding anything.
 
-        Returns the dict of :meth:`forward` without ``reconstructed``. The perceptual term needs frames: a model
+        Returns the output of :meth:`forward` without ``reconstructed``. The perceptual term needs frames: a model
         whose LPIPS term is active raises ``ValueError`` (train it on frames).
         """
         if self.perceptual_term_active():
@@ -384,7 +357,7 @@ class PerceiverTokenPredictor(nn.Module):
 
     def _predict(
         self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None
-    ) -> dict[str, Any]:
+    ) -> PredictorOutput:
         """Losses and predictions from tokens ``[B, T', h, w, G]`` split at ``num_context_frames`` (``video`` only
         for the perceptual term)."""
         context_steps = num_context_frames // self.frames_per_token_step
@@ -416,18 +389,18 @@ class PerceiverTokenPredictor(nn.Module):
         )
         with torch.no_grad():
             accuracy = (logits.argmax(-1) == target)[mask].float().mean()
-        return {
-            "predicted_tokens": self._squeeze(predicted),
-            "logits": logits,
-            "loss": loss,
-            "token_loss": token_loss,
-            "next_frame_loss": next_frame,
-            "context_prediction_loss": context_prediction,
-            "perceptual": perceptual,
-            "perceptual_enabled": self.perceptual_term_active(),
-            "accuracy": accuracy,
-            "mask": mask,
-        }
+        return PredictorOutput(
+            predicted_tokens=self._squeeze(predicted),
+            logits=logits,
+            loss=loss,
+            token_loss=token_loss,
+            next_frame_loss=next_frame,
+            context_prediction_loss=context_prediction,
+            perceptual=perceptual,
+            perceptual_enabled=self.perceptual_term_active(),
+            accuracy=accuracy,
+            mask=mask,
+        )
 
     def _check_split(self, num_frames: int, num_context_frames: int) -> int:
         """Validate the split; returns the number of context token steps."""
@@ -497,84 +470,3 @@ class PerceiverTokenPredictor(nn.Module):
 
     def _squeeze(self, tokens: torch.Tensor) -> torch.Tensor:
         return tokens.squeeze(-1) if self.tokenizer.num_quantizers == 1 else tokens
-
-    # -- generation ----------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def generate(
-        self,
-        context_video: torch.Tensor,
-        num_frames: int,
-        method: str = "maskgit",
-        steps: int = 8,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Continue ``context_video [B, T, C, H, W]`` by ``num_frames`` frames.
-
-        ``method="maskgit"``: all future tokens at once, ``steps`` rounds of parallel sampling; after each round
-        the least confident sampled positions (confidence + Gumbel noise annealed to 0) are re-masked following a
-        cosine schedule; positions already fixed are never re-masked. ``method="autoregressive"``: one token step
-        at a time, each sampled in one pass from the latents of everything before it.
-
-        Returns ``{"tokens": [B, F', h, w(, G)], "frames": [B, num_frames, C, H, W]}``.
-        """
-        if method not in ("maskgit", "autoregressive"):
-            raise ValueError(f"method must be 'maskgit' or 'autoregressive', got {method!r}")
-        video = self.tokenizer.check_video(context_video, "context_video")
-        if num_frames < 1 or num_frames % self.frames_per_token_step:
-            raise ValueError(
-                f"num_frames must be a positive multiple of {self.frames_per_token_step}, got {num_frames}"
-            )
-        future_steps = num_frames // self.frames_per_token_step
-        tokens = self.tokenize(video)
-        if method == "maskgit":
-            memory = self.memory(self.encode_tokens(tokens, video.shape[1], self.window))[:, -1]
-            shape = (tokens.shape[0], future_steps, *tokens.shape[2:4])
-            generated = self._maskgit(memory, tokens[:, -1], shape, steps, temperature, generator)
-        else:
-            generated = self._autoregressive(tokens, video.shape[1], future_steps, temperature, generator)
-        frames = self.tokenizer.decode(self._squeeze(torch.cat([tokens, generated], dim=1)))
-        return {"tokens": self._squeeze(generated), "frames": frames[:, video.shape[1] :]}
-
-    def _sample(
-        self, logits: torch.Tensor, temperature: float, generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits ``[..., G, K]`` → (sampled ids ``[..., G]``, log-confidence ``[...]`` summed over heads)."""
-        log_probs = F.log_softmax(logits.float() / max(temperature, 1e-6), dim=-1)
-        flat = rearrange(log_probs, "... k -> (...) k").exp()
-        ids = torch.multinomial(flat, 1, generator=generator).view(log_probs.shape[:-1])
-        confidence = torch.gather(log_probs, -1, ids.unsqueeze(-1)).squeeze(-1).sum(-1)
-        return ids, confidence
-
-    def _maskgit(self, memory, last_tokens, shape, steps: int, temperature: float, generator) -> torch.Tensor:
-        b = shape[0]
-        ids = torch.full(
-            (*shape, self.tokenizer.num_quantizers), self.input_adapter.mask_id, device=memory.device
-        )
-        unknown = torch.ones(shape, dtype=torch.bool, device=memory.device)
-        positions = unknown[0].numel()
-        for step in range(steps):
-            logits = self.predict_logits(memory, ids, last_tokens)
-            sampled, confidence = self._sample(logits, temperature, generator)
-            sampled = torch.where(unknown.unsqueeze(-1), sampled, ids)
-            keep_masked = math.floor(positions * math.cos(0.5 * math.pi * (step + 1) / steps))
-            uniform = torch.rand(confidence.shape, generator=generator, device=confidence.device)
-            gumbel = -torch.log(-torch.log(uniform.clamp(1e-9, 1 - 1e-9)))
-            noise_scale = temperature * (1 - (step + 1) / steps)  # annealed to 0 at the last step
-            score = (confidence + noise_scale * gumbel).masked_fill(~unknown, float("inf"))
-            order = score.view(b, -1).argsort(-1).argsort(-1).view(shape)
-            remask = order < keep_masked
-            ids = sampled.masked_fill(remask.unsqueeze(-1), self.input_adapter.mask_id)
-            unknown = remask
-        return ids
-
-    def _autoregressive(self, tokens, num_frames: int, future_steps: int, temperature: float, generator):
-        for _ in range(future_steps):
-            memory = self.memory(self.encode_tokens(tokens, num_frames, self.window))[:, -1]
-            masked = torch.full_like(tokens[:, :1], self.input_adapter.mask_id)
-            logits = self.predict_logits(memory, masked, tokens[:, -1])
-            sampled, _ = self._sample(logits, temperature, generator)
-            tokens = torch.cat([tokens, sampled], dim=1)
-            num_frames += self.frames_per_token_step
-        return tokens[:, -future_steps:]

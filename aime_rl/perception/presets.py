@@ -1,19 +1,30 @@
 """Model presets as data: ``tiny`` (tests), ``small`` (minutes on a 2-core CPU), ``seed`` (the seed's values).
 
-Each preset has a ``tokenizer`` part (``VQPTTokenizer`` arguments) and a ``perceiver`` part (arguments of the
-Perceiver blocks of ``PerceiverTokenPredictor`` / ``CausalPerceiverIO``).
+A preset is a partial :class:`~aime_rl.perception.config.CausalPerceiverConfig` written as the ``config.json`` it
+becomes: a ``tokenizer`` section (:class:`~aime_rl.perception.config.TokenizerConfig` keys) and a ``predictor``
+section (:class:`~aime_rl.perception.config.PredictorConfig` keys); keys left out take the class defaults (the
+seed's values). ``perceptual_weight`` is a key of both sections. ``video_shape`` is not part of a preset: it is
+``(sequence_length, 3, 64, 64)`` unless ``video_shape=`` or ``frame_size=`` says otherwise. :func:`get_preset`
+checks a preset key by key, so a typo here fails loudly.
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import replace
+from typing import Any
 
-PRESETS: dict[str, dict[str, dict]] = {
+from ..utils.validation import config_kwargs
+from .config import CausalPerceiverConfig, as_frame_size, with_arguments
+
+#: Frame size ``(H, W)`` of a preset's ``video_shape`` unless ``frame_size=`` or ``video_shape=`` is given.
+FRAME_SIZE = (64, 64)
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "tokenizer": dict(
             code_dim=32, num_codes=32, downsample=8, base_channels=16, num_quantizers=2, perceptual_weight=0.0
         ),
-        "perceiver": dict(
+        "predictor": dict(
             num_latents=8,
             num_latent_channels=32,
             num_cross_attention_heads=2,
@@ -22,6 +33,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             widening_factor=2,
             dropout=0.0,
             sequence_length=8,
+            perceptual_weight=0.0,
         ),
     },
     "small": {
@@ -37,7 +49,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             patch_size=2,
             foreground_weight=1.0,  # small moving objects (a ball) survive tokenization; see VQPTTokenizer
         ),
-        "perceiver": dict(
+        "predictor": dict(
             num_latents=16,
             num_latent_channels=256,
             num_cross_attention_heads=4,
@@ -57,7 +69,7 @@ PRESETS: dict[str, dict[str, dict]] = {
             num_quantizers=4,
             commitment_weight=0.05,
         ),
-        "perceiver": dict(
+        "predictor": dict(
             num_latents=128,
             num_latent_channels=256,
             num_cross_attention_heads=8,
@@ -71,8 +83,27 @@ PRESETS: dict[str, dict[str, dict]] = {
 }
 
 
-def get_preset(name: str) -> dict[str, dict]:
-    """A deep copy of preset ``name``; unknown names raise ``ValueError`` listing the known ones."""
+def get_preset(name: str, **overrides: Any) -> CausalPerceiverConfig:
+    """The config of preset ``name`` (a fresh copy) with keyword ``overrides`` applied.
+
+    ``overrides``: ``video_shape=(T, C, H, W)``; ``frame_size=`` an int or ``(H, W)`` (the frames' size; with
+    ``video_shape`` as well, they must agree); ``tokenizer_options=`` and any tokenizer or predictor key by name
+    (``dropout`` is the predictor's, ``perceptual_weight`` sets both; see
+    :func:`~aime_rl.perception.config.with_arguments`). Without ``video_shape``, T is the predictor's
+    ``sequence_length``. An unknown preset or override raises ``ValueError`` naming it.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return copy.deepcopy(PRESETS[name])
+    sections = config_kwargs(CausalPerceiverConfig, PRESETS[name], f"preset {name!r}", require_all=False)
+    preset = CausalPerceiverConfig(**sections)
+    overrides = dict(overrides)
+    frame_size = overrides.pop("frame_size", None)
+    video_shape = overrides.pop("video_shape", None)
+    config = with_arguments(preset, overrides, "override", f" for preset {name!r}")
+    if video_shape is None:
+        video_shape = (config.predictor.sequence_length, 3, *FRAME_SIZE)
+    elif frame_size is not None and tuple(video_shape[2:]) != as_frame_size(frame_size):
+        raise ValueError(f"frame_size={frame_size!r} disagrees with video_shape={tuple(video_shape)}")
+    if frame_size is not None:
+        video_shape = (*tuple(video_shape)[:2], *as_frame_size(frame_size))
+    return replace(config, video_shape=video_shape)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import copy
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,41 +39,12 @@ from ..utils.validation import (
     config_kwargs,
     row_index,
 )
+from .config import TOKENIZER_ADDED_KEYS, TokenizerConfig
 from .losses import PerceptualLoss, foreground_mask, foreground_mse, static_cells, temporal_stability
 from .modules.conv import StreamCache
 from .modules.vector_quantize import VectorQuantize
 from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
-
-
-@dataclass
-class TokenizerConfig:
-    """Constructor arguments of :class:`VQPTTokenizer` (the seed's hyperparameters are the defaults)."""
-
-    in_channels: int = 3
-    code_dim: int = 256
-    num_codes: int = 1024
-    downsample: int = 8
-    base_channels: int = 64
-    use_3d_conv: bool = True
-    temporal_downsample: bool = False
-    num_quantizers: int = 4
-    commitment_weight: float = 0.05
-    diversity_weight: float = 0.1
-    perceptual_weight: float = 0.1
-    num_res_blocks: int = 1
-    dropout: float = 0.0
-    use_ema: bool = True
-    ema_decay: float = 0.99
-    dead_code_threshold: float = 1.0
-    kmeans_iters: int = 10
-    patch_size: int = 1
-    frame_size: tuple[int, int] | None = None
-    foreground_weight: float = 0.0
-    stability_weight: float = 0.0
-
-
-#: Config keys added after tokenizer directories were first written (older ``config.json`` files lack them).
-ADDED_CONFIG_KEYS = ("frame_size", "foreground_weight", "stability_weight")
+from .outputs import TokenizerEncoding, TokenizerLoss
 
 
 def tokenizer_size_terms(config: TokenizerConfig) -> dict[str, int]:
@@ -113,33 +84,8 @@ def check_tokenizer_config(config: TokenizerConfig) -> None:
 class VQPTTokenizer(nn.Module):
     """Causal video VQ-VAE.
 
-    Args:
-        in_channels: image channels (3 for RGB).
-        code_dim: channels of the encoder output that are quantized (split across the heads).
-        num_codes: codebook size per head; token ids are in ``[0, num_codes)``.
-        downsample: spatial factor (power of two): 64×64 with 8 gives 8×8 tokens, with 4 gives 16×16.
-        base_channels: channels of the first UNet level.
-        use_3d_conv: causal spatio-temporal convs (kernel 3 in time) instead of per-frame 2D convs.
-        temporal_downsample: halve T causally (the decoder restores it).
-        num_quantizers: G, the number of VQ heads, each with its own codebook.
-        commitment_weight: weight of the commitment loss.
-        diversity_weight: weight of the entropy diversity loss.
-        perceptual_weight: weight of the LPIPS term (off automatically when LPIPS weights are unavailable).
-        foreground_weight: weight of the reconstruction MSE over the foreground — the pixels that differ from the
-            clip's static background (its per-pixel temporal median). Small moving objects (a ball: a few pixels of
-            thousands) barely move the plain MSE, so without this term the tokens learn the background and drop
-            them. 0 (the seed's objective) turns it off.
-        stability_weight: weight of the temporal-stability term: the encoder features of a token cell whose pixels
-            did not change since the previous frame are pulled to their previous value, so its token does not flip
-            when something elsewhere in the frame moves (see :func:`~aime_rl.perception.losses.temporal_stability`).
-            Needs clips of T ≥ 2 frames without ``temporal_downsample``. 0 (the seed's objective) turns it off.
-        num_res_blocks: residual blocks per UNet level.
-        dropout: dropout inside the residual blocks.
-        use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
-        patch_size: space-to-depth factor before the first conv (power of two dividing ``downsample``); the conv
-            levels then cover ``downsample / patch_size``. 1 (the seed's UNet) keeps a full-resolution level.
-        frame_size: ``(H, W)`` of the frames this tokenizer accepts (set by :class:`CausalPerceiverIO` from its
-            ``video_shape``); None accepts any size divisible by ``downsample``.
+    Args: one per field of :class:`TokenizerConfig` (documented there), the seed's hyperparameters as defaults.
+    ``VQPTTokenizer.from_config(config)`` builds the same model from a config; ``.config`` is this model's.
 
     The LPIPS module is set up lazily (see :class:`PerceptualLoss`): building or loading a tokenizer never looks
     for LPIPS weights or warns about them; the first training loss with ``perceptual_weight > 0`` does.
@@ -175,7 +121,29 @@ class VQPTTokenizer(nn.Module):
             frame_size = tuple(frame_size)
             if len(frame_size) != 2:
                 raise ValueError(f"frame_size must be (H, W), got {frame_size}")
-        self.config = TokenizerConfig(**{k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        self.config = TokenizerConfig(
+            in_channels=in_channels,
+            code_dim=code_dim,
+            num_codes=num_codes,
+            downsample=downsample,
+            base_channels=base_channels,
+            use_3d_conv=use_3d_conv,
+            temporal_downsample=temporal_downsample,
+            num_quantizers=num_quantizers,
+            commitment_weight=commitment_weight,
+            diversity_weight=diversity_weight,
+            perceptual_weight=perceptual_weight,
+            num_res_blocks=num_res_blocks,
+            dropout=dropout,
+            use_ema=use_ema,
+            ema_decay=ema_decay,
+            dead_code_threshold=dead_code_threshold,
+            kmeans_iters=kmeans_iters,
+            patch_size=patch_size,
+            frame_size=frame_size,
+            foreground_weight=foreground_weight,
+            stability_weight=stability_weight,
+        )
         for key in ("foreground_weight", "stability_weight"):
             if not getattr(self.config, key) >= 0:
                 raise ValueError(f"{key} must be >= 0, got {getattr(self.config, key)}")
@@ -204,6 +172,11 @@ class VQPTTokenizer(nn.Module):
         )
         self.decoder = CausalVideoDecoder(in_channels, **unet)
         self.perceptual = PerceptualLoss(enabled=perceptual_weight > 0, lazy=True)
+
+    @classmethod
+    def from_config(cls, config: TokenizerConfig) -> VQPTTokenizer:
+        """A tokenizer built from ``config`` (its fields are this class's arguments)."""
+        return cls(**asdict(config))
 
     # -- properties ----------------------------------------------------------------------------------------------
 
@@ -240,16 +213,17 @@ class VQPTTokenizer(nn.Module):
 
     # -- encode / decode -----------------------------------------------------------------------------------------
 
-    def encode(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(self, video: torch.Tensor) -> TokenizerEncoding:
         """Video ``[B, T, C, H, W]`` (float in [0, 1] or uint8) → ``(tokens, vq_loss, perplexity)``.
 
         tokens: int64 ``[B, T', h, w]`` (G = 1) or ``[B, T', h, w, G]``; vq_loss: scalar (weighted commitment +
-        codebook + diversity); perplexity: ``[G]`` per-head perplexity of this batch's codes. The codebook is not
-        updated here (use :meth:`loss` for training).
+        codebook + diversity); perplexity: ``[G]`` per-head perplexity of this batch's codes (a
+        :class:`~aime_rl.perception.outputs.TokenizerEncoding`, a named tuple). The codebook is not updated here
+        (use :meth:`loss` for training).
         """
         features = self._encode_features(video)
         out = self.quantizer(self._flatten(features), update_codebook=False)
-        return self._unflatten_tokens(out.indices, features), out.loss, out.perplexity
+        return TokenizerEncoding(self._unflatten_tokens(out.indices, features), out.loss, out.perplexity)
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens as returned by :meth:`encode` → video ``[B, T, C, H, W]`` clamped to ``[0, 1]``."""
@@ -265,19 +239,17 @@ class VQPTTokenizer(nn.Module):
         video = self.decoder(latents)
         return rearrange(video, "b c t h w -> b t c h w") * 0.5 + 0.5
 
-    def forward(self, video: torch.Tensor) -> dict[str, Any]:
+    def forward(self, video: torch.Tensor) -> TokenizerLoss:
         """Same as :meth:`loss`."""
         return self.loss(video)
 
-    def loss(self, video: torch.Tensor) -> dict[str, Any]:
+    def loss(self, video: torch.Tensor) -> TokenizerLoss:
         """Training objective on ``video [B, T, C, H, W]``; updates EMA codebooks in training mode.
 
-        Returns a dict: ``total``, ``reconstruction`` (MSE in [0, 1] pixel units), ``foreground`` (the MSE over the
-        pixels that differ from the clip's static background, see :func:`foreground_mask`; weighted by
-        ``foreground_weight``, 0 = the seed's objective), ``stability`` (the temporal-stability term of static
-        cells, weighted by ``stability_weight``), ``commitment``, ``codebook``,
-        ``diversity``, ``perceptual`` (scalars), ``perceptual_enabled`` (bool), ``perplexity`` and ``usage``
-        (``[G]``), ``tokens`` and ``reconstructed`` (``[B, T, C, H, W]``, unclamped).
+        Returns a :class:`~aime_rl.perception.outputs.TokenizerLoss` (read like a dict): ``total``,
+        ``reconstruction``, ``foreground`` (see :func:`foreground_mask`), ``stability``, ``commitment``,
+        ``codebook``, ``diversity``, ``perceptual`` (scalars), ``perceptual_enabled`` (bool), ``perplexity`` and
+        ``usage`` (``[G]``), ``tokens`` and ``reconstructed`` (``[B, T, C, H, W]``, unclamped).
         """
         video = self.check_video(video)
         features = self.encoder(self._to_model_space(video))
@@ -299,21 +271,21 @@ class VQPTTokenizer(nn.Module):
             + out.loss
             + self.config.perceptual_weight * perceptual
         )
-        return {
-            "total": total,
-            "reconstruction": reconstruction,
-            "foreground": foreground,
-            "stability": stability,
-            "commitment": out.commitment,
-            "codebook": out.codebook,
-            "diversity": out.diversity,
-            "perceptual": perceptual,
-            "perceptual_enabled": self.config.perceptual_weight > 0 and self.perceptual.enabled,
-            "perplexity": out.perplexity,
-            "usage": out.usage,
-            "tokens": self._unflatten_tokens(out.indices, features),
-            "reconstructed": reconstructed,
-        }
+        return TokenizerLoss(
+            total=total,
+            reconstruction=reconstruction,
+            foreground=foreground,
+            stability=stability,
+            commitment=out.commitment,
+            codebook=out.codebook,
+            diversity=out.diversity,
+            perceptual=perceptual,
+            perceptual_enabled=self.config.perceptual_weight > 0 and self.perceptual.enabled,
+            perplexity=out.perplexity,
+            usage=out.usage,
+            tokens=self._unflatten_tokens(out.indices, features),
+            reconstructed=reconstructed,
+        )
 
     def _stability_term(self, features: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
         if not self.config.stability_weight > 0 or features.shape[2] != video.shape[1] or video.shape[1] < 2:
@@ -360,7 +332,7 @@ class VQPTTokenizer(nn.Module):
         if config.pop("class", "VQPTTokenizer") != "VQPTTokenizer":
             raise ValueError(f"{directory} does not hold a VQPTTokenizer checkpoint")
         source = Path(directory) / "config.json"
-        model = cls(**config_kwargs(TokenizerConfig, config, source, optional=ADDED_CONFIG_KEYS))
+        model = cls(**config_kwargs(TokenizerConfig, config, source, optional=TOKENIZER_ADDED_KEYS))
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)
 

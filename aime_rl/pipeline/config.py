@@ -226,7 +226,7 @@ class RunConfig:
         return names
 
     def _check_frame_size(self) -> None:
-        factor = get_preset(self.preset)["tokenizer"].get("downsample", 8)
+        factor = get_preset(self.preset).tokenizer.downsample
         if not factor <= self.frame_size <= MAX_FRAME_SIZE or self.frame_size % factor:
             raise ValueError(
                 f"{flag('frame_size')} must be a multiple of {factor} (the {self.preset!r} preset's downsample "

@@ -244,7 +244,9 @@ def config_kwargs(
     except those in ``optional`` (fields added after the format was first written; they take their default).
     Each value must match the field's annotation (``int``, ``float``, ``bool``, ``str``, ``X | None``,
     ``tuple[...]``, ``dict``); JSON lists become tuples for tuple fields and ints are accepted for floats.
-    Errors name ``source`` and the key.
+    A field annotated with another dataclass (a nested config) takes a mapping, checked the same way and returned
+    as an instance of that dataclass; its errors name ``"{source}: {field}"`` and ``optional`` names its keys as
+    ``"field.key"``. Errors name ``source`` and the key.
     """
     hints = typing.get_type_hints(config_class)
     fields = [f.name for f in dataclasses.fields(config_class)]
@@ -254,7 +256,25 @@ def config_kwargs(
     missing = [name for name in fields if name not in config and name not in optional]
     if require_all and missing:
         raise ValueError(f"{source}: missing key {missing[0]!r} (expected {_describe(hints[missing[0]])})")
-    return {name: _coerce(value, hints[name], f"{source}: key {name!r}") for name, value in config.items()}
+    return {
+        name: _config_value(value, hints[name], source, name, optional, require_all)
+        for name, value in config.items()
+    }
+
+
+def _config_value(
+    value: Any, hint: Any, source: Any, name: str, optional: Collection[str], require_all: bool
+) -> Any:
+    """One value of :func:`config_kwargs`: a nested config dataclass is checked key by key, anything else by type."""
+    if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+        return _coerce(value, hint, f"{source}: key {name!r}")
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            f"{source}: key {name!r} must be an object of {hint.__name__} keys, got {value!r} "
+            f"({type(value).__name__})"
+        )
+    inner = [key.split(".", 1)[1] for key in optional if key.startswith(f"{name}.")]
+    return hint(**config_kwargs(hint, value, f"{source}: {name}", inner, require_all))
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -1,0 +1,338 @@
+"""The perception models' configs: one dataclass per model, nested for the combined model.
+
+- :class:`TokenizerConfig`: the arguments of :class:`~aime_rl.perception.VQPTTokenizer`.
+- :class:`PredictorConfig`: the arguments of :class:`~aime_rl.perception.PerceiverTokenPredictor` (its tokenizer
+  aside).
+- :class:`CausalPerceiverConfig`: ``video_shape`` plus one of each. ``CausalPerceiverIO.save_pretrained`` writes it
+  as ``config.json`` (with ``"class"``); :func:`config_from_json` reads it back key by key.
+
+Every model takes plain keyword arguments (the seed's API), has ``from_config(config)`` and exposes ``.config``.
+:class:`~aime_rl.perception.CausalPerceiverIO` takes flat keyword arguments; :func:`with_arguments` is the one place
+that says which part each of them configures. Model directories written before the nested config hold a flat
+``config.json`` of those arguments (:class:`FlatPerceiverConfig`); :func:`config_from_json` reads both formats.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..utils.validation import config_kwargs
+
+
+@dataclass
+class TokenizerConfig:
+    """Arguments of :class:`~aime_rl.perception.VQPTTokenizer` (the seed's hyperparameters are the defaults).
+
+    Attributes:
+        in_channels: image channels (3 for RGB).
+        code_dim: channels of the encoder output that are quantized (split across the heads).
+        num_codes: codebook size per head; token ids are in ``[0, num_codes)``.
+        downsample: spatial factor (power of two): 64×64 with 8 gives 8×8 tokens, with 4 gives 16×16.
+        base_channels: channels of the first UNet level.
+        use_3d_conv: causal spatio-temporal convs (kernel 3 in time) instead of per-frame 2D convs.
+        temporal_downsample: halve T causally (the decoder restores it).
+        num_quantizers: G, the number of VQ heads, each with its own codebook.
+        commitment_weight: weight of the commitment loss.
+        diversity_weight: weight of the entropy diversity loss.
+        perceptual_weight: weight of the LPIPS term (off automatically when LPIPS weights are unavailable).
+        num_res_blocks: residual blocks per UNet level.
+        dropout: dropout inside the residual blocks.
+        use_ema, ema_decay, dead_code_threshold, kmeans_iters: codebook maintenance (see ``VectorQuantize``).
+        patch_size: space-to-depth factor before the first conv (power of two dividing ``downsample``); the conv
+            levels then cover ``downsample / patch_size``. 1 (the seed's UNet) keeps a full-resolution level.
+        frame_size: ``(H, W)`` of the frames this tokenizer accepts (in a :class:`CausalPerceiverConfig`, taken from
+            its ``video_shape``); None accepts any size divisible by ``downsample``.
+        foreground_weight: weight of the reconstruction MSE over the foreground — the pixels that differ from the
+            clip's static background (its per-pixel temporal median). Small moving objects (a ball: a few pixels of
+            thousands) barely move the plain MSE, so without this term the tokens learn the background and drop
+            them. 0 (the seed's objective) turns it off.
+        stability_weight: weight of the temporal-stability term: the encoder features of a token cell whose pixels
+            did not change since the previous frame are pulled to their previous value, so its token does not flip
+            when something elsewhere in the frame moves (see :func:`~aime_rl.perception.losses.temporal_stability`).
+            Needs clips of T ≥ 2 frames without ``temporal_downsample``. 0 (the seed's objective) turns it off.
+    """
+
+    in_channels: int = 3
+    code_dim: int = 256
+    num_codes: int = 1024
+    downsample: int = 8
+    base_channels: int = 64
+    use_3d_conv: bool = True
+    temporal_downsample: bool = False
+    num_quantizers: int = 4
+    commitment_weight: float = 0.05
+    diversity_weight: float = 0.1
+    perceptual_weight: float = 0.1
+    num_res_blocks: int = 1
+    dropout: float = 0.0
+    use_ema: bool = True
+    ema_decay: float = 0.99
+    dead_code_threshold: float = 1.0
+    kmeans_iters: int = 10
+    patch_size: int = 1
+    frame_size: tuple[int, int] | None = None
+    foreground_weight: float = 0.0
+    stability_weight: float = 0.0
+
+
+#: Keys added after tokenizer directories were first written (older ``config.json`` files lack them).
+TOKENIZER_ADDED_KEYS = ("frame_size", "foreground_weight", "stability_weight")
+
+
+@dataclass
+class PredictorConfig:
+    """Arguments of :class:`~aime_rl.perception.PerceiverTokenPredictor` besides its tokenizer.
+
+    Attributes:
+        num_latents, num_latent_channels: N latents of D channels per frame; D is the context size.
+        num_cross_attention_heads, num_self_attention_layers, widening_factor, dropout: Perceiver block sizes.
+        sequence_length: longest horizon of future token steps the decoder can address.
+        num_self_attention_heads: heads of the self-attention blocks (None: ``num_cross_attention_heads``).
+        num_decoder_self_attention_layers: self-attention among output queries (MaskGIT needs ≥ 1).
+        num_condition_channels: size of the ``condition`` vector. None builds a model without conditioning:
+            passing ``condition=`` to it raises ``ValueError`` (its projection, of size D, is kept for checkpoint
+            compatibility but never trained, so a condition would only add noise).
+        label_smoothing: for the token cross-entropy.
+        perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
+        next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
+        window: default causal window (frames) of the encoder during training; None = all past frames.
+        context_prediction_weight: weight of next-frame prediction from every earlier frame's pooled context alone
+            (one 256-d vector, no latents, and no copy of the previous frame's tokens): a bottleneck that makes the
+            context — what agents and the world model see — carry the state of the next frame, static objects
+            included (with the copy prior of the main objective, the latents only need to carry what changes).
+            0 (the seed's model) turns it off.
+        mark_changes: add to each input token a learned embedding of whether its cell changed since the previous
+            token step (:func:`~aime_rl.perception.predictor.change_marks`). The latent queries are the same at every
+            frame, so what they attend to is decided by the keys alone; with this mark a moving object's few tokens
+            stand out from the static background by content, not only by the codes. The stream keeps each row's
+            previous tokens (reset with the episode). False is the seed's model.
+    """
+
+    num_latents: int = 128
+    num_latent_channels: int = 256
+    num_cross_attention_heads: int = 8
+    num_self_attention_layers: int = 6
+    widening_factor: int = 4
+    dropout: float = 0.1
+    sequence_length: int = 16
+    num_self_attention_heads: int | None = None
+    num_decoder_self_attention_layers: int = 1
+    num_condition_channels: int | None = None
+    label_smoothing: float = 0.1
+    perceptual_weight: float = 0.1
+    next_frame_weight: float = 1.0
+    window: int | None = None
+    context_prediction_weight: float = 0.0
+    mark_changes: bool = False
+
+
+def _seed_predictor() -> PredictorConfig:
+    """The predictor of ``CausalPerceiverIO()``: the class defaults with 8 self-attention heads."""
+    return PredictorConfig(num_self_attention_heads=8)
+
+
+@dataclass
+class CausalPerceiverConfig:
+    """Config of :class:`~aime_rl.perception.CausalPerceiverIO`: the clip shape and its two parts.
+
+    ``video_shape = (T, C, H, W)`` is the source of the tokenizer's ``in_channels`` (C) and ``frame_size`` (H, W):
+    the config sets them from it whenever it is built (``dataclasses.replace`` included). The defaults are the
+    seed's model, ``CausalPerceiverIO()``. The sections are copies: changing the config a model was built from
+    never changes the model's ``.config``.
+
+    For code written against the former flat config, the arguments of ``CausalPerceiverIO`` read through to the
+    sections (``config.num_latents`` is ``config.predictor.num_latents``, ``config.num_codes`` is
+    ``config.tokenizer.num_codes``; a name in both — ``dropout``, ``perceptual_weight`` — reads the predictor's);
+    set them on the section.
+    """
+
+    video_shape: tuple[int, int, int, int] = (16, 3, 64, 64)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    predictor: PredictorConfig = field(default_factory=_seed_predictor)
+
+    def __post_init__(self) -> None:
+        self.video_shape = tuple(self.video_shape)
+        if len(self.video_shape) != 4:
+            raise ValueError(f"video_shape must be (T, C, H, W), got {self.video_shape}")
+        for name, kind in (("tokenizer", TokenizerConfig), ("predictor", PredictorConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise TypeError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        _, channels, height, width = self.video_shape
+        self.tokenizer = replace(self.tokenizer, in_channels=channels, frame_size=(height, width))
+        self.predictor = replace(self.predictor)
+
+    def __getattr__(self, name: str) -> Any:  # only called when normal lookup fails: the flat names
+        if not name.startswith("_"):
+            for section in ("predictor", "tokenizer"):
+                part = self.__dict__.get(section)
+                if part is not None and name in SECTION_FIELDS[section]:
+                    return getattr(part, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in CONFIG_FIELDS:
+            section = "predictor" if name in SECTION_FIELDS["predictor"] else "tokenizer"
+            hint = f"; set config.{section}.{name}" if name in SECTION_FIELDS[section] else ""
+            raise AttributeError(f"CausalPerceiverConfig has no field {name!r}{hint}")
+        object.__setattr__(self, name, value)
+
+
+CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(CausalPerceiverConfig))
+SECTION_FIELDS: dict[str, frozenset[str]] = {
+    "tokenizer": frozenset(f.name for f in dataclasses.fields(TokenizerConfig)),
+    "predictor": frozenset(f.name for f in dataclasses.fields(PredictorConfig)),
+}
+#: Keys added to the nested ``config.json`` after it was first written, as ``"section.key"`` (none yet).
+ADDED_CONFIG_KEYS: tuple[str, ...] = ()
+
+# -- CausalPerceiverIO's flat keyword arguments ------------------------------------------------------------------
+
+#: Tokenizer keys that ``video_shape`` sets.
+DERIVED_TOKENIZER_KEYS = ("in_channels", "frame_size")
+#: ``CausalPerceiverIO`` arguments that configure the tokenizer (the other tokenizer keys go in
+#: ``tokenizer_options``). ``perceptual_weight`` configures both parts.
+TOKENIZER_ARGUMENTS = (
+    "code_dim",
+    "num_codes",
+    "downsample",
+    "base_channels",
+    "use_3d_conv",
+    "temporal_downsample",
+    "num_quantizers",
+    "commitment_weight",
+    "diversity_weight",
+    "perceptual_weight",
+)
+#: Tokenizer keys that ``tokenizer_options`` may hold.
+TOKENIZER_OPTIONS = sorted(SECTION_FIELDS["tokenizer"] - {*TOKENIZER_ARGUMENTS, *DERIVED_TOKENIZER_KEYS})
+#: Where an argument of :func:`with_arguments` goes, by name: every tokenizer key but the derived ones, every
+#: predictor key (``dropout``, in both, is the predictor's: the tokenizer's is a ``tokenizer_options`` key), and
+#: ``perceptual_weight`` to both.
+ROUTES: dict[str, tuple[str, ...]] = {
+    **{name: ("tokenizer",) for name in SECTION_FIELDS["tokenizer"] - set(DERIVED_TOKENIZER_KEYS)},
+    **{name: ("predictor",) for name in SECTION_FIELDS["predictor"]},
+    "perceptual_weight": ("tokenizer", "predictor"),
+}
+
+
+def with_arguments(
+    config: CausalPerceiverConfig, arguments: Mapping[str, Any], what: str = "argument", context: str = ""
+) -> CausalPerceiverConfig:
+    """A copy of ``config`` with flat ``arguments`` applied by name (see :data:`ROUTES`).
+
+    ``arguments`` are ``CausalPerceiverIO``'s keyword arguments — ``video_shape``, ``tokenizer_options`` (a dict
+    of :data:`TOKENIZER_OPTIONS` keys; an unknown key or a value of the wrong type raises ``ValueError`` naming
+    it) and the tokenizer's and predictor's arguments — or any other tokenizer or predictor key. An unknown name
+    raises ``ValueError``: ``unknown {what} 'name'{context}; allowed: [...]``.
+    """
+    video_shape = config.video_shape
+    parts: dict[str, dict[str, Any]] = {"tokenizer": {}, "predictor": {}}
+    for name, value in arguments.items():
+        if name == "video_shape":
+            video_shape = value
+        elif name == "tokenizer_options":
+            parts["tokenizer"].update(tokenizer_options(value))
+        elif name in ROUTES:
+            for section in ROUTES[name]:
+                parts[section][name] = value
+        else:
+            hint = " (set by video_shape)" if name in DERIVED_TOKENIZER_KEYS else ""
+            allowed = sorted({"video_shape", "tokenizer_options", *ROUTES})
+            raise ValueError(f"unknown {what} {name!r}{context}{hint}; allowed: {allowed}")
+    return CausalPerceiverConfig(
+        video_shape=video_shape,
+        tokenizer=replace(config.tokenizer, **parts["tokenizer"]),
+        predictor=replace(config.predictor, **parts["predictor"]),
+    )
+
+
+def tokenizer_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``CausalPerceiverIO(tokenizer_options=...)`` checked: keys of :data:`TOKENIZER_OPTIONS`, typed values."""
+    options = dict(options or {})
+    for key in options:
+        if key not in TOKENIZER_OPTIONS:
+            raise ValueError(f"tokenizer_options: unknown key {key!r}; allowed keys: {TOKENIZER_OPTIONS}")
+    return config_kwargs(TokenizerConfig, options, "tokenizer_options", require_all=False)
+
+
+# -- config.json -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FlatPerceiverConfig:
+    """The flat ``config.json`` that ``CausalPerceiverIO.save_pretrained`` wrote before :class:`CausalPerceiverConfig`
+    was nested: ``CausalPerceiverIO``'s keyword arguments. Read-only and frozen: it describes files that exist;
+    never add to it."""
+
+    video_shape: tuple[int, int, int, int]
+    num_latents: int
+    num_latent_channels: int
+    num_codes: int
+    downsample: int
+    code_dim: int
+    base_channels: int
+    num_quantizers: int
+    use_3d_conv: bool
+    temporal_downsample: bool
+    commitment_weight: float
+    diversity_weight: float
+    perceptual_weight: float
+    num_cross_attention_heads: int
+    num_self_attention_heads: int
+    num_self_attention_layers: int
+    widening_factor: int
+    dropout: float
+    sequence_length: int
+    num_condition_channels: int | None
+    label_smoothing: float
+    next_frame_weight: float
+    context_prediction_weight: float
+    tokenizer_options: dict
+    mark_changes: bool = False
+
+
+#: Keys added to the flat format after directories were first written (older ``config.json`` files lack them).
+FLAT_ADDED_KEYS = ("mark_changes",)
+_FLAT_ONLY_KEYS = frozenset(f.name for f in dataclasses.fields(FlatPerceiverConfig)) - CONFIG_FIELDS
+
+
+def is_flat_config(data: Mapping[str, Any]) -> bool:
+    """Whether a ``config.json`` (without ``"class"``) is in the flat format written before the nested config."""
+    return not {"tokenizer", "predictor"} & set(data) and bool(_FLAT_ONLY_KEYS & set(data))
+
+
+def config_from_json(data: Mapping[str, Any], source: Any) -> CausalPerceiverConfig:
+    """A ``CausalPerceiverIO`` ``config.json`` (without ``"class"``), nested or flat, checked key by key.
+
+    Unknown or missing keys and values of the wrong type raise ``ValueError`` naming ``source``, the section and
+    the key (``config.json: predictor: missing key 'num_latents'``), and so does a tokenizer ``in_channels`` or
+    ``frame_size`` that disagrees with ``video_shape``. A flat config (see :class:`FlatPerceiverConfig`) may lack
+    the keys added to it later (:data:`FLAT_ADDED_KEYS`: their defaults apply, as then).
+    """
+    if is_flat_config(data):
+        flat = config_kwargs(FlatPerceiverConfig, data, source, optional=FLAT_ADDED_KEYS)
+        return with_arguments(CausalPerceiverConfig(), flat)
+    config = CausalPerceiverConfig(**config_kwargs(CausalPerceiverConfig, data, source, ADDED_CONFIG_KEYS))
+    for key in DERIVED_TOKENIZER_KEYS:
+        given, expected = data["tokenizer"][key], getattr(config.tokenizer, key)
+        if (tuple(given) if isinstance(given, list) else given) != expected:
+            raise ValueError(
+                f"{source}: tokenizer: key {key!r} must match video_shape {config.video_shape}: "
+                f"expected {list(expected) if isinstance(expected, tuple) else expected}, got {given!r}"
+            )
+    return config
+
+
+def as_frame_size(value: Any) -> tuple[int, int]:
+    """``frame_size``: an int (square frames) or ``(H, W)`` → ``(H, W)``; ``ValueError`` naming it otherwise."""
+    size = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not (
+        isinstance(size, list | tuple)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+    ):
+        raise ValueError(f"frame_size must be an integer >= 1 or (H, W), got {value!r}")
+    return tuple(size)

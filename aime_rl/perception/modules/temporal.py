@@ -1,0 +1,71 @@
+"""Time structure of the Perceiver's inputs and outputs: change marks of token steps and multi-timescale summaries.
+
+- :func:`change_marks`: whether each token cell changed since the previous token step (the predictor's optional
+  ``mark_changes`` input embedding).
+- :class:`TimescaleSummary` and :data:`TIMESCALES`: causal "medium"/"slow" summaries of the per-frame contexts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import CrossAttentionLayer
+from .utilities import window_mask
+
+TIMESCALES: dict[str, int | None] = {"fast": None, "medium": 4, "slow": 16}
+
+
+def check_timescale(timescale: str) -> None:
+    if timescale not in TIMESCALES:
+        raise ValueError(f"timescale must be one of {list(TIMESCALES)}, got {timescale!r}")
+
+
+#: Change marks of the encoder's input tokens (``mark_changes``): the cell's tokens equal the previous token step's,
+#: differ from them, or there is no previous step (the first frame of an episode or of a training clip).
+UNCHANGED, CHANGED, FIRST = 0, 1, 2
+
+
+def change_marks(tokens: torch.Tensor, previous: torch.Tensor | None = None) -> torch.Tensor:
+    """Tokens ``[B, T', h, w, G]`` → marks ``[B, T', h, w]`` (int64: ``UNCHANGED``/``CHANGED``/``FIRST``).
+
+    Step k is compared with step k − 1 (all G heads); step 0 with ``previous`` (``[B, h, w, G]``, the step before
+    the sequence) when given, else it is ``FIRST``.
+    """
+    same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
+    if previous is None:
+        first = torch.full_like(tokens[:, :1, ..., 0], FIRST)
+    else:
+        first = torch.where((tokens[:, 0] == previous).all(-1), UNCHANGED, CHANGED).unsqueeze(1)
+    return torch.cat([first, torch.where(same, UNCHANGED, CHANGED)], dim=1)
+
+
+class TimescaleSummary(nn.Module):
+    """A causal summary of the last ``span`` frame contexts: ``[B, T, D] → [B, T, D]``.
+
+    The query at frame t (a learned vector plus the frame's own context) attends to the contexts of frames
+    ``t − span + 1 … t`` (rotary time positions), giving the hierarchical "medium"/"slow" latents.
+    """
+
+    def __init__(self, channels: int, num_heads: int, widening_factor: int, dropout: float, span: int):
+        super().__init__()
+        self.span = span
+        self.query = nn.Parameter(torch.randn(channels) * 0.02)
+        self.attention = CrossAttentionLayer(
+            channels, channels, num_heads, widening_factor, dropout, rotary_time=True, null_kv=True
+        )
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, fast: torch.Tensor) -> torch.Tensor:
+        """Frame contexts ``[B, T, D]`` → summaries ``[B, T, D]``."""
+        time = torch.arange(fast.shape[1], device=fast.device)
+        mask = window_mask(time, time, self.span).unsqueeze(0)
+        out = self.attention(fast + self.query, fast, mask, q_time=time, k_time=time)
+        return self.norm(out)
+
+    def step(self, fast: torch.Tensor, keys, values, key_time, visible) -> torch.Tensor:
+        """Current context ``[B, D]`` over cached keys/values of recent contexts → summary ``[B, D]``."""
+        q = (fast + self.query).unsqueeze(1)
+        zero = torch.zeros(1, device=fast.device)
+        out = self.attention.attend(q, keys, values, visible.unsqueeze(1), q_time=zero, k_time=key_time)
+        return self.norm(out.squeeze(1))
