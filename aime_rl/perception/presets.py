@@ -48,6 +48,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             use_3d_conv=False,
             patch_size=2,
             foreground_weight=1.0,  # small moving objects (a ball) survive tokenization; see VQPTTokenizer
+            stability_weight=10.0,  # static cells keep their tokens (benchmarks/README.md, issue 13)
         ),
         "predictor": dict(
             num_latents=16,
