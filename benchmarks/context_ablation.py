@@ -46,6 +46,13 @@ VARIANTS: dict[str, dict] = {
     "stability1": {"stability_weight": 1.0, "_train_tokenizer": True},
     "stability10": {"stability_weight": 10.0, "_train_tokenizer": True},
     "stability30": {"stability_weight": 30.0, "_train_tokenizer": True},
+    "stability10+flatten-pool": {"stability_weight": 10.0, "_train_tokenizer": True, "_pooling": "flatten"},
+    "stability10+flatten-pool+ctx": {
+        "stability_weight": 10.0,
+        "_train_tokenizer": True,
+        "_pooling": "flatten",
+        "context_prediction_weight": 1.0,
+    },
     "marks": {"mark_changes": True},
     "downsample4+marks": {"downsample": 4, "mark_changes": True},
     "downsample4+stability1+marks": {
@@ -73,6 +80,18 @@ class AttentionPool(torch.nn.Module):
         return (weights.unsqueeze(-1) * self.value(latents)).sum(-2)
 
 
+class FlattenPool(torch.nn.Module):
+    """Experiment: the context as a linear map of the N latents concatenated (each latent keeps its own weights),
+    instead of their mean."""
+
+    def __init__(self, num_latents: int, channels: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(num_latents * channels, channels)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.proj(latents.flatten(-2))
+
+
 def build(
     config: RunConfig, tokenizer_dir: Path, overrides: dict, tmp: Path
 ) -> tuple[CausalPerceiverIO, dict]:
@@ -81,6 +100,8 @@ def build(
     shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
     overrides = dict(overrides)
     tokenizer_metrics = {}
+    position_scale = overrides.pop("_position_scale", None)
+    pooling = overrides.pop("_pooling", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -94,12 +115,15 @@ def build(
         }
         fresh.save_pretrained(tmp / "tokenizer")
         tokenizer_dir = tmp / "tokenizer"
-    position_scale = overrides.pop("_position_scale", None)
-    pooling = overrides.pop("_pooling", None)
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
-    if pooling == "attention":
+    if pooling in ("attention", "flatten"):
         predictor = model.predictor
-        predictor.pool = AttentionPool(predictor.num_latent_channels)
+        channels = predictor.num_latent_channels
+        predictor.pool = (
+            AttentionPool(channels)
+            if pooling == "attention"
+            else FlattenPool(predictor.encoder.num_latents, channels)
+        )
         pooled = lambda latents: predictor.context_norm(predictor.pool(latents))  # noqa: E731
         object.__setattr__(predictor, "frame_context", pooled)  # shadows the method on this instance
     if (
