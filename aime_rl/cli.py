@@ -2,7 +2,7 @@
 
     aime-rl collect            random policy → replay (a target size: a rerun tops it up)
     aime-rl train-tokenizer    replay → tokenizer
-    aime-rl train-perceiver    replay + tokenizer → context model (saves <run>/model)
+    aime-rl train-context      replay + tokenizer → context model (saves <run>/model)
     aime-rl train-world-model  replay + context model → VRNN world model
     aime-rl train-agent        SB3 agent on the causal context (or --in-imagination, inside the world model)
     aime-rl evaluate           agent vs random policy → report.json / report.md
@@ -11,7 +11,8 @@
 The first command on a run writes its ``config.json``; later commands read it, and a flag that contradicts a
 setting the run's outputs were made with is refused (``--restart`` redoes the stage and what follows). Re-running a
 finished stage is a no-op that says so. Every failure is one line on stderr and exit status 2 (``--debug`` shows
-the traceback).
+the traceback). ``train-perceiver`` (now ``train-context``) and ``--preset seed`` (now ``paper``) still work and
+print a one-line deprecation notice.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from .experiments import EXPERIMENTS_DIR
-from .pipeline import COMMANDS, Options, RunConfig, load_toml, run_command
+from .perception.presets import PRESET_ALIASES
+from .pipeline import COMMAND_ALIASES, COMMANDS, Options, RunConfig, load_toml, run_command
 from .pipeline.config import default_values
 
-__all__ = ["COMMANDS", "EXPERIMENTS_DIR", "main", "make_parser", "explicit_settings"]
+__all__ = ["COMMANDS", "COMMAND_ALIASES", "EXPERIMENTS_DIR", "main", "make_parser", "explicit_settings"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -56,6 +58,17 @@ def agent_kwarg(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def preset_name(text: str) -> str:
+    """``--preset``'s value; the deprecated ``seed`` becomes ``paper`` with a one-line notice on stderr."""
+    if text in PRESET_ALIASES:
+        new = PRESET_ALIASES[text]
+        print(
+            f"aime-rl: --preset {text} is deprecated, use --preset {new} (the same preset)", file=sys.stderr
+        )
+        return new
+    return text
+
+
 def describe(f, defaults: dict[str, Any]) -> str:
     text = f"{f.metadata['help']} (default: {defaults[f.name]!r}"
     if f.metadata.get("choices"):
@@ -78,7 +91,7 @@ def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[s
                 help=describe(f, defaults),
             )
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
+            kind = preset_name if f.name == "preset" else {"int": int, "float": float, "str": str}[f.type]
             choices = f.metadata.get("choices")
             parser.add_argument(
                 name,
@@ -108,10 +121,17 @@ def make_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"aime-rl {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=OneLineParser, metavar="{" + ",".join(COMMANDS) + "}"
+    )
     defaults = default_values()
-    for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+    for alias in (*COMMANDS, *COMMAND_ALIASES):
+        name = COMMAND_ALIASES.get(alias, alias)
+        if alias == name:
+            p = sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name], allow_abbrev=False)
+        else:  # a deprecated name: works, but is not listed in `aime-rl --help`
+            description = f"deprecated name of `aime-rl {name}`: {COMMANDS[name]}"
+            p = sub.add_parser(alias, description=description, allow_abbrev=False)
         p.add_argument("--config", help="TOML file of settings, laid over the defaults (flags override it)")
         p.add_argument(
             "--restart",
@@ -149,6 +169,12 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    if args.command in COMMAND_ALIASES:
+        old, args.command = args.command, COMMAND_ALIASES[args.command]
+        print(
+            f"aime-rl {old}: deprecated, now called `aime-rl {args.command}` (the same command)",
+            file=sys.stderr,
+        )
     options = Options(
         quick=getattr(args, "quick", False),
         restart=args.restart,

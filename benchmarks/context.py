@@ -1,19 +1,19 @@
 """Benchmark the streaming context (``CausalPerceiverIO.stream``) against recomputing a 16-frame window.
 
-Models: the seed configuration ``CausalPerceiverIO(perceptual_weight=0.0)`` (its defaults: 128 latents × 256
-channels, 6 self-attention layers, tokenizer with 64 base channels and 4 heads × 1024 codes, 64×64 RGB
-frames) and the ``"small"`` preset, with random weights, in eval mode under ``torch.inference_mode()``.
+Models: ``"paper"``, the seed configuration ``CausalPerceiverIO(perceptual_weight=0.0)`` (its defaults: 128
+latents × 256 channels, 6 self-attention layers, tokenizer with 64 base channels and 4 heads × 1024 codes, 64×64
+RGB frames) and the ``"small"`` preset, with random weights, in eval mode under ``torch.inference_mode()``.
 Window W = 16.
 
 1. **Latency**, batch 1 and 8: per-step time of ``stream.step(frames [B, 3, 64, 64])`` once the window is
    full (16 untimed warm-up steps first), against the per-step time of the recompute alternative,
    ``model.extract_context(last_16_frames [B, 16, 3, 64, 64], window=16)[:, -1]`` (one untimed warm-up
-   call). Speedup = recompute / stream; target: ≥ 10× for the seed model at W = 16. All cases are measured
+   call). Speedup = recompute / stream; target: ≥ 10× for the paper model at W = 16. All cases are measured
    in interleaved rounds (a few stream steps, then one recompute call, for every model and batch, repeated)
    so that load from other processes hits every case alike; tables give the median and, in parentheses,
    the best time. As a sanity check, the stream's context after exactly 16 frames is compared with the
    recompute on the same 16 frames (equal up to float rounding: both saw the same frames from a fresh start).
-2. **Memory**, batch 1, ``"small"`` preset (the seed model takes 0.2–0.5 s a step on a 2-core CPU, too slow
+2. **Memory**, batch 1, ``"small"`` preset (the paper model takes 0.2–0.5 s a step on a 2-core CPU, too slow
    for 1,000 steps here): ``stream.nbytes()`` and the process RSS (current, from ``/proc/self/statm``, and
    peak, from ``resource.getrusage``) at steps 16 … 1,000, and the last step at which the peak rose. This
    runs first, before any other model exists, so the peak is not set by the larger latency runs. Targets,
@@ -21,10 +21,10 @@ Window W = 16.
    bound is looser because glibc now and then serves a step's large temporaries (e.g. the vol2col buffers
    of batch-1 conv3d) from fresh memory, which lifts the peak by ~6.5 MiB at a time while live memory stays
    flat; a cache that kept one more frame per step would add ≥ 0.125 MiB a step, ≥ 120 MiB over the run,
-   far above either bound. The seed model's ``nbytes`` at step 16 and at the end of its latency run are
+   far above either bound. The paper model's ``nbytes`` at step 16 and at the end of its latency run are
    reported too.
 
-``--profile`` adds the ``torch.profiler`` top ops of two seed stream steps at batch 1. ``torch`` threads
+``--profile`` adds the ``torch.profiler`` top ops of two paper stream steps at batch 1. ``torch`` threads
 are left at the default unless ``--threads`` is given; on a shared, loaded machine use ``--threads 1``:
 with 2 threads on 2 busy cores every op waits at an OpenMP barrier for a descheduled thread (a small-model
 step took 10× longer). Prints the machine and markdown tables.
@@ -51,8 +51,8 @@ DATE = "2026-11-30"
 WINDOW = 16
 FRAME_SHAPE = (3, 64, 64)
 BATCHES = (1, 8)
-PRESETS = ("seed", "small")
-SPEEDUP_TARGET = 10.0  # recompute time / stream time per step, at least (seed model)
+PRESETS = ("paper", "small")
+SPEEDUP_TARGET = 10.0  # recompute time / stream time per step, at least (paper model)
 RSS_TOLERANCE = 8 * 2**20  # current RSS growth between step 16 and the last step, at most (bytes)
 PEAK_TOLERANCE = (
     32 * 2**20
@@ -70,9 +70,10 @@ def machine_info() -> str:
 
 
 def build_model(preset: str) -> CausalPerceiverIO:
-    """``"seed"``: the class defaults; otherwise ``from_preset``. LPIPS off, random weights, eval mode."""
+    """``"paper"``: the class defaults (the seed configuration); otherwise ``from_preset``. LPIPS off, random
+    weights, eval mode."""
     torch.manual_seed(0)
-    if preset == "seed":
+    if preset == "paper":
         model = CausalPerceiverIO(perceptual_weight=0.0)
     else:
         model = CausalPerceiverIO.from_preset(preset, perceptual_weight=0.0)
@@ -203,13 +204,13 @@ def print_target_table(cases: list[Case], memory: list[dict], memory_preset: str
     print("| target | configuration | measured, median (best) | met |")
     print("| --- | --- | ---: | :---: |")
     for c in cases:
-        if c.preset != "seed":
+        if c.preset != "paper":
             continue
         median, best = speedups(c)
         met = "yes" if median >= SPEEDUP_TARGET else "no"
         print(
             f"| stream ≥ {SPEEDUP_TARGET:.0f}× faster per step than recompute, W={WINDOW} "
-            f"| seed, batch {c.batch} | {median:.1f}× ({best:.1f}×) | {met} |"
+            f"| paper, batch {c.batch} | {median:.1f}× ({best:.1f}×) | {met} |"
         )
     first, last = memory[0], memory[-1]
     config = f"{memory_preset}, batch 1, step {first['step']} → {last['step']}"
@@ -233,7 +234,7 @@ def print_target_table(cases: list[Case], memory: list[dict], memory_preset: str
     )
 
 
-def print_profile(preset: str = "seed", batch: int = 1, rows: int = 12) -> None:
+def print_profile(preset: str = "paper", batch: int = 1, rows: int = 12) -> None:
     """``torch.profiler`` top ops (self CPU time) of two stream steps after the window is full."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -257,7 +258,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--memory-steps", type=int, default=1000, help="length of the memory run")
     parser.add_argument("--memory-preset", default="small", help="model of the memory run")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--profile", action="store_true", help="also profile one seed stream step, batch 1")
+    parser.add_argument("--profile", action="store_true", help="also profile one paper stream step, batch 1")
     args = parser.parse_args()
     args.batches = BATCHES
     if args.quick:

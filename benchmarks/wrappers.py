@@ -9,14 +9,14 @@ ends and their terminal contexts are included):
 - **model only**: ``model.stream(8).step(frames)`` on fixed frames, no env, no wrapper: the floor the perception
   model sets, so that ``batched / model only`` shows the wrappers' own overhead.
 
-Models: the ``"small"`` and ``"seed"`` presets (``perceptual_weight=0``), random weights, window 16, eval mode,
+Models: the ``"small"`` and ``"paper"`` presets (``perceptual_weight=0``), random weights, window 16, eval mode,
 ``torch.inference_mode()``. Targets: batched ≥ 3× per-env; ``"small"`` batched ≥ 300 env-steps/s on a 2-core CPU.
 
 The cases are measured in interleaved rounds (``--steps`` vector steps of each case per round, after a warm-up) so
 that load from other processes hits them alike; the table gives the median env-steps/s over the rounds and the best
 in parentheses. ``torch`` threads are left at the default unless ``--threads`` is given.
 
-Usage: ``python benchmarks/wrappers.py [--quick] [--presets small seed] [--rounds 3] [--steps 40] [--threads N]``
+Usage: ``python benchmarks/wrappers.py [--quick] [--presets small paper] [--rounds 3] [--steps 40] [--threads N]``
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def print_table(results: dict[str, dict[str, list[float]]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 8 steps (a smoke run)")
-    parser.add_argument("--presets", nargs="+", default=["small", "seed"])
+    parser.add_argument("--presets", nargs="+", default=["small", "paper"])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40, help="vector steps per case and round")
     parser.add_argument("--warmup", type=int, default=4)

@@ -22,7 +22,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "seed"])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"])
     parser.add_argument("--steps", type=int, default=200, help="training steps on moving sprites")
     parser.add_argument("--size", type=int, default=64, help="frame height and width")
     args = parser.parse_args()

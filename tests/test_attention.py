@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from aime_rl.perception.modules.attention import MultiHeadAttention
-from aime_rl.perception.modules.utilities import WindowKVCache
+from aime_rl.perception.modules.kv_cache import WindowKVCache
 
 HEADS, CHANNELS = 2, 32
 

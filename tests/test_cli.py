@@ -143,8 +143,23 @@ def test_unknown_agent_kwargs_are_refused_before_anything_is_written(tmp_path, c
 
 def test_train_agent_without_a_model_says_what_to_do_and_leaves_nothing(tmp_path, capsys):
     code, err = run_cli(["train-agent", "--runs-dir", str(tmp_path), "--name", "empty"], capsys)
-    assert code == 2 and "train-perceiver" in err
+    assert code == 2 and "train-context" in err
     assert not (tmp_path / "empty").exists()
+
+
+def test_the_old_names_still_work_with_a_one_line_notice(tmp_path, capsys):
+    code, err = run_cli(["train-perceiver", "--runs-dir", str(tmp_path), "--name", "empty"], capsys)
+    notice, error = err.strip().splitlines()  # the deprecation notice, then the usual one-line error
+    assert code == 2 and "deprecated" in notice and "train-context" in notice
+    assert error.startswith("aime-rl train-context: error: ") and "train-tokenizer" in error
+    assert settings(["train-tokenizer", "--preset", "seed"])["preset"] == "paper"
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--preset paper" in err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "train-context" in out and "train-perceiver" not in out  # the old name is not advertised
+    assert "choices: tiny, small, paper" in help_text("train-tokenizer", capsys)
 
 
 def test_a_runs_dir_that_cannot_be_written_is_one_line(tmp_path, capsys):

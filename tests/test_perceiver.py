@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from aime_rl.data import moving_sprites
-from aime_rl.perception import TIMESCALES, CausalPerceiverIO, PredictorOutput
-from aime_rl.perception.modules.adapter import add_lora, lora_parameters, merge_lora
+from aime_rl.perception import (
+    TIMESCALES,
+    CausalPerceiverIO,
+    PredictorOutput,
+    add_lora,
+    get_preset,
+    lora_parameters,
+    merge_lora,
+)
 from aime_rl.perception.predictor import CHANGED, FIRST, UNCHANGED, change_marks
 
 from .conftest import FLAT_TINY_CONFIG, sprite_batches
@@ -163,11 +170,20 @@ def test_save_and_load_reproduce_the_context(model, clip, tmp_path):
         assert torch.equal(loaded.extract_context(clip), model.extract_context(clip))
 
 
-@pytest.mark.parametrize("name", ["tiny", "small", "seed"])
+@pytest.mark.parametrize("name", ["tiny", "small", "paper"])
 def test_presets_build(name):
     model = CausalPerceiverIO.from_preset(name, perceptual_weight=0.0)
-    assert model.context_dim == {"tiny": 32, "small": 256, "seed": 256}[name]
+    assert model.context_dim == {"tiny": 32, "small": 256, "paper": 256}[name]
     assert model.tokenizer is model.predictor.tokenizer
+
+
+def test_the_seed_preset_still_works_as_a_deprecated_alias_of_paper():
+    with pytest.warns(DeprecationWarning, match="now called 'paper'"):
+        config = get_preset("seed", frame_size=32)
+    assert config == get_preset("paper", frame_size=32)
+    with pytest.warns(DeprecationWarning, match="now called 'paper'"):
+        model = CausalPerceiverIO.from_preset("seed", perceptual_weight=0.0)
+    assert model.config == get_preset("paper", perceptual_weight=0.0)
 
 
 def test_seed_defaults():

@@ -44,7 +44,7 @@ def finished_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "r"
     assert cli(run, "collect", *TINY) == 0
     assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "2") == 0
-    assert cli(run, "train-perceiver", "--context-steps", "2") == 0
+    assert cli(run, "train-context", "--context-steps", "2") == 0
     assert cli(run, "train-agent", *AGENT) == 0
     assert cli(run, "evaluate", "--eval-episodes", "1") == 0
     return run
@@ -76,17 +76,23 @@ def test_training_the_tokenizer_further_never_touches_the_context_model(run):
 def test_the_context_model_refuses_to_resume_on_a_retrained_tokenizer(run, capsys):
     assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
     capsys.readouterr()
-    assert cli(run, "train-perceiver", "--context-steps", "3") == 2
+    assert cli(run, "train-context", "--context-steps", "3") == 2
     assert "tokenizer changed" in capsys.readouterr().err
 
 
 def test_restart_trains_the_context_model_on_the_new_tokenizer(run):
     assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
-    assert cli(run, "train-perceiver", "--restart") == 0
+    assert cli(run, "train-context", "--restart") == 0
     tokenizer = VQPTTokenizer.from_pretrained(run / "tokenizer" / "model").state_dict()
     model = CausalPerceiverIO.from_pretrained(run / "model").tokenizer.state_dict()
     assert all(np.array_equal(model[k].numpy(), v.numpy()) for k, v in tokenizer.items())
     assert not (run / "agent").exists()  # made from the old context model: discarded with it
+
+
+def test_the_old_command_name_still_trains_the_context_model(run, capsys):
+    assert cli(run, "train-perceiver", "--context-steps", "3") == 0
+    assert "now called `aime-rl train-context`" in capsys.readouterr().err
+    assert json.loads((run / "stages" / "context.json").read_text())["steps"] == 3
 
 
 def test_fewer_steps_than_trained_is_refused(run, capsys):
@@ -105,7 +111,7 @@ def test_a_data_shaping_flag_that_contradicts_the_run_is_refused(run, capsys):
 
 
 def test_a_shaping_setting_of_an_earlier_stage_cannot_be_restarted_from_a_later_one(run, capsys):
-    assert cli(run, "train-perceiver", "--restart", "--preset", "small") == 2
+    assert cli(run, "train-context", "--restart", "--preset", "small") == 2
     assert "train-tokenizer --restart --preset small" in capsys.readouterr().err
 
 
@@ -118,7 +124,7 @@ def test_later_stages_read_the_run_config(tmp_path):
     )
     assert json.loads((run / "config.json").read_text())["frame_size"] == 64
     assert tuple(ReplayStore.open(run / "replay").frame_shape[:2]) == (64, 64)
-    assert cli(run, "train-perceiver", "--context-steps", "1") == 0
+    assert cli(run, "train-context", "--context-steps", "1") == 0
     assert CausalPerceiverIO.from_pretrained(run / "model").config.video_shape[-1] == 64
 
 

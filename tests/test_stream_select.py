@@ -14,7 +14,7 @@ import torch
 from aime_rl.data import moving_sprites
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.perception.modules.conv import StreamCache
-from aime_rl.perception.modules.utilities import WindowKVCache
+from aime_rl.perception.modules.kv_cache import WindowKVCache
 from aime_rl.world_model import VRNN, VRNNFilter
 
 from .test_vrnn import SMALL

@@ -28,11 +28,11 @@ from ..utils.io import CONFIG_NAME, load_module_dir, load_state_dict_strict, sav
 from ..utils.validation import check_positive, check_size_estimate
 from .config import CausalPerceiverConfig, config_from_json, with_arguments
 from .context_stream import ContextStream
+from .modules.kv_cache import check_window
 from .modules.temporal import check_timescale
-from .modules.utilities import check_window
 from .outputs import PredictorOutput, TokenizerEncoding
 from .predictor import PerceiverTokenPredictor
-from .presets import get_preset
+from .presets import get_preset, resolve_preset
 from .tokenizer import VQPTTokenizer, tokenizer_size_terms
 
 
@@ -87,6 +87,15 @@ class CausalPerceiverIO(nn.Module):
     :class:`PerceiverTokenPredictor` (the rest; ``perceptual_weight`` goes to both). ``.config`` is the nested
     :class:`~aime_rl.perception.config.CausalPerceiverConfig` they make; ``from_config(config)`` builds a model
     from one (every tokenizer and predictor key, e.g. the predictor's ``window``, not only these arguments).
+
+    Example (online, one frame per step: see :meth:`stream`):
+
+    >>> import torch
+    >>> from aime_rl.perception import CausalPerceiverIO
+    >>> model = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 32, 32)).eval()
+    >>> video = torch.randint(0, 256, (2, 8, 3, 32, 32), dtype=torch.uint8)  # [B, T, C, H, W]
+    >>> model.extract_context(video).shape  # one context per frame: [B, T, context_dim]
+    torch.Size([2, 8, 32])
     """
 
     def __init__(
@@ -179,14 +188,15 @@ class CausalPerceiverIO(nn.Module):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> CausalPerceiverIO:
-        """Build from a preset ("tiny", "small", "seed"); keyword ``overrides`` replace preset values.
+        """Build from a preset ("tiny", "small", "paper"); keyword ``overrides`` replace preset values.
 
         ``frame_size=`` (an int or ``(H, W)``) or ``video_shape=`` set the clips' shape (without ``video_shape``,
         T is ``sequence_length``); any other override is an argument of this class or any tokenizer or predictor
         key by name (e.g. ``patch_size``, ``window``). An unknown one raises ``ValueError`` naming it. See
-        :func:`~aime_rl.perception.presets.get_preset`.
+        :func:`~aime_rl.perception.presets.get_preset`. ``"seed"`` is a deprecated alias of ``"paper"`` (a
+        ``DeprecationWarning``).
         """
-        return cls.from_config(get_preset(name, **overrides))
+        return cls.from_config(get_preset(resolve_preset(name, stacklevel=2), **overrides))
 
     # -- the seed's API ------------------------------------------------------------------------------------------
 
@@ -229,6 +239,17 @@ class CausalPerceiverIO(nn.Module):
 
         ``batch_size``: an integer >= 1. ``window``: None or an integer >= 1; the key/value cache grows with the
         frames seen up to the window, so a huge window costs only what the frames seen need.
+
+        Example:
+
+        >>> import torch
+        >>> from aime_rl.perception import CausalPerceiverIO
+        >>> model = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 32, 32)).eval()
+        >>> video = torch.randint(0, 256, (2, 8, 3, 32, 32), dtype=torch.uint8)  # [B, T, C, H, W]
+        >>> stream = model.stream(batch_size=2, window=4)
+        >>> online = torch.stack([stream.step(video[:, t]) for t in range(8)], dim=1)  # [B, T, D]
+        >>> online.shape, torch.allclose(online, model.extract_context(video, window=4), atol=1e-4)
+        (torch.Size([2, 8, 32]), True)
         """
         check_window(window)
         check_timescale(timescale)

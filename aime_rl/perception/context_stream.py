@@ -15,8 +15,8 @@ import torch
 from einops import rearrange
 
 from ..utils.validation import check_batch_size, row_index
+from .modules.kv_cache import WindowKVCache
 from .modules.temporal import FIRST, TIMESCALES, change_marks
-from .modules.utilities import WindowKVCache
 from .predictor import PerceiverTokenPredictor
 
 

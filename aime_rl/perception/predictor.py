@@ -31,11 +31,11 @@ from .generation import TokenGenerationMixin
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
+from .modules.kv_cache import check_window, window_mask
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
 from .modules.temporal import TIMESCALES, TimescaleSummary, change_marks, check_timescale
 from .modules.temporal import UNCHANGED as UNCHANGED
-from .modules.utilities import check_window, window_mask
 from .outputs import PredictorOutput
 from .tokenizer import VQPTTokenizer
 

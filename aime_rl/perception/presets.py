@@ -1,4 +1,5 @@
-"""Model presets as data: ``tiny`` (tests), ``small`` (minutes on a 2-core CPU), ``seed`` (the seed's values).
+"""Model presets as data: ``tiny`` (tests), ``small`` (minutes on a 2-core CPU), ``paper`` (the hyperparameters of
+the seed design document). ``seed``, the old name of ``paper``, still works and warns (:data:`PRESET_ALIASES`).
 
 A preset is a partial :class:`~aime_rl.perception.config.CausalPerceiverConfig` written as the ``config.json`` it
 becomes: a ``tokenizer`` section (:class:`~aime_rl.perception.config.TokenizerConfig` keys) and a ``predictor``
@@ -10,6 +11,7 @@ checks a preset key by key, so a typo here fails loudly.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -61,7 +63,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             sequence_length=16,
         ),
     },
-    "seed": {
+    "paper": {
         "tokenizer": dict(
             code_dim=256,
             num_codes=1024,
@@ -83,6 +85,23 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+#: Deprecated preset names → the current name; :func:`resolve_preset` maps them and emits a ``DeprecationWarning``.
+PRESET_ALIASES: dict[str, str] = {"seed": "paper"}
+
+
+def resolve_preset(name: str, stacklevel: int = 2) -> str:
+    """``name`` itself, or the current name of a deprecated alias (``"seed"`` → ``"paper"``, with a
+    ``DeprecationWarning`` pointing ``stacklevel`` frames up). Other names are returned unchanged."""
+    if name in PRESET_ALIASES:
+        new = PRESET_ALIASES[name]
+        warnings.warn(
+            f"the {name!r} preset is now called {new!r}; {name!r} is a deprecated alias",
+            DeprecationWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return new
+    return name
+
 
 def get_preset(name: str, **overrides: Any) -> CausalPerceiverConfig:
     """The config of preset ``name`` (a fresh copy) with keyword ``overrides`` applied.
@@ -91,8 +110,10 @@ def get_preset(name: str, **overrides: Any) -> CausalPerceiverConfig:
     ``video_shape`` as well, they must agree); ``tokenizer_options=`` and any tokenizer or predictor key by name
     (``dropout`` is the predictor's, ``perceptual_weight`` sets both; see
     :func:`~aime_rl.perception.config.with_arguments`). Without ``video_shape``, T is the predictor's
-    ``sequence_length``. An unknown preset or override raises ``ValueError`` naming it.
+    ``sequence_length``. An unknown preset or override raises ``ValueError`` naming it. ``"seed"`` is a deprecated
+    alias of ``"paper"`` (a ``DeprecationWarning``).
     """
+    name = resolve_preset(name, stacklevel=2)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     sections = config_kwargs(CausalPerceiverConfig, PRESETS[name], f"preset {name!r}", require_all=False)

@@ -6,7 +6,7 @@
 - :mod:`~aime_rl.pipeline.commands`: one CLI command = validate everything, then write.
 """
 
-from .commands import Options, prepare, run_command, run_demo
+from .commands import COMMAND_ALIASES, Options, prepare, run_command, run_demo
 from .config import RunConfig, load_toml
 from .rundir import RunDir
 from .stages import build_model, episode_returns, evaluate, make_context_venv
@@ -14,7 +14,7 @@ from .stages import build_model, episode_returns, evaluate, make_context_venv
 COMMANDS: dict[str, str] = {
     "collect": "collect random-policy frames, actions and rewards into <run>/replay (a target size: reruns top up)",
     "train-tokenizer": "train the VQ video tokenizer on <run>/replay",
-    "train-perceiver": "train the causal context model (tokenizer frozen) and save <run>/model",
+    "train-context": "train the causal context model (tokenizer frozen) and save <run>/model",
     "train-world-model": "train the VRNN world model (DPGMM prior) on <run>/replay with the frozen perception model",
     "train-agent": "train an SB3 agent (ppo/a2c/dqn/sac) on the causal context of the env (or in imagination)",
     "evaluate": "evaluate the run's agent against a random policy; write report.json and report.md",
@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
 
 __all__ = [
     "COMMANDS",
+    "COMMAND_ALIASES",
     "Options",
     "RunConfig",
     "RunDir",

@@ -2,7 +2,7 @@
 
 1. build the settings (a new run: defaults ← experiment file ← ``--config`` ← flags; an existing run: its
    ``config.json`` ← what the user set explicitly) and validate every one of them, the env included;
-2. check the command's prerequisites (``train-perceiver`` needs a trained tokenizer, ...);
+2. check the command's prerequisites (``train-context`` needs a trained tokenizer, ...);
 3. only then write: ``config.json`` of a new run, the outputs ``--restart`` discards, the stage's outputs;
 4. a command that fails leaves nothing behind in a run directory it created.
 """
@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write_json
 from .config import RunConfig, check_name, default_values, layer
 from .environment import check_env
@@ -36,7 +38,7 @@ from .stages import (
 COMMAND_STAGE = {
     "collect": "collect",
     "train-tokenizer": "tokenizer",
-    "train-perceiver": "context",
+    "train-context": "context",
     "train-world-model": "world_model",
     "train-agent": "agent",
     "evaluate": "evaluate",
@@ -44,6 +46,21 @@ COMMAND_STAGE = {
     "demo": "collect",
 }
 ENV_COMMANDS = ("collect", "train-agent", "evaluate", "probe", "demo")
+#: Deprecated command names → the current name (they still work; the CLI prints a one-line notice).
+COMMAND_ALIASES = {"train-perceiver": "train-context"}
+
+
+def canonical_command(command: str) -> str:
+    """``command``, or the current name of a deprecated alias (with a ``DeprecationWarning``)."""
+    if command in COMMAND_ALIASES:
+        new = COMMAND_ALIASES[command]
+        warnings.warn(
+            f"the {command!r} command is now called {new!r}; {command!r} is a deprecated alias",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return new
+    return command
 
 
 @dataclass
@@ -61,6 +78,9 @@ def prepare(
     command: str, explicit: dict[str, Any], options: Options
 ) -> tuple[RunConfig, RunDir, list[str], bool]:
     """Validated settings, the run directory, the stages to discard, and whether the run is new. Writes nothing."""
+    command = canonical_command(command)
+    if explicit.get("preset") in PRESET_ALIASES:  # "seed" → "paper": the same preset, not a change of the run
+        explicit["preset"] = resolve_preset(explicit["preset"], stacklevel=2)
     base = default_values(options.quick)
     name = explicit.get("name", base["name"])
     check_name(name)
@@ -89,12 +109,12 @@ def check_prerequisites(command: str, run: RunDir, options: Options, discard: li
     """The stages a command needs must have finished (and not be about to be discarded)."""
     needs = {
         "train-tokenizer": [("collect", "collect")],
-        "train-perceiver": [("tokenizer", "train-tokenizer")],
-        "train-world-model": [("context", "train-perceiver")],
-        "train-agent": [("context", "train-perceiver")]
+        "train-context": [("tokenizer", "train-tokenizer")],
+        "train-world-model": [("context", "train-context")],
+        "train-agent": [("context", "train-context")]
         + ([("world_model", "train-world-model")] if options.in_imagination else []),
         "evaluate": [("agent", "train-agent")],
-        "probe": [("context", "train-perceiver")],
+        "probe": [("context", "train-context")],
     }.get(command, [])
     for stage, stage_command in needs:
         if stage == "collect":
@@ -108,6 +128,7 @@ def check_prerequisites(command: str, run: RunDir, options: Options, discard: li
 
 def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any:
     """Prepare, then write and run; a run directory this command created is removed if it fails."""
+    command = canonical_command(command)
     config, run, discard, new = prepare(command, explicit, options)
     created = not run.path.exists()
     try:
@@ -133,7 +154,7 @@ def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> 
         return collect(config, run, progress=options.progress)
     if command == "train-tokenizer":
         return train_tokenizer_stage(config, run)
-    if command == "train-perceiver":
+    if command == "train-context":
         return train_context_stage(config, run)
     if command == "train-world-model":
         return train_world_model_stage(config, run)

@@ -22,13 +22,13 @@ from typing import Any
 import torch
 
 from ..experiments import experiment_path
-from ..perception.presets import get_preset
+from ..perception.presets import PRESET_ALIASES, get_preset, resolve_preset
 
 ALGOS = ("ppo", "a2c", "dqn", "sac")
 # what ``aime-rl probe`` probes by default (aime_rl.evaluation.DEFAULT_REPRESENTATIONS; "belief" needs a world model)
 PROBE_REPRESENTATIONS = ("context", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
 KNOWN_REPRESENTATIONS = ("context", "belief", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
-PRESETS = ("tiny", "small", "seed")
+PRESETS = ("tiny", "small", "paper")  # "seed", the old name of "paper", is still read (PRESET_ALIASES)
 MAX_FRAME_SIZE = 512
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -48,13 +48,13 @@ SHAPING: dict[str, str] = {
 ALL = (
     "collect",
     "train-tokenizer",
-    "train-perceiver",
+    "train-context",
     "train-world-model",
     "train-agent",
     "evaluate",
     "probe",
 )
-TRAINING = ("train-tokenizer", "train-perceiver", "train-world-model")
+TRAINING = ("train-tokenizer", "train-context", "train-world-model")
 
 
 def setting(default: Any, help: str, commands: tuple[str, ...] = ALL, choices: tuple | None = None, **kw):
@@ -78,7 +78,7 @@ class RunConfig:
         ("collect", "train-agent", "evaluate", "probe"),
     )
     preset: str = setting(
-        "small", "perception model preset", ("train-tokenizer", "train-perceiver"), choices=PRESETS
+        "small", "perception model preset", ("train-tokenizer", "train-context"), choices=PRESETS
     )
     frame_size: int = setting(
         64,
@@ -104,7 +104,7 @@ class RunConfig:
     tokenizer_steps: int = setting(
         600, "tokenizer training steps (a total: more than before trains further)", ("train-tokenizer",)
     )
-    context_steps: int = setting(600, "context-model training steps (a total)", ("train-perceiver",))
+    context_steps: int = setting(600, "context-model training steps (a total)", ("train-context",))
     batch_size: int = setting(8, "windows per training batch", TRAINING)
     lr: float = setting(
         1e-3,
@@ -149,6 +149,11 @@ class RunConfig:
         ("probe",),
     )
     device: str = setting("cpu", "torch device: cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        # a run directory or TOML file written before "seed" was renamed "paper" keeps working
+        if self.preset in PRESET_ALIASES:
+            self.preset = resolve_preset(self.preset, stacklevel=3)
 
     @property
     def run_dir(self) -> Path:

@@ -7,7 +7,7 @@
       stages/<stage>.json         each stage's manifest: status, steps, settings, input fingerprints, metrics
       replay/                     collect
       tokenizer/                  train-tokenizer: TensorBoard, checkpoints/, model/ (the trained tokenizer)
-      context_model/ model/       train-perceiver: TensorBoard + checkpoints; the whole CausalPerceiverIO
+      context_model/ model/       train-context: TensorBoard + checkpoints; the whole CausalPerceiverIO
       world_model/                train-world-model
       agent/                      train-agent: agent.zip, agent.json, observation statistics, TensorBoard
       report.json, report.md      evaluate
@@ -40,7 +40,7 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
 STAGE_COMMANDS = {
     "collect": "collect",
     "tokenizer": "train-tokenizer",
-    "context": "train-perceiver",
+    "context": "train-context",
     "world_model": "train-world-model",
     "agent": "train-agent",
     "evaluate": "evaluate",

@@ -264,7 +264,7 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     done = begin_training_stage(
         run,
         "context",
-        "train-perceiver",
+        "train-context",
         config.context_steps,
         "--context-steps",
         inputs,
@@ -288,7 +288,7 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
         "metrics": summarize(metrics),
     }
     run.write_manifest("context", manifest)
-    say(f"train-perceiver: {format_context_metrics(manifest['metrics'])} → {run.path / 'model'}")
+    say(f"train-context: {format_context_metrics(manifest['metrics'])} → {run.path / 'model'}")
     return manifest
 
 
@@ -302,7 +302,7 @@ def format_context_metrics(metrics: dict[str, Any]) -> str:
 
 
 def model_dir(run: RunDir) -> Path:
-    require_done(run, "context", "train-perceiver")
+    require_done(run, "context", "train-context")
     return run.path / "model"
 
 

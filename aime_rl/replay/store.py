@@ -155,6 +155,22 @@ class ReplayStore(WindowSampler):
 
     The sampling methods (``split``, ``window_weights``, ``sample_windows``, ``sample_window_starts``,
     ``read_windows``) are inherited from :class:`~aime_rl.replay.sampling.WindowSampler`.
+
+    Example (one 5-step episode, stored as 6 rows, then read back as windows):
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from aime_rl.replay import ReplayStore
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> store = ReplayStore(tmp.name, frame_shape=(64, 64, 3))
+    >>> episode = store.begin_episode()
+    >>> for t in range(5):  # frame o_t, action a_t, reward r_{t+1}, terminated, truncated
+    ...     episode.add(np.zeros((64, 64, 3), np.uint8), 1, 0.0, False, t == 4)
+    >>> key = episode.finish(np.zeros((64, 64, 3), np.uint8))  # the final observation o_5
+    >>> batch = ReplayStore.open(tmp.name).sample_windows(batch_size=2, length=4, rng=0)
+    >>> batch["frames"].shape, batch["actions"].dtype, len(store), store.num_steps
+    (torch.Size([2, 4, 3, 64, 64]), torch.int64, 1, 5)
+    >>> tmp.cleanup()
     """
 
     def __init__(

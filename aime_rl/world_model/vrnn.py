@@ -100,6 +100,19 @@ class VRNN(nn.Module):
     Main entry points: :meth:`forward` (training losses), :meth:`observe` (posterior filtering of a sequence),
     :meth:`posterior_step` / :meth:`prior_step` / :meth:`transition` (one step, for streaming and imagination),
     :meth:`perceive` (frames → tokens and context), :meth:`save_pretrained` / :meth:`from_pretrained`.
+
+    Example (on an untrained tiny perceiver, small sizes):
+
+    >>> import torch
+    >>> from aime_rl.perception import CausalPerceiverIO
+    >>> from aime_rl.world_model import VRNN
+    >>> perceiver = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 32, 32))
+    >>> vrnn = VRNN(perceiver, action_dim=3, hidden_dim=16, latent_dim=4, embed_dim=16, mlp_dim=16)
+    >>> frames = torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8)  # [B, T, 3, H, W]
+    >>> actions = torch.randint(0, 3, (2, 4))  # a_t, taken after frame t
+    >>> losses = vrnn(frames, actions)  # training losses (rewards, terminated: optional)
+    >>> bool(losses["total"].isfinite()), vrnn.observe(frames, actions)["h"].shape  # h_t [B, T, hidden_dim]
+    (True, torch.Size([2, 4, 16]))
     """
 
     def __init__(self, perceiver: nn.Module, action_dim: int, discrete: bool = True, **options: Any):

@@ -94,6 +94,18 @@ class ContextObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs
 
     Raises ``ValueError`` for an env without frames, a missing checkpoint, a bad ``window``, or a ``world_model``
     that does not match the perception model or the env's action space.
+
+    Example (an untrained tiny model; in practice pass a trained model or its checkpoint directory):
+
+    >>> import gymnasium as gym
+    >>> from aime_rl.perception import CausalPerceiverIO
+    >>> from aime_rl.wrappers import ContextObservation
+    >>> model = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64))
+    >>> env = ContextObservation(gym.make("aime_rl/Catch-v0"), model, window=8)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(1)
+    >>> obs.shape, obs.dtype, env.observation_space.contains(obs)  # obs = c_t, [context_dim] float32
+    ((32,), dtype('float32'), True)
     """
 
     def __init__(

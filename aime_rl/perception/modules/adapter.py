@@ -5,7 +5,8 @@
 - :class:`TiedTokenOutputAdapter`: channels → logits ``[..., G, num_codes]`` per head, scored against the input
   embeddings (weights tied).
 - LoRA (``add_lora``, ``merge_lora``, ``remove_lora``, ``lora_parameters``): low-rank updates of a trained model's
-  attention/MLP projections, trained with the base frozen, then merged or removed (see ``lora.py``).
+  attention/MLP projections, trained with the base frozen, then merged or removed (see ``lora.py``; the public
+  import is ``from aime_rl.perception import add_lora, ...``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """LoRA fine-tuning adapters: low-rank updates ``W + (alpha / r) B A`` on frozen ``nn.Linear`` layers.
 
-Workflow::
+Workflow (the public import is ``from aime_rl.perception import add_lora, lora_parameters, merge_lora,
+remove_lora``)::
 
     names = add_lora(model, rank=8, alpha=16.0)           # wraps q_proj, k_proj, ... and freezes the rest
     optimizer = torch.optim.AdamW(lora_parameters(model))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .attention import CrossAttentionLayer
-from .utilities import window_mask
+from .kv_cache import window_mask
 
 TIMESCALES: dict[str, int | None] = {"fast": None, "medium": 4, "slow": 16}
 

@@ -1,4 +1,5 @@
-"""Shared helpers of the Perceiver modules: causal window masks and a bounded key/value cache for streaming."""
+"""The bounded key/value cache of streaming attention (:class:`WindowKVCache`) and its causal-window helpers
+(:func:`window_mask`, :func:`check_window`), shared by the Perceiver modules."""
 
 from __future__ import annotations
 
