@@ -48,9 +48,15 @@ CATCH_32 = dict(
 )
 OBSERVE, HORIZON = 4, 4
 # 32×32 frames → 8×8 tokens × 4 heads
-# foreground_weight=0: the thresholds below were calibrated on the plain-MSE tokenizer (the world model is under test)
+# foreground_weight=0, stability_weight=0: the thresholds below were calibrated on the plain-MSE tokenizer (the world
+# model is under test, not the "small" preset's tokenizer terms)
 TOKENIZER = dict(
-    num_codes=32, downsample=4, diversity_weight=0.0, perceptual_weight=0.0, foreground_weight=0.0
+    num_codes=32,
+    downsample=4,
+    diversity_weight=0.0,
+    perceptual_weight=0.0,
+    foreground_weight=0.0,
+    stability_weight=0.0,
 )
 VRNN_KWARGS = dict(
     hidden_dim=128,
