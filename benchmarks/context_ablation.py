@@ -53,6 +53,8 @@ VARIANTS: dict[str, dict] = {
         "_pooling": "flatten",
         "context_prediction_weight": 1.0,
     },
+    "change1": {"change_weight": 1.0},
+    "change4": {"change_weight": 4.0},
     "marks": {"mark_changes": True},
     "downsample4+marks": {"downsample": 4, "mark_changes": True},
     "downsample4+stability1+marks": {
@@ -157,6 +159,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="context-model steps (default: the run's)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--probe-steps", type=int, default=3000)
+    parser.add_argument(
+        "--probe-episode-steps", type=int, default=None, help="cut probe episodes (long Atari games)"
+    )
     parser.add_argument("--agent-steps", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--json", help="write the results here")
@@ -167,7 +172,13 @@ def main() -> None:
     steps = args.steps or config.context_steps
     env_fn = lambda: make_env(config.env, training=False)  # noqa: E731
     probe_env = env_fn()
-    data = collect_labelled(env_fn, default_label_fn(probe_env), args.probe_steps, seed=1234)
+    data = collect_labelled(
+        env_fn,
+        default_label_fn(probe_env),
+        args.probe_steps,
+        seed=1234,
+        max_episode_steps=args.probe_episode_steps,
+    )
     results = {}
     for name in args.variants:
         start = time.time()

@@ -125,6 +125,7 @@ class CausalPerceiverIO(nn.Module):
         context_prediction_weight: float = 0.0,
         tokenizer_options: dict | None = None,
         mark_changes: bool = False,
+        change_weight: float = 0.0,
     ):
         super().__init__()
         arguments = dict(
@@ -153,6 +154,7 @@ class CausalPerceiverIO(nn.Module):
             context_prediction_weight=context_prediction_weight,
             tokenizer_options=tokenizer_options,
             mark_changes=mark_changes,
+            change_weight=change_weight,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

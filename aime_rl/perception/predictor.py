@@ -68,9 +68,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         window: int | None = None,
         context_prediction_weight: float = 0.0,
         mark_changes: bool = False,
+        change_weight: float = 0.0,
     ):
         super().__init__()
         check_window(window)
+        if not change_weight >= 0:
+            raise ValueError(f"change_weight must be >= 0, got {change_weight}")
         self.config = PredictorConfig(
             num_latents=num_latents,
             num_latent_channels=num_latent_channels,
@@ -88,6 +91,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             window=window,
             context_prediction_weight=context_prediction_weight,
             mark_changes=mark_changes,
+            change_weight=change_weight,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -367,7 +371,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         mask = self._future_mask(target.shape[:4], target.device)
         ids = target.masked_fill(mask.unsqueeze(-1), self.input_adapter.mask_id)
         logits = self.predict_logits(memory[:, -1], ids, tokens[:, context_steps - 1])
-        token_loss = self._cross_entropy(logits[mask], target[mask])
+        changed = (target != tokens[:, context_steps - 1].unsqueeze(1)).any(-1)  # [B, F, h, w]
+        token_loss = self._cross_entropy(logits[mask], target[mask], changed[mask])
         predicted = torch.where(mask.unsqueeze(-1), logits.argmax(-1), target)
         perceptual = (
             self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
@@ -426,13 +431,23 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         ranks = torch.rand(b, positions, device=device).argsort(-1).argsort(-1)
         return (ranks < num_masked.unsqueeze(-1)).view(shape)
 
-    def _cross_entropy(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Logits ``[..., K]`` and ids ``[...]`` → mean CE with label smoothing."""
-        return F.cross_entropy(
+    def _cross_entropy(
+        self, logits: torch.Tensor, target: torch.Tensor, changed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``[..., G, K]`` and ids ``[..., G]`` → mean CE with label smoothing, plus ``change_weight`` × the
+        mean over the positions where ``changed`` (bool ``[...]``) is True (none: nothing added)."""
+        per_id = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(),
             target.reshape(-1),
             label_smoothing=self.label_smoothing,
-        )
+            reduction="none",
+        ).view(target.shape)
+        loss = per_id.mean()
+        if changed is None or self.config.change_weight == 0:
+            return loss
+        weight = changed.to(per_id.dtype)
+        changed_mean = (per_id.mean(-1) * weight).sum() / weight.sum().clamp_min(1.0)
+        return loss + self.config.change_weight * changed_mean
 
     def _next_frame_loss(
         self, memory: torch.Tensor, tokens: torch.Tensor, weight: float, copy_prior: bool = True
@@ -450,7 +465,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         logits = self.predict_logits(
             mem, torch.full_like(target, self.input_adapter.mask_id), last if copy_prior else None
         )
-        return self._cross_entropy(logits, target)
+        changed = (target[:, 0] != last).any(-1).unsqueeze(1)  # [(B j), 1, h, w]
+        return self._cross_entropy(logits, target, changed)
 
     def _perceptual(
         self, context_tokens: torch.Tensor, logits: torch.Tensor, future: torch.Tensor
