@@ -55,6 +55,8 @@ VARIANTS: dict[str, dict] = {
     },
     "change1": {"change_weight": 1.0},
     "change4": {"change_weight": 4.0},
+    "contrastive1": {"contrastive_weight": 1.0},
+    "contrastive1+change1": {"contrastive_weight": 1.0, "change_weight": 1.0},
     "marks": {"mark_changes": True},
     "downsample4+marks": {"downsample": 4, "mark_changes": True},
     "downsample4+stability1+marks": {

@@ -126,6 +126,7 @@ class CausalPerceiverIO(nn.Module):
         tokenizer_options: dict | None = None,
         mark_changes: bool = False,
         change_weight: float = 0.0,
+        contrastive_weight: float = 0.0,
     ):
         super().__init__()
         arguments = dict(
@@ -155,6 +156,7 @@ class CausalPerceiverIO(nn.Module):
             tokenizer_options=tokenizer_options,
             mark_changes=mark_changes,
             change_weight=change_weight,
+            contrastive_weight=contrastive_weight,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

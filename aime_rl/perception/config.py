@@ -114,6 +114,11 @@ class PredictorConfig:
             token is the previous one (99.5 % on random Pong), so the plain mean is met by copying and nothing
             teaches the latents where the ball goes; averaged over the changed positions alone, the few moving
             tokens weigh as much as the whole static frame. 0 is the seed's objective.
+        contrastive_weight: weight of a temporal contrastive term on the pooled context (global-local InfoNCE, as
+            in ST-DIM): the context of frame t must pick, at every token position of frame t + 1, its own clip's
+            token embedding among those of the other clips in the batch. Positions that look the same in every
+            clip (a static background) cancel out of the gradient, so what the context learns is what differs
+            between clips — the moving objects. 0 is the seed's objective.
     """
 
     num_latents: int = 128
@@ -133,6 +138,7 @@ class PredictorConfig:
     context_prediction_weight: float = 0.0
     mark_changes: bool = False
     change_weight: float = 0.0
+    contrastive_weight: float = 0.0
 
 
 def _seed_predictor() -> PredictorConfig:
@@ -192,7 +198,7 @@ SECTION_FIELDS: dict[str, frozenset[str]] = {
     "predictor": frozenset(f.name for f in dataclasses.fields(PredictorConfig)),
 }
 #: Keys added to the nested ``config.json`` after it was first written, as ``"section.key"``.
-ADDED_CONFIG_KEYS: tuple[str, ...] = ("predictor.change_weight",)
+ADDED_CONFIG_KEYS: tuple[str, ...] = ("predictor.change_weight", "predictor.contrastive_weight")
 
 # -- CausalPerceiverIO's flat keyword arguments ------------------------------------------------------------------
 

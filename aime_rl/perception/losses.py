@@ -386,3 +386,47 @@ def token_stability(tokens: torch.Tensor, static: torch.Tensor) -> float:
     tokens = tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
     same = (tokens[:, 1:] == tokens[:, :-1]).all(-1)
     return float(same[static].float().mean()) if bool(static.any()) else float("nan")
+
+
+#: Temperature of :func:`global_local_infonce`'s cosine similarities.
+CONTRASTIVE_TEMPERATURE = 0.1
+
+
+def global_local_infonce(
+    queries: torch.Tensor, keys: torch.Tensor, temperature: float = CONTRASTIVE_TEMPERATURE
+) -> torch.Tensor:
+    """Global-local InfoNCE (ST-DIM's): ``queries [B, J, D]`` (one global vector per clip and step) score the local
+    ``keys [B, J, n, D]`` (n positions) of every clip in the batch by cosine similarity / ``temperature``; at each
+    (step, position) the target is the query's own clip. Mean cross-entropy over ``B · J · n``.
+
+    Keys that are the same in every clip (a static background) give every clip the same score, so they add nothing
+    to the gradient: the queries learn what tells the clips apart.
+    """
+    q = F.normalize(queries, dim=-1)
+    k = F.normalize(keys, dim=-1)
+    scores = torch.einsum("bjd,cjnd->jnbc", q, k) / temperature  # [J, n, B (query), B (key)]
+    target = torch.arange(queries.shape[0], device=queries.device).expand(*scores.shape[:3])
+    return F.cross_entropy(scores.flatten(0, 2).float(), target.flatten())
+
+
+def token_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    label_smoothing: float = 0.0,
+    changed: torch.Tensor | None = None,
+    change_weight: float = 0.0,
+) -> torch.Tensor:
+    """Logits ``[..., G, K]`` and ids ``[..., G]`` → mean cross-entropy (with label smoothing), plus
+    ``change_weight`` × the mean over the positions where ``changed`` (bool ``[...]``) is True — the tokens that
+    differ from the frame before, which a plain mean lets copying ignore (nothing added when none changed)."""
+    per_id = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        target.reshape(-1),
+        label_smoothing=label_smoothing,
+        reduction="none",
+    ).view(target.shape)
+    loss = per_id.mean()
+    if changed is None or change_weight == 0:
+        return loss
+    weight = changed.to(per_id.dtype)
+    return loss + change_weight * (per_id.mean(-1) * weight).sum() / weight.sum().clamp_min(1.0)

@@ -22,12 +22,12 @@ import math
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
 from .config import PredictorConfig
 from .generation import TokenGenerationMixin
+from .losses import global_local_infonce, token_cross_entropy
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
@@ -69,11 +69,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_prediction_weight: float = 0.0,
         mark_changes: bool = False,
         change_weight: float = 0.0,
+        contrastive_weight: float = 0.0,
     ):
         super().__init__()
         check_window(window)
-        if not change_weight >= 0:
-            raise ValueError(f"change_weight must be >= 0, got {change_weight}")
+        for name, weight in (("change_weight", change_weight), ("contrastive_weight", contrastive_weight)):
+            if not weight >= 0:
+                raise ValueError(f"{name} must be >= 0, got {weight}")
         self.config = PredictorConfig(
             num_latents=num_latents,
             num_latent_channels=num_latent_channels,
@@ -92,6 +94,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_prediction_weight=context_prediction_weight,
             mark_changes=mark_changes,
             change_weight=change_weight,
+            contrastive_weight=contrastive_weight,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -129,6 +132,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             dropout,
         )
         self.output_adapter = TiedTokenOutputAdapter(self.input_adapter)
+        # the contrastive term's map from a context to the token-embedding space (only when it is on)
+        self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
 
     @classmethod
     def from_config(cls, config: PredictorConfig, tokenizer: VQPTTokenizer) -> PerceiverTokenPredictor:
@@ -386,10 +391,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_prediction = self._next_frame_loss(
             context_only, tokens[:, :context_steps], self.context_prediction_weight, copy_prior=False
         )
+        contrastive = self._contrastive_loss(self.frame_context(latents), tokens[:, :context_steps])
         loss = (
             token_loss
             + self.next_frame_weight * next_frame
             + self.context_prediction_weight * context_prediction
+            + self.config.contrastive_weight * contrastive
             + self.perceptual_weight * perceptual
         )
         with torch.no_grad():
@@ -401,6 +408,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             token_loss=token_loss,
             next_frame_loss=next_frame,
             context_prediction_loss=context_prediction,
+            contrastive_loss=contrastive,
             perceptual=perceptual,
             perceptual_enabled=self.perceptual_term_active(),
             accuracy=accuracy,
@@ -434,20 +442,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     def _cross_entropy(
         self, logits: torch.Tensor, target: torch.Tensor, changed: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Logits ``[..., G, K]`` and ids ``[..., G]`` → mean CE with label smoothing, plus ``change_weight`` × the
-        mean over the positions where ``changed`` (bool ``[...]``) is True (none: nothing added)."""
-        per_id = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
-            target.reshape(-1),
-            label_smoothing=self.label_smoothing,
-            reduction="none",
-        ).view(target.shape)
-        loss = per_id.mean()
-        if changed is None or self.config.change_weight == 0:
-            return loss
-        weight = changed.to(per_id.dtype)
-        changed_mean = (per_id.mean(-1) * weight).sum() / weight.sum().clamp_min(1.0)
-        return loss + self.config.change_weight * changed_mean
+        """:func:`~aime_rl.perception.losses.token_cross_entropy` with this model's label smoothing and
+        ``change_weight``: logits ``[..., G, K]``, ids ``[..., G]``, ``changed`` bool ``[...]``."""
+        weight = self.config.change_weight if changed is not None else 0.0
+        return token_cross_entropy(logits, target, self.label_smoothing, changed, weight)
 
     def _next_frame_loss(
         self, memory: torch.Tensor, tokens: torch.Tensor, weight: float, copy_prior: bool = True
@@ -467,6 +465,18 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )
         changed = (target[:, 0] != last).any(-1).unsqueeze(1)  # [(B j), 1, h, w]
         return self._cross_entropy(logits, target, changed)
+
+    def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context
+        ``[B, T, D]`` of the frame before token step j and the token embeddings of step j, j = 1…T'−1; zero (nothing
+        computed) when ``contrastive_weight`` is 0, for B = 1 or fewer than 2 steps."""
+        steps = tokens.shape[1]
+        if self.contrastive_proj is None or steps < 2 or tokens.shape[0] < 2:
+            return context.new_zeros(())
+        frames = torch.arange(1, steps, device=tokens.device) * self.frames_per_token_step - 1
+        return global_local_infonce(
+            self.contrastive_proj(context[:, frames]), self.input_adapter(tokens[:, 1:])
+        )
 
     def _perceptual(
         self, context_tokens: torch.Tensor, logits: torch.Tensor, future: torch.Tensor

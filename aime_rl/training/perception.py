@@ -187,7 +187,14 @@ def predictor_loss_fn(num_context_frames: int):
             out = model(None, num_context_frames=num_context_frames, tokens=batch["tokens"])
         else:
             out = model(batch["frames"], num_context_frames=num_context_frames)
-        keep = ("token_loss", "next_frame_loss", "context_prediction_loss", "perceptual", "accuracy")
+        keep = (
+            "token_loss",
+            "next_frame_loss",
+            "context_prediction_loss",
+            "contrastive_loss",
+            "perceptual",
+            "accuracy",
+        )
         return {"total": out["loss"], **{k: out[k] for k in keep}}
 
     return loss
