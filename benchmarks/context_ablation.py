@@ -56,6 +56,11 @@ VARIANTS: dict[str, dict] = {
     "change1": {"change_weight": 1.0},
     "change4": {"change_weight": 4.0},
     "contrastive1": {"contrastive_weight": 1.0},
+    "stability10+contrastive1": {
+        "stability_weight": 10.0,
+        "_train_tokenizer": True,
+        "contrastive_weight": 1.0,
+    },
     "contrastive1+change1": {"contrastive_weight": 1.0, "change_weight": 1.0},
     "marks": {"mark_changes": True},
     "downsample4+marks": {"downsample": 4, "mark_changes": True},

@@ -10,7 +10,9 @@ categories.
   :func:`atari_ram_labels`.
 - :mod:`.atari_ram`: the RAM annotation table (data) and the paper's categories.
 - :mod:`.representations`: frames → features (the streamed context, VRNN beliefs, baselines).
-- :mod:`.probes`: the protocol (:func:`probe_representations`), weighted F1, R², the episode split.
+- :mod:`.labelled_frames`: :class:`LabelledFrames` and :class:`VariableInfo`, the data the probes read.
+- :mod:`.probes`: the protocol (:func:`probe_representations`), built on :mod:`.config` (:class:`ProbeConfig`),
+  :mod:`.metrics` (weighted F1, R²), :mod:`.split` (the episode split) and :mod:`.fitting` (the linear probes).
 - :mod:`.report`: :class:`ProbeReport` → JSON, markdown, TensorBoard, with the paper's reference numbers.
 - :func:`probe_model`: all of it for one model and one env (``aime-rl probe`` calls it).
 """

@@ -34,6 +34,9 @@ module and must call its ``forward`` (``model(batch["frames"])``; a call to anot
 the step's global batch of ``batch_size * world_size`` windows (``batch_size`` is per rank), gradients are averaged,
 rank 0 alone writes TensorBoard and checkpoints, and a step is skipped on all ranks when it is non-finite on any
 rank.
+
+:class:`TrainerConfig` lives in :mod:`aime_rl.training.config`, the optimiser and :func:`warmup_cosine` in
+:mod:`aime_rl.training.optim`; both names are importable from here as well.
 """
 
 from __future__ import annotations
@@ -41,14 +44,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,9 @@ from tqdm.auto import tqdm
 
 from aime_rl.replay.dataset import ReplayWindowDataset
 from aime_rl.training.checkpoint import CheckpointManager
+from aime_rl.training.config import TrainerConfig
 from aime_rl.training.distributed import barrier, get_rank, get_world_size
+from aime_rl.training.optim import make_optimizer, warmup_cosine
 
 logger = logging.getLogger(__name__)
 
@@ -87,75 +90,8 @@ MAX_LOGGED_VECTOR = 64  # 1-D loss entries longer than this are not logged eleme
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# configuration and small pieces
+# small pieces
 # ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TrainerConfig:
-    """Settings of :class:`Trainer`.
-
-    Attributes:
-        steps: total optimizer steps (the cosine schedule ends here).
-        batch_size: windows per batch *per process* (the global batch is ``batch_size * world_size``).
-        sequence_length: frames per window ``T``.
-        lr, weight_decay: AdamW settings; weight decay applies to parameters with ``ndim >= 2`` only
-            (not to biases and normalisation scales).
-        warmup_steps: linear warm-up from ``lr / warmup_steps`` to ``lr``; cosine decay to 0 at ``steps`` after.
-        grad_clip: maximum global gradient norm (``None`` or ``0``: no clipping; the norm is still checked).
-        max_bad_steps: consecutive non-finite steps tolerated before ``RuntimeError``.
-        seed: seeds torch/NumPy/Python RNGs at construction and the data stream (see the module docstring).
-        log_every, eval_every, checkpoint_every: intervals in steps (``0`` disables evaluation / periodic
-            checkpoints; a checkpoint is always written at the end of ``fit``).
-        keep_last: checkpoints kept on disk.
-        amp_bf16: bf16 autocast for the forward pass (CUDA only; ignored on CPU).
-        num_workers: DataLoader workers used by :meth:`ReplayWindowDataset.from_config`.
-        holdout_fraction: fraction of episodes held out from training by :meth:`ReplayWindowDataset.from_config`.
-        device: ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under DDP) or an explicit ``"cuda:N"``.
-    """
-
-    steps: int
-    batch_size: int
-    sequence_length: int
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    grad_clip: float | None = 1.0
-    max_bad_steps: int = 10
-    seed: int = 0
-    log_every: int = 10
-    eval_every: int = 200
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    amp_bf16: bool = True
-    num_workers: int = 0
-    holdout_fraction: float = 0.1
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "sequence_length", "max_bad_steps", "log_every", "keep_last")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "eval_every", "checkpoint_every", "num_workers", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainerConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"TrainerConfig.lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.holdout_fraction < 1.0:
-            raise ValueError(f"TrainerConfig.holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor of step index ``step`` (0-based): linear warm-up, then cosine decay to 0.
-
-    ``(step + 1) / warmup_steps`` for ``step < warmup_steps``, then ``0.5 (1 + cos(pi p))`` with
-    ``p = (step - warmup_steps) / (total_steps - warmup_steps)`` clipped to ``[0, 1]``.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def seed_everything(seed: int) -> None:
@@ -200,17 +136,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list | tuple):
         return type(batch)(_to_device(value, device) for value in batch)
     return batch
-
-
-def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices/kernels (``ndim >= 2``) and none on biases and norm scales."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("the model has no trainable parameters")
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
 def _model_config(model: nn.Module) -> dict[str, Any] | None:
@@ -284,7 +209,7 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             options = {"broadcast_buffers": False, **(ddp_kwargs or {})}
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids, **options)
-        self.optimizer = _optimizer(self.model, config.lr, config.weight_decay)
+        self.optimizer = make_optimizer(self.model, config.lr, config.weight_decay)
         warmup, total = config.warmup_steps, config.steps
         self.scheduler = LambdaLR(self.optimizer, lambda i: warmup_cosine(i, warmup, total))
         self.checkpoints = CheckpointManager(self.logdir / "checkpoints", keep_last=config.keep_last)

@@ -46,7 +46,7 @@ GIFs
 ----
 
 ``SummaryWriter.add_video`` silently writes nothing with moviepy 2.x (and without moviepy), so videos are
-encoded here as animated GIFs with Pillow and written as *image* summaries: TensorBoard's image dashboard
+encoded as animated GIFs with Pillow (:mod:`aime_rl.utils.gif`) and written as *image* summaries: TensorBoard's image dashboard
 animates GIFs. :func:`read_event_images` reads image summaries back from the event files (for tests and
 reports), which is how the GIF path is verified.
 
@@ -57,6 +57,9 @@ Frame layouts accepted by :func:`encode_gif` / :func:`add_gif`:
 
 ``torch.Tensor`` and ``numpy.ndarray`` are both accepted; tensors may live on any device.
 
+The frames of a rollout video (:func:`rollout_grid`, :func:`label_rollout_frames`, :func:`rollout_description`) are
+drawn in :mod:`aime_rl.utils.rollout_video`; they and :func:`encode_gif` are importable from here as well.
+
 Writers
 -------
 
@@ -66,8 +69,6 @@ one every rollout callback writes its videos to by default.
 
 from __future__ import annotations
 
-import functools
-import io
 import os
 import weakref
 from collections.abc import Sequence
@@ -75,13 +76,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
 from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from torch.utils.tensorboard import SummaryWriter
 
-from aime_rl.utils.validation import as_float_frames, as_float_video
+from aime_rl.utils.gif import encode_gif, gif_size
+from aime_rl.utils.rollout_video import (
+    CONTEXT_BORDER_COLOR,
+    PREDICTED_BORDER_COLOR,
+    label_rollout_frames,
+    rollout_description,
+    rollout_grid,
+)
+from aime_rl.utils.validation import as_float_frames
 
 __all__ = [
     "CONTEXT_BORDER_COLOR",
@@ -104,98 +112,8 @@ __all__ = [
 #: Default prefix of the rollout tags (``rollout/open_loop``, ``rollout/psnr/step_k`` …; see the module docstring).
 ROLLOUT_PREFIX = "rollout"
 
-#: RGB in ``[0, 1]`` of the border drawn around every cell of a context (observed) time step in :func:`rollout_grid`.
-CONTEXT_BORDER_COLOR = (0.0, 1.0, 0.0)
-#: RGB in ``[0, 1]`` of the border drawn around every cell of a predicted (imagined) time step.
-PREDICTED_BORDER_COLOR = (1.0, 0.0, 0.0)
-
 _RGB_COLORSPACE = 3  # Summary.Image.colorspace: 1 grayscale, 2 grayscale+alpha, 3 RGB, 4 RGBA
 _IMAGES_PLUGIN = "images"
-
-
-# --------------------------------------------------------------------------------------------- GIF encoding
-
-
-def encode_gif(frames: torch.Tensor | np.ndarray, fps: float = 8) -> bytes:
-    """Encode a clip as an animated GIF that loops forever.
-
-    Args:
-        frames: float ``[T, 3, H, W]`` in ``[0, 1]`` (clipped) or uint8 ``[T, H, W, 3]``; ``T >= 1``.
-        fps: frames per second, > 0. GIF stores delays in 1/100 s, so the delay is ``round(100 / fps)``
-            centiseconds (at least 1); browsers slow down delays under 2 cs, so keep ``fps <= 50``.
-
-    Returns:
-        The GIF file as bytes (``b"GIF89a..."``).
-
-    Each frame gets its own adaptive palette (median cut, no dithering): a frame with at most 256 distinct
-    colours is stored exactly; richer frames are approximated without dither noise. Pillow merges identical
-    consecutive frames into one longer frame, so a clip with repeated frames decodes with fewer than ``T``
-    frames but plays for the same total time.
-
-    Raises:
-        ValueError: ``frames`` has the wrong type, rank, layout, dtype, is empty or holds NaN/inf; ``fps <= 0``.
-    """
-    if not fps > 0:
-        raise ValueError(f"fps must be > 0, got {fps}")
-    rgb_frames = _as_uint8_hwc(frames, name="frames")
-    images = [_to_palette_image(frame) for frame in rgb_frames]
-    delay_ms = 10 * max(1, round(100 / fps))
-    buffer = io.BytesIO()
-    images[0].save(
-        buffer,
-        format="GIF",
-        save_all=True,
-        append_images=images[1:],
-        duration=delay_ms,
-        loop=0,
-        optimize=False,
-        disposal=1,  # keep the previous frame under the next one (frames are full-size and opaque)
-    )
-    return buffer.getvalue()
-
-
-def _as_uint8_hwc(frames: torch.Tensor | np.ndarray, name: str) -> np.ndarray:
-    """Validate ``frames`` (see :func:`encode_gif`) and return uint8 ``[T, H, W, 3]`` as a numpy array."""
-    if isinstance(frames, np.ndarray):
-        try:
-            frames = torch.from_numpy(np.ascontiguousarray(frames))
-        except TypeError as err:
-            raise ValueError(f"{name} has an unsupported numpy dtype {frames.dtype}") from err
-    if not isinstance(frames, torch.Tensor):
-        raise ValueError(
-            f"{name} must be a torch.Tensor or numpy.ndarray (float [T, 3, H, W] or uint8 [T, H, W, 3]), "
-            f"got {type(frames).__name__}"
-        )
-    shape = tuple(frames.shape)
-    if frames.dim() != 4 or 0 in shape:
-        raise ValueError(
-            f"{name} must have shape float [T, 3, H, W] or uint8 [T, H, W, 3] with no empty dims, got {shape}"
-        )
-    frames = frames.detach().cpu()
-    if frames.dtype == torch.uint8:
-        if shape[-1] != 3:
-            raise ValueError(f"{name} as uint8 must have shape [T, H, W, 3] (channels last), got {shape}")
-        return frames.contiguous().numpy()
-    if not frames.is_floating_point():
-        raise ValueError(f"{name} must be float in [0, 1] or uint8 in [0, 255], got dtype {frames.dtype}")
-    if shape[1] != 3:
-        raise ValueError(f"{name} as float must have shape [T, 3, H, W] (channels first), got {shape}")
-    if not torch.isfinite(frames).all():
-        raise ValueError(f"{name} contains NaN or inf values")
-    return _float_chw_to_uint8_hwc(frames).numpy()
-
-
-def _float_chw_to_uint8_hwc(frames: torch.Tensor) -> torch.Tensor:
-    """float ``[..., 3, H, W]`` in ``[0, 1]`` (clipped) -> uint8 ``[..., H, W, 3]``, rounded to nearest."""
-    scaled = frames.float().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    return scaled.movedim(-3, -1).contiguous()
-
-
-def _to_palette_image(rgb: np.ndarray) -> Image.Image:
-    """uint8 ``[H, W, 3]`` -> Pillow "P" image with an adaptive, undithered palette of at most 256 colours."""
-    return Image.fromarray(rgb).quantize(  # uint8 [H, W, 3] is read as RGB
-        colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-    )
 
 
 # ------------------------------------------------------------------------------------------ summary writing
@@ -223,7 +141,7 @@ def add_gif(
             it in the card's info tooltip).
     """
     gif = encode_gif(frames, fps=fps)
-    height, width = _gif_size(gif)
+    height, width = gif_size(gif)
     image = Summary.Image(height=height, width=width, colorspace=_RGB_COLORSPACE, encoded_image_string=gif)
     value = Summary.Value(tag=tag, image=image)
     if description:
@@ -232,13 +150,6 @@ def add_gif(
     # SummaryWriter has no public "add a prebuilt Summary" method; its own add_image/add_scalar go through
     # this same default FileWriter (created on first use, recreated after close()).
     writer._get_file_writer().add_summary(summary, global_step, walltime)
-
-
-def _gif_size(gif: bytes) -> tuple[int, int]:
-    """``(height, width)`` of an encoded GIF, read from its logical screen descriptor."""
-    width = int.from_bytes(gif[6:8], "little")
-    height = int.from_bytes(gif[8:10], "little")
-    return height, width
 
 
 def add_rollout_gif(
@@ -271,26 +182,6 @@ def add_rollout_gif(
     description = rollout_description(context_frames, num_steps, num_columns, labels=labels)
     add_gif(writer, tag, frames, global_step, fps=fps, description=description)
     add_text_once(writer, f"{tag}/description", description)
-
-
-def rollout_description(context_frames: int, num_steps: int, num_columns: int, labels: bool = True) -> str:
-    """What a rollout GIF of :func:`add_rollout_gif` shows, in words (Markdown, for TensorBoard's text tab)."""
-    imagined = num_steps - context_frames
-    text = (
-        f"Open-loop rollout: {num_columns} sequence(s) side by side, {num_steps} time steps per loop "
-        f"({context_frames} observed, then {imagined} imagined). "
-        "Rows, top to bottom: **truth** (the real frames); **model** (the model's frames: reconstructions of the "
-        "observed frames, then open-loop predictions); **|error|** (per-channel absolute difference "
-        "|truth - model|, not amplified). "
-        "Cell borders: **green** = context step (the model saw this frame), **red** = imagined step (predicted "
-        "without seeing it)."
-    )
-    if labels:
-        text += (
-            " The header strip repeats this legend and shows the current step: t = frame index (1-based), "
-            "k = imagined step, the k of the `psnr/step_k` and `copy_last_psnr/step_k` scalars."
-        )
-    return text
 
 
 def rollout_psnr_scalars(
@@ -387,185 +278,6 @@ def find_tensorboard_writer(logger: Logger | None) -> SummaryWriter | None:
         if isinstance(output, TensorBoardOutputFormat):
             return output.writer
     return None
-
-
-# ----------------------------------------------------------------------------------------- rollout labels
-
-_LABEL_PAD = 2  # px around the header strip's text
-_LABEL_GAP = 5  # px between two items of a line
-_LABEL_TEXT_RGB = (255, 255, 255)
-_LABEL_BACKGROUND_RGB = (0, 0, 0)
-
-
-@functools.lru_cache(maxsize=1)
-def _label_font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
-    """Pillow's built-in bitmap font (crisp at this size, no anti-aliasing, nothing to download)."""
-    load_bitmap = getattr(ImageFont, "load_default_imagefont", None)  # Pillow >= 10.1
-    return load_bitmap() if load_bitmap is not None else ImageFont.load_default()
-
-
-def _rgb255(color: tuple[float, float, float]) -> tuple[int, int, int]:
-    return tuple(round(255 * c) for c in color)
-
-
-_LabelItem = tuple[str, tuple[int, int, int] | None]  # (text, colour of a swatch drawn before it, or None)
-
-
-def _label_groups(context_frames: int, num_steps: int, t: int) -> list[list[_LabelItem]]:
-    """The header of frame ``t``: one item list per line (items wrap onto further lines when too wide)."""
-    context_rgb, predicted_rgb = _rgb255(CONTEXT_BORDER_COLOR), _rgb255(PREDICTED_BORDER_COLOR)
-    rows = [("rows:", None), ("truth", None), ("/", None), ("model", None), ("/", None), ("|error|", None)]
-    legend = [("context", context_rgb), ("imagined", predicted_rgb)]
-    now = [(f"t={t + 1}/{num_steps}", None)]
-    if t < context_frames:
-        now.append(("context", context_rgb))
-    else:
-        now += [("imagined", predicted_rgb), (f"k={t - context_frames + 1}", None)]
-    return [rows, legend, now]
-
-
-def _font_metrics() -> tuple[int, int]:
-    """``(line height, swatch size)`` of the label font in px."""
-    font = _label_font()
-    text_height = max(font.getbbox(s)[3] for s in ("Ag|y", "t=10/10"))
-    return text_height + 2, max(text_height - 3, 4)
-
-
-def _item_width(text: str, swatch: tuple[int, int, int] | None) -> int:
-    width = int(np.ceil(_label_font().getlength(text)))
-    return width + (_font_metrics()[1] + 2 if swatch is not None else 0)
-
-
-def _layout(groups: list[list[_LabelItem]], width: int) -> list[list[tuple[int, str, tuple | None]]]:
-    """Place items left to right, wrapping at ``width``; every group starts a new line."""
-    lines = []
-    for group in groups:
-        line: list[tuple[int, str, tuple | None]] = []
-        x = _LABEL_PAD
-        for text, swatch in group:
-            item_width = _item_width(text, swatch)
-            if line and x + item_width > width - _LABEL_PAD:
-                lines.append(line)
-                line, x = [], _LABEL_PAD
-            line.append((x, text, swatch))
-            x += item_width + _LABEL_GAP
-        lines.append(line)
-    return lines
-
-
-def label_rollout_frames(grid: torch.Tensor | np.ndarray, context_frames: int) -> np.ndarray:
-    """Put a header strip on top of every frame of a :func:`rollout_grid` video.
-
-    The strip (white text in Pillow's default bitmap font on black) reads ``rows: truth / model / |error|``, then a
-    legend of the border colours (a green swatch ``context``, a red swatch ``imagined``), then the current step:
-    ``t=i/T`` and its phase, with ``k=j`` (the 1-based imagined step of ``rollout/psnr/step_j``) on imagined
-    steps. Items wrap onto more lines in narrow videos; a video narrower than the widest item is padded with
-    black on the right.
-
-    Args:
-        grid: float ``[T, 3, H, W]`` in ``[0, 1]`` or uint8 ``[T, H, W, 3]`` (what :func:`rollout_grid` returns).
-        context_frames: number of leading observed steps, ``0 <= context_frames <= T``.
-
-    Returns:
-        uint8 ``[T, S + H, max(W, W_min), 3]``: the strip of ``S`` rows, the same for every frame but for its
-        last line, above the unchanged grid.
-    """
-    frames = _as_uint8_hwc(grid, name="grid")
-    num_steps, height, width, _ = frames.shape
-    if not 0 <= context_frames <= num_steps:
-        raise ValueError(f"context_frames must be in [0, T={num_steps}], got {context_frames}")
-    groups = [_label_groups(context_frames, num_steps, t) for t in range(num_steps)]
-    widest = max(_item_width(text, swatch) for frame in groups for group in frame for text, swatch in group)
-    out_width = max(width, widest + 2 * _LABEL_PAD)
-    layouts = [_layout(frame, out_width) for frame in groups]
-    line_height, swatch_size = _font_metrics()
-    strip_height = max(len(lines) for lines in layouts) * line_height + 2 * _LABEL_PAD
-    out = np.zeros((num_steps, strip_height + height, out_width, 3), dtype=np.uint8)
-    out[:, :strip_height] = _LABEL_BACKGROUND_RGB
-    out[:, strip_height:, :width] = frames
-    font = _label_font()
-    for t, lines in enumerate(layouts):
-        strip = Image.new("RGB", (out_width, strip_height), _LABEL_BACKGROUND_RGB)
-        draw = ImageDraw.Draw(strip)
-        for row, line in enumerate(lines):
-            y = _LABEL_PAD + row * line_height
-            for x, text, swatch in line:
-                if swatch is not None:
-                    top = y + (line_height - swatch_size) // 2
-                    draw.rectangle([x, top, x + swatch_size - 1, top + swatch_size - 1], fill=swatch)
-                    x += swatch_size + 2
-                draw.text((x, y), text, fill=_LABEL_TEXT_RGB, font=font)
-        out[t, :strip_height] = np.asarray(strip)
-    return out
-
-
-# --------------------------------------------------------------------------------------------- rollout grid
-
-
-def rollout_grid(
-    truth: torch.Tensor,
-    model: torch.Tensor,
-    context_frames: int,
-    border: int = 1,
-) -> torch.Tensor:
-    """DreamerV3-style open-loop video frames: per time step, rows truth / model / error, batch items as columns.
-
-    Args:
-        truth: ``[B, T, 3, H, W]`` real frames, float in ``[0, 1]`` or uint8 ``[0, 255]``.
-        model: ``[B, T, 3, H, W]`` the model's frames: reconstructions for the first ``context_frames`` steps,
-            open-loop predictions after. Float values are clipped to ``[0, 1]`` for display.
-        context_frames: number of leading observed (context) frames, ``0 <= context_frames <= T``.
-        border: width in pixels of the marker border drawn around *every* cell, ``>= 0``. Its colour tells the
-            phase of the time step: green (:data:`CONTEXT_BORDER_COLOR`) for context steps ``t <
-            context_frames``, red (:data:`PREDICTED_BORDER_COLOR`) for predicted steps.
-
-    Returns:
-        float ``[T, 3, 3 * (H + 2 * border), B * (W + 2 * border)]`` in ``[0, 1]``. Cell ``(row, b)`` of frame
-        ``t`` holds ``truth[b, t]`` (row 0), ``model[b, t]`` (row 1) and the plain per-channel absolute error
-        ``|truth[b, t] - model[b, t]|`` of the clipped frames (row 2, not amplified; already in ``[0, 1]``).
-
-    Raises:
-        ValueError: bad shapes/dtypes/values, ``truth`` and ``model`` shapes differ, ``context_frames`` or
-            ``border`` out of range.
-    """
-    truth = as_float_video(truth, name="truth", channels=3).detach().float().clamp(0.0, 1.0)
-    model = as_float_video(model, name="model", channels=3).detach().float().clamp(0.0, 1.0)
-    if truth.shape != model.shape:
-        raise ValueError(
-            f"truth and model must have the same shape [B, T, 3, H, W], got truth {tuple(truth.shape)} "
-            f"and model {tuple(model.shape)}"
-        )
-    num_steps = truth.shape[1]
-    if not 0 <= context_frames <= num_steps:
-        raise ValueError(f"context_frames must be in [0, T={num_steps}], got {context_frames}")
-    if border < 0:
-        raise ValueError(f"border must be >= 0, got {border}")
-    model = model.to(truth.device)
-    rows = torch.stack([truth, model, (truth - model).abs()], dim=2)  # [B, T, 3 rows, 3, H, W]
-    is_context = torch.arange(num_steps, device=truth.device) < context_frames
-    cells = _add_phase_borders(rows, is_context, border)  # [B, T, 3 rows, 3, H', W']
-    return _tile_cells(cells)
-
-
-def _add_phase_borders(cells: torch.Tensor, is_context: torch.Tensor, border: int) -> torch.Tensor:
-    """Pad every cell ``[B, T, R, 3, H, W]`` by ``border`` px in its step's phase colour (``is_context [T]``)."""
-    if border == 0:
-        return cells
-    batch, steps, rows, channels, height, width = cells.shape
-    context_color = cells.new_tensor(CONTEXT_BORDER_COLOR)
-    predicted_color = cells.new_tensor(PREDICTED_BORDER_COLOR)
-    step_colors = torch.where(is_context[:, None], context_color, predicted_color)  # [T, 3]
-    padded = step_colors[None, :, None, :, None, None].expand(
-        batch, steps, rows, channels, height + 2 * border, width + 2 * border
-    )
-    padded = padded.clone()
-    padded[..., border : border + height, border : border + width] = cells
-    return padded
-
-
-def _tile_cells(cells: torch.Tensor) -> torch.Tensor:
-    """``[B, T, R, 3, H, W]`` -> ``[T, 3, R * H, B * W]``: rows stacked vertically, batch items side by side."""
-    return cells.permute(1, 3, 2, 4, 0, 5).flatten(4, 5).flatten(2, 3).contiguous()
 
 
 # ------------------------------------------------------------------------------------------ event read-back

@@ -1,0 +1,133 @@
+"""The ``train-agent`` stage: an SB3 agent on the causal context of the env (or only inside the world model)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any
+
+from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from ..agents import NORMALIZATION_NAME, make_agent, normalize_observations, save_normalization
+from ..perception import CausalPerceiverIO
+from ..utils.io import atomic_write, atomic_write_json
+from ..world_model import VRNN, WorldModelEnv
+from ..wrappers import VecContextObservation
+from .config import RunConfig
+from .environment import make_venv
+from .progress import AgentProgress
+from .rundir import RunDir, weights_fingerprint
+from .stage_common import model_dir, open_replay, require_done, say, world_model_dir
+
+ALGORITHMS = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
+
+
+def make_context_venv(
+    config: RunConfig,
+    perception_dir: str | os.PathLike,
+    n_envs: int,
+    seed: int,
+    window: int,
+    training: bool = True,
+):
+    """SB3 vec env of ``config.env`` whose observations are the causal context (one batched stream)."""
+    venv = make_venv(config, n_envs, seed, training=training)
+    return VecContextObservation(venv, perception_dir, window=window, device=config.device)
+
+
+def check_agent_kwargs(algo: str, kwargs: dict[str, Any]) -> None:
+    """Unknown SB3 arguments are refused before anything is written."""
+    accepted = set(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "policy", "env"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise ValueError(f"{algo.upper()} has no setting {', '.join(unknown)} (--agent-kwarg / agent_kwargs)")
+
+
+def agent_settings(config: RunConfig, in_imagination: bool) -> dict[str, Any]:
+    """What an agent is, besides its weights; saved as ``agent/agent.json`` and read back by ``evaluate``."""
+    return {
+        "algo": config.algo,
+        "steps": config.agent_steps,
+        "window": config.window,
+        "env": config.env,
+        "frame_size": config.frame_size,
+        "normalize_observations": config.normalize_observations,
+        "in_imagination": in_imagination,
+        "agent_kwargs": config.agent_kwargs,
+        "seed": config.seed,
+    }
+
+
+def train_agent_stage(config: RunConfig, run: RunDir, in_imagination: bool = False, progress: bool = True):
+    """Train an SB3 agent on the context (or only inside the world model); saves ``agent/``."""
+    perception_dir = model_dir(run)
+    inputs = {"model": weights_fingerprint(perception_dir)}
+    if in_imagination:
+        require_done(run, "world_model", "train-world-model")
+        inputs["world_model"] = weights_fingerprint(world_model_dir(run))
+    settings = agent_settings(config, in_imagination)
+    manifest = run.manifest("agent")
+    if manifest and manifest.get("status") == "done":
+        if manifest.get("inputs") == inputs and manifest.get("settings") == settings:
+            say(
+                f"train-agent: already trained {config.algo} for {config.agent_steps} steps; --restart to train again"
+            )
+            return manifest
+        changed = "perception model" if manifest.get("inputs") != inputs else "settings"
+        raise ValueError(
+            f"run {run.path.name!r} already has an agent trained with other {changed}; "
+            "`train-agent --restart` replaces it"
+        )
+    check_agent_kwargs(config.algo, config.agent_kwargs)
+    run.write_manifest("agent", {"status": "running", "inputs": inputs, "settings": settings})
+    if in_imagination:
+        perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
+        vrnn = VRNN.from_pretrained(world_model_dir(run), perceiver).eval()
+        replay_dir = open_replay(run).directory
+        venv = DummyVecEnv([lambda: WorldModelEnv(vrnn, replay_dir) for _ in range(config.num_envs)])
+        venv.seed(config.seed)
+    else:
+        venv = make_context_venv(config, perception_dir, config.num_envs, config.seed, config.window)
+    learn_and_save(config, run, venv, progress)
+    venv.close()
+    manifest = {"status": "done", "inputs": inputs, "settings": settings}
+    atomic_write_json(run.path / "agent" / "agent.json", {**settings, "inputs": inputs})
+    run.write_manifest("agent", manifest)
+    say(f"train-agent: → {run.path / 'agent' / 'agent.zip'}")
+    return manifest
+
+
+def learn_and_save(config: RunConfig, run: RunDir, venv, progress: bool) -> Any:
+    """Train ``config.algo`` on ``venv`` (standardised first if ``config.normalize_observations``); saves
+    ``agent/agent.zip`` and, with standardisation, ``agent/observation_normalization.json`` just before it.
+
+    The statistics file is there exactly when the saved agent was trained on standardised contexts (a stale file of
+    an earlier run is removed), and :func:`evaluate` goes by that file."""
+    if config.normalize_observations:
+        venv = normalize_observations(venv)
+    agent = make_agent(
+        config.algo,
+        venv,
+        seed=config.seed,
+        device=config.device,
+        tensorboard_log=str(run.path / "agent"),
+        **config.agent_kwargs,
+    )
+    agent.learn(
+        total_timesteps=config.agent_steps, callback=AgentProgress(config.agent_steps, enabled=progress)
+    )
+    stats = run.path / "agent" / NORMALIZATION_NAME
+    if config.normalize_observations:
+        save_normalization(venv, stats)
+    else:
+        stats.unlink(missing_ok=True)
+    atomic_write(run.path / "agent" / "agent.zip", agent.save)
+    return agent
+
+
+def load_agent(run: RunDir, device: str = "cpu"):
+    """The run's trained agent and its settings (``agent/agent.json``)."""
+    manifest = require_done(run, "agent", "train-agent")
+    settings = manifest["settings"]
+    return ALGORITHMS[settings["algo"]].load(run.path / "agent" / "agent.zip", device=device), settings

@@ -1,0 +1,72 @@
+"""The ``collect`` stage: top the run's replay up to ``collect_steps`` env steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..replay import ReplayStore, VecRecordFrames
+from .config import RunConfig
+from .environment import env_spec, make_venv
+from .progress import Progress
+from .rundir import RunDir, replay_fingerprint
+from .stage_common import say
+
+COLLECT_SESSION_SEED_STRIDE = 100_003  # each collect session (a top-up) gets env seeds no earlier one used
+
+
+def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Top the replay up to ``collect_steps`` env steps with a random policy (or an SB3 ``policy``).
+
+    Each session (the first, or a rerun after a kill or with a larger target) uses env seeds that no earlier
+    session used, so a rerun never records an episode twice.
+    """
+    manifest = run.manifest("collect") or {"sessions": 0}
+    replay_dir = run.path / "replay"
+    have = ReplayStore.open(replay_dir).num_steps if replay_dir.exists() else 0
+    if (
+        manifest.get("status") == "done"
+        and manifest.get("target") == config.collect_steps
+        or have >= config.collect_steps
+    ):
+        say(
+            f"collect: the replay already has {have} steps (target {config.collect_steps}); "
+            f"--collect-steps N to collect more, --restart to collect again"
+        )
+        return manifest
+    session = int(manifest["sessions"])
+    seed = config.seed + COLLECT_SESSION_SEED_STRIDE * session
+    run.write_manifest(
+        "collect", {**manifest, "status": "running", "sessions": session + 1, "target": config.collect_steps}
+    )
+    venv = make_venv(config, config.num_envs, seed)
+    spec = env_spec(config.env)
+    size = (config.frame_size, config.frame_size, 3)
+    # Episode keys follow (seed, session): the held-out split (a hash of the key) is the same in every rerun.
+    store = ReplayStore(replay_dir, frame_shape=size, writer_token=f"s{config.seed}_c{session}")
+    recorder = VecRecordFrames(venv, store, frame_source=spec.frame_source)
+    obs = recorder.reset()
+    venv.action_space.seed(seed)
+    steps = max((config.collect_steps - have) // config.num_envs, 1)
+    bar = Progress(steps * config.num_envs, "collect", enabled=progress)
+    for _ in range(steps):
+        if policy is None:
+            actions = np.stack([venv.action_space.sample() for _ in range(config.num_envs)])
+        else:
+            actions, _ = policy.predict(obs, deterministic=False)
+        obs, _, _, _ = recorder.step(actions)
+        bar.update(config.num_envs)
+    bar.close()
+    recorder.close()
+    store = ReplayStore.open(replay_dir)
+    manifest = {
+        "status": "done",
+        "sessions": session + 1,
+        "target": config.collect_steps,
+        "inputs": {"env": config.env, "frame_size": config.frame_size},
+        "replay": replay_fingerprint(store),
+    }
+    run.write_manifest("collect", manifest)
+    say(f"collect: {store.num_steps} steps in {len(store)} episodes → {replay_dir}")
+    return manifest

@@ -1,0 +1,166 @@
+"""The ``evaluate`` stage (the agent against a random policy) and the ``probe`` stage (linear probes of what the
+context knows about the env's true state)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.tensorboard import SummaryWriter
+
+from ..agents import NORMALIZATION_NAME, load_normalization
+from ..evaluation import probe_model
+from ..perception import CausalPerceiverIO
+from ..utils.io import atomic_write
+from ..world_model import VRNN
+from .agent_stage import load_agent, make_context_venv
+from .config import RunConfig, flag
+from .environment import make_single_env
+from .progress import Progress
+from .report import write_report
+from .rundir import RunDir, weights_fingerprint
+from .stage_common import model_dir, say, world_model_dir
+
+# -- evaluate -------------------------------------------------------------------------------------------------------
+
+
+def episode_returns(
+    venv, policy: Any, episodes: int, seed: int, what: str = "evaluate", progress: bool = True
+) -> list[float]:
+    """Returns of ``episodes`` finished episodes on ``venv`` (``policy=None``: uniform random actions)."""
+    venv.seed(seed)
+    obs = venv.reset()
+    venv.action_space.seed(seed)
+    returns, current = [], np.zeros(venv.num_envs)
+    bar = Progress(episodes, what, unit="episodes", enabled=progress, every_fraction=0.25)
+    while len(returns) < episodes:
+        if policy is None:
+            actions = np.stack([venv.action_space.sample() for _ in range(venv.num_envs)])
+        else:
+            actions, _ = policy.predict(obs, deterministic=True)
+        obs, rewards, dones, _ = venv.step(actions)
+        current += rewards
+        for i in np.flatnonzero(dones):
+            returns.append(float(current[i]))
+            current[i] = 0.0
+            if len(returns) <= episodes:
+                bar.update()
+    bar.close()
+    return returns[:episodes]
+
+
+def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+    """The agent against a random policy on the env it was trained for, with the window it was trained with.
+
+    If the agent was trained on standardised contexts (``agent/observation_normalization.json``), it sees them
+    standardised by those frozen statistics. Writes ``report.json`` / ``report.md`` and TensorBoard scalars
+    (``eval/agent_return``, ``eval/random_return`` under ``agent/``).
+    """
+    start = time.time()
+    perception_dir = model_dir(run)
+    agent, settings = load_agent(run, config.device)
+    agent_manifest = run.manifest("agent")
+    if agent_manifest["inputs"]["model"] != weights_fingerprint(perception_dir):
+        raise ValueError(
+            "the perception model changed since the agent was trained; `train-agent --restart` first"
+        )
+    seed = config.seed + 1000
+    venv = make_context_venv(
+        config, perception_dir, min(config.num_envs, 4), seed, settings["window"], training=False
+    )
+    stats = run.path / "agent" / NORMALIZATION_NAME
+    if stats.is_file():
+        venv = load_normalization(venv, stats)
+    agent_returns = episode_returns(venv, agent, config.eval_episodes, seed, "evaluate (agent)", progress)
+    random_returns = episode_returns(venv, None, config.eval_episodes, seed, "evaluate (random)", progress)
+    venv.close()
+    report = {
+        "name": run.path.name,
+        "env": config.env,
+        "preset": config.preset,
+        "frame_size": config.frame_size,
+        "seed": config.seed,
+        "algo": settings["algo"],
+        "window": settings["window"],
+        "steps": {
+            "collect": (run.manifest("collect") or {}).get("replay", {}).get("steps"),
+            "tokenizer": (run.manifest("tokenizer") or {}).get("steps"),
+            "context_model": (run.manifest("context") or {}).get("steps"),
+            "agent": settings["steps"],
+        },
+        "agent_return_mean": float(np.mean(agent_returns)),
+        "agent_return_std": float(np.std(agent_returns)),
+        "random_return_mean": float(np.mean(random_returns)),
+        "random_return_std": float(np.std(random_returns)),
+        "episodes": config.eval_episodes,
+        "perception": {
+            "tokenizer": (run.manifest("tokenizer") or {}).get("metrics", {}),
+            "context_model": (run.manifest("context") or {}).get("metrics", {}),
+        },
+        "evaluation_seconds": round(time.time() - start, 1),
+    }
+    log_evaluation(run, report)
+    write_report(run.path, report)
+    say(
+        f"evaluate: agent {report['agent_return_mean']:.2f}, random {report['random_return_mean']:.2f} "
+        f"→ {run.path / 'report.md'}"
+    )
+    return report
+
+
+def log_evaluation(run: RunDir, report: dict[str, Any]) -> None:
+    """The agent's and the random policy's mean return as TensorBoard scalars at the agent's training steps."""
+    with SummaryWriter(str(run.path / "agent" / "evaluation")) as writer:
+        step = int(report["steps"]["agent"])
+        writer.add_scalar("eval/agent_return", report["agent_return_mean"], step)
+        writer.add_scalar("eval/random_return", report["random_return_mean"], step)
+
+
+# -- probe ----------------------------------------------------------------------------------------------------------
+
+
+def probe_representations(config: RunConfig, has_world_model: bool) -> tuple[str, ...]:
+    """The representations ``probe`` asks for: ``--probe-representations``, plus the belief features when the run
+    has a world model and the list is the default one. ``ValueError`` for "belief" without a world model."""
+    names = config.probe_representation_names()
+    default = RunConfig.__dataclass_fields__["probe_representations"].default
+    if has_world_model and config.probe_representations == default:
+        names += ("belief",)
+    if "belief" in names and not has_world_model:
+        raise ValueError(
+            f"{flag('probe_representations')}: 'belief' needs the run's world model (run train-world-model first)"
+        )
+    return names
+
+
+def probe(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+    """Linear probes of what the run's context knows about the env's true state (AtariARI protocol), beside the
+    baselines (untrained model, random CNN, pixels, frame stack, majority class) and, when the run has a world
+    model, the belief features. Writes ``probe.json``, ``probe.md`` and TensorBoard scalars under ``probe/``."""
+    perception_dir = model_dir(run)
+    world_model = None
+    if (run.manifest("world_model") or {}).get("status") == "done":
+        perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
+        world_model = VRNN.from_pretrained(world_model_dir(run), perceiver).eval()
+    names = probe_representations(config, world_model is not None)
+    cut = f", episodes cut at {config.probe_episode_steps} frames" if config.probe_episode_steps else ""
+    say(f"probe: {config.probe_steps} random-policy frames of {config.env}{cut}, window {config.window}")
+    report = probe_model(
+        perception_dir,
+        lambda: make_single_env(config),
+        steps=config.probe_steps,
+        window=config.window,
+        world_model=world_model,
+        representations=names,
+        max_episode_steps=config.probe_episode_steps or None,
+        seed=config.seed,
+        device=config.device,
+        logdir=run.path / "probe",
+    )
+    report.to_json(run.path / "probe.json")
+    markdown = report.to_markdown()
+    atomic_write(run.path / "probe.md", lambda tmp: Path(tmp).write_text(markdown))
+    say(markdown)
+    return {"probe": str(run.path / "probe.json")}

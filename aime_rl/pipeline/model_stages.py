@@ -1,0 +1,128 @@
+"""The model-training stages: ``train-tokenizer``, ``train-context`` (tokenizer frozen) and ``train-world-model``
+(perception model frozen), each resuming from its last checkpoint."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..perception import CausalPerceiverIO, VQPTTokenizer
+from ..training.perception import summarize, train_context_model, train_tokenizer
+from ..world_model import train_world_model
+from .config import RunConfig
+from .rundir import RunDir, replay_fingerprint, weights_fingerprint
+from .stage_common import (
+    begin_training_stage,
+    build_model,
+    model_dir,
+    open_replay,
+    require_done,
+    say,
+    trainer_config,
+    world_model_dir,
+)
+
+
+def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Train the tokenizer on the replay; saves ``tokenizer/model``."""
+    store = open_replay(run)
+    inputs = {"replay": replay_fingerprint(store)}
+    done = begin_training_stage(
+        run, "tokenizer", "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps", inputs
+    )
+    if done:
+        return done
+    model = build_model(config)
+    logdir = run.path / "tokenizer"
+    metrics = train_tokenizer(
+        model.tokenizer, store.directory, trainer_config(config, config.tokenizer_steps), logdir
+    )
+    model.tokenizer.save_pretrained(logdir / "model")
+    manifest = {
+        "status": "done",
+        "steps": config.tokenizer_steps,
+        "inputs": inputs,
+        "outputs": {"tokenizer": weights_fingerprint(logdir / "model")},
+        "metrics": summarize(metrics),
+    }
+    run.write_manifest("tokenizer", manifest)
+    say(
+        f"train-tokenizer: reconstruction PSNR {manifest['metrics'].get('psnr', float('nan')):.2f} dB → {logdir / 'model'}"
+    )
+    return manifest
+
+
+def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Train the context model (the tokenizer of ``train-tokenizer``, frozen); saves ``model/``."""
+    require_done(run, "tokenizer", "train-tokenizer")
+    store = open_replay(run)
+    tokenizer_dir = run.path / "tokenizer" / "model"
+    inputs = {"tokenizer": weights_fingerprint(tokenizer_dir), "replay": replay_fingerprint(store)}
+    done = begin_training_stage(
+        run,
+        "context",
+        "train-context",
+        config.context_steps,
+        "--context-steps",
+        inputs,
+        ("tokenizer", "tokenizer"),
+    )
+    if done:
+        return done
+    model = build_model(config)
+    model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
+    logdir = run.path / "context_model"
+    config_steps = trainer_config(config, config.context_steps)
+    metrics = train_context_model(
+        model, store.directory, config_steps, logdir, token_cache=logdir / "token_cache"
+    )
+    model.save_pretrained(run.path / "model")
+    manifest = {
+        "status": "done",
+        "steps": config.context_steps,
+        "inputs": inputs,
+        "outputs": {"model": weights_fingerprint(run.path / "model")},
+        "metrics": summarize(metrics),
+    }
+    run.write_manifest("context", manifest)
+    say(f"train-context: {format_context_metrics(manifest['metrics'])} → {run.path / 'model'}")
+    return manifest
+
+
+def format_context_metrics(metrics: dict[str, Any]) -> str:
+    accuracy, copy_last = (
+        metrics.get("next_frame_accuracy", float("nan")),
+        metrics.get("copy_last_accuracy", float("nan")),
+    )
+    verdict = "above" if accuracy > copy_last else "NOT above"
+    return f"next-frame token accuracy {accuracy:.3f}, {verdict} the copy-last baseline {copy_last:.3f}"
+
+
+def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Train the VRNN world model on the replay with the frozen perception model; saves ``world_model/``."""
+    perception_dir = model_dir(run)
+    store = open_replay(run)
+    inputs = {"model": weights_fingerprint(perception_dir), "replay": replay_fingerprint(store)}
+    done = begin_training_stage(
+        run,
+        "world_model",
+        "train-world-model",
+        config.world_model_steps,
+        "--world-model-steps",
+        inputs,
+        ("model", "perception model"),
+    )
+    if done:
+        return done
+    perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
+    train_world_model(
+        store.directory, perceiver, trainer_config(config, config.world_model_steps), run.path / "world_model"
+    )
+    manifest = {
+        "status": "done",
+        "steps": config.world_model_steps,
+        "inputs": inputs,
+        "outputs": {"world_model": weights_fingerprint(world_model_dir(run))},
+    }
+    run.write_manifest("world_model", manifest)
+    say(f"train-world-model: → {world_model_dir(run)}")
+    return manifest

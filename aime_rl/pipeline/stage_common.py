@@ -1,0 +1,145 @@
+"""What the pipeline's stages share: messages, seeding, the run's replay and model directories, the trainer settings
+of a stage, and the start of a training stage (no-op when done, refuse changed inputs, mark it running)."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..perception import CausalPerceiverIO
+from ..replay import ReplayStore
+from ..training.trainer import TrainerConfig
+from .config import RunConfig
+from .rundir import RunDir
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def seed_everything(config: RunConfig) -> None:
+    """Seed Python, NumPy and torch; with ``config.deterministic`` also use deterministic torch kernels and one
+    thread (CleanRL's ``torch_deterministic``), so the same command gives the same numbers."""
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(1)
+
+
+def open_replay(run: RunDir) -> ReplayStore:
+    if not (run.path / "replay").exists() or run.manifest("collect") is None:
+        raise ValueError(
+            f"run {run.path.name!r} has no replay: run `aime-rl collect --name {run.path.name}` first"
+        )
+    return ReplayStore.open(run.path / "replay")
+
+
+def trainer_config(config: RunConfig, steps: int) -> TrainerConfig:
+    return TrainerConfig(
+        steps=steps,
+        batch_size=config.batch_size,
+        sequence_length=config.sequence_length,
+        lr=config.lr,
+        warmup_steps=min(50, max(steps // 10, 1)),
+        seed=config.seed,
+        log_every=max(steps // 50, 1),
+        eval_every=max(steps // 4, 1),
+        checkpoint_every=max(steps // 2, 1),
+        device=config.device,
+    )
+
+
+def build_model(config: RunConfig) -> CausalPerceiverIO:
+    """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed)."""
+    torch.manual_seed(config.seed)
+    shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
+    return CausalPerceiverIO.from_preset(config.preset, video_shape=shape)
+
+
+def finished(manifest: dict | None, stage_command: str, steps: int, steps_flag: str) -> bool:
+    """True (after saying so) when the stage already trained exactly ``steps``; ``ValueError`` when it trained
+    more than asked (fewer steps cannot be had by resuming)."""
+    if not manifest or manifest.get("status") != "done":
+        return False
+    trained = int(manifest.get("steps", 0))
+    if trained == steps:
+        say(
+            f"{stage_command}: already trained {trained} steps; {steps_flag} N to train further, --restart to start over"
+        )
+        return True
+    if trained > steps:
+        raise ValueError(
+            f"already trained {trained} steps, more than {steps_flag} {steps}; --restart to train again from scratch"
+        )
+    say(f"{stage_command}: training further, from {trained} to {steps} steps")
+    return False
+
+
+def refuse_changed_inputs(
+    manifest: dict | None, inputs: dict[str, Any], stage_command: str, key: str, what: str
+):
+    """Refuse to resume a stage whose upstream artifact ``key`` changed since it was made."""
+    if manifest and manifest.get("inputs", {}).get(key) not in (None, inputs[key]):
+        raise ValueError(
+            f"the {what} changed since {stage_command} last ran on it; `{stage_command} --restart` trains again on "
+            f"the new {what}"
+        )
+
+
+def log_replay_change(manifest: dict | None, replay: dict[str, int], stage_command: str) -> None:
+    """A larger replay is a change of inputs that resuming applies: say so."""
+    before = (manifest or {}).get("inputs", {}).get("replay")
+    if before and before != replay:
+        say(
+            f"{stage_command}: the replay changed since the last run ({before['steps']} → {replay['steps']} steps); "
+            "training continues on the new replay"
+        )
+
+
+def begin_training_stage(
+    run: RunDir,
+    stage: str,
+    command: str,
+    steps: int,
+    steps_flag: str,
+    inputs: dict[str, Any],
+    upstream: tuple[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The common start of a training stage: refuse a changed ``upstream`` artifact ``(input key, what)``, return
+    the manifest when the stage already trained ``steps`` (a no-op), else say what changed in the replay, mark the
+    stage running and return ``None``."""
+    manifest = run.manifest(stage)
+    if upstream:
+        refuse_changed_inputs(manifest, inputs, command, *upstream)
+    if finished(manifest, command, steps, steps_flag):
+        return manifest
+    log_replay_change(manifest, inputs["replay"], command)
+    run.write_manifest(stage, {"status": "running", "steps": steps, "inputs": inputs})
+    return None
+
+
+def require_done(run: RunDir, stage: str, command: str) -> dict[str, Any]:
+    manifest = run.manifest(stage)
+    if not manifest or manifest.get("status") != "done":
+        what = {"context": "context model", "world_model": "world model"}.get(stage, stage)
+        raise ValueError(
+            f"run {run.path.name!r} has no finished {what}: run `aime-rl {command} --name {run.path.name}` first"
+        )
+    return manifest
+
+
+def model_dir(run: RunDir) -> Path:
+    require_done(run, "context", "train-context")
+    return run.path / "model"
+
+
+def world_model_dir(run: RunDir) -> Path:
+    return run.path / "world_model" / "world_model"

@@ -1,0 +1,57 @@
+"""Representations of labelled frames: the streamed context and belief (equal to the wrappers'), baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import aime_rl  # noqa: F401  (registers the built-in envs)
+from aime_rl.evaluation import frame_stack_features, stream_features, untrained_copy
+from aime_rl.wrappers import ContextObservation
+from tests.evaluation.helpers import WINDOW, short_catch
+
+
+def test_context_streams_reset_per_episode(catch_data, model):
+    data = catch_data
+    features = stream_features(data, model, window=WINDOW, lanes=2)["context"]
+    frames = torch.from_numpy(data.frames).permute(0, 3, 1, 2)  # 64×64 already: no resize
+    with torch.inference_mode():
+        for episode in data.episode_slices():
+            stream = model.stream(1, window=WINDOW)
+            fresh = torch.cat([stream.step(frames[i : i + 1]) for i in range(episode.start, episode.stop)])
+            np.testing.assert_allclose(features[episode], fresh.numpy(), atol=1e-4)
+
+
+def test_context_and_belief_equal_the_wrapper(catch_data, model, vrnn):
+    """The wrapper's observations, replayed with the recorded actions, are the probed belief features."""
+    data = catch_data
+    features = stream_features(data, model, window=WINDOW, world_model=vrnn, lanes=3)
+    assert features["belief"].shape == (len(data), model.context_dim + vrnn.belief_dim)
+    env = ContextObservation(short_catch(), model, window=WINDOW, world_model=vrnn)
+    starts = data.episode_starts()
+    observations = []
+    for i in range(len(data)):
+        if i == 0:
+            obs, _ = env.reset(seed=3)
+        elif starts[i]:
+            obs, _ = env.reset()
+        else:
+            obs, *_ = env.step(int(data.actions[i - 1]))
+        observations.append(obs)
+    np.testing.assert_allclose(features["belief"], np.stack(observations), atol=1e-4)
+    np.testing.assert_allclose(features["context"], features["belief"][:, : model.context_dim])
+
+
+def test_baselines_shapes_and_frame_stack_stays_in_episode(catch_data, model):
+    data = catch_data
+    stacked = frame_stack_features(data, size=(8, 8), stack=3)
+    assert stacked.shape == (len(data), 3 * 3 * 8 * 8)
+    first = np.flatnonzero(data.episode_starts())[1]  # the second episode's first frame
+    block = 3 * 8 * 8
+    assert np.array_equal(
+        stacked[first, :block], stacked[first, 2 * block :]
+    )  # repeats itself, not the last ep
+    fresh = untrained_copy(model, seed=5)
+    again = untrained_copy(model, seed=5)
+    assert fresh.config == model.config
+    assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), again.parameters(), strict=True))

@@ -1,0 +1,322 @@
+"""A run directory you can trust: stages own their outputs, reruns are no-ops, changed inputs are never silent."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from aime_rl.cli import main
+from aime_rl.evaluation import DEFAULT_REPRESENTATIONS
+from aime_rl.evaluation.representations import REPRESENTATIONS
+from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
+from aime_rl.replay import ReplayStore
+from aime_rl.utils.tensorboard import read_event_images
+
+TINY = [
+    "--frame-size", "32", "--collect-steps", "120", "--num-envs", "2",
+]  # fmt: skip
+TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2"]
+AGENT = ["--agent-steps", "32", "--window", "4", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "batch_size=32",
+         "--agent-kwarg", "n_epochs=1"]  # fmt: skip
+
+
+def cli(run, *argv) -> int:
+    return main([argv[0], "--runs-dir", str(run.parent), "--name", run.name, *argv[1:]])
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A tiny run through collect → tokenizer (2 steps) → context model (2 steps) → agent → evaluate."""
+    run = tmp_path_factory.mktemp("runs") / "r"
+    assert cli(run, "collect", *TINY) == 0
+    assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "2") == 0
+    assert cli(run, "train-context", "--context-steps", "2") == 0
+    assert cli(run, "train-agent", *AGENT) == 0
+    assert cli(run, "evaluate", "--eval-episodes", "1") == 0
+    return run
+
+
+@pytest.fixture
+def run(finished_run, tmp_path):
+    copy = tmp_path / "r"
+    shutil.copytree(finished_run, copy)
+    return copy
+
+
+def test_rerunning_a_finished_stage_is_a_noop_that_says_so(run, capsys):
+    before = {p: digest(p) for p in run.rglob("*") if p.is_file()}
+    assert cli(run, "train-tokenizer") == 0
+    assert "already trained 2 steps; --tokenizer-steps N to train further" in capsys.readouterr().out
+    assert {p: digest(p) for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_training_the_tokenizer_further_never_touches_the_context_model(run):
+    model = digest(run / "model" / "model.safetensors")
+    tokenizer = digest(run / "tokenizer" / "model" / "model.safetensors")
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
+    assert digest(run / "model" / "model.safetensors") == model
+    assert digest(run / "tokenizer" / "model" / "model.safetensors") != tokenizer
+    assert json.loads((run / "stages" / "tokenizer.json").read_text())["steps"] == 3
+
+
+def test_the_context_model_refuses_to_resume_on_a_retrained_tokenizer(run, capsys):
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
+    capsys.readouterr()
+    assert cli(run, "train-context", "--context-steps", "3") == 2
+    assert "tokenizer changed" in capsys.readouterr().err
+
+
+def test_restart_trains_the_context_model_on_the_new_tokenizer(run):
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
+    assert cli(run, "train-context", "--restart") == 0
+    tokenizer = VQPTTokenizer.from_pretrained(run / "tokenizer" / "model").state_dict()
+    model = CausalPerceiverIO.from_pretrained(run / "model").tokenizer.state_dict()
+    assert all(np.array_equal(model[k].numpy(), v.numpy()) for k, v in tokenizer.items())
+    assert not (run / "agent").exists()  # made from the old context model: discarded with it
+
+
+def test_the_old_command_name_still_trains_the_context_model(run, capsys):
+    assert cli(run, "train-perceiver", "--context-steps", "3") == 0
+    assert "now called `aime-rl train-context`" in capsys.readouterr().err
+    assert json.loads((run / "stages" / "context.json").read_text())["steps"] == 3
+
+
+def test_fewer_steps_than_trained_is_refused(run, capsys):
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "1") == 2
+    assert "--restart" in capsys.readouterr().err
+
+
+def test_a_data_shaping_flag_that_contradicts_the_run_is_refused(run, capsys):
+    config = (run / "config.json").read_text()
+    assert cli(run, "train-tokenizer", "--preset", "small") == 2
+    assert "preset" in capsys.readouterr().err
+    assert cli(run, "collect", "--frame-size", "64") == 2
+    assert "frame_size=32" in capsys.readouterr().err
+    assert cli(run, "evaluate", "--env", "cartpole_pixels") == 2
+    assert (run / "config.json").read_text() == config
+
+
+def test_a_shaping_setting_of_an_earlier_stage_cannot_be_restarted_from_a_later_one(run, capsys):
+    assert cli(run, "train-context", "--restart", "--preset", "small") == 2
+    assert "train-tokenizer --restart --preset small" in capsys.readouterr().err
+
+
+def test_later_stages_read_the_run_config(tmp_path):
+    run = tmp_path / "r"
+    assert cli(run, "collect", "--frame-size", "64", "--collect-steps", "40", "--num-envs", "2") == 0
+    assert (
+        cli(run, "train-tokenizer", "--preset", "tiny", "--tokenizer-steps", "1", "--sequence-length", "4")
+        == 0
+    )
+    assert json.loads((run / "config.json").read_text())["frame_size"] == 64
+    assert tuple(ReplayStore.open(run / "replay").frame_shape[:2]) == (64, 64)
+    assert cli(run, "train-context", "--context-steps", "1") == 0
+    assert CausalPerceiverIO.from_pretrained(run / "model").config.video_shape[-1] == 64
+
+
+def test_the_agent_keeps_its_window_and_evaluate_uses_it(run):
+    assert json.loads((run / "agent" / "agent.json").read_text())["window"] == 4
+    report = json.loads((run / "report.json").read_text())
+    assert report["window"] == 4 and report["env"] == "catch"
+
+
+def test_a_bad_agent_flag_never_overwrites_the_agent(run, capsys):
+    agent = digest(run / "agent" / "agent.zip")
+    assert cli(run, "train-agent", "--agent-steps", "-5") == 2
+    assert cli(run, "train-agent", "--agent-steps", "64") == 2  # a different agent: needs --restart
+    assert "--restart" in capsys.readouterr().err
+    assert digest(run / "agent" / "agent.zip") == agent
+
+
+def episode_keys(store: ReplayStore) -> list[str]:
+    return [hashlib.sha256(episode.frames().tobytes()).hexdigest() for episode in store.episodes]
+
+
+def test_collect_tops_up_to_a_target_with_fresh_seeds(run, capsys):
+    assert cli(run, "collect") == 0
+    assert "already has" in capsys.readouterr().out
+    assert cli(run, "collect", "--collect-steps", "360") == 0
+    store = ReplayStore.open(run / "replay")
+    assert store.num_steps >= 300
+    keys = episode_keys(store)
+    assert len(set(keys)) == len(keys)  # no episode recorded twice
+
+
+def test_a_killed_collect_is_topped_up_without_duplicates(tmp_path, monkeypatch):
+    from aime_rl.pipeline.progress import Progress
+
+    run = tmp_path / "r"
+    calls = {"n": 0}
+    original = Progress.update
+
+    def die_midway(self, n=1):
+        calls["n"] += 1
+        if calls["n"] == 30:
+            raise KeyboardInterrupt
+        original(self, n)
+
+    monkeypatch.setattr(Progress, "update", die_midway)
+    assert cli(run, "collect", "--collect-steps", "120", "--num-envs", "2", "--frame-size", "32") == 130
+    monkeypatch.setattr(Progress, "update", original)
+    assert cli(run, "collect", "--collect-steps", "120", "--num-envs", "2", "--frame-size", "32") == 0
+    keys = episode_keys(ReplayStore.open(run / "replay"))
+    assert len(set(keys)) == len(keys)
+
+
+def test_the_report_states_the_run_and_its_verdicts(run):
+    report = (run / "report.md").read_text()
+    assert "seed 0" in report and "evaluation episodes" in report and "of the codes of each head" in report
+    assert "evaluation took" in report and "replay steps" in report
+    assert "copy-last" in report
+    events = EventAccumulator(str(run / "agent" / "evaluation"))
+    events.Reload()
+    assert {"eval/agent_return", "eval/random_return"} <= set(events.Tags()["scalars"])
+
+
+def test_progress_is_logged_as_lines_when_not_on_a_terminal(run, capsys):
+    assert cli(run, "train-agent", "--restart", *AGENT) == 0
+    assert "train-agent: 32/32 steps (100%)" in capsys.readouterr().out
+
+
+def test_deterministic_runs_give_identical_reports(tmp_path):
+    reports = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        flags = ["--deterministic", *TINY, *TRAIN, "--tokenizer-steps", "2", "--context-steps", "2", *AGENT]
+        assert (
+            main(["demo", "--runs-dir", str(tmp_path), "--name", name, *flags, "--eval-episodes", "2"]) == 0
+        )
+        report = json.loads((run / "report.json").read_text())
+        for timing in ("seconds", "evaluation_seconds", "name"):
+            report.pop(timing)
+        reports.append(report)
+    assert reports[0] == reports[1]
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_the_whole_pipeline(tmp_path):
+    assert main(["demo", "--quick", "--logdir", str(tmp_path)]) == 0
+    run = tmp_path / "demo-quick"
+    report = json.loads((run / "report.json").read_text())
+    assert {"agent_return_mean", "random_return_mean", "perception"} <= set(report)
+    assert report["perception"]["tokenizer"]["psnr"] > 0
+    assert (run / "model" / "model.safetensors").is_file()
+    assert (run / "agent" / "agent.zip").is_file()
+    assert (run / "agent" / "observation_normalization.json").is_file()
+    assert (run / "report.md").read_text().startswith("# aime-rl report")
+    images = read_event_images(run / "context_model")
+    assert any(tag.startswith("rollout/") and blobs[0].startswith(b"GIF89a") for tag, blobs in images.items())
+
+
+@pytest.mark.slow
+def test_world_model_and_an_agent_trained_in_imagination(run):
+    assert cli(run, "train-world-model", "--world-model-steps", "3") == 0
+    assert (run / "world_model" / "world_model" / "model.safetensors").is_file()
+    assert cli(run, "train-world-model", "--world-model-steps", "3") == 0  # a no-op
+    assert cli(run, "train-agent", "--in-imagination", "--agent-steps", "32") == 2  # an agent exists already
+    assert cli(run, "train-agent", "--restart", "--in-imagination", "--agent-steps", "32") == 0
+    assert (run / "agent" / "observation_normalization.json").is_file()  # imagined contexts, standardised
+    assert json.loads((run / "agent" / "agent.json").read_text())["in_imagination"] is True
+    assert cli(run, "evaluate", "--eval-episodes", "2") == 0
+    assert json.loads((run / "report.json").read_text())["episodes"] == 2
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_its_experiment_files(tmp_path):
+    """``pip install .`` (not editable) must run the CLI: the experiment files ship inside the package."""
+    root = Path(__file__).resolve().parents[2]
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(root)], check=True
+    )
+    wheel = next(wheels.glob("aime_rl-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
+    code = (
+        "import aime_rl.experiments as e, aime_rl.pipeline.config as c; "
+        f"assert str(e.EXPERIMENTS_DIR).startswith({str(target)!r}), e.EXPERIMENTS_DIR; "
+        "print(c.default_values(quick=True)['name'])"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "demo-quick"
+
+
+def test_probe_runs_end_to_end_on_a_quick_run(run, capsys):
+    window = json.loads((run / "config.json").read_text())["window"]
+    assert cli(run, "probe", "--probe-steps", "400", "--window", "2") == 0
+    report = json.loads((run / "probe.json").read_text())
+    assert "context" in json.dumps(report) and "random_cnn" in json.dumps(report)
+    assert "| " in (run / "probe.md").read_text()
+    assert json.loads((run / "config.json").read_text())["window"] == window  # --window chose what to probe
+
+
+def test_probe_takes_the_representations_and_episode_length_it_is_given(run):
+    args = (
+        "--probe-steps",
+        "300",
+        "--probe-episode-steps",
+        "15",
+        "--probe-representations",
+        "context,majority",
+    )
+    assert cli(run, "probe", *args) == 0
+    report = json.loads((run / "probe.json").read_text())
+    assert sorted(report["representations"]) == ["context", "majority"]
+    assert report["num_episodes"] >= 300 // (15 + 1)  # a reset frame + at most 15 steps per episode
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (("--probe-representations", "context,pixls"), "--probe-representations"),
+        (("--probe-representations", "belief"), "world model"),
+        (("--probe-episode-steps", "-1"), "--probe-episode-steps"),
+    ],
+)
+def test_bad_probe_settings_fail_in_one_line(run, capsys, flags, named):
+    assert cli(run, "probe", "--probe-steps", "100", *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert named in err and len(err.splitlines()) == 1
+
+
+def test_the_probe_defaults_match_the_evaluation_package():
+    assert PROBE_REPRESENTATIONS == DEFAULT_REPRESENTATIONS
+    assert set(KNOWN_REPRESENTATIONS) == set(REPRESENTATIONS)
+
+
+def test_atari_through_the_cli_with_no_manual_registration(tmp_path):
+    run = tmp_path / "pong"
+    assert (
+        cli(run, "collect", "--env", "pong", "--frame-size", "32", "--collect-steps", "32", "--num-envs", "2")
+        == 0
+    )
+    store = ReplayStore.open(run / "replay")
+    assert store.num_steps >= 16 and tuple(store.frame_shape) == (32, 32, 3)
+    assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0
+
+
+def test_an_unknown_env_is_one_line_with_a_suggestion(tmp_path, capsys):
+    assert cli(tmp_path / "r", "collect", "--env", "ALE/Pongg-v5") == 2
+    err = capsys.readouterr().err
+    assert "ALE/Pong-v5" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+def test_a_non_image_env_points_to_its_pixel_preset(tmp_path, capsys):
+    assert cli(tmp_path / "r", "collect", "--env", "CartPole-v1") == 2
+    assert "cartpole_pixels" in capsys.readouterr().err
