@@ -27,6 +27,7 @@ from .stages import (
     collect,
     evaluate,
     probe,
+    probe_summary,
     require_done,
     seed_everything,
     train_agent_stage,
@@ -170,7 +171,8 @@ def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> 
 
 
 def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
-    """collect → tokenizer → context model → agent → evaluate, then a summary. A stage already done is skipped."""
+    """collect → tokenizer → context model → agent → probe → evaluate, then a summary (with what the context
+    knows of the env's state, beside the baselines). A stage already done is skipped."""
     start = time.time()
     print(f"aime-rl demo: {config.env} with the {config.preset!r} preset → {run.path}", flush=True)
     steps = [
@@ -190,11 +192,16 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
             f"training {config.algo.upper()} on the context for {config.agent_steps} steps",
             lambda: train_agent_stage(config, run, progress=progress),
         ),
+        (
+            f"probing what the context knows ({config.probe_steps} random-policy frames)",
+            lambda: probe(config, run, progress=progress, verbose=False),
+        ),
         (f"evaluating on {config.eval_episodes} episodes", lambda: evaluate(config, run, progress=progress)),
     ]
     for i, (what, stage) in enumerate(steps, 1):
         print(f"[{i}/{len(steps)}] {what}", flush=True)
         report = stage()
+    report["probe"] = probe_summary(run.path / "probe.json")
     report["seconds"] = round(time.time() - start, 1)
     write_report(run.path, report)
     print_summary(run.path, report)

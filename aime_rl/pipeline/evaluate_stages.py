@@ -3,6 +3,7 @@ context knows about the env's true state)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,7 @@ def probe_representations(config: RunConfig, has_world_model: bool) -> tuple[str
     return names
 
 
-def probe(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+def probe(config: RunConfig, run: RunDir, progress: bool = True, verbose: bool = True) -> dict[str, Any]:
     """Linear probes of what the run's context knows about the env's true state (AtariARI protocol), beside the
     baselines (untrained model, random CNN, pixels, frame stack, majority class) and, when the run has a world
     model, the belief features. Writes ``probe.json``, ``probe.md`` and TensorBoard scalars under ``probe/``."""
@@ -162,5 +163,20 @@ def probe(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, An
     report.to_json(run.path / "probe.json")
     markdown = report.to_markdown()
     atomic_write(run.path / "probe.md", lambda tmp: Path(tmp).write_text(markdown))
-    say(markdown)
+    say(markdown if verbose else f"probe: → {run.path / 'probe.md'}")
     return {"probe": str(run.path / "probe.json")}
+
+
+def probe_summary(path: Path) -> dict[str, dict[str, float]]:
+    """``probe.json`` → representation → {variable: score, ..., "score": the mean over categories} (R² for
+    continuous variables, weighted F1 for discrete ones); empty when there is no such file."""
+    if not Path(path).is_file():
+        return {}
+    report = json.loads(Path(path).read_text())
+    return {
+        name: {
+            **{var: round(float(v["score"]), 3) for var, v in rep["variables"].items()},
+            "score": round(float(rep["score"]), 3),
+        }
+        for name, rep in report["representations"].items()
+    }

@@ -37,7 +37,23 @@ def report_lines(name: str, report: dict[str, Any]) -> list[str]:
         for key, value in metrics.items():
             lines.append(f"| {part} {key} | {_fmt(value)} |")
     lines += ["", *verdicts(report)]
+    if report.get("probe"):
+        lines += ["", "## What the context knows (state probes, probe.md)", "", *probe_table(report["probe"])]
     return lines
+
+
+def probe_table(probe: dict[str, dict[str, float]]) -> list[str]:
+    """Markdown rows: one per probed representation, one column per variable, then the score."""
+    names = [k for k in next(iter(probe.values())) if k != "score"]
+    rows = [
+        "| representation | " + " | ".join(names) + " | score |",
+        "|---|" + "---:|" * (len(names) + 1),
+    ]
+    for rep, scores in probe.items():
+        rows.append(
+            f"| {rep} | " + " | ".join(f"{scores[n]:.3f}" for n in names) + f" | {scores['score']:.3f} |"
+        )
+    return rows
 
 
 def verdicts(report: dict[str, Any]) -> list[str]:
@@ -93,5 +109,9 @@ def print_summary(run_dir: Path, report: dict[str, Any]) -> None:
         )
     for sentence in verdicts(report):
         print(sentence)
+    if report.get("probe"):
+        print("what the context knows (R² per state variable; probe.md has the protocol):")
+        for row in probe_table(report["probe"]):
+            print(row)
     print(f"report: {run_dir / 'report.md'}   ({report.get('seconds', 0):.0f} s)")
     print(f"TensorBoard: tensorboard --logdir {run_dir}")

@@ -27,7 +27,14 @@ from .agent_stage import (
     train_agent_stage,
 )
 from .collect_stage import COLLECT_SESSION_SEED_STRIDE, collect
-from .evaluate_stages import episode_returns, evaluate, log_evaluation, probe, probe_representations
+from .evaluate_stages import (
+    episode_returns,
+    evaluate,
+    log_evaluation,
+    probe,
+    probe_representations,
+    probe_summary,
+)
 from .model_stages import (
     format_context_metrics,
     train_context_stage,
@@ -70,6 +77,7 @@ __all__ = [
     "open_replay",
     "probe",
     "probe_representations",
+    "probe_summary",
     "refuse_changed_inputs",
     "require_done",
     "say",

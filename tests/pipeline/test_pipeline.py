@@ -197,6 +197,7 @@ def test_deterministic_runs_give_identical_reports(tmp_path):
     for name in ("a", "b"):
         run = tmp_path / name
         flags = ["--deterministic", *TINY, *TRAIN, "--tokenizer-steps", "2", "--context-steps", "2", *AGENT]
+        flags += ["--probe-steps", "300", "--probe-episode-steps", "50"]
         assert (
             main(["demo", "--runs-dir", str(tmp_path), "--name", name, *flags, "--eval-episodes", "2"]) == 0
         )
@@ -218,6 +219,13 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path):
     assert (run / "agent" / "agent.zip").is_file()
     assert (run / "agent" / "observation_normalization.json").is_file()
     assert (run / "report.md").read_text().startswith("# aime-rl report")
+    probe = report["probe"]  # the summary shows what the context knows, beside the baselines
+    assert set(probe) == {"context", "pixels", "majority"}
+    assert {"ball_x", "paddle_x", "score"} <= set(probe["context"])
+    assert (
+        probe["pixels"]["paddle_x"] > probe["majority"]["paddle_x"] + 0.3
+    )  # the raw frame locates the paddle
+    assert "What the context knows" in (run / "report.md").read_text()
     images = read_event_images(run / "context_model")
     assert any(tag.startswith("rollout/") and blobs[0].startswith(b"GIF89a") for tag, blobs in images.items())
 
