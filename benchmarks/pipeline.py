@@ -9,9 +9,14 @@ Same PPO settings, step budget and seeds for the three observation types:
 - ``state``: ``MlpPolicy`` on ``aime_rl/CatchState-v0`` (ball x, y, vx, vy, paddle x).
 
 Prints a markdown table of the mean evaluation return (deterministic policy, ``--eval-episodes`` episodes) per
-observation type and seed, with a random-policy row. Run::
+observation type, seed and budget, with a random-policy row. Run::
 
-    python benchmarks/pipeline.py --model runs/demo/model [--steps 30000] [--seeds 0 1] [--quick] [--raw-context]
+    python benchmarks/pipeline.py --model runs/demo/model [--steps 20000 50000] [--seeds 0 1 2] [--quick]
+        [--raw-context]
+
+``--steps`` are budgets: each agent is trained once up to the largest and evaluated at every one. After the
+per-seed table comes the normalised score per budget, (return − random) / (true-state return − random), of the
+means over seeds.
 """
 
 from __future__ import annotations
@@ -45,31 +50,60 @@ def make_env(kind: str, model: str | None, n_envs: int, seed: int, normalize: bo
     return normalize_observations(venv) if normalize else venv
 
 
+def evaluate_agent(
+    kind: str, model: str | None, agent: PPO, venv, seed: int, episodes: int, normalize: bool
+) -> float:
+    """Mean deterministic return of ``agent`` over ``episodes`` evaluation episodes (seeds ``seed + 1000``…)."""
+    eval_env = make_env(kind, model, 4, seed + 1000, normalize)
+    if kind == "context" and normalize:  # evaluate with the training statistics, frozen
+        eval_env.obs_rms, eval_env.training = venv.obs_rms, False
+    return float(np.mean(episode_returns(eval_env, agent, episodes, seed + 1000, progress=False)))
+
+
 def run(
-    kind: str, model: str | None, steps: int, seed: int, episodes: int, n_envs: int, normalize: bool = True
-) -> tuple[float, float]:
-    """Train PPO for ``steps`` and return (mean evaluation return, seconds)."""
+    kind: str,
+    model: str | None,
+    budgets: list[int],
+    seed: int,
+    episodes: int,
+    n_envs: int,
+    normalize: bool = True,
+) -> tuple[list[float], float]:
+    """Train PPO once up to the largest budget, evaluating at each of ``budgets`` (sorted env steps).
+
+    Returns (mean evaluation return per budget, seconds including the evaluations).
+    """
     start = time.time()
     venv = make_env(kind, model, n_envs, seed, normalize)
     policy = "CnnPolicy" if kind == "pixels" else "MlpPolicy"
     agent = PPO(policy, venv, seed=seed, verbose=0, **PPO_KWARGS)
-    agent.learn(steps)
-    eval_env = make_env(kind, model, 4, seed + 1000, normalize)
-    if kind == "context" and normalize:  # evaluate with the training statistics, frozen
-        eval_env.obs_rms, eval_env.training = venv.obs_rms, False
-    returns = episode_returns(eval_env, agent, episodes, seed + 1000)
-    return float(np.mean(returns)), time.time() - start
+    means = []
+    for budget in budgets:
+        agent.learn(budget - agent.num_timesteps, reset_num_timesteps=False)
+        means.append(evaluate_agent(kind, model, agent, venv, seed, episodes, normalize))
+    return means, time.time() - start
 
 
 def random_return(episodes: int, seed: int) -> float:
     venv = make_env("state", None, 4, seed + 1000)
-    return float(np.mean(episode_returns(venv, None, episodes, seed + 1000)))
+    return float(np.mean(episode_returns(venv, None, episodes, seed + 1000, progress=False)))
+
+
+def normalised(value: float, random: float, state: float) -> float:
+    """(return − random) / (true-state return − random): 0 is the random policy, 1 the true-state agent."""
+    return (value - random) / (state - random) if state != random else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="perception model directory for the 'context' runs")
-    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[20_000, 50_000],
+        help="budgets (env steps) evaluated in one run",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--kinds", nargs="+", default=["state", "context", "pixels"])
     parser.add_argument("--eval-episodes", type=int, default=10)
@@ -78,19 +112,37 @@ def main() -> None:
     parser.add_argument("--raw-context", action="store_true", help="do not standardise the context features")
     args = parser.parse_args()
     if args.quick:
-        args.steps, args.eval_episodes = 2_000, 2
+        args.steps, args.eval_episodes = [2_000], 2
+    budgets = sorted(set(args.steps))
     kinds = [k for k in args.kinds if k != "context" or args.model]
     print(
-        f"PPO on aime_rl/Catch-v0 · {args.steps} steps · seeds {args.seeds} · {args.eval_episodes} eval episodes"
+        f"PPO on aime_rl/Catch-v0 · budgets {budgets} · seeds {args.seeds} · {args.eval_episodes} eval episodes"
     )
-    print("\n| observation | seed | mean return | seconds |\n|---|---:|---:|---:|")
+    header = " | ".join(f"{b // 1000}k" for b in budgets)
+    print(f"\n| observation | seed | {header} | seconds |\n|---|---:|{'---:|' * len(budgets)}---:|")
+    results: dict[str, list[list[float]]] = {"random": []}
     for seed in args.seeds:
-        print(f"| random policy | {seed} | {random_return(args.eval_episodes, seed):.2f} | – |", flush=True)
+        rand = random_return(args.eval_episodes, seed)
+        results["random"].append([rand] * len(budgets))
+        print(f"| random policy | {seed} | {' | '.join(f'{rand:.2f}' for _ in budgets)} | – |", flush=True)
         for kind in kinds:
-            mean, seconds = run(
-                kind, args.model, args.steps, seed, args.eval_episodes, args.n_envs, not args.raw_context
+            means, seconds = run(
+                kind, args.model, budgets, seed, args.eval_episodes, args.n_envs, not args.raw_context
             )
-            print(f"| {kind} | {seed} | {mean:.2f} | {seconds:.0f} |", flush=True)
+            results.setdefault(kind, []).append(means)
+            print(
+                f"| {kind} | {seed} | {' | '.join(f'{m:.2f}' for m in means)} | {seconds:.0f} |", flush=True
+            )
+    if "state" not in results:
+        return
+    mean = {kind: np.mean(rows, axis=0) for kind, rows in results.items()}
+    print(
+        f"\nnormalised score (mean over seeds; (return − random) / (state − random))\n\n| observation | {header} |"
+    )
+    print(f"|---|{'---:|' * len(budgets)}")
+    for kind in kinds:
+        scores = [normalised(mean[kind][i], mean["random"][i], mean["state"][i]) for i in range(len(budgets))]
+        print(f"| {kind} | {' | '.join(f'{s:.2f}' for s in scores)} |")
 
 
 if __name__ == "__main__":

@@ -210,13 +210,34 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames)."""
-        b, steps, h, w = tokens.shape[:4]
+        inputs = self._encoder_inputs(tokens, num_frames, window)
+        return self.encoder(*inputs, self.embed_condition(condition, tokens.shape[0]))
+
+    def _encoder_inputs(
+        self, tokens: torch.Tensor, num_frames: int, window: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens ``[B, T', h, w, G]`` → the encoder's inputs ``[B, T'·h·w, D]``, key times ``[T'·h·w]``, query
+        times ``[T]`` and the causal window mask ``[T, T'·h·w]``."""
+        steps, h, w = tokens.shape[1:4]
         marks = change_marks(tokens) if self.mark_changes else None
         inputs = rearrange(self.embed_inputs(tokens, marks), "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
-        mask = window_mask(query_time, key_time, window)
-        return self.encoder(inputs, key_time, query_time, mask, self.embed_condition(condition, b))
+        return inputs, key_time, query_time, window_mask(query_time, key_time, window)
+
+    def attention_to_cells(
+        self, tokens: torch.Tensor, num_frames: int, window: int | None = None
+    ) -> torch.Tensor:
+        """Where the latents look: tokens ``[B, T', h, w, G]`` → ``[B, T, T', h, w]``, the cross-attention weight
+        that frame t's latents put on the token of step s at cell (i, j), averaged over latents and heads.
+
+        The rest of each frame's weight (1 − the sum over ``T', h, w``) is on the null key ("nothing here");
+        steps outside the causal ``window`` get 0. For inspection and tests (no gradient needed).
+        """
+        steps, h = tokens.shape[1:3]
+        weights = self.encoder.cross_attention_weights(*self._encoder_inputs(tokens, num_frames, window))
+        cells = weights[..., 1:].mean(dim=(2, 3))  # drop the null key; mean over latents and heads
+        return rearrange(cells, "b t (s i j) -> b t s i j", s=steps, i=h)
 
     def embed_inputs(self, tokens: torch.Tensor, marks: torch.Tensor | None) -> torch.Tensor:
         """Encoder inputs: tokens ``[..., h, w, G]`` and change marks ``[..., h, w]`` (None without

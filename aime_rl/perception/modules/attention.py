@@ -118,6 +118,34 @@ class MultiHeadAttention(nn.Module):
         """
         return self._attention(self._queries(x_q, q_time, exact=True), keys, values, mask)
 
+    def weights(
+        self,
+        x_q: torch.Tensor,
+        x_kv: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        q_time: torch.Tensor | None = None,
+        k_time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The attention weights of :meth:`forward`: queries ``[B, Lq, C]`` over ``x_kv [B, Lk, C_kv]`` →
+        ``[B, heads, Lq, Lk]``, or ``[B, heads, Lq, 1 + Lk]`` with the null key first (``null_kv``).
+
+        Same arguments as :meth:`attend` (``mask`` bool ``[B or 1, Lq, Lk]``). Each row sums to 1; dropout is not
+        applied. For inspection ("where does each query look?"), not for training.
+        """
+        q = self._queries(x_q, q_time)
+        keys = self.keys_values(x_kv)[0]
+        if self.rotary is not None:
+            keys = self._rotate(keys, k_time)
+        null = self.null_keys_values()
+        if null is not None:
+            keys = torch.cat([null[0].expand(q.shape[0], -1, -1, -1).to(keys.dtype), keys], dim=2)
+            if mask is not None:
+                mask = F.pad(mask, (1, 0), value=True)
+        scores = q @ keys.transpose(-1, -2) / self.head_dim**0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        return scores.softmax(-1)
+
     def rotate_keys(self, keys: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         """Keys ``[B, heads, L, d]`` rotated by their time ``[B]`` or ``[B, L]`` (identity without rotary time).
 
@@ -201,6 +229,10 @@ class CrossAttentionLayer(nn.Module):
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None = None, **times):
         """``x_q [B, Lq, C]``, ``x_kv [B, Lk, C_kv]`` → ``[B, Lq, C]``."""
         return self.attend(x_q, *self.keys_values(x_kv), mask, **times)
+
+    def weights(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None = None, **times):
+        """Attention weights ``[B, heads, Lq, (1 +) Lk]`` of :meth:`forward` (see :meth:`MultiHeadAttention.weights`)."""
+        return self.attention.weights(self.q_norm(x_q), self.kv_norm(x_kv), mask, **times)
 
 
 class SelfAttentionLayer(nn.Module):

@@ -79,6 +79,27 @@ class PerceiverEncoder(nn.Module):
         )
         return self._self_attend(x, b, t)
 
+    def cross_attention_weights(
+        self,
+        inputs: torch.Tensor,
+        key_time: torch.Tensor,
+        query_time: torch.Tensor,
+        mask: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Where each frame's latents look: the cross-attention weights of :meth:`forward` (same arguments) →
+        ``[B, T, N, heads, 1 + L]``, key 0 being the null key ("nothing here"), keys ``1 … L`` the inputs."""
+        b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
+        q = self.queries(b, t, condition)
+        weights = self.cross_attention.weights(
+            q,
+            inputs,
+            repeat(mask, "t l -> 1 (t n) l", n=n),
+            q_time=repeat(query_time, "t -> (t n)", n=n),
+            k_time=key_time,
+        )
+        return rearrange(weights, "b h (t n) l -> b t n h l", t=t)
+
     def step(
         self,
         keys: torch.Tensor,

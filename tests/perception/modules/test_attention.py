@@ -73,3 +73,17 @@ def test_set_prefix_replaces_the_prefix_of_every_row():
     cache.set_prefix(new)
     assert torch.equal(cache.keys[:, :, :1], new[0].expand(3, -1, -1, -1))
     assert torch.equal(cache.values[:, :, :1], new[1].expand(3, -1, -1, -1))
+
+
+def test_the_attention_weights_reproduce_the_output():
+    attn = attention()
+    x_q, x_kv = torch.randn(2, 3, CHANNELS), torch.randn(2, 5, CHANNELS)
+    times = dict(q_time=torch.full((2, 3), 4), k_time=torch.arange(5).expand(2, 5))
+    mask = torch.tensor([True, False, True, True, True]).expand(2, 3, 5)
+    weights = attn.weights(x_q, x_kv, mask, **times)  # [B, heads, Lq, 1 + Lk], the null key first
+    _, values = attn.keys_values(x_kv)
+    values = torch.cat([attn.null_keys_values()[1].expand(2, -1, -1, -1), values], dim=2)
+    mixed = torch.einsum("bhqk,bhkd->bqhd", weights, values).flatten(2)
+    torch.testing.assert_close(attn.o_proj(mixed), attn(x_q, x_kv, mask, **times), atol=1e-5, rtol=0)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, HEADS, 3))
+    assert bool((weights[..., 2] == 0).all())  # the masked key (index 1, after the null key) gets nothing
