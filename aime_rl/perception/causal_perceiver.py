@@ -127,6 +127,7 @@ class CausalPerceiverIO(nn.Module):
         mark_changes: bool = False,
         change_weight: float = 0.0,
         contrastive_weight: float = 0.0,
+        motion_attention_bias: float = 0.0,
     ):
         super().__init__()
         arguments = dict(
@@ -157,6 +158,7 @@ class CausalPerceiverIO(nn.Module):
             mark_changes=mark_changes,
             change_weight=change_weight,
             contrastive_weight=contrastive_weight,
+            motion_attention_bias=motion_attention_bias,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

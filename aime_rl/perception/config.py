@@ -119,6 +119,15 @@ class PredictorConfig:
             token embedding among those of the other clips in the batch. Positions that look the same in every
             clip (a static background) cancel out of the gradient, so what the context learns is what differs
             between clips — the moving objects. 0 is the seed's objective.
+        motion_attention_bias: a score bonus, in the encoder's cross-attention, for the tokens whose cell changed
+            since the previous token step (:func:`~aime_rl.perception.predictor.change_marks`), so that the few
+            tokens of a moving object stand out among the static ones from the first training step: ``e^bias``
+            more weight each. It starts at this value in the first half of the heads (the other half start
+            unbiased, so what stands still stays seen) and is learned per head and mark from there
+            (:func:`~aime_rl.perception.predictor.initial_motion_bias`). Without it the latent queries start near
+            uniform over thousands of keys, and the gradient that would sharpen them onto a moving object scales
+            with the weight they give it, so at small budgets they never do. The stream keeps each row's previous
+            tokens, as for ``mark_changes``. 0 is the seed's model.
     """
 
     num_latents: int = 128
@@ -139,6 +148,7 @@ class PredictorConfig:
     mark_changes: bool = False
     change_weight: float = 0.0
     contrastive_weight: float = 0.0
+    motion_attention_bias: float = 0.0
 
 
 def _seed_predictor() -> PredictorConfig:
@@ -198,7 +208,11 @@ SECTION_FIELDS: dict[str, frozenset[str]] = {
     "predictor": frozenset(f.name for f in dataclasses.fields(PredictorConfig)),
 }
 #: Keys added to the nested ``config.json`` after it was first written, as ``"section.key"``.
-ADDED_CONFIG_KEYS: tuple[str, ...] = ("predictor.change_weight", "predictor.contrastive_weight")
+ADDED_CONFIG_KEYS: tuple[str, ...] = (
+    "predictor.change_weight",
+    "predictor.contrastive_weight",
+    "predictor.motion_attention_bias",
+)
 
 # -- CausalPerceiverIO's flat keyword arguments ------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ class ContextStream:
         self._device = self.tokens.cache.device
         self._token_cache: WindowKVCache | None = None  # created on the first frame (token grid known then)
         self.last_tokens: torch.Tensor | None = None
-        # with mark_changes: each row's last emitted tokens [B, h, w, G], and whether it has any in this episode
+        # with change marks (mark_changes, motion_attention_bias): each row's last emitted tokens [B, h, w, G],
+        # and whether it has any in this episode
         self._previous: torch.Tensor | None = None
         self._has_previous = torch.zeros(batch_size, dtype=torch.bool, device=self._device)
         span = TIMESCALES[timescale]
@@ -55,7 +56,13 @@ class ContextStream:
         )
 
     def _new_cache(
-        self, layer, tokens_per_step: int, window: int | None, frames_per_step: int = 1, prefix=None
+        self,
+        layer,
+        tokens_per_step: int,
+        window: int | None,
+        frames_per_step: int = 1,
+        prefix=None,
+        key_bias: bool = False,
     ) -> WindowKVCache:
         attention = layer.attention
         dtype = next(self.predictor.parameters()).dtype
@@ -69,6 +76,7 @@ class ContextStream:
             device=self._device,
             dtype=dtype,
             prefix=prefix,
+            key_bias=key_bias,
         )
 
     def step(self, frames: torch.Tensor) -> torch.Tensor:
@@ -89,7 +97,14 @@ class ContextStream:
         null = cross.attention.null_keys_values()
         if self._token_cache is None:
             n = tokens.shape[1] * tokens.shape[2]
-            self._token_cache = self._new_cache(cross, n, self.window, p.frames_per_token_step, prefix=null)
+            self._token_cache = self._new_cache(
+                cross,
+                n,
+                self.window,
+                p.frames_per_token_step,
+                prefix=null,
+                key_bias=p.motion_bias is not None,
+            )
         cache = self._token_cache
         if null is not None:
             cache.set_prefix(null)  # a few bytes; stays right when the weights change under a running stream
@@ -98,17 +113,20 @@ class ContextStream:
             # Keys are rotated once, by the frame they are emitted at; the query is rotated by the current frame.
             # The scores depend on the difference only, so no cached key is touched again.
             tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
-            embeddings = p.embed_inputs(tokens, self._marks(tokens, emitted))
-            keys, values = cross.keys_values(embeddings)
-            cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted)
-        latents = p.encoder.step(cache.keys, cache.values, cache.clock, cache.visible(), self.condition)
+            marks = self._marks(tokens, emitted)
+            keys, values = cross.keys_values(p.embed_inputs(tokens, marks))
+            bias = p.key_bias(marks)
+            cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted, bias=bias)
+        latents = p.encoder.step(
+            cache.keys, cache.values, cache.clock, cache.visible(), self.condition, key_bias=cache.bias
+        )
         fast = p.frame_context(latents)
         return fast if self._summary_cache is None else self._summarise(fast)
 
     def _marks(self, tokens: torch.Tensor, emitted: torch.Tensor) -> torch.Tensor | None:
         """Change marks ``[B, h, w]`` of this step's tokens ``[B, h, w, G]`` against each row's previous ones (the
         first step of an episode is ``FIRST``, as in the offline pass); remembers the emitted rows' tokens."""
-        if not self.predictor.mark_changes:
+        if not self.predictor.uses_change_marks:
             return None
         previous = tokens if self._previous is None else self._previous
         marks = change_marks(tokens.unsqueeze(1), previous)[:, 0]

@@ -5,7 +5,8 @@ Tensor flow (defaults: 8×8 tokens, G = 4 heads, N = 128 latents, D = 256)::
     video [B, T, 3, 64, 64] → (frozen) tokenizer → tokens [B, T', 8, 8, G]
       → input adapter (sum of head embeddings + grid position
         [+ a mark: unchanged / changed since the previous step / first step, with mark_changes])  [B, T'·64, D]
-      → PerceiverEncoder: per frame t, N latents cross-attend to the tokens of frames ≤ t (within ``window``),
+      → PerceiverEncoder: per frame t, N latents cross-attend to the tokens of frames ≤ t (within ``window``;
+        with motion_attention_bias, a learned score bonus per head for the tokens whose cell changed),
         then self-attend                                          latents [B, T, N, D]
       → context: mean over latents, LayerNorm                     [B, T, D]     (also "medium"/"slow" summaries)
       → PerceiverDecoder: queries of future token positions (masked ids + grid + time offset) cross-attend to the
@@ -40,6 +41,19 @@ from .outputs import PredictorOutput
 from .tokenizer import VQPTTokenizer
 
 
+def initial_motion_bias(num_heads: int, bias: float) -> torch.Tensor:
+    """The starting cross-attention score bonus ``[heads, 3]`` per change mark (rows of a head: UNCHANGED, CHANGED,
+    FIRST): ``bias`` for CHANGED in the first half of the heads (rounded up), 0 elsewhere.
+
+    Half the heads start out following what moves, so a single moving object weighs like ``e^bias`` static cells
+    from the first step; the other half start unbiased and keep seeing what stands still (a paddle that did not
+    move this frame). Every entry is learned from there.
+    """
+    table = torch.zeros(num_heads, 3)
+    table[: -(-num_heads // 2), CHANGED] = bias
+    return table
+
+
 class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     """Perceiver IO token predictor on top of a (frozen) :class:`VQPTTokenizer`.
 
@@ -70,6 +84,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         mark_changes: bool = False,
         change_weight: float = 0.0,
         contrastive_weight: float = 0.0,
+        motion_attention_bias: float = 0.0,
     ):
         super().__init__()
         check_window(window)
@@ -95,6 +110,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             mark_changes=mark_changes,
             change_weight=change_weight,
             contrastive_weight=contrastive_weight,
+            motion_attention_bias=motion_attention_bias,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -102,6 +118,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
         # rows UNCHANGED / CHANGED / FIRST; about the norm of the grid position encoding, so the mark is seen
         self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
+        # cross-attention score bonus [heads, 3] per mark (UNCHANGED / CHANGED / FIRST); learned from this start
+        self.motion_bias = (
+            nn.Parameter(initial_motion_bias(num_cross_attention_heads, motion_attention_bias))
+            if motion_attention_bias
+            else None
+        )
         self.encoder = PerceiverEncoder(
             num_latents,
             d,
@@ -179,6 +201,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return self.change_embedding is not None
 
     @property
+    def uses_change_marks(self) -> bool:
+        """Whether the encoder needs each token's change mark (``mark_changes`` or ``motion_attention_bias``)."""
+        return self.mark_changes or self.motion_bias is not None
+
+    @property
     def num_condition_channels(self) -> int:
         return self.condition_proj.in_features
 
@@ -211,19 +238,33 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     ) -> torch.Tensor:
         """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames)."""
         inputs = self._encoder_inputs(tokens, num_frames, window)
-        return self.encoder(*inputs, self.embed_condition(condition, tokens.shape[0]))
+        return self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
 
     def _encoder_inputs(
         self, tokens: torch.Tensor, num_frames: int, window: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokens ``[B, T', h, w, G]`` → the encoder's inputs ``[B, T'·h·w, D]``, key times ``[T'·h·w]``, query
-        times ``[T]`` and the causal window mask ``[T, T'·h·w]``."""
+    ) -> dict[str, torch.Tensor]:
+        """Tokens ``[B, T', h, w, G]`` → the encoder's keyword inputs: ``inputs [B, T'·h·w, D]``, ``key_time
+        [T'·h·w]``, ``query_time [T]``, the causal window ``mask [T, T'·h·w]`` and ``key_bias [B, heads, T'·h·w]``
+        (None without ``motion_attention_bias``)."""
         steps, h, w = tokens.shape[1:4]
-        marks = change_marks(tokens) if self.mark_changes else None
+        marks = change_marks(tokens) if self.uses_change_marks else None
         inputs = rearrange(self.embed_inputs(tokens, marks), "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
-        return inputs, key_time, query_time, window_mask(query_time, key_time, window)
+        return dict(
+            inputs=inputs,
+            key_time=key_time,
+            query_time=query_time,
+            mask=window_mask(query_time, key_time, window),
+            key_bias=self.key_bias(marks),
+        )
+
+    def key_bias(self, marks: torch.Tensor | None) -> torch.Tensor | None:
+        """Change marks ``[B, ..., h, w]`` → the cross-attention score bonus of each token ``[B, heads, ... · h · w]``
+        (None without ``motion_attention_bias``)."""
+        if self.motion_bias is None:
+            return None
+        return rearrange(self.motion_bias[:, marks.flatten(1)], "h b l -> b h l")
 
     def attention_to_cells(
         self, tokens: torch.Tensor, num_frames: int, window: int | None = None
@@ -235,7 +276,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         steps outside the causal ``window`` get 0. For inspection and tests (no gradient needed).
         """
         steps, h = tokens.shape[1:3]
-        weights = self.encoder.cross_attention_weights(*self._encoder_inputs(tokens, num_frames, window))
+        weights = self.encoder.cross_attention_weights(**self._encoder_inputs(tokens, num_frames, window))
         cells = weights[..., 1:].mean(dim=(2, 3))  # drop the null key; mean over latents and heads
         return rearrange(cells, "b t (s i j) -> b t s i j", s=steps, i=h)
 

@@ -211,3 +211,73 @@ def test_a_config_written_before_change_marks_loads_without_them(tmp_path):
     del config["mark_changes"]
     config_path.write_text(json.dumps(config))
     assert not CausalPerceiverIO.from_pretrained(tmp_path / "model").predictor.mark_changes
+
+
+# -- motion_attention_bias ------------------------------------------------------------------------------------------
+
+
+def test_the_motion_bias_starts_on_the_changed_tokens_of_half_the_heads():
+    table = tiny(motion_attention_bias=2.0).predictor.motion_bias  # tiny: 2 cross-attention heads
+    assert table.tolist() == [[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]  # rows: heads; columns: UNCHANGED, CHANGED, FIRST
+
+
+@pytest.mark.parametrize("window", [None, 5])
+@pytest.mark.parametrize("temporal_downsample", [False, True])
+def test_stream_equals_offline_with_the_motion_bias(clip, window, temporal_downsample):
+    torch.manual_seed(0)
+    model = tiny(motion_attention_bias=2.0, temporal_downsample=temporal_downsample)
+    with torch.no_grad():
+        model.predictor.motion_bias.copy_(torch.randn(2, 3))  # every mark and head counts
+        offline = model.extract_context(clip, window=window)
+        online = stream_contexts(model, clip, window)
+    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+
+
+def test_the_motion_bias_restarts_with_the_episode(clip):
+    torch.manual_seed(0)
+    model = tiny(motion_attention_bias=2.0)
+    other_episode = next(sprite_batches(2, 12, 32, seed=7))
+    stream = model.stream(2, window=4)
+    with torch.no_grad():
+        for t in range(5):
+            stream.step(clip[:, t])
+        stream.reset(torch.tensor([False, True]))
+        online = torch.stack([stream.step(other_episode[:, t]) for t in range(4)], dim=1)
+        fresh = model.extract_context(other_episode[1:, :4], window=4)
+    assert torch.allclose(online[1:], fresh, atol=1e-4, rtol=0)
+
+
+def test_the_motion_bias_moves_attention_onto_the_cells_that_changed():
+    torch.manual_seed(0)
+    model = tiny(motion_attention_bias=3.0)
+    tokens = torch.randint(0, 30, (1, 1, 4, 4, 2)).expand(1, 3, 4, 4, 2).clone()  # a static frame, 3 steps
+    tokens[0, 2, 1, 2] = 31  # one cell changes at the last step
+    with torch.no_grad():
+        biased = model.predictor.attention_to_cells(tokens, 3)[0, 2, 2]  # frame 2's weight on step 2's cells
+        model.predictor.motion_bias.zero_()
+        plain = model.predictor.attention_to_cells(tokens, 3)[0, 2, 2]
+    others = torch.ones(4, 4, dtype=torch.bool)
+    others[1, 2] = False
+    assert biased[1, 2] > 5 * biased[others].mean()
+    assert plain[1, 2] < 2 * plain[others].mean()
+
+
+def test_a_model_with_the_motion_bias_saves_and_loads(tmp_path, clip):
+    model = tiny(motion_attention_bias=2.0)
+    with torch.no_grad():
+        model.predictor.motion_bias.add_(0.5)  # a trained value, not the initial one
+    model.save_pretrained(tmp_path / "model")
+    loaded = CausalPerceiverIO.from_pretrained(tmp_path / "model").eval()
+    assert loaded.predictor.config.motion_attention_bias == 2.0
+    assert torch.equal(loaded.predictor.motion_bias, model.predictor.motion_bias)
+    with torch.no_grad():
+        assert torch.equal(loaded.extract_context(clip), model.extract_context(clip))
+
+
+def test_a_config_written_before_the_motion_bias_loads_without_it(tmp_path):
+    tiny().save_pretrained(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    config = json.loads(path.read_text())
+    del config["predictor"]["motion_attention_bias"]
+    path.write_text(json.dumps(config))
+    assert CausalPerceiverIO.from_pretrained(tmp_path / "model").predictor.motion_bias is None

@@ -83,23 +83,17 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         q_time: torch.Tensor | None = None,
         k_time: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Queries ``[B, Lq, C]`` over keys/values ``[B, heads, Lk, d]`` → ``[B, Lq, C]``.
 
         ``mask``: bool ``[B or 1, Lq, Lk]``; ``q_time``: ``[Lq]`` or ``[B, Lq]``; ``k_time``: ``[Lk]`` or
-        ``[B, Lk]`` (float or int; used only with ``rotary_time``).
+        ``[B, Lk]`` (float or int; used only with ``rotary_time``); ``key_bias``: ``[B, heads, Lk]`` added to every
+        query's score of each key (the null key gets 0), or None.
         """
         q = self._queries(x_q, q_time)
-        if self.rotary is not None:
-            keys = self._rotate(keys, k_time)
-        null = self.null_keys_values()
-        if null is not None:
-            b = q.shape[0]
-            keys = torch.cat([null[0].expand(b, -1, -1, -1).to(keys.dtype), keys], dim=2)
-            values = torch.cat([null[1].expand(b, -1, -1, -1).to(values.dtype), values], dim=2)
-            if mask is not None:
-                mask = F.pad(mask, (1, 0), value=True)
-        return self._attention(q, keys, values, mask)
+        keys, values, mask, key_bias = self._with_null_key(keys, values, mask, k_time, key_bias)
+        return self._attention(q, keys, values, mask, key_bias)
 
     def attend_prepared(
         self,
@@ -108,15 +102,17 @@ class MultiHeadAttention(nn.Module):
         values: torch.Tensor,
         mask: torch.Tensor | None = None,
         q_time: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Like :meth:`attend`, over keys that are already rotated (:meth:`rotate_keys`) and already start with the
         null key/value (:meth:`null_keys_values`), as a streaming cache keeps them.
 
         Queries ``[B, Lq, C]``, keys/values ``[B, heads, Lk, d]``, ``mask`` bool ``[B or 1, Lq or 1, Lk]``,
-        ``q_time`` ``[B, Lq]`` on the same clock as the keys' rotation → ``[B, Lq, C]``. Nothing of size ``Lk`` is
-        copied: the cost beyond the attention itself does not grow with the cache.
+        ``q_time`` ``[B, Lq]`` on the same clock as the keys' rotation, ``key_bias`` ``[B, heads, Lk]`` (the null
+        key's included) or None → ``[B, Lq, C]``. Nothing of size ``Lk`` is copied: the cost beyond the attention
+        itself does not grow with the cache.
         """
-        return self._attention(self._queries(x_q, q_time, exact=True), keys, values, mask)
+        return self._attention(self._queries(x_q, q_time, exact=True), keys, values, mask, key_bias)
 
     def weights(
         self,
@@ -125,25 +121,19 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         q_time: torch.Tensor | None = None,
         k_time: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The attention weights of :meth:`forward`: queries ``[B, Lq, C]`` over ``x_kv [B, Lk, C_kv]`` →
         ``[B, heads, Lq, Lk]``, or ``[B, heads, Lq, 1 + Lk]`` with the null key first (``null_kv``).
 
-        Same arguments as :meth:`attend` (``mask`` bool ``[B or 1, Lq, Lk]``). Each row sums to 1; dropout is not
-        applied. For inspection ("where does each query look?"), not for training.
+        Same arguments as :meth:`attend`. Each row sums to 1; dropout is not applied. For inspection ("where does
+        each query look?"), not for training.
         """
         q = self._queries(x_q, q_time)
-        keys = self.keys_values(x_kv)[0]
-        if self.rotary is not None:
-            keys = self._rotate(keys, k_time)
-        null = self.null_keys_values()
-        if null is not None:
-            keys = torch.cat([null[0].expand(q.shape[0], -1, -1, -1).to(keys.dtype), keys], dim=2)
-            if mask is not None:
-                mask = F.pad(mask, (1, 0), value=True)
+        keys, values = self.keys_values(x_kv)
+        keys, _, mask, key_bias = self._with_null_key(keys, values, mask, k_time, key_bias)
         scores = q @ keys.transpose(-1, -2) / self.head_dim**0.5
-        if mask is not None:
-            scores = scores.masked_fill(~mask.unsqueeze(1), float("-inf"))
+        scores = scores + _score_bias(mask, key_bias, scores.dtype)
         return scores.softmax(-1)
 
     def rotate_keys(self, keys: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -167,8 +157,25 @@ class MultiHeadAttention(nn.Module):
         q = rearrange(self.q_proj(x_q), "b l (h d) -> b h l d", h=self.num_heads)
         return q if self.rotary is None else self._rotate(q, q_time, exact)
 
-    def _attention(self, q, keys, values, mask) -> torch.Tensor:
+    def _with_null_key(self, keys, values, mask, k_time, key_bias):
+        """Rotate ``keys`` by ``k_time`` and put the null key/value first, padding ``mask`` (visible) and
+        ``key_bias`` (0) to match: → keys, values ``[B, heads, (1 +) Lk, d]``, mask, key_bias."""
+        if self.rotary is not None:
+            keys = self._rotate(keys, k_time)
+        null = self.null_keys_values()
+        if null is None:
+            return keys, values, mask, key_bias
+        b = keys.shape[0]
+        keys = torch.cat([null[0].expand(b, -1, -1, -1).to(keys.dtype), keys], dim=2)
+        values = torch.cat([null[1].expand(b, -1, -1, -1).to(values.dtype), values], dim=2)
+        mask = None if mask is None else F.pad(mask, (1, 0), value=True)
+        key_bias = None if key_bias is None else F.pad(key_bias, (1, 0), value=0.0)
+        return keys, values, mask, key_bias
+
+    def _attention(self, q, keys, values, mask, key_bias=None) -> torch.Tensor:
         attn_mask = None if mask is None else mask.unsqueeze(1)
+        if key_bias is not None:
+            attn_mask = _score_bias(mask, key_bias, q.dtype)
         out = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -220,10 +227,13 @@ class CrossAttentionLayer(nn.Module):
         x = x_q + self.dropout(self.attention.attend(self.q_norm(x_q), keys, values, mask, **times))
         return x + self.mlp(x)
 
-    def attend_prepared(self, x_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask, q_time):
+    def attend_prepared(
+        self, x_q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask, q_time, key_bias=None
+    ):
         """As :meth:`attend` over a streaming cache's prepared keys (see
         :meth:`MultiHeadAttention.attend_prepared`) → ``[B, Lq, C]``."""
-        x = x_q + self.dropout(self.attention.attend_prepared(self.q_norm(x_q), keys, values, mask, q_time))
+        prepared = self.attention.attend_prepared(self.q_norm(x_q), keys, values, mask, q_time, key_bias)
+        x = x_q + self.dropout(prepared)
         return x + self.mlp(x)
 
     def forward(self, x_q: torch.Tensor, x_kv: torch.Tensor, mask: torch.Tensor | None = None, **times):
@@ -250,3 +260,16 @@ class SelfAttentionLayer(nn.Module):
         h = self.norm(x)
         x = x + self.dropout(self.attention(h, h, mask))
         return x + self.mlp(x)
+
+
+def _score_bias(mask: torch.Tensor | None, key_bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """What to add to the scores ``[B, heads, Lq, Lk]``: ``key_bias [B, heads, Lk]`` (0 if None) on the keys
+    that ``mask`` (bool ``[B or 1, Lq, Lk]``, None = all) lets each query see, −inf on the others."""
+    device = key_bias.device if key_bias is not None else None if mask is None else mask.device
+    bias = (
+        torch.zeros((), dtype=dtype, device=device) if key_bias is None else key_bias.unsqueeze(2).to(dtype)
+    )
+    if mask is None:
+        return bias
+    hidden = torch.tensor(float("-inf"), dtype=dtype, device=device)
+    return torch.where(mask.unsqueeze(1), bias, hidden)

@@ -61,11 +61,13 @@ class PerceiverEncoder(nn.Module):
         query_time: torch.Tensor,
         mask: torch.Tensor,
         condition: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Offline pass.
 
         inputs ``[B, L, C_in]`` (tokens of all steps), key_time ``[L]`` (frame at which each token was emitted),
-        query_time ``[T]``, mask bool ``[T, L]`` (which keys each frame sees), condition ``[B, D]`` or None
+        query_time ``[T]``, mask bool ``[T, L]`` (which keys each frame sees), condition ``[B, D]`` or None,
+        key_bias ``[B, heads, L]`` (added to every latent's cross-attention score of each key) or None
         → latents ``[B, T, N, D]``.
         """
         b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
@@ -76,6 +78,7 @@ class PerceiverEncoder(nn.Module):
             repeat(mask, "t l -> 1 (t n) l", n=n),
             q_time=repeat(query_time, "t -> (t n)", n=n),
             k_time=key_time,
+            key_bias=key_bias,
         )
         return self._self_attend(x, b, t)
 
@@ -86,6 +89,7 @@ class PerceiverEncoder(nn.Module):
         query_time: torch.Tensor,
         mask: torch.Tensor,
         condition: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Where each frame's latents look: the cross-attention weights of :meth:`forward` (same arguments) →
         ``[B, T, N, heads, 1 + L]``, key 0 being the null key ("nothing here"), keys ``1 … L`` the inputs."""
@@ -97,6 +101,7 @@ class PerceiverEncoder(nn.Module):
             repeat(mask, "t l -> 1 (t n) l", n=n),
             q_time=repeat(query_time, "t -> (t n)", n=n),
             k_time=key_time,
+            key_bias=key_bias,
         )
         return rearrange(weights, "b h (t n) l -> b t n h l", t=t)
 
@@ -107,17 +112,19 @@ class PerceiverEncoder(nn.Module):
         clock: torch.Tensor,
         visible: torch.Tensor,
         condition: torch.Tensor | None = None,
+        key_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One frame from a streaming cache → latents ``[B, N, D]``.
 
         ``keys``/``values`` ``[B, heads, L, d]`` hold the null key first and the past tokens' keys rotated by the
         frame they were emitted at (``cross_attention.attention.rotate_keys``); ``clock`` ``[B]`` is the current
-        frame on the same clock; ``visible`` bool ``[B, L]`` says which keys the frame may see.
+        frame on the same clock; ``visible`` bool ``[B, L]`` says which keys the frame may see; ``key_bias``
+        ``[B, heads, L]`` (the null key's included) or None.
         """
         b, n = keys.shape[0], self.num_latents
         q = self.queries(b, 1, condition)
         x = self.cross_attention.attend_prepared(
-            q, keys, values, visible.unsqueeze(1), q_time=clock.unsqueeze(1).expand(b, n)
+            q, keys, values, visible.unsqueeze(1), q_time=clock.unsqueeze(1).expand(b, n), key_bias=key_bias
         )
         return self._self_attend(x, b, 1).squeeze(1)
 

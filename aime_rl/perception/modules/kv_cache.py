@@ -46,6 +46,9 @@ class WindowKVCache:
     ``prefix`` (keys, values ``[heads, P, head_dim]``, e.g. an attention layer's null key) fills the first ``P``
     positions of every row and is always visible, so attention needs no per-step concatenation.
 
+    ``key_bias=True`` keeps a score bias per key as well (``bias [B, heads, P + slots · tokens_per_step]``, 0 for
+    the prefix), written with the keys.
+
     Tensors: keys/values ``[B, heads, P + slots · tokens_per_step, head_dim]``, ages int64 ``[B, slots]``,
     clock int64 ``[B]``.
     """
@@ -61,6 +64,7 @@ class WindowKVCache:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        key_bias: bool = False,
     ):
         self.window = window
         self.tokens_per_step = tokens_per_step
@@ -70,6 +74,7 @@ class WindowKVCache:
         length = self.prefix_length + slots * tokens_per_step
         self.keys = torch.zeros(batch_size, num_heads, length, head_dim, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
+        self.bias = self.keys.new_zeros(self.keys.shape[:3]) if key_bias else None
         if prefix is not None:
             self.set_prefix(prefix)
         self.age = torch.zeros(batch_size, slots, dtype=torch.long, device=device)
@@ -89,8 +94,8 @@ class WindowKVCache:
 
     def nbytes(self) -> int:
         """Bytes held by the cache tensors."""
-        tensors = (self.keys, self.values, self.age, self.valid, self.next_slot, self.clock)
-        return sum(t.numel() * t.element_size() for t in tensors)
+        tensors = (self.keys, self.values, self.bias, self.age, self.valid, self.next_slot, self.clock)
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def select(self, rows: torch.Tensor) -> WindowKVCache:
         """An independent cache of the chosen rows: bool mask ``[B]`` or int64 indices ``[k]`` → batch ``k``.
@@ -104,6 +109,7 @@ class WindowKVCache:
         selected = copy.copy(self)
         for name in ("keys", "values", "age", "valid", "next_slot", "clock"):
             setattr(selected, name, getattr(self, name)[index])
+        selected.bias = None if self.bias is None else self.bias[index]
         return selected
 
     def advance(self) -> None:
@@ -111,8 +117,15 @@ class WindowKVCache:
         self.age += 1
         self.clock += 1
 
-    def write(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor) -> None:
-        """Store ``keys``/``values`` ``[B, heads, tokens_per_step, head_dim]`` for rows where ``rows`` (bool [B])."""
+    def write(
+        self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> None:
+        """Store ``keys``/``values`` ``[B, heads, tokens_per_step, head_dim]`` (and, in a ``key_bias`` cache,
+        ``bias [B, heads, tokens_per_step]``) for rows where ``rows`` (bool [B])."""
+        if (bias is None) != (self.bias is None):
+            raise ValueError(
+                "a key_bias cache needs a bias with every write, and only such a cache takes one"
+            )
         if self._can_grow() and bool((self.next_slot[rows] >= self.num_slots).any()):
             self._grow()
         slot = self.next_slot % self.num_slots
@@ -128,6 +141,10 @@ class WindowKVCache:
         self.values[:, :, p:].view(by_slot)[written_rows, :, written_slots] = values[written_rows].to(
             self.values.dtype
         )
+        if bias is not None:
+            self.bias[:, :, p:].view(by_slot[:-1])[written_rows, :, written_slots] = bias[written_rows].to(
+                self.bias.dtype
+            )
         self.age[written_rows, written_slots] = 0
         self.valid[written_rows, written_slots] = True
         self.next_slot = self.next_slot + rows.long()
@@ -169,5 +186,7 @@ class WindowKVCache:
         )
         self.keys = torch.cat([self.keys, extra], dim=2)
         self.values = torch.cat([self.values, torch.zeros_like(extra)], dim=2)
+        if self.bias is not None:
+            self.bias = torch.cat([self.bias, extra[..., 0].clone()], dim=2)
         self.age = torch.cat([self.age, self.age.new_zeros(b, added)], dim=1)
         self.valid = torch.cat([self.valid, self.valid.new_zeros(b, added)], dim=1)
