@@ -218,7 +218,10 @@ def test_a_config_written_before_change_marks_loads_without_them(tmp_path):
 
 def test_the_motion_bias_starts_on_the_changed_tokens_of_half_the_heads():
     table = tiny(motion_attention_bias=2.0).predictor.motion_bias  # tiny: 2 cross-attention heads
-    assert table.tolist() == [[0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]  # rows: heads; columns: UNCHANGED, CHANGED, FIRST
+    assert table.tolist() == [
+        [0.0, 2.0, 0.0],
+        [0.0, 0.0, 0.0],
+    ]  # rows: heads; columns: UNCHANGED, CHANGED, FIRST
 
 
 @pytest.mark.parametrize("window", [None, 5])
