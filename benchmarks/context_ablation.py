@@ -72,6 +72,16 @@ VARIANTS: dict[str, dict] = {
     },
     "stability1+marks": {"stability_weight": 1.0, "mark_changes": True, "_train_tokenizer": True},
     "stability10+marks": {"stability_weight": 10.0, "mark_changes": True, "_train_tokenizer": True},
+    "motion2": {"motion_attention_bias": 2.0},
+    "motion3": {"motion_attention_bias": 3.0},
+    "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
+    "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
+    "downsample4+stability1+motion2": {
+        "downsample": 4,
+        "stability_weight": 1.0,
+        "motion_attention_bias": 2.0,
+        "_train_tokenizer": True,
+    },
 }
 
 
