@@ -46,7 +46,8 @@ from aime_rl.perception import CausalPerceiverIO
 from aime_rl.replay.store import ReplayStore
 from aime_rl.training.perception import predictor_loss_fn, tokenizer_loss
 from aime_rl.training.trainer import TrainerConfig, scalar_metrics
-from aime_rl.utils.schedule import check_positive, is_due
+from aime_rl.utils.schedule import is_due
+from aime_rl.utils.validation import check_positive
 from aime_rl.wrappers.vec_context import VecContextObservation
 
 from .lookup import StoreLike, find_context_envs, find_replay_store, reset_context_stream
@@ -147,7 +148,10 @@ class PerceptionTrainingCallback(BaseCallback):
     ):
         super().__init__(verbose)
         self.parts = self._check_parts(parts)
-        check_positive(train_every=train_every, gradient_steps=gradient_steps, batch_size=batch_size)
+        check_positive(
+            dict(train_every=train_every, gradient_steps=gradient_steps, batch_size=batch_size),
+            "PerceptionTrainingCallback",
+        )
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         self.train_every = int(train_every)

@@ -28,8 +28,9 @@ from torch.utils.tensorboard import SummaryWriter
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.replay.store import ReplayStore
 from aime_rl.utils.metrics import psnr_per_step
-from aime_rl.utils.schedule import check_positive, is_due, renamed_keywords
+from aime_rl.utils.schedule import is_due, renamed_keywords
 from aime_rl.utils.tensorboard import add_rollout_gif, add_rollout_psnr, find_tensorboard_writer
+from aime_rl.utils.validation import check_positive
 from aime_rl.wrappers.preprocessing import load_perception_model
 
 from .lookup import StoreLike, find_context_envs, find_replay_store
@@ -92,7 +93,7 @@ class RolloutVideoCallback(BaseCallback):
         verbose: int = 0,
     ):
         super().__init__(verbose)
-        check_positive(every_n_steps=every_n_steps, num_videos=num_videos)
+        check_positive(dict(every_n_steps=every_n_steps, num_videos=num_videos), "RolloutVideoCallback")
         self.every_n_steps = int(every_n_steps)
         self.num_videos = int(num_videos)
         self.context_frames = context_frames

@@ -7,9 +7,6 @@ steps (``model.num_timesteps``, summed over sub-envs) have passed since the step
 (:func:`is_due`). A callback records that step itself, only when its event did happen, so an event that could not
 run (e.g. no replay episode long enough yet) is retried at the next step.
 
-:func:`check_positive` refuses a setting below 1 by keyword (``every_n_steps=0``); it is the callbacks' keyword
-form of :func:`aime_rl.utils.validation.check_positive`, which checks a mapping of model settings.
-
 :func:`renamed_keywords` keeps an old keyword spelling working for a while, with a ``DeprecationWarning`` that names
 the new keyword.
 """
@@ -21,7 +18,7 @@ import warnings
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["check_positive", "is_due", "renamed_keywords"]
+__all__ = ["is_due", "renamed_keywords"]
 
 FunctionT = TypeVar("FunctionT", bound=Callable)
 
@@ -29,13 +26,6 @@ FunctionT = TypeVar("FunctionT", bound=Callable)
 def is_due(num_timesteps: int, last_step: int, every_n_steps: int) -> bool:
     """True once ``every_n_steps`` env steps have passed since ``last_step`` (SB3's ``EveryNTimesteps`` test)."""
     return num_timesteps - last_step >= every_n_steps
-
-
-def check_positive(**values: int) -> None:
-    """Raise ``ValueError`` naming the first setting below 1 (``every_n_steps=0`` → ``every_n_steps must be >= 1``)."""
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def renamed_keywords(**renames: str) -> Callable[[FunctionT], FunctionT]:

@@ -28,9 +28,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..replay.store import ReplayStore
 from ..utils import metrics
-from ..utils.schedule import check_positive, is_due, renamed_keywords
+from ..utils.schedule import is_due, renamed_keywords
 from ..utils.tensorboard import ROLLOUT_PREFIX, add_rollout_gif, add_rollout_psnr, find_tensorboard_writer
-from ..utils.validation import as_float_video
+from ..utils.validation import as_float_video, check_positive
 from .vrnn import VRNN, StepState
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ class WorldModelRolloutCallback(BaseCallback):
         verbose: int = 0,
     ):
         super().__init__(verbose)
-        check_positive(every_n_steps=every_n_steps, num_videos=num_videos)
+        check_positive(dict(every_n_steps=every_n_steps, num_videos=num_videos), "WorldModelRolloutCallback")
         self.vrnn = vrnn
         self.store = store if isinstance(store, ReplayStore) else ReplayStore.open(store)
         self.every_n_steps = every_n_steps

@@ -229,6 +229,15 @@ def test_rollout_video_own_writer(tmp_path, model_dir):
     env.close()
 
 
+@pytest.mark.parametrize(
+    "settings", [dict(every_n_steps=0), dict(num_videos=0)], ids=["every_n_steps", "num_videos"]
+)
+def test_rollout_video_rejects_a_setting_below_one(settings):
+    name = next(iter(settings))
+    with pytest.raises(ValueError, match=f"RolloutVideoCallback: {name} must be an integer >= 1"):
+        RolloutVideoCallback(**settings)
+
+
 def test_rollout_video_every_is_a_deprecated_spelling_of_every_n_steps():
     with pytest.warns(DeprecationWarning, match="every_n_steps"):
         callback = RolloutVideoCallback(every=64, num_videos=2)
@@ -252,3 +261,12 @@ def test_world_model_rollout_max_videos_is_a_deprecated_spelling_of_num_videos(t
         assert callback.max_videos == 2
     with pytest.raises(TypeError, match="num_videos"):
         WorldModelRolloutCallback(vrnn, store, max_videos=2, num_videos=3)
+
+
+def test_world_model_rollout_rejects_a_setting_below_one(tmp_path, model_dir):
+    vrnn = VRNN(
+        CausalPerceiverIO.from_pretrained(model_dir), 3, hidden_dim=16, latent_dim=4, embed_dim=16, mlp_dim=16
+    )
+    store = ReplayStore(tmp_path / "replay", frame_shape=(32, 32, 3))
+    with pytest.raises(ValueError, match="WorldModelRolloutCallback: every_n_steps must be an integer >= 1"):
+        WorldModelRolloutCallback(vrnn, store, every_n_steps=0)
