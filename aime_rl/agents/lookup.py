@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import torch
 from stable_baselines3.common.vec_env import VecEnv, unwrap_vec_wrapper
 
 from aime_rl.replay.recorder import VecRecordFrames
@@ -73,9 +72,9 @@ def find_replay_store(venv: VecEnv | None, store: StoreLike | None = None) -> Re
 
 
 def reset_context_stream(env: VecContextObservation) -> None:
-    """Restart the context of every sub-env of ``env`` (caches emptied; the episodes themselves go on).
+    """Restart the context (and belief) of every sub-env of ``env`` (caches emptied; the episodes themselves go
+    on): :meth:`VecContextObservation.reset_context`.
 
     Call it after changing the weights of ``env.model`` so no cache computed by the old weights is reused.
     """
-    with torch.inference_mode():  # the caches were created in inference mode: only change them there
-        env._stream.reset()
+    env.reset_context()

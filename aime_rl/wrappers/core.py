@@ -269,8 +269,8 @@ def _joined(contexts: np.ndarray, beliefs: np.ndarray | None) -> np.ndarray:
 
 
 class ContextAttributes:
-    """Read-only attributes of a wrapper whose ``_core`` is a :class:`ContextCore`: its model, world model and
-    settings, and its current stream (``_stream``, what ``aime_rl.agents`` resets after changing the weights)."""
+    """Attributes of a wrapper whose ``_core`` is a :class:`ContextCore`: its model, world model and settings
+    (read-only), its current stream (``_stream``, for tests), and :meth:`reset_context`."""
 
     _core: ContextCore
 
@@ -309,3 +309,10 @@ class ContextAttributes:
     @property
     def _stream(self) -> ContextStream | None:
         return self._core.stream
+
+    def reset_context(self, mask: np.ndarray | torch.Tensor | None = None) -> None:
+        """Restart the context (and the belief, with a world model) of the sub-envs where ``mask`` (bool
+        ``[num_envs]``) is True, of all when None: their caches are emptied and they start again from the next
+        frame, as at an episode's start; the episodes themselves go on. Call it after changing the weights of
+        ``model`` or ``world_model``, so nothing the old weights computed is reused."""
+        self._core.reset(mask)

@@ -225,3 +225,24 @@ def test_world_model_belief_is_appended_and_restarts_per_episode(model_dir):
     venv.seed(3)
     assert np.allclose(venv.reset(), fresh.reset(), atol=1e-5)
     PPO("MlpPolicy", venv, n_steps=16, batch_size=16, n_epochs=1, seed=0).learn(32)
+
+
+def test_reset_context_restarts_the_context_and_the_belief_as_at_an_episode_start(model_dir):
+    model = CausalPerceiverIO.from_pretrained(model_dir).eval()
+    vrnn = VRNN(model, action_dim=3, discrete=True).eval()
+    venvs = [
+        VecContextObservation(DummyVecEnv([short_catch, short_catch]), model, window=4, world_model=vrnn)
+        for _ in range(2)
+    ]
+    for venv in venvs:
+        venv.seed(3)
+        venv.reset()
+        for _ in range(5):
+            venv.step(np.array([0, 2]))
+    restarted, fresh = venvs
+    restarted.reset_context()
+    fresh._core.start()  # a new stream and belief filter: every row starts again at the next frame
+    after_restart, after_start = (venv.step(np.array([1, 1]))[0] for venv in venvs)
+    assert np.allclose(after_restart, after_start, atol=1e-5)
+    for venv in venvs:
+        venv.close()
