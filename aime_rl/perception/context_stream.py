@@ -15,8 +15,9 @@ import torch
 from einops import rearrange
 
 from ..utils.validation import check_batch_size, row_index
+from .losses import FOREGROUND_THRESHOLD
 from .modules.kv_cache import WindowKVCache
-from .modules.temporal import FIRST, TIMESCALES, change_marks
+from .modules.temporal import FIRST, TIMESCALES, change_marks, motion_marks
 from .predictor import PerceiverTokenPredictor
 
 
@@ -50,6 +51,8 @@ class ContextStream:
         # and whether it has any in this episode
         self._previous: torch.Tensor | None = None
         self._has_previous = torch.zeros(batch_size, dtype=torch.bool, device=self._device)
+        # with motion_attention_bias: each row's frame of its last emitted token step [B, C, H, W] (float in [0, 1])
+        self._previous_frame: torch.Tensor | None = None
         span = TIMESCALES[timescale]
         self._summary_cache = (
             self._new_cache(predictor.timescales[timescale].attention, 1, span) if span else None
@@ -113,9 +116,11 @@ class ContextStream:
             # Keys are rotated once, by the frame they are emitted at; the query is rotated by the current frame.
             # The scores depend on the difference only, so no cached key is touched again.
             tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
-            marks = self._marks(tokens, emitted)
-            keys, values = cross.keys_values(p.embed_inputs(tokens, marks))
-            bias = p.key_bias(marks)
+            if p.motion_bias is not None:  # the motion marks compare pixels in [0, 1]
+                frames = p.tokenizer.check_frames(frames, "frames")
+            keys, values = cross.keys_values(p.embed_inputs(tokens, self._marks(tokens)))
+            bias = p.key_bias(self._motion_marks(frames, tuple(tokens.shape[1:3])))
+            self._remember(tokens, frames, emitted)
             cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted, bias=bias)
         latents = p.encoder.step(
             cache.keys, cache.values, cache.clock, cache.visible(), self.condition, key_bias=cache.bias
@@ -123,17 +128,36 @@ class ContextStream:
         fast = p.frame_context(latents)
         return fast if self._summary_cache is None else self._summarise(fast)
 
-    def _marks(self, tokens: torch.Tensor, emitted: torch.Tensor) -> torch.Tensor | None:
+    def _marks(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """Change marks ``[B, h, w]`` of this step's tokens ``[B, h, w, G]`` against each row's previous ones (the
-        first step of an episode is ``FIRST``, as in the offline pass); remembers the emitted rows' tokens."""
+        first step of an episode is ``FIRST``, as in the offline pass). None without change marks."""
         if not self.predictor.uses_change_marks:
             return None
         previous = tokens if self._previous is None else self._previous
         marks = change_marks(tokens.unsqueeze(1), previous)[:, 0]
         marks[~self._has_previous] = FIRST
-        self._previous = torch.where(emitted.view(-1, 1, 1, 1), tokens, previous)
-        self._has_previous = self._has_previous | emitted
         return marks
+
+    def _motion_marks(self, frames: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
+        """Pixel motion marks ``[B, h, w]`` of this frame ``[B, C, H, W]`` (float in [0, 1]) against each row's
+        frame of its previous token step (``FIRST`` at an episode's first step, as offline). None without the
+        motion bias."""
+        if self.predictor.motion_bias is None:
+            return None
+        previous = frames if self._previous_frame is None else self._previous_frame
+        marks = motion_marks(frames.unsqueeze(1), grid, FOREGROUND_THRESHOLD, previous)[:, 0]
+        marks[~self._has_previous] = FIRST
+        return marks
+
+    def _remember(self, tokens: torch.Tensor, frames: torch.Tensor, emitted: torch.Tensor) -> None:
+        """Keep the emitted rows' tokens and frame as their previous step's (for the marks of the next one)."""
+        if self.predictor.uses_change_marks:
+            previous = tokens if self._previous is None else self._previous
+            self._previous = torch.where(emitted.view(-1, 1, 1, 1), tokens, previous)
+        if self.predictor.motion_bias is not None:
+            previous = frames if self._previous_frame is None else self._previous_frame
+            self._previous_frame = torch.where(emitted.view(-1, 1, 1, 1), frames, previous)
+        self._has_previous = self._has_previous | emitted
 
     def _summarise(self, fast: torch.Tensor) -> torch.Tensor:
         summary = self.predictor.timescales[self.timescale]
@@ -160,6 +184,7 @@ class ContextStream:
         selected.condition = _rows_of(self.condition, index)
         selected.last_tokens = _rows_of(self.last_tokens, index)
         selected._previous = _rows_of(self._previous, index)
+        selected._previous_frame = _rows_of(self._previous_frame, index)
         selected._has_previous = self._has_previous[index]
         selected._token_cache = None if self._token_cache is None else self._token_cache.select(index)
         selected._summary_cache = None if self._summary_cache is None else self._summary_cache.select(index)

@@ -36,6 +36,8 @@ from einops import rearrange
 from torch import nn
 from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
+from .modules.temporal import UNCHANGED, motion_marks
+
 __all__ = ["LPIPSUnavailableWarning", "PerceptualLoss", "lpips_weights_path"]
 
 logger = logging.getLogger(__name__)
@@ -359,9 +361,7 @@ def static_cells(
 
     ``grid`` is the token grid ``(h, w)``; a cell covers ``H / h × W / w`` pixels.
     """
-    change = (video[:, 1:] - video[:, :-1]).abs().amax(dim=2)  # [B, T-1, H, W]
-    changed = F.adaptive_max_pool2d(change.flatten(0, 1), grid) > threshold
-    return ~changed.unflatten(0, change.shape[:2])
+    return motion_marks(video, grid, threshold)[:, 1:] == UNCHANGED
 
 
 def temporal_stability(features: torch.Tensor, static: torch.Tensor) -> torch.Tensor:

@@ -28,14 +28,14 @@ from torch import nn
 
 from .config import PredictorConfig
 from .generation import TokenGenerationMixin
-from .losses import global_local_infonce, token_cross_entropy
+from .losses import FOREGROUND_THRESHOLD, global_local_infonce, token_cross_entropy
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
 from .modules.kv_cache import check_window, window_mask
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
-from .modules.temporal import TIMESCALES, TimescaleSummary, change_marks, check_timescale
+from .modules.temporal import TIMESCALES, TimescaleSummary, change_marks, check_timescale, motion_marks
 from .modules.temporal import UNCHANGED as UNCHANGED
 from .outputs import PredictorOutput
 from .tokenizer import VQPTTokenizer
@@ -235,17 +235,33 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         num_frames: int,
         window: int | None = None,
         condition: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames)."""
-        inputs = self._encoder_inputs(tokens, num_frames, window)
+        """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames).
+
+        ``motion``: the pixel motion marks ``[B, T', h, w]`` of the frames the tokens came from
+        (:meth:`motion_marks`), read by ``motion_attention_bias``; without them (tokens without frames, e.g.
+        generated ones) the tokens' own changes stand in.
+        """
+        inputs = self._encoder_inputs(tokens, num_frames, window, motion)
         return self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
 
+    def motion_marks(self, video: torch.Tensor) -> torch.Tensor | None:
+        """Video ``[B, T, C, H, W]`` (float in [0, 1]) → pixel motion marks ``[B, T', h, w]`` of each token step's
+        last frame against the previous step's (:func:`~aime_rl.perception.modules.temporal.motion_marks`, at the
+        tokenizer's foreground threshold); None without ``motion_attention_bias``."""
+        if self.motion_bias is None:
+            return None
+        step = self.frames_per_token_step
+        grid = self.tokenizer.token_grid(*video.shape[-2:])
+        return motion_marks(video[:, step - 1 :: step], grid, FOREGROUND_THRESHOLD)
+
     def _encoder_inputs(
-        self, tokens: torch.Tensor, num_frames: int, window: int | None
+        self, tokens: torch.Tensor, num_frames: int, window: int | None, motion: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
-        """Tokens ``[B, T', h, w, G]`` → the encoder's keyword inputs: ``inputs [B, T'·h·w, D]``, ``key_time
-        [T'·h·w]``, ``query_time [T]``, the causal window ``mask [T, T'·h·w]`` and ``key_bias [B, heads, T'·h·w]``
-        (None without ``motion_attention_bias``)."""
+        """Tokens ``[B, T', h, w, G]`` (and pixel motion marks ``[B, T', h, w]`` or None) → the encoder's keyword
+        inputs: ``inputs [B, T'·h·w, D]``, ``key_time [T'·h·w]``, ``query_time [T]``, the causal window ``mask
+        [T, T'·h·w]`` and ``key_bias [B, heads, T'·h·w]`` (None without ``motion_attention_bias``)."""
         steps, h, w = tokens.shape[1:4]
         marks = change_marks(tokens) if self.uses_change_marks else None
         inputs = rearrange(self.embed_inputs(tokens, marks), "b t n d -> b (t n) d")
@@ -256,7 +272,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             key_time=key_time,
             query_time=query_time,
             mask=window_mask(query_time, key_time, window),
-            key_bias=self.key_bias(marks),
+            key_bias=self.key_bias(marks if motion is None else motion),
         )
 
     def key_bias(self, marks: torch.Tensor | None) -> torch.Tensor | None:
@@ -267,7 +283,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return rearrange(self.motion_bias[:, marks.flatten(1)], "h b l -> b h l")
 
     def attention_to_cells(
-        self, tokens: torch.Tensor, num_frames: int, window: int | None = None
+        self,
+        tokens: torch.Tensor,
+        num_frames: int,
+        window: int | None = None,
+        motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Where the latents look: tokens ``[B, T', h, w, G]`` → ``[B, T, T', h, w]``, the cross-attention weight
         that frame t's latents put on the token of step s at cell (i, j), averaged over latents and heads.
@@ -276,7 +296,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         steps outside the causal ``window`` get 0. For inspection and tests (no gradient needed).
         """
         steps, h = tokens.shape[1:3]
-        weights = self.encoder.cross_attention_weights(**self._encoder_inputs(tokens, num_frames, window))
+        inputs = self._encoder_inputs(tokens, num_frames, window, motion)
+        weights = self.encoder.cross_attention_weights(**inputs)
         cells = weights[..., 1:].mean(dim=(2, 3))  # drop the null key; mean over latents and heads
         return rearrange(cells, "b t (s i j) -> b t s i j", s=steps, i=h)
 
@@ -337,7 +358,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         check_window(window)
         check_timescale(timescale)
         video = self.tokenizer.check_video(video, "video")
-        latents = self.encode_tokens(self.tokenize(video), video.shape[1], window, condition)
+        tokens, motion = self.tokenize(video), self.motion_marks(video)
+        latents = self.encode_tokens(tokens, video.shape[1], window, condition, motion)
         fast = self.frame_context(latents)
         return fast if timescale == "fast" else self.timescales[timescale](fast)
 
@@ -418,6 +440,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """
         if self.perceptual_term_active():
             raise ValueError("the perceptual (LPIPS) term needs frames: train on videos, not cached tokens")
+        if self.motion_bias is not None:
+            raise ValueError(
+                "motion_attention_bias reads motion from the frames: train on videos, not cached tokens"
+            )
         tokens = tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
         if tokens.dim() != 5 or tokens.shape[-1] != self.tokenizer.num_quantizers:
             raise ValueError(
@@ -429,11 +455,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     def _predict(
         self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None
     ) -> PredictorOutput:
-        """Losses and predictions from tokens ``[B, T', h, w, G]`` split at ``num_context_frames`` (``video`` only
-        for the perceptual term)."""
+        """Losses and predictions from tokens ``[B, T', h, w, G]`` split at ``num_context_frames`` (``video``, when
+        given, for the perceptual term and the motion marks)."""
         context_steps = num_context_frames // self.frames_per_token_step
         target = tokens[:, context_steps:]
-        latents = self.encode_tokens(tokens[:, :context_steps], num_context_frames, self.window)
+        motion = None if video is None else self.motion_marks(video[:, :num_context_frames])
+        latents = self.encode_tokens(
+            tokens[:, :context_steps], num_context_frames, self.window, motion=motion
+        )
         memory = self.memory(latents)
         mask = self._future_mask(target.shape[:4], target.device)
         ids = target.masked_fill(mask.unsqueeze(-1), self.input_adapter.mask_id)

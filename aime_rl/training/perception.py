@@ -273,7 +273,11 @@ def training_windows(
 ) -> ReplayWindowDataset:
     """Frames windows, or the same windows' cached tokens when a token cache applies (see
     :func:`train_context_model`)."""
-    usable = predictor.frames_per_token_step == 1 and not predictor.perceptual_term_active()
+    usable = (
+        predictor.frames_per_token_step == 1
+        and not predictor.perceptual_term_active()
+        and predictor.motion_bias is None  # its marks are read from the frames
+    )
     if token_cache is None or not usable:
         return ReplayWindowDataset.from_config(store_dir, config)
     build_token_cache(store_dir, predictor.tokenizer, token_cache)

@@ -11,6 +11,7 @@ import torch
 
 from aime_rl.data import moving_sprites
 from aime_rl.perception import CausalPerceiverIO, PredictorOutput
+from aime_rl.perception.modules.temporal import motion_marks
 from aime_rl.perception.predictor import CHANGED, FIRST, UNCHANGED, change_marks
 from tests.helpers import FLAT_TINY_CONFIG, sprite_batches
 from tests.perception.helpers import stream_contexts, tiny
@@ -284,3 +285,36 @@ def test_a_config_written_before_the_motion_bias_loads_without_it(tmp_path):
     del config["predictor"]["motion_attention_bias"]
     path.write_text(json.dumps(config))
     assert CausalPerceiverIO.from_pretrained(tmp_path / "model").predictor.motion_bias is None
+
+
+def test_motion_marks_read_the_pixels_of_each_cell():
+    video = torch.zeros(1, 3, 3, 32, 32)
+    video[0, 1:, :, 3, 20] = 1.0  # a pixel appears in cell (0, 2) of the 4×4 grid at frame 1 and stays
+    marks = motion_marks(video, (4, 4), threshold=0.05)
+    assert marks[0, 0].eq(FIRST).all() and marks[0, 2].eq(UNCHANGED).all()
+    expected = torch.full((4, 4), UNCHANGED)
+    expected[0, 2] = CHANGED
+    assert torch.equal(marks[0, 1], expected)
+    assert torch.equal(motion_marks(video[:, 1:], (4, 4), 0.05, previous=video[:, 0])[0, 0], expected)
+
+
+def test_the_motion_bias_reads_motion_from_the_pixels_not_from_flickering_tokens():
+    model = tiny(motion_attention_bias=2.0)
+    clip = next(sprite_batches(1, 4, 32, seed=3))
+    tokens = model.predictor.tokenize(clip)
+    flickering = tokens.clone()
+    flickering[:, 2] = (flickering[:, 2] + 1) % 32  # every token of step 2 changes; the pixels do not
+    with torch.no_grad():
+        motion = model.predictor.motion_marks(clip)
+        from_pixels = model.predictor.encode_tokens(flickering, 4, motion=motion)
+        from_tokens = model.predictor.encode_tokens(flickering, 4)
+        model.predictor.motion_bias.zero_()
+        unbiased = model.predictor.encode_tokens(flickering, 4)
+    assert not torch.allclose(from_pixels, from_tokens, atol=1e-4)
+    assert not torch.allclose(from_pixels, unbiased, atol=1e-4)
+
+
+def test_a_model_with_the_motion_bias_refuses_cached_tokens():
+    model = tiny(motion_attention_bias=2.0)
+    with pytest.raises(ValueError, match="motion_attention_bias"):
+        model.predictor.forward_tokens(torch.zeros(1, 4, 4, 4, 2, dtype=torch.long), 2)

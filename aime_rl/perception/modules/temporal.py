@@ -1,13 +1,16 @@
 """Time structure of the Perceiver's inputs and outputs: change marks of token steps and multi-timescale summaries.
 
-- :func:`change_marks`: whether each token cell changed since the previous token step (the predictor's optional
-  ``mark_changes`` input embedding).
+- :func:`change_marks`: whether each token cell's tokens changed since the previous token step (the predictor's
+  optional ``mark_changes`` input embedding).
+- :func:`motion_marks`: whether each token cell's pixels changed since the previous frame (the predictor's
+  ``motion_attention_bias``).
 - :class:`TimescaleSummary` and :data:`TIMESCALES`: causal "medium"/"slow" summaries of the per-frame contexts.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import CrossAttentionLayer
@@ -21,8 +24,9 @@ def check_timescale(timescale: str) -> None:
         raise ValueError(f"timescale must be one of {list(TIMESCALES)}, got {timescale!r}")
 
 
-#: Change marks of the encoder's input tokens (``mark_changes``): the cell's tokens equal the previous token step's,
-#: differ from them, or there is no previous step (the first frame of an episode or of a training clip).
+#: Change marks of the encoder's input tokens: the cell's tokens (``mark_changes``) or pixels
+#: (``motion_attention_bias``) equal the previous step's, differ from them, or there is no previous step (the first
+#: frame of an episode or of a training clip).
 UNCHANGED, CHANGED, FIRST = 0, 1, 2
 
 
@@ -38,6 +42,27 @@ def change_marks(tokens: torch.Tensor, previous: torch.Tensor | None = None) -> 
     else:
         first = torch.where((tokens[:, 0] == previous).all(-1), UNCHANGED, CHANGED).unsqueeze(1)
     return torch.cat([first, torch.where(same, UNCHANGED, CHANGED)], dim=1)
+
+
+def motion_marks(
+    video: torch.Tensor, grid: tuple[int, int], threshold: float, previous: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Frames ``[B, T, C, H, W]`` (float in [0, 1]) → marks ``[B, T, h, w]`` on the token ``grid`` ``(h, w)``:
+    ``CHANGED`` where some pixel of the cell differs by more than ``threshold`` (any channel) from the frame before,
+    ``UNCHANGED`` elsewhere. Frame 0 is compared with ``previous`` (``[B, C, H, W]``) when given, else ``FIRST``.
+
+    Read from the pixels, not the tokens: a tokenizer's tokens flip in cells where nothing moved and keep their ids
+    where a small object did move (measured on Catch at 4×4 tokens: 48 % of the static cells and 65 % of the moving
+    ones changed some head's token), so token changes are a noisy sign of motion at small budgets.
+    """
+    frames = video if previous is None else torch.cat([previous.unsqueeze(1), video], dim=1)
+    change = (frames[:, 1:] - frames[:, :-1]).abs().amax(dim=2)  # [B, T or T - 1, H, W]
+    moved = F.adaptive_max_pool2d(change.flatten(0, 1), grid).unflatten(0, change.shape[:2]) > threshold
+    marks = torch.where(moved, CHANGED, UNCHANGED)
+    if previous is None:
+        first = torch.full((video.shape[0], 1, *grid), FIRST, dtype=marks.dtype, device=marks.device)
+        marks = torch.cat([first, marks], dim=1)
+    return marks
 
 
 class TimescaleSummary(nn.Module):
