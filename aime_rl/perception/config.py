@@ -119,15 +119,17 @@ class PredictorConfig:
             token embedding among those of the other clips in the batch. Positions that look the same in every
             clip (a static background) cancel out of the gradient, so what the context learns is what differs
             between clips — the moving objects. 0 is the seed's objective.
-        motion_attention_bias: a score bonus, in the encoder's cross-attention, for the tokens whose cell changed
-            since the previous token step (:func:`~aime_rl.perception.predictor.change_marks`), so that the few
-            tokens of a moving object stand out among the static ones from the first training step: ``e^bias``
-            more weight each. It starts at this value in the first half of the heads (the other half start
-            unbiased, so what stands still stays seen) and is learned per head and mark from there
+        motion_attention_bias: a score bonus, in the encoder's cross-attention, for the tokens whose cell moved since
+            the previous token step — some pixel of the cell changed by more than the tokenizer's foreground
+            threshold (:func:`~aime_rl.perception.modules.temporal.motion_marks`; read from the pixels because the
+            tokens of static cells flip and those of a small moving object often do not) — so the few tokens of a
+            moving object stand out among the static ones from the first training step: ``e^bias`` more weight
+            each. It starts at this value in the first half of the heads (the other half start unbiased, so what
+            stands still stays seen) and is learned per head and mark from there
             (:func:`~aime_rl.perception.predictor.initial_motion_bias`). Without it the latent queries start near
             uniform over thousands of keys, and the gradient that would sharpen them onto a moving object scales
             with the weight they give it, so at small budgets they never do. The stream keeps each row's previous
-            tokens, as for ``mark_changes``. 0 is the seed's model.
+            frame; such a model trains on frames, not on a token cache. 0 is the seed's model.
     """
 
     num_latents: int = 128
