@@ -356,3 +356,18 @@ def test_train_world_model_with_trainer(perceiver, catch_store, tmp_path):
     batch = catch_store.sample_windows(2, 4, np.random.default_rng(0))
     out = world_model_loss(vrnn, batch)
     assert "states" not in out and torch.isfinite(out["total"])
+
+
+def test_perceive_equals_the_perception_models_context_with_the_motion_bias():
+    torch.manual_seed(0)
+    perceiver = CausalPerceiverIO.from_preset(
+        "tiny", video_shape=(8, 3, 64, 64), base_channels=8, motion_attention_bias=2.0
+    ).eval()
+    vrnn = VRNN(perceiver, 3, **SMALL)
+    frames = torch.zeros(2, 5, 3, 64, 64, dtype=torch.uint8)
+    for t in range(5):  # a square that moves right over a black background
+        frames[:, t, :, 8:16, 8 * t : 8 * t + 8] = 255
+    _, context = vrnn.perceive(frames)
+    with torch.no_grad():
+        expected = perceiver.extract_context(frames, window=vrnn.config.context_window)
+    torch.testing.assert_close(context, expected, atol=1e-5, rtol=0)
