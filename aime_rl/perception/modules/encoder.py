@@ -70,17 +70,9 @@ class PerceiverEncoder(nn.Module):
         key_bias ``[B, heads, L]`` (added to every latent's cross-attention score of each key) or None
         → latents ``[B, T, N, D]``.
         """
-        b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
-        q = self.queries(b, t, condition)
-        x = self.cross_attention(
-            q,
-            inputs,
-            repeat(mask, "t l -> 1 (t n) l", n=n),
-            q_time=repeat(query_time, "t -> (t n)", n=n),
-            k_time=key_time,
-            key_bias=key_bias,
-        )
-        return self._self_attend(x, b, t)
+        q, mask, times = self._cross_arguments(inputs, key_time, query_time, mask, condition, key_bias)
+        x = self.cross_attention(q, inputs, mask, **times)
+        return self._self_attend(x, inputs.shape[0], query_time.shape[0])
 
     def cross_attention_weights(
         self,
@@ -93,17 +85,16 @@ class PerceiverEncoder(nn.Module):
     ) -> torch.Tensor:
         """Where each frame's latents look: the cross-attention weights of :meth:`forward` (same arguments) →
         ``[B, T, N, heads, 1 + L]``, key 0 being the null key ("nothing here"), keys ``1 … L`` the inputs."""
+        q, mask, times = self._cross_arguments(inputs, key_time, query_time, mask, condition, key_bias)
+        weights = self.cross_attention.weights(q, inputs, mask, **times)
+        return rearrange(weights, "b h (t n) l -> b t n h l", t=query_time.shape[0])
+
+    def _cross_arguments(self, inputs, key_time, query_time, mask, condition, key_bias) -> tuple:
+        """The cross-attention's arguments for every frame's latent queries at once: queries ``[B, T·N, D]``, the
+        mask ``[1, T·N, L]`` and the keywords (query times ``[T·N]``, key times, key bias)."""
         b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
-        q = self.queries(b, t, condition)
-        weights = self.cross_attention.weights(
-            q,
-            inputs,
-            repeat(mask, "t l -> 1 (t n) l", n=n),
-            q_time=repeat(query_time, "t -> (t n)", n=n),
-            k_time=key_time,
-            key_bias=key_bias,
-        )
-        return rearrange(weights, "b h (t n) l -> b t n h l", t=t)
+        times = dict(q_time=repeat(query_time, "t -> (t n)", n=n), k_time=key_time, key_bias=key_bias)
+        return self.queries(b, t, condition), repeat(mask, "t l -> 1 (t n) l", n=n), times
 
     def step(
         self,
