@@ -72,6 +72,7 @@ VARIANTS: dict[str, dict] = {
     },
     "stability1+marks": {"stability_weight": 1.0, "mark_changes": True, "_train_tokenizer": True},
     "stability10+marks": {"stability_weight": 10.0, "mark_changes": True, "_train_tokenizer": True},
+    "motion1": {"motion_attention_bias": 1.0},
     "motion2": {"motion_attention_bias": 2.0},
     "motion3": {"motion_attention_bias": 3.0},
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
