@@ -47,8 +47,8 @@ CATCH_32 = dict(
 )
 OBSERVE, HORIZON = 4, 4
 # 32×32 frames → 8×8 tokens × 4 heads
-# foreground_weight=0, stability_weight=0: the thresholds below were calibrated on the plain-MSE tokenizer (the world
-# model is under test, not the "small" preset's tokenizer terms)
+# foreground_weight=0, stability_weight=0, motion_attention_bias=0: the thresholds below were calibrated on the
+# plain-MSE tokenizer and the seed's Perceiver (the world model is under test, not the "small" preset's extra terms)
 TOKENIZER = dict(
     num_codes=32,
     downsample=4,
@@ -56,6 +56,7 @@ TOKENIZER = dict(
     perceptual_weight=0.0,
     foreground_weight=0.0,
     stability_weight=0.0,
+    motion_attention_bias=0.0,
 )
 VRNN_KWARGS = dict(
     hidden_dim=128,
