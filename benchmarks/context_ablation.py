@@ -76,6 +76,8 @@ VARIANTS: dict[str, dict] = {
     "motion2": {"motion_attention_bias": 2.0},
     "motion3": {"motion_attention_bias": 3.0},
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
+    "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
+    "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
     "downsample4+stability1+motion2": {
         "downsample": 4,
