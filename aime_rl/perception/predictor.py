@@ -293,7 +293,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         that frame t's latents put on the token of step s at cell (i, j), averaged over latents and heads.
 
         The rest of each frame's weight (1 − the sum over ``T', h, w``) is on the null key ("nothing here");
-        steps outside the causal ``window`` get 0. For inspection and tests (no gradient needed).
+        steps outside the causal ``window`` get 0. ``motion``: the frames' pixel motion marks ``[B, T', h, w]``
+        (:meth:`motion_marks`) for a model with ``motion_attention_bias``, as in :meth:`encode_tokens`. For
+        inspection and tests (no gradient needed).
         """
         steps, h = tokens.shape[1:3]
         inputs = self._encoder_inputs(tokens, num_frames, window, motion)
