@@ -247,11 +247,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
 
     def motion_marks(self, video: torch.Tensor) -> torch.Tensor | None:
-        """Video ``[B, T, C, H, W]`` (float in [0, 1]) → pixel motion marks ``[B, T', h, w]`` of each token step's
-        last frame against the previous step's (:func:`~aime_rl.perception.modules.temporal.motion_marks`, at the
-        tokenizer's foreground threshold); None without ``motion_attention_bias``."""
+        """Video ``[B, T, C, H, W]`` (uint8 or float in [0, 1], as :meth:`extract_context` takes it) → pixel motion
+        marks ``[B, T', h, w]`` of each token step's last frame against the previous step's
+        (:func:`~aime_rl.perception.modules.temporal.motion_marks`, at the tokenizer's foreground threshold); None
+        without ``motion_attention_bias``."""
         if self.motion_bias is None:
             return None
+        video = self.tokenizer.check_video(video, "video")
         step = self.frames_per_token_step
         grid = self.tokenizer.token_grid(*video.shape[-2:])
         return motion_marks(video[:, step - 1 :: step], grid, FOREGROUND_THRESHOLD)

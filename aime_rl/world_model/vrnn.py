@@ -200,7 +200,7 @@ class VRNN(nn.Module):
     def motion_marks(self, frames: torch.Tensor) -> torch.Tensor | None:
         """Frames ``[B, T, 3, H, W]`` → the perception model's pixel motion marks ``[B, T, h, w]`` (None when it
         has no ``motion_attention_bias``)."""
-        return self.perceiver.predictor.motion_marks(self.perceiver.tokenizer.check_video(frames, "frames"))
+        return self.perceiver.predictor.motion_marks(frames)
 
     def perceive(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames ``[B, T, 3, H, W]`` → ``(tokens [B, T, h, w, G], context [B, T, D])`` with one tokenizer pass."""

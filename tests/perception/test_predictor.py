@@ -307,3 +307,13 @@ def test_a_model_with_the_motion_bias_refuses_cached_tokens():
     model = tiny(motion_attention_bias=2.0)
     with pytest.raises(ValueError, match="motion_attention_bias"):
         model.predictor.forward_tokens(torch.zeros(1, 4, 4, 4, 2, dtype=torch.long), 2)
+
+
+def test_the_predictors_motion_marks_take_uint8_frames_like_extract_context():
+    model = tiny(motion_attention_bias=2.0)
+    clip = next(sprite_batches(1, 4, 32, seed=3))
+    as_uint8 = (clip * 255).round().to(torch.uint8)
+    expected = model.predictor.motion_marks(as_uint8.float() / 255)
+    assert torch.equal(model.predictor.motion_marks(as_uint8), expected)
+    with pytest.raises(ValueError, match="video"):
+        model.predictor.motion_marks(as_uint8[:, :, :, :16])  # wrong frame size
