@@ -78,6 +78,8 @@ VARIANTS: dict[str, dict] = {
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
     "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
     "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
+    "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
+    "projection-pool": {"context_pooling": "projection"},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
     "downsample4+stability1+motion2": {
         "downsample": 4,

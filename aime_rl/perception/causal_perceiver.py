@@ -128,6 +128,7 @@ class CausalPerceiverIO(nn.Module):
         change_weight: float = 0.0,
         contrastive_weight: float = 0.0,
         motion_attention_bias: float = 0.0,
+        context_pooling: str = "mean",
     ):
         super().__init__()
         arguments = dict(
@@ -159,6 +160,7 @@ class CausalPerceiverIO(nn.Module):
             change_weight=change_weight,
             contrastive_weight=contrastive_weight,
             motion_attention_bias=motion_attention_bias,
+            context_pooling=context_pooling,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

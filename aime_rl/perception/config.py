@@ -130,6 +130,11 @@ class PredictorConfig:
             uniform over thousands of keys, and the gradient that would sharpen them onto a moving object scales
             with the weight they give it, so at small budgets they never do. The stream keeps each row's previous
             frame; such a model trains on frames, not on a token cache. 0 is the seed's model.
+        context_pooling: how the N latents of a frame become its D-channel context (:data:`CONTEXT_POOLINGS`).
+            "mean" (the seed) averages them: latents that each hold a different object's state blur into one
+            vector, and a linear probe of it reads less than one of the latents side by side (Catch, 32×32 frames:
+            ball x 0.61 against 0.85). "projection" maps the N latents side by side with one learned linear layer
+            (``N · D → D``), so each latent's state keeps its own directions in the context.
     """
 
     num_latents: int = 128
@@ -151,6 +156,11 @@ class PredictorConfig:
     change_weight: float = 0.0
     contrastive_weight: float = 0.0
     motion_attention_bias: float = 0.0
+    context_pooling: str = "mean"
+
+
+#: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
+CONTEXT_POOLINGS = ("mean", "projection")
 
 
 def _seed_predictor() -> PredictorConfig:
@@ -214,6 +224,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.change_weight",
     "predictor.contrastive_weight",
     "predictor.motion_attention_bias",
+    "predictor.context_pooling",
 )
 
 # -- CausalPerceiverIO's flat keyword arguments ------------------------------------------------------------------

@@ -26,7 +26,7 @@ import torch
 from einops import rearrange, repeat
 from torch import nn
 
-from .config import PredictorConfig
+from .config import CONTEXT_POOLINGS, PredictorConfig
 from .generation import TokenGenerationMixin
 from .losses import FOREGROUND_THRESHOLD, global_local_infonce, token_cross_entropy
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
@@ -85,9 +85,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         change_weight: float = 0.0,
         contrastive_weight: float = 0.0,
         motion_attention_bias: float = 0.0,
+        context_pooling: str = "mean",
     ):
         super().__init__()
         check_window(window)
+        if context_pooling not in CONTEXT_POOLINGS:
+            raise ValueError(f"context_pooling must be one of {CONTEXT_POOLINGS}, got {context_pooling!r}")
         for name, weight in (("change_weight", change_weight), ("contrastive_weight", contrastive_weight)):
             if not weight >= 0:
                 raise ValueError(f"{name} must be >= 0, got {weight}")
@@ -111,6 +114,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             change_weight=change_weight,
             contrastive_weight=contrastive_weight,
             motion_attention_bias=motion_attention_bias,
+            context_pooling=context_pooling,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -134,6 +138,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             widening_factor,
             dropout,
         )
+        # "projection": one linear map of the N latents side by side (latent i keeps its own weights) → D
+        self.context_projection = nn.Linear(num_latents * d, d) if context_pooling == "projection" else None
         self.context_norm = nn.LayerNorm(d)
         self.timescales = nn.ModuleDict(
             {
@@ -340,8 +346,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return self.condition_proj(condition.to(self.condition_proj.weight.dtype))
 
     def frame_context(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents ``[B, T, N, D]`` (or ``[B, N, D]``) → context ``[B, T, D]`` (or ``[B, D]``): mean, LayerNorm."""
-        return self.context_norm(latents.mean(-2))
+        """Latents ``[B, T, N, D]`` (or ``[B, N, D]``) → context ``[B, T, D]`` (or ``[B, D]``): the mean over the
+        N latents (the seed) or, with ``context_pooling="projection"``, a linear map of all N side by side; then
+        LayerNorm."""
+        if self.context_projection is None:
+            return self.context_norm(latents.mean(-2))
+        return self.context_norm(self.context_projection(latents.flatten(-2)))
 
     def extract_context(
         self,
