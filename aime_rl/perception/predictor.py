@@ -8,7 +8,7 @@ Tensor flow (defaults: 8×8 tokens, G = 4 heads, N = 128 latents, D = 256)::
       → PerceiverEncoder: per frame t, N latents cross-attend to the tokens of frames ≤ t (within ``window``;
         with motion_attention_bias, a learned score bonus per head for the tokens whose cell changed),
         then self-attend                                          latents [B, T, N, D]
-      → context: mean over latents, LayerNorm                     [B, T, D]     (also "medium"/"slow" summaries)
+      → context: mean (or projection) of the latents, LayerNorm  [B, T, D]     (also "medium"/"slow" summaries)
       → PerceiverDecoder: queries of future token positions (masked ids + grid + time offset) cross-attend to the
         latents of the last observed frame, then self-attend     logits [B, F, 8, 8, G, num_codes]
 
