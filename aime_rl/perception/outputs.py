@@ -104,7 +104,8 @@ class TokenizerLoss(ModelOutput):
 class PredictorOutput(ModelOutput):
     """What ``PerceiverTokenPredictor.forward`` returns (``F'`` = future token steps, ``K`` = ``num_codes``).
 
-    ``reconstructed`` is None (and not among the keys) for :meth:`~PerceiverTokenPredictor.forward_tokens`.
+    ``reconstructed`` is None (and not among the keys) for :meth:`~PerceiverTokenPredictor.forward_tokens` and for
+    ``forward(..., reconstruct=False)``.
     Scalars: ``loss`` (total), ``token_loss`` (masked cross-entropy on the future), ``next_frame_loss``,
     ``context_prediction_loss``, ``contrastive_loss``, ``perceptual`` (0 when off) and ``accuracy`` (on the masked
     future tokens).

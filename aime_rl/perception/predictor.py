@@ -412,6 +412,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return_dict: bool = True,
         *,
         tokens: torch.Tensor | None = None,
+        reconstruct: bool = True,
     ) -> PredictorOutput | tuple:
         """Predict frames ``num_context_frames … T−1`` of ``videos [B, T, C, H, W]`` from the frames before.
 
@@ -429,6 +430,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         In training mode a cosine-scheduled random share of future positions is masked (MaskGIT); in eval mode
         all of them are, so ``predicted_tokens`` is a pure prediction. ``videos=None, tokens=...`` trains from
         precomputed tokens (:meth:`forward_tokens`; through ``forward`` so that DDP averages the gradients).
+        ``reconstruct=False`` skips decoding the frames (``reconstructed`` is None): a training step needs only the
+        losses, and the decode is about a tenth of its forward pass.
         """
         if tokens is not None:  # precomputed tokens (a token cache): losses only, see forward_tokens
             return self.forward_tokens(tokens, num_context_frames)
@@ -436,6 +439,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self._check_split(video.shape[1], num_context_frames)
         tokens = self.tokenize(video)
         out = self._predict(tokens, num_context_frames, video)
+        if not reconstruct:
+            return out if return_dict else out.to_tuple()
         context_steps = num_context_frames // self.frames_per_token_step
         with torch.no_grad():
             predicted = out.predicted_tokens

@@ -186,7 +186,7 @@ def predictor_loss_fn(num_context_frames: int):
         if "tokens" in batch:  # a token cache's windows
             out = model(None, num_context_frames=num_context_frames, tokens=batch["tokens"])
         else:
-            out = model(batch["frames"], num_context_frames=num_context_frames)
+            out = model(batch["frames"], num_context_frames=num_context_frames, reconstruct=False)
         keep = (
             "token_loss",
             "next_frame_loss",

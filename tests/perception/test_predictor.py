@@ -317,3 +317,11 @@ def test_the_predictors_motion_marks_take_uint8_frames_like_extract_context():
     assert torch.equal(model.predictor.motion_marks(as_uint8), expected)
     with pytest.raises(ValueError, match="video"):
         model.predictor.motion_marks(as_uint8[:, :, :, :16])  # wrong frame size
+
+
+def test_forward_without_reconstruct_gives_the_same_losses_and_no_frames(model, clip):
+    with torch.no_grad():
+        full = model.predictor(clip[:, :8], num_context_frames=5)
+        losses_only = model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)
+    assert losses_only.reconstructed is None and "reconstructed" not in losses_only
+    assert torch.equal(losses_only.loss, full.loss) and torch.equal(losses_only.logits, full.logits)

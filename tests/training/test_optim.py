@@ -1,0 +1,41 @@
+"""``make_optimizer``: AdamW with decay on matrices only, fused where torch has the kernel."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aime_rl.training.optim import make_optimizer
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 4))
+
+
+def test_weight_decay_applies_to_matrices_only():
+    optimizer = make_optimizer(_model(), lr=1e-3, weight_decay=0.1)
+    decays = {p.ndim: group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decays == {2: 0.1, 1: 0.0}
+
+
+def test_the_optimiser_is_fused_on_cpu_and_steps_like_the_plain_one():
+    fused_model, plain_model = _model(), _model()
+    fused = make_optimizer(fused_model, lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.AdamW(
+        [
+            {"params": [p for p in plain_model.parameters() if p.ndim >= 2], "weight_decay": 0.1},
+            {"params": [p for p in plain_model.parameters() if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+    )
+    if torch.torch_version.TorchVersion(torch.__version__) >= "2.4":  # CPU fused AdamW came with torch 2.4
+        assert fused.defaults["fused"] is True
+    x = torch.randn(32, 8)
+    for model, optimizer in ((fused_model, fused), (plain_model, plain)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(x).square().mean().backward()
+            optimizer.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
