@@ -46,11 +46,16 @@ VARIANTS: dict[str, dict] = {
     "stability1": {"stability_weight": 1.0, "_train_tokenizer": True},
     "stability10": {"stability_weight": 10.0, "_train_tokenizer": True},
     "stability30": {"stability_weight": 30.0, "_train_tokenizer": True},
-    "stability10+flatten-pool": {"stability_weight": 10.0, "_train_tokenizer": True, "_pooling": "flatten"},
+    # "flatten-pool": the latents side by side, now the library's context_pooling="projection"
+    "stability10+flatten-pool": {
+        "stability_weight": 10.0,
+        "_train_tokenizer": True,
+        "context_pooling": "projection",
+    },
     "stability10+flatten-pool+ctx": {
         "stability_weight": 10.0,
         "_train_tokenizer": True,
-        "_pooling": "flatten",
+        "context_pooling": "projection",
         "context_prediction_weight": 1.0,
     },
     "change1": {"change_weight": 1.0},
@@ -78,6 +83,10 @@ VARIANTS: dict[str, dict] = {
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
     "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
     "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
+    "no-motion": {"motion_attention_bias": 0.0},
+    # "_motion_heads": k keeps the initial motion bias in the first k cross-attention heads only
+    "motion1-head1": {"_motion_heads": 1},
+    "motion2-head1": {"motion_attention_bias": 2.0, "_motion_heads": 1},
     "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
     "projection-pool": {"context_pooling": "projection"},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
@@ -104,18 +113,6 @@ class AttentionPool(torch.nn.Module):
         return (weights.unsqueeze(-1) * self.value(latents)).sum(-2)
 
 
-class FlattenPool(torch.nn.Module):
-    """Experiment: the context as a linear map of the N latents concatenated (each latent keeps its own weights),
-    instead of their mean."""
-
-    def __init__(self, num_latents: int, channels: int):
-        super().__init__()
-        self.proj = torch.nn.Linear(num_latents * channels, channels)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.proj(latents.flatten(-2))
-
-
 def build(
     config: RunConfig, tokenizer_dir: Path, overrides: dict, tmp: Path
 ) -> tuple[CausalPerceiverIO, dict]:
@@ -126,6 +123,7 @@ def build(
     tokenizer_metrics = {}
     position_scale = overrides.pop("_position_scale", None)
     pooling = overrides.pop("_pooling", None)
+    motion_heads = overrides.pop("_motion_heads", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -140,14 +138,9 @@ def build(
         fresh.save_pretrained(tmp / "tokenizer")
         tokenizer_dir = tmp / "tokenizer"
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
-    if pooling in ("attention", "flatten"):
+    if pooling == "attention":
         predictor = model.predictor
-        channels = predictor.num_latent_channels
-        predictor.pool = (
-            AttentionPool(channels)
-            if pooling == "attention"
-            else FlattenPool(predictor.encoder.num_latents, channels)
-        )
+        predictor.pool = AttentionPool(predictor.num_latent_channels)
         pooled = lambda latents: predictor.context_norm(predictor.pool(latents))  # noqa: E731
         object.__setattr__(predictor, "frame_context", pooled)  # shadows the method on this instance
     if (
@@ -156,6 +149,9 @@ def build(
         with torch.no_grad():
             model.predictor.input_adapter.position.weight.mul_(position_scale)
             model.predictor.input_adapter.position.bias.mul_(position_scale)
+    if motion_heads is not None:
+        with torch.no_grad():
+            model.predictor.motion_bias[motion_heads:] = 0.0
     model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     return model, tokenizer_metrics
 
