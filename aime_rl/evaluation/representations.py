@@ -7,6 +7,8 @@
 - ``"belief"``: ``[c_t, h_{t-1}, z_t]``, the context plus the belief of a VRNN world model's posterior filter
   (``VRNNFilter``, fed the stream's tokens and the previous action, reset per episode): what
   ``ContextObservation(world_model=…)`` observes.
+- ``"latents"``: the N latents the context is pooled from, side by side (``[N_latents · D]`` per frame, from the
+  same stream): probed beside ``"context"``, it tells whether a variable is lost by the latents or by the pooling.
 - ``"untrained"``: the context of a fresh model of the same configuration (fixed seed): what the architecture
   gives without training.
 - ``"random_cnn"``: a randomly initialised Nature-DQN conv stack (32×8/4, 64×4/2, 64×3/1, ReLU) + linear to 256
@@ -50,9 +52,18 @@ __all__ = [
 ]
 
 #: Every representation name :func:`compute_representations` knows.
-REPRESENTATIONS = ("context", "belief", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
+REPRESENTATIONS = (
+    "context",
+    "latents",
+    "belief",
+    "untrained",
+    "random_cnn",
+    "pixels",
+    "frame_stack",
+    "majority",
+)
 #: The ones that need a perception model.
-MODEL_REPRESENTATIONS = ("context", "belief", "untrained")
+MODEL_REPRESENTATIONS = ("context", "latents", "belief", "untrained")
 
 
 # ------------------------------------------------------------------------------------------- streamed contexts
@@ -96,8 +107,9 @@ def stream_features(
     lanes: int = 16,
     device: str | torch.device = "cpu",
     timescale: str = "fast",
+    latents: bool = False,
 ) -> dict[str, np.ndarray]:
-    """The context (and belief) of every frame, streamed per episode.
+    """The context (and belief, and latents) of every frame, streamed per episode.
 
     Args:
         data: labelled frames (episodes contiguous, in order; ``data.actions`` feed the belief filter).
@@ -105,9 +117,11 @@ def stream_features(
         window: the stream's attention window, as in ``ContextObservation(window=…)``.
         world_model: None, a ``VRNN`` on ``model`` or its checkpoint directory.
         lanes: episodes streamed in parallel (rows of one batched stream).
+        latents: also return the latents the context is pooled from.
 
     Returns ``{"context": float32 [N, context_dim]}`` plus ``"belief": float32 [N, context_dim + belief_dim]``
-    (``[c_t, h_{t-1}, z_t]``) with a world model.
+    (``[c_t, h_{t-1}, z_t]``) with a world model and ``"latents": float32 [N, num_latents · context_dim]`` with
+    ``latents=True``.
     """
     model = model.to(device).eval()
     vrnn = resolve_world_model(world_model, model, device, data.action_space)
@@ -121,6 +135,7 @@ def stream_features(
     if vrnn is not None:
         belief_filter = VRNNFilter(vrnn, b)
     context = np.zeros((len(data), model.context_dim), dtype=np.float32)
+    all_latents = None
     belief = None if vrnn is None else np.zeros((len(data), vrnn.belief_dim), dtype=np.float32)
     for t in range(length):
         # lanes that ran out of episodes repeat their last row; their outputs are not kept
@@ -134,12 +149,19 @@ def stream_features(
         c = stream.step(frames[index].to(device))  # [B, D]
         keep = index[active]
         context[keep] = c[torch.from_numpy(active).to(c.device)].float().cpu().numpy()
+        if latents:
+            step_latents = stream.last_latents.flatten(1)[torch.from_numpy(active).to(c.device)]
+            if all_latents is None:
+                all_latents = np.zeros((len(data), step_latents.shape[1]), dtype=np.float32)
+            all_latents[keep] = step_latents.float().cpu().numpy()
         if belief_filter is not None:
             previous = np.where(starts[index], index, index - 1)  # the action taken at the previous frame
             prev_action = belief_actions(data.action_space, data.actions[previous], b)
             h_z = belief_filter.step(c, stream.last_tokens, prev_action)
             belief[keep] = h_z[torch.from_numpy(active).to(h_z.device)].float().cpu().numpy()
     out = {"context": context}
+    if all_latents is not None:
+        out["latents"] = all_latents
     if belief is not None:
         out["belief"] = np.concatenate([context, belief], axis=1)
     return out
@@ -259,9 +281,15 @@ def compute_representations(
     out: dict[str, np.ndarray | None] = {}
     if model is not None and any(n in MODEL_REPRESENTATIONS for n in names):
         model = load_perception_model(model, device)
-        if "context" in names or "belief" in names:
+        if {"context", "latents", "belief"} & set(names):
             streamed = stream_features(
-                data, model, window, world_model if "belief" in names else None, lanes, device
+                data,
+                model,
+                window,
+                world_model if "belief" in names else None,
+                lanes,
+                device,
+                latents="latents" in names,
             )
             out.update({k: v for k, v in streamed.items() if k in names})
         if "untrained" in names:

@@ -27,6 +27,10 @@ class ContextStream:
     ``step(frames [B, C, H, W])`` → context ``[B, D]``; ``reset(mask)`` restarts the rows where the bool ``[B]``
     mask is True (new episodes), exactly as a fresh stream would start; ``select(rows)`` is an independent stream
     over some of the rows (e.g. to step a few rows on other frames without touching this one).
+
+    After a step, ``last_tokens`` ``[B, h, w(, G)]`` and ``last_latents`` ``[B, N, D]`` hold what the context was
+    computed from: this frame's tokens and its N latents before pooling (to probe each stage, or to feed a belief
+    filter the tokens without tokenizing twice).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class ContextStream:
         self._device = self.tokens.cache.device
         self._token_cache: WindowKVCache | None = None  # created on the first frame (token grid known then)
         self.last_tokens: torch.Tensor | None = None
+        self.last_latents: torch.Tensor | None = None
         # with change marks (mark_changes, motion_attention_bias): each row's last emitted tokens [B, h, w, G],
         # and whether it has any in this episode
         self._previous: torch.Tensor | None = None
@@ -125,6 +130,7 @@ class ContextStream:
         latents = p.encoder.step(
             cache.keys, cache.values, cache.clock, cache.visible(), self.condition, key_bias=cache.bias
         )
+        self.last_latents = latents  # [B, N, D]
         fast = p.frame_context(latents)
         return fast if self._summary_cache is None else self._summarise(fast)
 
@@ -172,7 +178,7 @@ class ContextStream:
 
         It shares the predictor (modules and weights) and holds its own copies of the rows' state: the tokenizer
         stream's conv cache, the key/value caches (``[k, heads, L, head_dim]``, ages, clocks), the embedded
-        condition ``[k, D]`` (when conditioned) and ``last_tokens`` ``[k, h, w(, G)]`` (after a step). So
+        condition ``[k, D]`` (when conditioned), ``last_tokens`` and ``last_latents`` (after a step). So
         ``select(rows).step(frames[rows])`` gives the context ``[k, D]`` that ``step(frames)`` gives in those rows,
         and stepping or resetting the selection never changes this stream. Costs a copy of the rows' caches only.
         Raises ``ValueError`` naming ``rows`` for an empty selection or indices outside ``[0, B)``.
@@ -183,6 +189,7 @@ class ContextStream:
         selected.tokens = self.tokens.select(index)
         selected.condition = _rows_of(self.condition, index)
         selected.last_tokens = _rows_of(self.last_tokens, index)
+        selected.last_latents = _rows_of(self.last_latents, index)
         selected._previous = _rows_of(self._previous, index)
         selected._previous_frame = _rows_of(self._previous_frame, index)
         selected._has_previous = self._has_previous[index]

@@ -27,7 +27,16 @@ from ..perception.presets import PRESET_ALIASES, get_preset, resolve_preset
 ALGOS = ("ppo", "a2c", "dqn", "sac")
 # what ``aime-rl probe`` probes by default (aime_rl.evaluation.DEFAULT_REPRESENTATIONS; "belief" needs a world model)
 PROBE_REPRESENTATIONS = ("context", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
-KNOWN_REPRESENTATIONS = ("context", "belief", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
+KNOWN_REPRESENTATIONS = (
+    "context",
+    "latents",
+    "belief",
+    "untrained",
+    "random_cnn",
+    "pixels",
+    "frame_stack",
+    "majority",
+)
 PRESETS = ("tiny", "small", "paper")  # "seed", the old name of "paper", is still read (PRESET_ALIASES)
 MAX_FRAME_SIZE = 512
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -144,8 +153,8 @@ class RunConfig:
     )
     probe_representations: str = setting(
         ",".join(PROBE_REPRESENTATIONS),
-        "comma-separated representations to probe (context, belief, untrained, random_cnn, pixels, frame_stack, "
-        "majority); the pixel baselines' 256-way probes are the slow part on Atari",
+        "comma-separated representations to probe (context, latents, belief, untrained, random_cnn, pixels, "
+        "frame_stack, majority); the pixel baselines' 256-way probes are the slow part on Atari",
         ("probe",),
     )
     device: str = setting("cpu", "torch device: cpu, cuda or cuda:N")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
-from aime_rl.evaluation import frame_stack_features, stream_features, untrained_copy
+from aime_rl.evaluation import compute_representations, frame_stack_features, stream_features, untrained_copy
 from aime_rl.wrappers import ContextObservation
 from tests.evaluation.helpers import WINDOW, short_catch
 
@@ -55,3 +55,19 @@ def test_baselines_shapes_and_frame_stack_stays_in_episode(catch_data, model):
     again = untrained_copy(model, seed=5)
     assert fresh.config == model.config
     assert all(torch.equal(p, q) for p, q in zip(fresh.parameters(), again.parameters(), strict=True))
+
+
+def test_latents_are_what_the_context_is_pooled_from(catch_data, model):
+    """The "latents" representation: each frame's N latents side by side; pooled, they give its context."""
+    features = stream_features(catch_data, model, window=WINDOW, lanes=2, latents=True)
+    n, d = model.predictor.encoder.num_latents, model.context_dim
+    assert features["latents"].shape == (len(catch_data), n * d)
+    with torch.no_grad():
+        pooled = model.predictor.frame_context(torch.from_numpy(features["latents"]).unflatten(1, (n, d)))
+    np.testing.assert_allclose(pooled.numpy(), features["context"], atol=1e-4)
+
+
+def test_the_probe_computes_latents_beside_the_context(catch_data, model):
+    features = compute_representations(catch_data, ("context", "latents"), model, window=WINDOW, lanes=2)
+    assert list(features) == ["context", "latents"]
+    assert features["latents"].shape[1] == model.predictor.encoder.num_latents * model.context_dim
