@@ -21,22 +21,15 @@ from typing import Any
 
 import torch
 
+from ..evaluation.probe_run import DEFAULT_REPRESENTATIONS
+from ..evaluation.representations import REPRESENTATIONS
 from ..experiments import experiment_path
 from ..perception.presets import PRESET_ALIASES, get_preset, resolve_preset
 
 ALGOS = ("ppo", "a2c", "dqn", "sac")
-# what ``aime-rl probe`` probes by default (aime_rl.evaluation.DEFAULT_REPRESENTATIONS; "belief" needs a world model)
-PROBE_REPRESENTATIONS = ("context", "untrained", "random_cnn", "pixels", "frame_stack", "majority")
-KNOWN_REPRESENTATIONS = (
-    "context",
-    "latents",
-    "belief",
-    "untrained",
-    "random_cnn",
-    "pixels",
-    "frame_stack",
-    "majority",
-)
+# what ``aime-rl probe`` probes by default ("belief" needs a world model) and every name it knows
+PROBE_REPRESENTATIONS = DEFAULT_REPRESENTATIONS
+KNOWN_REPRESENTATIONS = REPRESENTATIONS
 PRESETS = ("tiny", "small", "paper")  # "seed", the old name of "paper", is still read (PRESET_ALIASES)
 MAX_FRAME_SIZE = 512
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
