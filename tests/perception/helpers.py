@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from aime_rl.perception import TIMESCALES, CausalPerceiverIO
@@ -16,3 +18,14 @@ def tiny(**overrides) -> CausalPerceiverIO:
 def stream_contexts(model, video, window, timescale="fast", condition=None) -> torch.Tensor:
     stream = model.stream(video.shape[0], window=window, timescale=timescale, condition=condition)
     return torch.stack([stream.step(video[:, t]) for t in range(video.shape[1])], dim=1)
+
+
+def load_without_predictor_key(directory, key: str) -> CausalPerceiverIO:
+    """Save a tiny model to ``directory``, drop ``predictor.key`` from its config.json (a checkpoint written before
+    that key existed) and load it back."""
+    tiny().save_pretrained(directory)
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    del config["predictor"][key]
+    path.write_text(json.dumps(config))
+    return CausalPerceiverIO.from_pretrained(directory)
