@@ -84,6 +84,7 @@ VARIANTS: dict[str, dict] = {
     "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
     "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
     "no-motion": {"motion_attention_bias": 0.0},
+    "no-motion+mean-pool": {"motion_attention_bias": 0.0, "context_pooling": "mean"},
     # "_motion_heads": k keeps the initial motion bias in the first k cross-attention heads only
     "motion1-head1": {"_motion_heads": 1},
     "motion2-head1": {"motion_attention_bias": 2.0, "_motion_heads": 1},
