@@ -83,6 +83,7 @@ VARIANTS: dict[str, dict] = {
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
     "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
     "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
+    "random-tokenizer": {"_untrained_tokenizer": True},  # the preset's tokenizer at its initialisation
     "no-motion": {"motion_attention_bias": 0.0},
     "no-motion+mean-pool": {"motion_attention_bias": 0.0, "context_pooling": "mean"},
     # "_motion_heads": k keeps the initial motion bias in the first k cross-attention heads only
@@ -125,6 +126,7 @@ def build(
     position_scale = overrides.pop("_position_scale", None)
     pooling = overrides.pop("_pooling", None)
     motion_heads = overrides.pop("_motion_heads", None)
+    untrained_tokenizer = overrides.pop("_untrained_tokenizer", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -153,7 +155,8 @@ def build(
     if motion_heads is not None:
         with torch.no_grad():
             model.predictor.motion_bias[motion_heads:] = 0.0
-    model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
+    if not untrained_tokenizer:
+        model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     return model, tokenizer_metrics
 
 
