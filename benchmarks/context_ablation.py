@@ -83,7 +83,12 @@ VARIANTS: dict[str, dict] = {
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
     "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
     "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
-    "random-tokenizer": {"_untrained_tokenizer": True},  # the preset's tokenizer at its initialisation
+    "random-tokenizer": {"_untrained_tokenizer": True},
+    "codes512": {"num_codes": 512, "_train_tokenizer": True},
+    "foreground0": {
+        "foreground_weight": 0.0,
+        "_train_tokenizer": True,
+    },  # the preset's tokenizer at its initialisation
     "no-motion": {"motion_attention_bias": 0.0},
     "no-motion+mean-pool": {"motion_attention_bias": 0.0, "context_pooling": "mean"},
     # "_motion_heads": k keeps the initial motion bias in the first k cross-attention heads only

@@ -268,8 +268,8 @@ def compute_representations(
 ) -> dict[str, np.ndarray | None]:
     """``name -> float32 [N, D]`` for each requested representation (``"majority"`` → None: no features).
 
-    ``model`` (a ``CausalPerceiverIO`` or its directory) is needed for ``context``/``belief``/``untrained``;
-    ``world_model`` for ``belief``. Raises ``ValueError`` for unknown names or missing models.
+    ``model`` (a ``CausalPerceiverIO`` or its directory) is needed for ``context``, ``latents``, ``belief`` and
+    ``untrained``; ``world_model`` for ``belief``. Raises ``ValueError`` for unknown names or missing models.
     """
     unknown = [n for n in names if n not in REPRESENTATIONS]
     if unknown:

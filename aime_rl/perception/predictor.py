@@ -259,7 +259,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         without ``motion_attention_bias``."""
         if self.motion_bias is None:
             return None
-        video = self.tokenizer.check_video(video, "video")
+        return self._motion_marks(self.tokenizer.check_video(video, "video"))
+
+    def _motion_marks(self, video: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`motion_marks` of a video already checked (float in [0, 1])."""
+        if self.motion_bias is None:
+            return None
         step = self.frames_per_token_step
         grid = self.tokenizer.token_grid(*video.shape[-2:])
         return motion_marks(video[:, step - 1 :: step], grid, FOREGROUND_THRESHOLD)
@@ -372,7 +377,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         check_window(window)
         check_timescale(timescale)
         video = self.tokenizer.check_video(video, "video")
-        tokens, motion = self.tokenize(video), self.motion_marks(video)
+        tokens, motion = self.tokenize(video), self._motion_marks(video)
         latents = self.encode_tokens(tokens, video.shape[1], window, condition, motion)
         fast = self.frame_context(latents)
         return fast if timescale == "fast" else self.timescales[timescale](fast)
@@ -478,7 +483,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         given, for the perceptual term and the motion marks)."""
         context_steps = num_context_frames // self.frames_per_token_step
         target = tokens[:, context_steps:]
-        motion = None if video is None else self.motion_marks(video[:, :num_context_frames])
+        motion = None if video is None else self._motion_marks(video[:, :num_context_frames])
         latents = self.encode_tokens(
             tokens[:, :context_steps], num_context_frames, self.window, motion=motion
         )

@@ -146,8 +146,8 @@ class RunConfig:
     )
     probe_representations: str = setting(
         ",".join(PROBE_REPRESENTATIONS),
-        "comma-separated representations to probe (context, latents, belief, untrained, random_cnn, pixels, "
-        "frame_stack, majority); the pixel baselines' 256-way probes are the slow part on Atari",
+        f"comma-separated representations to probe ({', '.join(KNOWN_REPRESENTATIONS)}); the pixel baselines' "
+        "256-way probes are the slow part on Atari",
         ("probe",),
     )
     device: str = setting("cpu", "torch device: cpu, cuda or cuda:N")

@@ -327,6 +327,10 @@ class Trainer:
         state = self.checkpoints.load_latest(self.model, self.optimizer, self.scheduler)
         if state is None:
             return self.step
+        for (
+            group
+        ) in self.optimizer.param_groups:  # the saved state carries the saver's choice; this machine's holds
+            group["fused"] = self.optimizer.defaults.get("fused")
         if state.get("seed") != self.config.seed or state.get("world_size") != self.world_size:
             logger.warning(
                 "resuming a run with seed=%s, world_size=%s as seed=%s, world_size=%s: the data stream differs",

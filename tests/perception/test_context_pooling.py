@@ -67,3 +67,16 @@ def test_an_unknown_context_pooling_is_refused_by_name():
 def test_the_small_preset_projects_and_the_paper_preset_keeps_the_seeds_mean():
     assert get_preset("small").predictor.context_pooling == "projection"
     assert get_preset("paper").predictor.context_pooling == "mean"
+
+
+def test_the_stream_keeps_the_latents_its_projected_context_came_from(clip):
+    model = tiny(context_pooling="projection")
+    stream = model.stream(2, window=4)
+    with torch.no_grad():
+        for t in range(3):
+            context = stream.step(clip[:, t])
+        assert stream.last_latents.shape == (2, 8, 32)  # [B, N, D]
+        assert torch.allclose(model.predictor.frame_context(stream.last_latents), context, atol=1e-5)
+        flat = stream.last_latents.flatten(1)  # what the "latents" probe representation stores per frame
+        assert torch.allclose(model.predictor.frame_context(flat.unflatten(1, (8, 32))), context, atol=1e-5)
+        assert torch.equal(stream.select(torch.tensor([1])).last_latents, stream.last_latents[1:])

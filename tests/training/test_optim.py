@@ -39,3 +39,9 @@ def test_the_optimiser_is_fused_on_cpu_and_steps_like_the_plain_one():
             optimizer.step()
     for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_parameters_without_a_fused_kernel_get_the_plain_optimiser():
+    with torch.device("meta"):
+        model = nn.Linear(4, 4)  # no fused kernel on "meta": torch would only fail at the first step()
+    assert make_optimizer(model, lr=1e-3, weight_decay=0.0).defaults["fused"] is False

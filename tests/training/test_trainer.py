@@ -136,6 +136,19 @@ def test_resume_after_stop_is_exact(tmp_path, store_dir):
     assert [step for step, _ in scalars(tmp_path / "b", "train/total")] == list(range(1, 13))
 
 
+def test_resume_keeps_this_machines_optimiser_kind(tmp_path, store_dir):
+    config = make_config()
+    first = make_trainer(tmp_path, store_dir, config)
+    for group in first.optimizer.param_groups:
+        group["fused"] = not first.optimizer.defaults[
+            "fused"
+        ]  # as if saved by a machine that chose otherwise
+    first.fit(stop_at=5)
+    second = make_trainer(tmp_path, store_dir, config)
+    second.fit()
+    assert all(g["fused"] == second.optimizer.defaults["fused"] for g in second.optimizer.param_groups)
+
+
 def test_resume_after_crash_restarts_from_last_checkpoint(tmp_path, store_dir):
     config = make_config()
     uninterrupted = make_trainer(tmp_path / "a", store_dir, config)
