@@ -342,7 +342,14 @@ class CheckpointManager:
         state = self._read_state(path / STATE_NAME)
         if model is not None:
             weights = read_safetensors(path / WEIGHTS_NAME)
-            load_state_dict_strict(model, weights, path / WEIGHTS_NAME)
+            try:
+                load_state_dict_strict(model, weights, path / WEIGHTS_NAME)
+            except ValueError as err:
+                raise ValueError(
+                    f"{err}\nThis checkpoint was written by a model of another configuration (or an older aime-rl), "
+                    f"so the training cannot resume from it: start it over (the CLI stage's --restart, or delete "
+                    f"{self.directory})"
+                ) from err
         if optimizer is not None:
             self._load_component(optimizer, state, "optimizer", path)
         if scheduler is not None:
