@@ -53,6 +53,13 @@ class TokenizerConfig:
             did not change since the previous frame are pulled to their previous value, so its token does not flip
             when something elsewhere in the frame moves (see :func:`~aime_rl.perception.losses.temporal_stability`).
             Needs clips of T ≥ 2 frames without ``temporal_downsample``. 0 (the seed's objective) turns it off.
+        padding: how the encoder's and decoder's convs pad H and W
+            (:data:`~aime_rl.perception.modules.conv.SPATIAL_PADDINGS`). "zeros" (the seed)
+            puts a dark frame around every image, so on a uniform background each layer writes the distance to the
+            border into its features: the first tokens say where a cell is more than what it shows, the quantizer
+            spends its codes on positions (16 codes for the 16 cells of a 4×4 grid) and a small ball changes no
+            token. "replicate" repeats the border pixels: a uniform background stays uniform, identical patches get
+            the same features wherever they are, and the codes go to content.
     """
 
     in_channels: int = 3
@@ -76,10 +83,11 @@ class TokenizerConfig:
     frame_size: tuple[int, int] | None = None
     foreground_weight: float = 0.0
     stability_weight: float = 0.0
+    padding: str = "zeros"
 
 
 #: Keys added after tokenizer directories were first written (older ``config.json`` files lack them).
-TOKENIZER_ADDED_KEYS = ("frame_size", "foreground_weight", "stability_weight")
+TOKENIZER_ADDED_KEYS = ("frame_size", "foreground_weight", "stability_weight", "padding")
 
 
 @dataclass

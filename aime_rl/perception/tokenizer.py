@@ -41,7 +41,7 @@ from ..utils.validation import (
 )
 from .config import TOKENIZER_ADDED_KEYS, TokenizerConfig
 from .losses import PerceptualLoss, foreground_mask, foreground_mse, static_cells, temporal_stability
-from .modules.conv import StreamCache
+from .modules.conv import SPATIAL_PADDINGS, StreamCache
 from .modules.vector_quantize import VectorQuantize
 from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
 from .outputs import TokenizerEncoding, TokenizerLoss
@@ -64,11 +64,14 @@ def tokenizer_size_terms(config: TokenizerConfig) -> dict[str, int]:
 
 
 def check_tokenizer_config(config: TokenizerConfig) -> None:
-    """Raise ``ValueError`` naming the key for sizes < 1, a bad ``frame_size`` or an absurdly large model."""
+    """Raise ``ValueError`` naming the key for sizes < 1, a bad ``frame_size`` or ``padding``, or an absurdly large
+    model."""
     keys = ("in_channels", "code_dim", "num_codes", "downsample", "base_channels", "num_quantizers")
     check_positive({name: getattr(config, name) for name in keys}, "VQPTTokenizer")
     check_positive({"num_res_blocks + 1": config.num_res_blocks + 1}, "VQPTTokenizer")
     num_levels_for(config.downsample, config.patch_size)
+    if config.padding not in SPATIAL_PADDINGS:
+        raise ValueError(f"padding must be one of {SPATIAL_PADDINGS}, got {config.padding!r}")
     if config.frame_size is not None:
         check_positive(
             dict(zip(("frame_size[0]", "frame_size[1]"), config.frame_size, strict=True)), "VQPTTokenizer"
@@ -115,6 +118,7 @@ class VQPTTokenizer(nn.Module):
         frame_size: tuple[int, int] | None = None,
         foreground_weight: float = 0.0,
         stability_weight: float = 0.0,
+        padding: str = "zeros",
     ):
         super().__init__()
         if frame_size is not None:
@@ -143,6 +147,7 @@ class VQPTTokenizer(nn.Module):
             frame_size=frame_size,
             foreground_weight=foreground_weight,
             stability_weight=stability_weight,
+            padding=padding,
         )
         for key in ("foreground_weight", "stability_weight"):
             if not getattr(self.config, key) >= 0:
@@ -157,6 +162,7 @@ class VQPTTokenizer(nn.Module):
             num_res_blocks=num_res_blocks,
             dropout=dropout,
             patch_size=patch_size,
+            padding=padding,
         )
         self.encoder = CausalVideoEncoder(in_channels, **unet)
         self.quantizer = VectorQuantize(

@@ -138,8 +138,11 @@ class CausalConv3d(nn.Module):
         batch-1 3D convs to a slow native kernel, while this takes the fast path.
         """
         conv = self.conv
-        weight = conv.weight.flatten(1, 2)
-        return F.conv2d(window.flatten(1, 2), weight, conv.bias, conv.stride[1:], conv.padding[1:])
+        frames, padding = window.flatten(1, 2), conv.padding[1:]
+        if conv.padding_mode != "zeros":
+            frames = F.pad(frames, (padding[1], padding[1], padding[0], padding[0]), mode=conv.padding_mode)
+            padding = (0, 0)
+        return F.conv2d(frames, conv.weight.flatten(1, 2), conv.bias, conv.stride[1:], padding)
 
     def _advance_phase(self, cache: StreamCache, name: str, active: torch.Tensor) -> torch.Tensor:
         """Count inputs per row; True where this input completes an output step of the strided conv."""
@@ -150,6 +153,25 @@ class CausalConv3d(nn.Module):
             phase = torch.zeros(active.shape[0], dtype=torch.long, device=active.device)
         cache.phase[name] = phase + active.long()
         return (phase + 1) % self.stride_t == 0
+
+
+#: How the convs pad H and W (``TokenizerConfig.padding``): "zeros" (the seed) or "replicate" (the border pixels).
+SPATIAL_PADDINGS = ("zeros", "replicate")
+
+
+def set_spatial_padding(module: nn.Module, padding: str) -> None:
+    """Make every :class:`CausalConv3d` in ``module`` pad H and W with ``padding`` (one of :data:`SPATIAL_PADDINGS`).
+
+    Zeros are a dark frame around the image: on a uniform background every conv layer then writes the distance
+    to the border into its output, so a cell's features (and its token) say where it is as much as what it shows.
+    Replicated borders keep a uniform background uniform at every layer: identical patches get identical features
+    wherever they are, and the codebook is spent on content.
+    """
+    if padding not in SPATIAL_PADDINGS:
+        raise ValueError(f"padding must be one of {SPATIAL_PADDINGS}, got {padding!r}")
+    for layer in module.modules():
+        if isinstance(layer, CausalConv3d):
+            layer.conv.padding_mode = padding
 
 
 class FrameGroupNorm(nn.GroupNorm):

@@ -7,6 +7,7 @@ of two. With ``use_3d_conv=False`` every temporal kernel has size 1 (per-frame 2
 With ``patch_size=p > 1`` the encoder starts with a space-to-depth "patchify" step (each ``p × p`` pixel patch becomes
 one position with ``C · p²`` channels) and the decoder ends with the inverse; the conv levels then cover the
 remaining factor ``downsample / p``. This skips the full-resolution level, the most expensive one per frame.
+``padding`` says how every conv pads H and W (:func:`~aime_rl.perception.modules.conv.set_spatial_padding`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .conv import CausalConv3d, CausalResBlock, Downsample, StreamCache, Upsample, group_norm
+from .conv import (
+    CausalConv3d,
+    CausalResBlock,
+    Downsample,
+    StreamCache,
+    Upsample,
+    group_norm,
+    set_spatial_padding,
+)
 
 
 def level_channels(base_channels: int, num_levels: int) -> list[int]:
@@ -69,6 +78,7 @@ class CausalVideoEncoder(nn.Module):
         num_res_blocks: int = 1,
         dropout: float = 0.0,
         patch_size: int = 1,
+        padding: str = "zeros",
     ):
         super().__init__()
         kernel_t = 3 if use_3d_conv else 1
@@ -89,6 +99,7 @@ class CausalVideoEncoder(nn.Module):
         self.blocks.append(CausalResBlock(channels[-1], channels[-1], kernel_t, dropout))
         self.norm_out = group_norm(channels[-1])
         self.proj_out = CausalConv3d(channels[-1], code_dim, kernel_size=1, kernel_t=1)
+        set_spatial_padding(self, padding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T, H, W] -> [B, code_dim, T', h, w]``."""
@@ -124,6 +135,7 @@ class CausalVideoDecoder(nn.Module):
         num_res_blocks: int = 1,
         dropout: float = 0.0,
         patch_size: int = 1,
+        padding: str = "zeros",
     ):
         super().__init__()
         kernel_t = 3 if use_3d_conv else 1
@@ -139,6 +151,7 @@ class CausalVideoDecoder(nn.Module):
                 self.blocks.append(CausalResBlock(channels[i + 1], c_out, kernel_t, dropout))
         self.norm_out = group_norm(channels[0])
         self.proj_out = CausalConv3d(channels[0], out_channels * patch_size**2, kernel_t=1)
+        set_spatial_padding(self, padding)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``[B, code_dim, T', h, w] -> [B, C, T, H, W]``."""
