@@ -94,6 +94,11 @@ VARIANTS: dict[str, dict] = {
     # "_motion_heads": k keeps the initial motion bias in the first k cross-attention heads only
     "motion1-head1": {"_motion_heads": 1},
     "motion2-head1": {"motion_attention_bias": 2.0, "_motion_heads": 1},
+    # the tokenizer's convs pad with the border pixels instead of zeros (a fresh tokenizer, the preset's other keys)
+    "replicate-padding": {"padding": "replicate", "_train_tokenizer": True},
+    "replicate-padding+stability0": {"padding": "replicate", "stability_weight": 0.0, "_train_tokenizer": True},
+    "zeros-padding": {"padding": "zeros", "_train_tokenizer": True},
+    "zeros-padding+stability0": {"padding": "zeros", "stability_weight": 0.0, "_train_tokenizer": True},
     "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
     "projection-pool": {"context_pooling": "projection"},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},

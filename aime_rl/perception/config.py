@@ -60,6 +60,13 @@ class TokenizerConfig:
             spends its codes on positions (16 codes for the 16 cells of a 4×4 grid) and a small ball changes no
             token. "replicate" repeats the border pixels: a uniform background stays uniform, identical patches get
             the same features wherever they are, and the codes go to content.
+        encoder: what computes a token cell's features (:data:`TOKENIZER_ENCODERS`). "unet" (the seed) is the
+            causal conv UNet: every cell sees most of the frame, so a moving ball changes the features of cells it
+            never touches and their tokens flip. "patch" is a small MLP of the cell's own
+            ``downsample × downsample`` pixels (:class:`~aime_rl.perception.modules.patch_encoder.PatchEncoder`):
+            a static cell keeps its token by construction, and identical patches get identical tokens. Motion is
+            left to the Perceiver's window. The decoder is the UNet's either way; ``use_3d_conv`` and
+            ``patch_size`` then shape only the decoder, and ``temporal_downsample`` needs "unet".
     """
 
     in_channels: int = 3
@@ -84,10 +91,14 @@ class TokenizerConfig:
     foreground_weight: float = 0.0
     stability_weight: float = 0.0
     padding: str = "zeros"
+    encoder: str = "unet"
 
 
 #: Keys added after tokenizer directories were first written (older ``config.json`` files lack them).
-TOKENIZER_ADDED_KEYS = ("frame_size", "foreground_weight", "stability_weight", "padding")
+TOKENIZER_ADDED_KEYS = ("frame_size", "foreground_weight", "stability_weight", "padding", "encoder")
+
+#: What computes a token cell's features (``TokenizerConfig.encoder``).
+TOKENIZER_ENCODERS = ("unet", "patch")
 
 
 @dataclass
@@ -233,6 +244,8 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.contrastive_weight",
     "predictor.motion_attention_bias",
     "predictor.context_pooling",
+    "tokenizer.padding",
+    "tokenizer.encoder",
 )
 
 # -- CausalPerceiverIO's flat keyword arguments ------------------------------------------------------------------

@@ -39,9 +39,10 @@ from ..utils.validation import (
     config_kwargs,
     row_index,
 )
-from .config import TOKENIZER_ADDED_KEYS, TokenizerConfig
+from .config import TOKENIZER_ADDED_KEYS, TOKENIZER_ENCODERS, TokenizerConfig
 from .losses import PerceptualLoss, foreground_mask, foreground_mse, static_cells, temporal_stability
 from .modules.conv import SPATIAL_PADDINGS, StreamCache
+from .modules.patch_encoder import PatchEncoder
 from .modules.vector_quantize import VectorQuantize
 from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
 from .outputs import TokenizerEncoding, TokenizerLoss
@@ -70,6 +71,12 @@ def check_tokenizer_config(config: TokenizerConfig) -> None:
     check_positive({name: getattr(config, name) for name in keys}, "VQPTTokenizer")
     check_positive({"num_res_blocks + 1": config.num_res_blocks + 1}, "VQPTTokenizer")
     num_levels_for(config.downsample, config.patch_size)
+    if config.encoder not in TOKENIZER_ENCODERS:
+        raise ValueError(f"encoder must be one of {TOKENIZER_ENCODERS}, got {config.encoder!r}")
+    if config.encoder == "patch" and config.temporal_downsample:
+        raise ValueError(
+            'temporal_downsample needs encoder="unet" (the patch encoder sees one frame at a time)'
+        )
     if config.padding not in SPATIAL_PADDINGS:
         raise ValueError(f"padding must be one of {SPATIAL_PADDINGS}, got {config.padding!r}")
     if config.frame_size is not None:
@@ -119,6 +126,7 @@ class VQPTTokenizer(nn.Module):
         foreground_weight: float = 0.0,
         stability_weight: float = 0.0,
         padding: str = "zeros",
+        encoder: str = "unet",
     ):
         super().__init__()
         if frame_size is not None:
@@ -148,6 +156,7 @@ class VQPTTokenizer(nn.Module):
             foreground_weight=foreground_weight,
             stability_weight=stability_weight,
             padding=padding,
+            encoder=encoder,
         )
         for key in ("foreground_weight", "stability_weight"):
             if not getattr(self.config, key) >= 0:
@@ -164,7 +173,11 @@ class VQPTTokenizer(nn.Module):
             patch_size=patch_size,
             padding=padding,
         )
-        self.encoder = CausalVideoEncoder(in_channels, **unet)
+        self.encoder = (
+            PatchEncoder(in_channels, code_dim, downsample, hidden_channels=4 * code_dim)
+            if encoder == "patch"
+            else CausalVideoEncoder(in_channels, **unet)
+        )
         self.quantizer = VectorQuantize(
             code_dim,
             num_codes,
