@@ -36,6 +36,9 @@ VARIANTS: dict[str, dict] = {
     "ctx": {"context_prediction_weight": 1.0},
     "pos0.15": {"_position_scale": 0.15},
     "pos0.3": {"_position_scale": 0.3},
+    "pos0.1": {"_position_scale": 0.1},
+    # the code embeddings scaled up at init, to the grid encoding's norm (≈ 0.64 against 6.9 in "small")
+    "embed10": {"_embedding_scale": 10.0},
     "downsample4": {"downsample": 4},  # needs a run whose tokenizer was trained with downsample 4
     "downsample4+pos0.15": {"downsample": 4, "_position_scale": 0.15},
     "downsample4+ctx": {"downsample": 4, "context_prediction_weight": 1.0},
@@ -96,9 +99,26 @@ VARIANTS: dict[str, dict] = {
     "motion2-head1": {"motion_attention_bias": 2.0, "_motion_heads": 1},
     # the tokenizer's convs pad with the border pixels instead of zeros (a fresh tokenizer, the preset's other keys)
     "replicate-padding": {"padding": "replicate", "_train_tokenizer": True},
-    "replicate-padding+stability0": {"padding": "replicate", "stability_weight": 0.0, "_train_tokenizer": True},
+    "replicate-padding+stability0": {
+        "padding": "replicate",
+        "stability_weight": 0.0,
+        "_train_tokenizer": True,
+    },
     "zeros-padding": {"padding": "zeros", "_train_tokenizer": True},
     "zeros-padding+stability0": {"padding": "zeros", "stability_weight": 0.0, "_train_tokenizer": True},
+    # each token from its own cell's pixels (static cells keep their tokens; the stability term has nothing to do)
+    "patch-encoder": {
+        "encoder": "patch",
+        "padding": "replicate",
+        "stability_weight": 0.0,
+        "_train_tokenizer": True,
+    },
+    "unet-encoder": {
+        "encoder": "unet",
+        "padding": "zeros",
+        "stability_weight": 10.0,
+        "_train_tokenizer": True,
+    },
     "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
     "projection-pool": {"context_pooling": "projection"},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
@@ -136,6 +156,7 @@ def build(
     position_scale = overrides.pop("_position_scale", None)
     pooling = overrides.pop("_pooling", None)
     motion_heads = overrides.pop("_motion_heads", None)
+    embedding_scale = overrides.pop("_embedding_scale", None)
     untrained_tokenizer = overrides.pop("_untrained_tokenizer", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
@@ -162,6 +183,9 @@ def build(
         with torch.no_grad():
             model.predictor.input_adapter.position.weight.mul_(position_scale)
             model.predictor.input_adapter.position.bias.mul_(position_scale)
+    if embedding_scale is not None:
+        with torch.no_grad():
+            model.predictor.input_adapter.embeddings.mul_(embedding_scale)
     if motion_heads is not None:
         with torch.no_grad():
             model.predictor.motion_bias[motion_heads:] = 0.0

@@ -92,3 +92,8 @@ def test_an_unknown_encoder_is_refused_by_name(tiny_tokenizer_kwargs):
 def test_the_seed_model_keeps_the_unet_encoder():
     assert CausalPerceiverIO().config.tokenizer.encoder == "unet"
     assert get_preset("paper").tokenizer.encoder == "unet"
+
+
+def test_the_small_preset_tokenizes_patches_with_replicated_borders():
+    tokenizer = get_preset("small").tokenizer
+    assert (tokenizer.encoder, tokenizer.padding, tokenizer.stability_weight) == ("patch", "replicate", 0.0)
