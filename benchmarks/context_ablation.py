@@ -119,6 +119,11 @@ VARIANTS: dict[str, dict] = {
         "stability_weight": 10.0,
         "_train_tokenizer": True,
     },
+    # a penalty per frame of a key's age in every other cross-attention head (the latents read the present)
+    "recency0.5": {"recency_bias": 0.5},
+    "recency1": {"recency_bias": 1.0},
+    "recency2": {"recency_bias": 2.0},
+    "no-recency": {"recency_bias": 0.0},
     "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
     "projection-pool": {"context_pooling": "projection"},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},

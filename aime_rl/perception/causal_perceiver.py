@@ -129,6 +129,7 @@ class CausalPerceiverIO(nn.Module):
         contrastive_weight: float = 0.0,
         motion_attention_bias: float = 0.0,
         context_pooling: str = "mean",
+        recency_bias: float = 0.0,
     ):
         super().__init__()
         arguments = dict(
@@ -161,6 +162,7 @@ class CausalPerceiverIO(nn.Module):
             contrastive_weight=contrastive_weight,
             motion_attention_bias=motion_attention_bias,
             context_pooling=context_pooling,
+            recency_bias=recency_bias,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 
 from ..utils.validation import check_batch_size, row_index
@@ -128,11 +129,26 @@ class ContextStream:
             self._remember(tokens, frames, emitted)
             cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted, bias=bias)
         latents = p.encoder.step(
-            cache.keys, cache.values, cache.clock, cache.visible(), self.condition, key_bias=cache.bias
+            cache.keys,
+            cache.values,
+            cache.clock,
+            cache.visible(),
+            self.condition,
+            key_bias=self._key_bias(cache),
         )
         self.last_latents = latents  # [B, N, D]
         fast = p.frame_context(latents)
         return fast if self._summary_cache is None else self._summarise(fast)
+
+    def _key_bias(self, cache: WindowKVCache) -> torch.Tensor | None:
+        """The cross-attention score bias of every cached key ``[B, heads, P + L]``: the motion bonus written with
+        the keys plus, with ``recency_bias``, the penalty of each key's age now (0 for the prefix); None without
+        either."""
+        p = self.predictor
+        if p.recency_slope is None:
+            return cache.bias
+        recency = F.pad(p.recency_scores(-cache.key_time()), (cache.prefix_length, 0))
+        return recency if cache.bias is None else cache.bias + recency
 
     def _marks(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """Change marks ``[B, h, w]`` of this step's tokens ``[B, h, w, G]`` against each row's previous ones (the

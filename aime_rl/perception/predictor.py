@@ -54,6 +54,15 @@ def initial_motion_bias(num_heads: int, bias: float) -> torch.Tensor:
     return table
 
 
+def initial_recency_slope(num_heads: int, slope: float) -> torch.Tensor:
+    """The starting penalty per frame of a key's age ``[heads]``: ``slope`` in every other head (0, 2, …), 0 in the
+    rest. With the motion bias in the first half of the heads, the four kinds of head of a 4-head model each get
+    one head: what moves now, what moved in the window, what stands there now, and all of the window."""
+    table = torch.zeros(num_heads)
+    table[::2] = slope
+    return table
+
+
 class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     """Perceiver IO token predictor on top of a (frozen) :class:`VQPTTokenizer`.
 
@@ -86,12 +95,18 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         contrastive_weight: float = 0.0,
         motion_attention_bias: float = 0.0,
         context_pooling: str = "mean",
+        recency_bias: float = 0.0,
     ):
         super().__init__()
         check_window(window)
         if context_pooling not in CONTEXT_POOLINGS:
             raise ValueError(f"context_pooling must be one of {CONTEXT_POOLINGS}, got {context_pooling!r}")
-        for name, weight in (("change_weight", change_weight), ("contrastive_weight", contrastive_weight)):
+        weights = (
+            ("change_weight", change_weight),
+            ("contrastive_weight", contrastive_weight),
+            ("recency_bias", recency_bias),
+        )
+        for name, weight in weights:
             if not weight >= 0:
                 raise ValueError(f"{name} must be >= 0, got {weight}")
         self.config = PredictorConfig(
@@ -115,6 +130,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             contrastive_weight=contrastive_weight,
             motion_attention_bias=motion_attention_bias,
             context_pooling=context_pooling,
+            recency_bias=recency_bias,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -126,6 +142,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.motion_bias = (
             nn.Parameter(initial_motion_bias(num_cross_attention_heads, motion_attention_bias))
             if motion_attention_bias
+            else None
+        )
+        # cross-attention score penalty per frame of a key's age [heads]; learned from this start
+        self.recency_slope = (
+            nn.Parameter(initial_recency_slope(num_cross_attention_heads, recency_bias))
+            if recency_bias
             else None
         )
         self.encoder = PerceiverEncoder(
@@ -274,19 +296,30 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Tokens ``[B, T', h, w, G]`` (and pixel motion marks ``[B, T', h, w]`` or None) → the encoder's keyword
         inputs: ``inputs [B, T'·h·w, D]``, ``key_time [T'·h·w]``, ``query_time [T]``, the causal window ``mask
-        [T, T'·h·w]`` and ``key_bias [B, heads, T'·h·w]`` (None without ``motion_attention_bias``)."""
+        [T, T'·h·w]`` and ``key_bias``: ``[B, heads, T'·h·w]`` with ``motion_attention_bias``, ``[B or 1, heads,
+        T, T'·h·w]`` with ``recency_bias`` (the motion bonus plus the age penalty), None without either."""
         steps, h, w = tokens.shape[1:4]
         marks = change_marks(tokens) if self.uses_change_marks else None
         inputs = rearrange(self.embed_inputs(tokens, marks), "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
+        key_bias = self.key_bias(marks if motion is None else motion)
+        if self.recency_slope is not None:
+            age = query_time.unsqueeze(-1) - key_time.unsqueeze(0)  # [T, T'·h·w]
+            recency = rearrange(self.recency_scores(age), "t h l -> 1 h t l")
+            key_bias = recency if key_bias is None else key_bias.unsqueeze(2) + recency
         return dict(
             inputs=inputs,
             key_time=key_time,
             query_time=query_time,
             mask=window_mask(query_time, key_time, window),
-            key_bias=self.key_bias(marks if motion is None else motion),
+            key_bias=key_bias,
         )
+
+    def recency_scores(self, age: torch.Tensor) -> torch.Tensor:
+        """Ages in frames ``[..., L]`` (int) → the score penalty of each key per head ``[..., heads, L]`` (a model
+        with ``recency_bias``)."""
+        return -self.recency_slope.unsqueeze(-1) * age.unsqueeze(-2).to(self.recency_slope.dtype)
 
     def key_bias(self, marks: torch.Tensor | None) -> torch.Tensor | None:
         """Change marks ``[B, ..., h, w]`` → the cross-attention score bonus of each token ``[B, heads, ... · h · w]``

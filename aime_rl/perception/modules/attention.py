@@ -89,7 +89,7 @@ class MultiHeadAttention(nn.Module):
 
         ``mask``: bool ``[B or 1, Lq, Lk]``; ``q_time``: ``[Lq]`` or ``[B, Lq]``; ``k_time``: ``[Lk]`` or
         ``[B, Lk]`` (float or int; used only with ``rotary_time``); ``key_bias``: ``[B, heads, Lk]`` added to every
-        query's score of each key (the null key gets 0), or None.
+        query's score of each key, or ``[B or 1, heads, Lq, Lk]`` per query (the null key gets 0), or None.
         """
         q = self._queries(x_q, q_time)
         keys, values, mask, key_bias = self._with_null_key(keys, values, mask, k_time, key_bias)
@@ -263,12 +263,14 @@ class SelfAttentionLayer(nn.Module):
 
 
 def _score_bias(mask: torch.Tensor | None, key_bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """What to add to the scores ``[B, heads, Lq, Lk]``: ``key_bias [B, heads, Lk]`` (0 if None) on the keys
-    that ``mask`` (bool ``[B or 1, Lq, Lk]``, None = all) lets each query see, −inf on the others."""
+    """What to add to the scores ``[B, heads, Lq, Lk]``: ``key_bias`` (0 if None; ``[B, heads, Lk]`` for every
+    query alike, or ``[B or 1, heads, Lq, Lk]`` per query) on the keys that ``mask`` (bool ``[B or 1, Lq, Lk]``,
+    None = all) lets each query see, −inf on the others."""
     device = key_bias.device if key_bias is not None else None if mask is None else mask.device
-    bias = (
-        torch.zeros((), dtype=dtype, device=device) if key_bias is None else key_bias.unsqueeze(2).to(dtype)
-    )
+    if key_bias is None:
+        bias = torch.zeros((), dtype=dtype, device=device)
+    else:
+        bias = (key_bias.unsqueeze(2) if key_bias.dim() == 3 else key_bias).to(dtype)
     if mask is None:
         return bias
     hidden = torch.tensor(float("-inf"), dtype=dtype, device=device)

@@ -67,7 +67,8 @@ class PerceiverEncoder(nn.Module):
 
         inputs ``[B, L, C_in]`` (tokens of all steps), key_time ``[L]`` (frame at which each token was emitted),
         query_time ``[T]``, mask bool ``[T, L]`` (which keys each frame sees), condition ``[B, D]`` or None,
-        key_bias ``[B, heads, L]`` (added to every latent's cross-attention score of each key) or None
+        key_bias (added to the latents' cross-attention scores) ``[B, heads, L]`` for every frame alike, or
+        ``[B or 1, heads, T, L]`` per query frame (e.g. a penalty on a key's age), or None
         → latents ``[B, T, N, D]``.
         """
         q, mask, times = self._cross_arguments(inputs, key_time, query_time, mask, condition, key_bias)
@@ -93,6 +94,8 @@ class PerceiverEncoder(nn.Module):
         """The cross-attention's arguments for every frame's latent queries at once: queries ``[B, T·N, D]``, the
         mask ``[1, T·N, L]`` and the keywords (query times ``[T·N]``, key times, key bias)."""
         b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
+        if key_bias is not None and key_bias.dim() == 4:  # per query frame → per latent query
+            key_bias = repeat(key_bias, "b h t l -> b h (t n) l", n=n)
         times = dict(q_time=repeat(query_time, "t -> (t n)", n=n), k_time=key_time, key_bias=key_bias)
         return self.queries(b, t, condition), repeat(mask, "t l -> 1 (t n) l", n=n), times
 
