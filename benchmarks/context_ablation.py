@@ -124,6 +124,8 @@ VARIANTS: dict[str, dict] = {
     "recency1": {"recency_bias": 1.0},
     "recency2": {"recency_bias": 2.0},
     "no-recency": {"recency_bias": 0.0},
+    # "_recency_slopes": the starting slope of each head (a spectrum of look-backs instead of two kinds)
+    "recency-spectrum": {"_recency_slopes": [2.0, 0.0, 0.5, 0.0]},
     "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
     "projection-pool": {"context_pooling": "projection"},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
@@ -162,6 +164,7 @@ def build(
     pooling = overrides.pop("_pooling", None)
     motion_heads = overrides.pop("_motion_heads", None)
     embedding_scale = overrides.pop("_embedding_scale", None)
+    recency_slopes = overrides.pop("_recency_slopes", None)
     untrained_tokenizer = overrides.pop("_untrained_tokenizer", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
@@ -188,6 +191,9 @@ def build(
         with torch.no_grad():
             model.predictor.input_adapter.position.weight.mul_(position_scale)
             model.predictor.input_adapter.position.bias.mul_(position_scale)
+    if recency_slopes is not None:
+        with torch.no_grad():
+            model.predictor.recency_slope.copy_(torch.tensor(recency_slopes))
     if embedding_scale is not None:
         with torch.no_grad():
             model.predictor.input_adapter.embeddings.mul_(embedding_scale)

@@ -68,8 +68,7 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     )
     if done:
         return done
-    model = build_model(config)
-    model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
+    model = build_model(config, VQPTTokenizer.from_pretrained(tokenizer_dir))
     logdir = run.path / "context_model"
     config_steps = trainer_config(config, config.context_steps)
     metrics = train_context_model(

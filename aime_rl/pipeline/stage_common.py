@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..perception import CausalPerceiverIO
+from ..perception import CausalPerceiverIO, VQPTTokenizer, get_preset
 from ..replay import ReplayStore
 from ..training.trainer import TrainerConfig
 from .config import RunConfig
@@ -57,11 +58,20 @@ def trainer_config(config: RunConfig, steps: int) -> TrainerConfig:
     )
 
 
-def build_model(config: RunConfig) -> CausalPerceiverIO:
-    """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed)."""
+def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> CausalPerceiverIO:
+    """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed).
+
+    With a trained ``tokenizer``, the model is built around it: its own config (not the preset's, which may have
+    changed since it was trained) and its weights.
+    """
     torch.manual_seed(config.seed)
     shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
-    return CausalPerceiverIO.from_preset(config.preset, video_shape=shape)
+    preset = get_preset(config.preset, video_shape=shape)
+    if tokenizer is None:
+        return CausalPerceiverIO.from_config(preset)
+    model = CausalPerceiverIO.from_config(replace(preset, tokenizer=tokenizer.config))
+    model.tokenizer.load_state_dict(tokenizer.state_dict())
+    return model
 
 
 def finished(manifest: dict | None, stage_command: str, steps: int, steps_flag: str) -> bool:

@@ -1,0 +1,32 @@
+"""``build_model``: the pipeline's perception model, built around the run's own trained tokenizer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from aime_rl.perception import VQPTTokenizer, get_preset
+from aime_rl.pipeline import RunConfig, build_model
+
+
+def tiny_config(tmp_path) -> RunConfig:
+    return RunConfig(name="build", runs_dir=str(tmp_path), preset="tiny", frame_size=32, sequence_length=4)
+
+
+def test_a_fresh_model_follows_the_preset(tmp_path):
+    model = build_model(tiny_config(tmp_path))
+    assert model.config.predictor == get_preset("tiny").predictor
+    assert model.config.tokenizer.encoder == get_preset("tiny").tokenizer.encoder == "unet"
+
+
+def test_a_trained_tokenizer_keeps_its_own_architecture_and_weights(tmp_path):
+    # e.g. a run whose tokenizer was trained before the preset changed its encoder
+    torch.manual_seed(1)
+    tokenizer = build_model(tiny_config(tmp_path)).tokenizer
+    tokenizer = VQPTTokenizer.from_config(replace(tokenizer.config, encoder="patch", padding="replicate"))
+    model = build_model(tiny_config(tmp_path), tokenizer)
+    assert (model.config.tokenizer.encoder, model.config.tokenizer.padding) == ("patch", "replicate")
+    video = torch.rand(1, 3, 3, 32, 32)
+    assert torch.equal(model.tokenizer.encode(video)[0], tokenizer.eval().encode(video)[0])
+    assert model.config.predictor == get_preset("tiny").predictor
