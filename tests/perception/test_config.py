@@ -135,6 +135,14 @@ def test_presets_are_nested_configs_and_overrides_go_where_they_belong():
     assert get_preset("tiny").video_shape == (8, 3, 64, 64)  # T = sequence_length, 64×64 frames
 
 
+def test_cpu_presets_train_the_same_with_or_without_the_lpips_weights():
+    """The perceptual term switches itself off where AlexNet's weights are not cached; a preset meant for a fresh
+    machine must not depend on that, so "tiny" and "small" leave it off in both sections."""
+    for name in ("tiny", "small"):
+        config = get_preset(name)
+        assert config.tokenizer.perceptual_weight == config.predictor.perceptual_weight == 0.0, name
+
+
 def test_from_config_builds_an_equal_model_with_its_own_config(perceiver, clip):
     config = get_preset("tiny", video_shape=(8, 3, 32, 32), window=2)
     torch.manual_seed(0)
