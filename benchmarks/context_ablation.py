@@ -128,6 +128,11 @@ VARIANTS: dict[str, dict] = {
     "recency-spectrum": {"_recency_slopes": [2.0, 0.0, 0.5, 0.0]},
     "mean-pool": {"context_pooling": "mean"},  # the seed's pooling (the "small" preset projects)
     "projection-pool": {"context_pooling": "projection"},
+    # a finer token grid with the preset's patch tokenizer (a fresh one): 8×8 tokens of 4×4 pixels at 32×32
+    "downsample4-patch": {"downsample": 4, "_train_tokenizer": True},
+    # the decoder reads the pooled context (and its summaries) instead of the 16 latents: every prediction loss then
+    # passes through the 256-d context the agent sees
+    "context-memory": {"_context_memory": True},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
     "downsample4+stability1+motion2": {
         "downsample": 4,
@@ -166,12 +171,13 @@ def build(
     embedding_scale = overrides.pop("_embedding_scale", None)
     recency_slopes = overrides.pop("_recency_slopes", None)
     untrained_tokenizer = overrides.pop("_untrained_tokenizer", False)
+    context_memory = overrides.pop("_context_memory", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
             fresh,
             tokenizer_dir.parent.parent / "replay",
-            trainer_config(config, config.tokenizer_steps),
+            trainer_config(config, config.tokenizer_steps, lr=config.tokenizer_lr),
             tmp / "tokenizer_log",
         )
         tokenizer_metrics = {
@@ -200,6 +206,15 @@ def build(
     if motion_heads is not None:
         with torch.no_grad():
             model.predictor.motion_bias[motion_heads:] = 0.0
+    if context_memory:
+        predictor = model.predictor
+
+        def memory(latents: torch.Tensor) -> torch.Tensor:
+            fast = predictor.frame_context(latents)
+            summaries = [predictor.timescales[name](fast).unsqueeze(2) for name in predictor.timescales]
+            return torch.cat([fast.unsqueeze(2), *summaries], dim=2)
+
+        object.__setattr__(predictor, "memory", memory)
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     return model, tokenizer_metrics

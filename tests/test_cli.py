@@ -107,6 +107,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["--device", "cuda:7"], "--device"),
         (["--device", "tpu"], "--device"),
         (["--lr", "nan"], "--lr"),
+        (["--tokenizer-lr", "0"], "--tokenizer-lr"),
     ],
 )
 def test_bad_settings_are_one_line_errors_that_write_nothing(tmp_path, capsys, flags, named):
@@ -204,3 +205,14 @@ def test_a_run_config_written_before_newer_settings_existed_still_loads(tmp_path
     (run / "config.json").write_text(json.dumps(values))
     config = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())
     assert config[0].probe_steps == 3000 and config[0].deterministic is False
+
+
+def test_a_run_from_before_tokenizer_lr_keeps_training_its_tokenizer_at_its_lr(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    values = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())[0].to_dict()
+    values.pop("tokenizer_lr")
+    values["lr"] = 5e-4  # what its tokenizer (and context model) trained with
+    (run / "config.json").write_text(json.dumps(values))
+    config = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())[0]
+    assert config.tokenizer_lr == config.lr == 5e-4

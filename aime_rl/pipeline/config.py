@@ -37,7 +37,13 @@ PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 # The stages, in pipeline order, and the run settings that shape each stage's outputs: changing one of them after
 # that stage has produced something would silently mix incompatible artifacts (rundir.py refuses it).
 # Settings added after run directories were first written: an older config.json lacks them and gets the default.
-ADDED_SETTINGS = ("deterministic", "probe_steps", "probe_episode_steps", "probe_representations")
+ADDED_SETTINGS = (
+    "deterministic",
+    "probe_steps",
+    "probe_episode_steps",
+    "probe_representations",
+    "tokenizer_lr",
+)
 STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
 SHAPING: dict[str, str] = {
     "env": "collect",
@@ -108,10 +114,15 @@ class RunConfig:
     )
     context_steps: int = setting(600, "context-model training steps (a total)", ("train-context",))
     batch_size: int = setting(8, "windows per training batch", TRAINING)
+    tokenizer_lr: float = setting(
+        3e-3,
+        "learning rate of the tokenizer trainer (a change on resume is applied and logged)",
+        ("train-tokenizer",),
+    )
     lr: float = setting(
         1e-3,
-        "learning rate of the perception and world-model trainers (a change on resume is applied and logged)",
-        TRAINING,
+        "learning rate of the context-model and world-model trainers (a change on resume is applied and logged)",
+        ("train-context", "train-world-model"),
     )
     # world model
     world_model_steps: int = setting(300, "world-model training steps (a total)", ("train-world-model",))
@@ -174,6 +185,9 @@ class RunConfig:
         missing = sorted(set(FIELD_TYPES) - set(values) - set(ADDED_SETTINGS))
         if complete and missing:
             raise ValueError(f"settings missing from {source}: {', '.join(missing)}")
+        if complete and "tokenizer_lr" not in values and "lr" in values:
+            # a run written before tokenizer_lr existed trained its tokenizer with lr; resuming keeps that
+            values = {**values, "tokenizer_lr": values["lr"]}
         for key, value in values.items():
             _check_type(key, value, source)
         config = cls(**values)
@@ -212,8 +226,10 @@ class RunConfig:
             raise ValueError(f"{flag('sequence_length')} must be at least 2 (context and a next frame)")
         if self.seed < 0:
             raise ValueError(f"{flag('seed')} must be >= 0, got {self.seed}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"{flag('lr')} must be a positive number, got {self.lr}")
+        for key in ("lr", "tokenizer_lr"):
+            value = getattr(self, key)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{flag(key)} must be a positive number, got {value}")
         self._check_frame_size()
         if not self.runs_dir:
             raise ValueError(f"{flag('runs_dir')} must not be empty")

@@ -34,7 +34,10 @@ def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     model = build_model(config)
     logdir = run.path / "tokenizer"
     metrics = train_tokenizer(
-        model.tokenizer, store.directory, trainer_config(config, config.tokenizer_steps), logdir
+        model.tokenizer,
+        store.directory,
+        trainer_config(config, config.tokenizer_steps, lr=config.tokenizer_lr),
+        logdir,
     )
     model.tokenizer.save_pretrained(logdir / "model")
     manifest = {

@@ -43,12 +43,14 @@ def open_replay(run: RunDir) -> ReplayStore:
     return ReplayStore.open(run.path / "replay")
 
 
-def trainer_config(config: RunConfig, steps: int) -> TrainerConfig:
+def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> TrainerConfig:
+    """The trainer settings of a perception or world-model stage: ``steps``, the run's batch, window and seed, and
+    ``lr`` (default: the run's ``lr``; the tokenizer stage passes ``tokenizer_lr``)."""
     return TrainerConfig(
         steps=steps,
         batch_size=config.batch_size,
         sequence_length=config.sequence_length,
-        lr=config.lr,
+        lr=config.lr if lr is None else lr,
         warmup_steps=min(50, max(steps // 10, 1)),
         seed=config.seed,
         log_every=max(steps // 50, 1),

@@ -18,6 +18,7 @@ from aime_rl.cli import main
 from aime_rl.evaluation import DEFAULT_REPRESENTATIONS
 from aime_rl.evaluation.representations import REPRESENTATIONS
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.pipeline import RunConfig
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.replay import ReplayStore
 from aime_rl.utils.tensorboard import read_event_images
@@ -71,6 +72,22 @@ def test_training_the_tokenizer_further_never_touches_the_context_model(run):
     assert digest(run / "model" / "model.safetensors") == model
     assert digest(run / "tokenizer" / "model" / "model.safetensors") != tokenizer
     assert json.loads((run / "stages" / "tokenizer.json").read_text())["steps"] == 3
+
+
+def checkpoint_lr(stage_dir: Path) -> float:
+    """The learning rate the stage's latest checkpoint was trained with."""
+    latest = (stage_dir / "checkpoints" / "latest").read_text().strip()
+    return json.loads((stage_dir / "checkpoints" / latest / "config.json").read_text())["trainer"]["lr"]
+
+
+def test_the_tokenizer_and_the_context_model_train_at_their_own_learning_rates(finished_run):
+    assert checkpoint_lr(finished_run / "tokenizer") == RunConfig().tokenizer_lr == 3e-3
+    assert checkpoint_lr(finished_run / "context_model") == RunConfig().lr == 1e-3
+
+
+def test_a_new_tokenizer_lr_applies_when_training_further(run):
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3", "--tokenizer-lr", "0.002") == 0
+    assert checkpoint_lr(run / "tokenizer") == 0.002
 
 
 def test_the_context_model_refuses_to_resume_on_a_retrained_tokenizer(run, capsys):
