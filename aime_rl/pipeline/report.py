@@ -100,7 +100,9 @@ def print_summary(run_dir: Path, report: dict[str, Any]) -> None:
         f"random policy: {report['random_return_mean']:.2f} ± {report['random_return_std']:.2f}"
     )
     if tok:
-        print(f"tokenizer reconstruction PSNR: {tok.get('psnr', float('nan')):.2f} dB")
+        foreground = tok.get("foreground_psnr")
+        moving = f" (foreground, the pixels that move: {foreground:.2f} dB)" if foreground is not None else ""
+        print(f"tokenizer reconstruction PSNR: {tok.get('psnr', float('nan')):.2f} dB{moving}")
     if ctx:
         print(
             f"next-frame token accuracy: {ctx.get('next_frame_accuracy', float('nan')):.3f} "

@@ -226,8 +226,10 @@ def test_deterministic_runs_give_identical_reports(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_the_whole_pipeline(tmp_path):
+def test_quick_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert main(["demo", "--quick", "--logdir", str(tmp_path)]) == 0
+    summary = capsys.readouterr().out
+    assert "(foreground, the pixels that move: " in summary  # the ball's and the paddle's own PSNR
     run = tmp_path / "demo-quick"
     report = json.loads((run / "report.json").read_text())
     assert {"agent_return_mean", "random_return_mean", "perception"} <= set(report)
