@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import warnings
@@ -21,7 +22,7 @@ from ..utils.io import atomic_write_json
 from .config import RunConfig, check_name, default_values, layer
 from .environment import check_env
 from .report import print_summary, write_report
-from .rundir import RunDir, reconcile
+from .rundir import RunDir, file_sha256, reconcile, weights_fingerprint
 from .stages import (
     check_agent_kwargs,
     collect,
@@ -34,6 +35,7 @@ from .stages import (
     train_context_stage,
     train_tokenizer_stage,
     train_world_model_stage,
+    world_model_dir,
 )
 
 COMMAND_STAGE = {
@@ -172,7 +174,9 @@ def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> 
 
 def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """collect → tokenizer → context model → agent → probe → evaluate, then a summary (with what the context
-    knows of the env's state, beside the baselines). A stage already done is skipped."""
+    knows of the env's state, beside the baselines). A stage already done is skipped; so are the probe and the
+    evaluation when the weights and the settings they measure are those of the last demo's report (the summary is
+    then that report's)."""
     start = time.time()
     print(f"aime-rl demo: {config.env} with the {config.preset!r} preset → {run.path}", flush=True)
     steps = [
@@ -198,11 +202,58 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         ),
         (f"evaluating on {config.eval_episodes} episodes", lambda: evaluate(config, run, progress=progress)),
     ]
-    for i, (what, stage) in enumerate(steps, 1):
+    measured = len(steps) - 2  # the probe and the evaluation measure what the stages before them made
+    for i, (what, stage) in enumerate(steps[:measured], 1):
         print(f"[{i}/{len(steps)}] {what}", flush=True)
         report = stage()
+    inputs = measurement_inputs(config, run)
+    cached = cached_report(run, inputs)
+    for i, (what, stage) in enumerate(steps[measured:], measured + 1):
+        print(
+            f"[{i}/{len(steps)}] {what}{' (done: nothing it measures changed)' if cached else ''}", flush=True
+        )
+        if cached is None:
+            report = stage()
+    if cached is not None:
+        print_summary(run.path, cached)
+        return cached
     report["probe"] = probe_summary(run.path / "probe.json")
     report["seconds"] = round(time.time() - start, 1)
+    report["measured"] = inputs
     write_report(run.path, report)
     print_summary(run.path, report)
     return report
+
+
+def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """What the demo's probe and evaluation depend on: the weights they measure and the settings they use."""
+    world_model = world_model_dir(run) / "model.safetensors"
+    return {
+        "model": weights_fingerprint(run.path / "model"),
+        "agent": file_sha256(run.path / "agent" / "agent.zip"),
+        "world_model": file_sha256(world_model) if world_model.is_file() else None,
+        "settings": {
+            key: getattr(config, key)
+            for key in (
+                "seed",
+                "eval_episodes",
+                "probe_steps",
+                "probe_episode_steps",
+                "probe_representations",
+                "device",
+            )
+        },
+    }
+
+
+def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The report of an earlier demo on this run when it measured exactly ``inputs`` (so a rerun of a finished demo
+    prints its summary again instead of measuring the same thing twice); None otherwise."""
+    path = run.path / "report.json"
+    if not (path.is_file() and (run.path / "probe.json").is_file()):
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if report.get("measured") == inputs else None

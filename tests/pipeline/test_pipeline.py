@@ -226,6 +226,22 @@ def test_deterministic_runs_give_identical_reports(tmp_path):
 
 
 @pytest.mark.slow
+def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, capsys):
+    demo = ["demo", "--quick", "--logdir", str(tmp_path)]
+    assert main(demo) == 0
+    run = tmp_path / "demo-quick"
+    first = {name: digest(run / name) for name in ("report.json", "probe.json")}
+    capsys.readouterr()
+    assert main(demo) == 0
+    out = capsys.readouterr().out
+    assert out.count("(done: nothing it measures changed)") == 2 and "== aime-rl demo summary ==" in out
+    assert {name: digest(run / name) for name in first} == first
+    assert main([*demo, "--eval-episodes", "3"]) == 0  # another setting of the evaluation: measured again
+    assert "(done: nothing it measures changed)" not in capsys.readouterr().out
+    assert json.loads((run / "report.json").read_text())["episodes"] == 3
+
+
+@pytest.mark.slow
 def test_quick_demo_runs_the_whole_pipeline(tmp_path, capsys):
     assert main(["demo", "--quick", "--logdir", str(tmp_path)]) == 0
     summary = capsys.readouterr().out
