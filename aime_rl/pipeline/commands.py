@@ -219,8 +219,9 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         return cached
     report["probe"] = probe_summary(run.path / "probe.json")
     report["seconds"] = round(time.time() - start, 1)
-    report["measured"] = inputs
     write_report(run.path, report)
+    record = {"report": file_sha256(run.path / "report.json"), "probe": file_sha256(run.path / "probe.json")}
+    run.write_manifest("evaluate", {"status": "done", "inputs": inputs, "outputs": record})
     print_summary(run.path, report)
     return report
 
@@ -247,13 +248,17 @@ def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:
-    """The report of an earlier demo on this run when it measured exactly ``inputs`` (so a rerun of a finished demo
-    prints its summary again instead of measuring the same thing twice); None otherwise."""
-    path = run.path / "report.json"
-    if not (path.is_file() and (run.path / "probe.json").is_file()):
+    """The report of an earlier demo on this run when it measured exactly ``inputs`` and its ``report.json`` and
+    ``probe.json`` are still the files it wrote (``stages/evaluate.json`` records both), so that a rerun of a finished
+    demo prints its summary again instead of measuring the same thing twice; None otherwise."""
+    manifest = run.manifest("evaluate") or {}
+    outputs = manifest.get("outputs", {})
+    files = {name: run.path / f"{name}.json" for name in ("report", "probe")}
+    if manifest.get("inputs") != inputs or not all(path.is_file() for path in files.values()):
+        return None
+    if any(outputs.get(name) != file_sha256(path) for name, path in files.items()):
         return None
     try:
-        report = json.loads(path.read_text())
+        return json.loads(files["report"].read_text())
     except (OSError, ValueError):
         return None
-    return report if report.get("measured") == inputs else None

@@ -236,6 +236,11 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     out = capsys.readouterr().out
     assert out.count("(done: nothing it measures changed)") == 2 and "== aime-rl demo summary ==" in out
     assert {name: digest(run / name) for name in first} == first
+    evaluate = ["evaluate", "--runs-dir", str(tmp_path), "--name", "demo-quick"]
+    assert main(evaluate) == 0  # rewrites report.json
+    capsys.readouterr()
+    assert main(demo) == 0  # the report is no longer the demo's own: measured again
+    assert "(done: nothing it measures changed)" not in capsys.readouterr().out
     assert main([*demo, "--eval-episodes", "3"]) == 0  # another setting of the evaluation: measured again
     assert "(done: nothing it measures changed)" not in capsys.readouterr().out
     assert json.loads((run / "report.json").read_text())["episodes"] == 3
