@@ -130,6 +130,7 @@ class CausalPerceiverIO(nn.Module):
         motion_attention_bias: float = 0.0,
         context_pooling: str = "mean",
         recency_bias: float = 0.0,
+        context_whitening: bool = False,
     ):
         super().__init__()
         arguments = dict(
@@ -163,6 +164,7 @@ class CausalPerceiverIO(nn.Module):
             motion_attention_bias=motion_attention_bias,
             context_pooling=context_pooling,
             recency_bias=recency_bias,
+            context_whitening=context_whitening,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

@@ -138,7 +138,8 @@ class ContextStream:
         )
         self.last_latents = latents  # [B, N, D]
         fast = p.frame_context(latents)
-        return fast if self._summary_cache is None else self._summarise(fast)
+        context = fast if self._summary_cache is None else self._summarise(fast)
+        return p.output_context(context, self.timescale)
 
     def _key_bias(self, cache: WindowKVCache) -> torch.Tensor | None:
         """The cross-attention score bias of every cached key ``[B, heads, P + L]``: the motion bonus written with

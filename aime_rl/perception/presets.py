@@ -80,6 +80,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # a penalty of 1 per frame of a key's age in every other head: those read the present, the others the
             # window (issue 13: Catch 32×32 ball x / y 0.74 / 0.74 → 0.88 / 0.91; benchmarks/README.md)
             recency_bias=1.0,
+            # the context handed out is decorrelated (ZCA, statistics of the training steps): its state lives in
+            # directions of tiny variance that gradient-trained readers barely see otherwise (issue 13: Pong
+            # AtariARI score 0.39 → 0.72 with the same weights; benchmarks/README.md)
+            context_whitening=True,
             perceptual_weight=0.0,  # see the tokenizer's
         ),
     },

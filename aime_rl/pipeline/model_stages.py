@@ -75,7 +75,12 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     logdir = run.path / "context_model"
     config_steps = trainer_config(config, config.context_steps)
     metrics = train_context_model(
-        model, store.directory, config_steps, logdir, token_cache=logdir / "token_cache"
+        model,
+        store.directory,
+        config_steps,
+        logdir,
+        token_cache=logdir / "token_cache",
+        context_window=config.window,  # the whitening is calibrated on the contexts the agent's stream will see
     )
     model.save_pretrained(run.path / "model")
     manifest = {

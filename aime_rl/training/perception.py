@@ -225,8 +225,14 @@ def train_context_model(
     logdir: str | os.PathLike,
     num_context_frames: int | None = None,
     token_cache: str | os.PathLike | None = None,
+    context_window: int | None = None,
+    calibration_contexts: int = 4096,
 ) -> dict[str, Any]:
     """Train the context model (predictor) with the tokenizer frozen; returns the last held-out metrics.
+
+    A model with ``context_whitening`` is then calibrated (:func:`calibrate_whitening`) on about
+    ``calibration_contexts`` contexts of replay windows, computed with ``context_window`` frames (the window the
+    stream will use; default: the predictor's own ``window``).
 
     ``token_cache``: a directory where the replay's tokens are computed once (:mod:`aime_rl.training.token_cache`)
     and training windows are read from, instead of tokenizing every sampled window at every step. Used when the
@@ -262,7 +268,48 @@ def train_context_model(
     trainer.fit()
     for p in predictor.tokenizer.parameters():
         p.requires_grad_(True)
+    window = predictor.window if context_window is None else context_window
+    calibrate_whitening(predictor, store_dir, config, window, calibration_contexts)
     return results
+
+
+def calibrate_whitening(
+    predictor: PerceiverTokenPredictor,
+    store_dir: str | os.PathLike,
+    config: TrainerConfig,
+    window: int | None,
+    num_contexts: int = 4096,
+    batch_size: int = 16,
+) -> int:
+    """The whitening statistics of a trained predictor (``context_whitening``) from about ``num_contexts``
+    contexts of replay windows of the training episodes (drawn with ``config.seed``), each computed with ``window``
+    frames (:meth:`PerceiverTokenPredictor.calibrate_whitening`). The windows are 4 × ``window`` frames long (at
+    least ``config.sequence_length``; shorter when no episode is that long), so that most contexts see a whole
+    window, as a stream's do. Returns the contexts counted per timescale (0 without whitening)."""
+    if predictor.whitening is None or num_contexts < 1:
+        return 0
+    lengths = [config.sequence_length]
+    if window is not None and 4 * window > config.sequence_length:
+        lengths.insert(0, 4 * window)
+    for length in lengths:
+        try:
+            windows = ReplayWindowDataset(
+                store_dir,
+                batch_size,
+                length,
+                seed=config.seed,
+                subset="train" if config.holdout_fraction > 0 else "all",
+                holdout_fraction=config.holdout_fraction,
+            )
+            first = windows[0]["frames"]
+            break
+        except ValueError:
+            if length == lengths[-1]:
+                raise
+    device = _device(predictor)
+    batches = max(1, -(-num_contexts // (batch_size * length)))
+    clips = (first if i == 0 else windows[i]["frames"] for i in range(batches))
+    return predictor.calibrate_whitening((clip.to(device) for clip in clips), window)
 
 
 def training_windows(

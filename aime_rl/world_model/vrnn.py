@@ -194,7 +194,7 @@ class VRNN(nn.Module):
         """
         predictor = self.perceiver.predictor
         latents = predictor.encode_tokens(tokens, tokens.shape[1], self.config.context_window, motion=motion)
-        return predictor.frame_context(latents)
+        return predictor.output_context(predictor.frame_context(latents))
 
     @torch.no_grad()
     def motion_marks(self, frames: torch.Tensor) -> torch.Tensor | None:
