@@ -133,6 +133,8 @@ VARIANTS: dict[str, dict] = {
     # the decoder reads the pooled context (and its summaries) instead of the 16 latents: every prediction loss then
     # passes through the 256-d context the agent sees
     "context-memory": {"_context_memory": True},
+    # the context handed out unwhitened (the "small" preset whitens it: ContextWhitening)
+    "no-whitening": {"context_whitening": False},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
     "downsample4+stability1+motion2": {
         "downsample": 4,
@@ -269,7 +271,11 @@ def main() -> None:
                 config, run.path / "tokenizer" / "model", VARIANTS[name], Path(tmp)
             )
             metrics = train_context_model(
-                model, run.path / "replay", trainer_config(config, steps), Path(tmp) / "log"
+                model,
+                run.path / "replay",
+                trainer_config(config, steps),
+                Path(tmp) / "log",
+                context_window=config.window,  # as the pipeline: the whitening sees the agent's window
             )
             model.save_pretrained(Path(tmp) / "model")
             report = probe_model(

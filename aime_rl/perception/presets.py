@@ -82,7 +82,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             recency_bias=1.0,
             # the context handed out is decorrelated (ZCA, statistics of the training steps): its state lives in
             # directions of tiny variance that gradient-trained readers barely see otherwise (issue 13: Pong
-            # AtariARI score 0.39 → 0.72 with the same weights; benchmarks/README.md)
+            # AtariARI score 0.39 → 0.66 with the same weights; benchmarks/README.md)
             context_whitening=True,
             perceptual_weight=0.0,  # see the tokenizer's
         ),

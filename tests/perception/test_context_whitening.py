@@ -11,7 +11,7 @@ from aime_rl.perception.modules.whitening import ContextWhitening
 from tests.perception.helpers import TIMESCALE_NAMES, load_without_predictor_key, stream_contexts, tiny
 
 
-def correlated(num: int, dim: int = 6, seed: int = 0, spread: float = 100.0) -> torch.Tensor:
+def correlated(num: int, dim: int = 6, seed: int = 0, spread: float = 10.0) -> torch.Tensor:
     """``[num, dim]`` vectors whose variance sits in one direction (``spread`` times the standard deviation of the
     others), in random axes."""
     g = torch.Generator().manual_seed(seed)
@@ -100,7 +100,7 @@ def test_stream_equals_offline_with_whitening(clip, timescale):
     model = tiny(context_whitening=True, context_pooling="projection")
     # a well-conditioned map: a few training steps of a tiny model leave its smallest directions to noise
     for whitening in model.predictor.whitening.values():
-        whitening.update(correlated(2000, dim=32, spread=10.0))
+        whitening.update(correlated(2000, dim=32))
     with torch.no_grad():
         offline = model.extract_context(clip, window=4, timescale=timescale)
         online = stream_contexts(model, clip, 4, timescale=timescale)
@@ -152,3 +152,12 @@ def test_calibration_replaces_the_statistics_by_those_of_the_clips(clip):
 
 def test_calibrating_a_model_without_whitening_does_nothing(clip):
     assert tiny().predictor.calibrate_whitening([clip]) == 0
+
+
+def test_directions_of_almost_no_variance_are_damped_not_blown_up():
+    whitening = ContextWhitening(6, eps=1e-2)
+    data = correlated(4000, spread=1000.0)  # the other directions have 1e-6 of the largest variance
+    whitening.update(data)
+    variances = torch.linalg.eigvalsh(torch.cov(whitening(data).T))
+    assert variances.max() == pytest.approx(1.0, rel=0.05)
+    assert variances[:-1].max() < 1e-3  # (1e-6 / (1e-6 + 1e-2)): damped, where exact whitening would give 1

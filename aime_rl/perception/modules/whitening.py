@@ -27,13 +27,16 @@ class ContextWhitening(nn.Module):
         dim: channels D.
         momentum: weight of a new batch in the running statistics once more than ``1 / momentum`` batches were
             seen (before that, the statistics are the plain average of the batches so far).
-        eps: added to every eigenvalue of the covariance, relative to the largest one, so directions of (almost)
-            no variance are not blown up.
+        eps: added to every eigenvalue of the covariance, relative to the largest one: directions with less
+            variance than ``eps`` times the largest are damped rather than blown up. Exact whitening (1e-6) reads
+            best by a linear probe (Pong AtariARI 0.70; 1e-4: 0.66; none: 0.39) but amplifies directions that the
+            random-policy data barely moved, and PPO on Catch then learns far worse (−3.6 against −1.8 unwhitened,
+            3 seeds); from 1e-4 up the agent is unchanged (−2.0, −1.8, −1.5 at 1e-4, 1e-3, 1e-2).
 
     Before any statistics exist (a model that never trained) the map is the identity.
     """
 
-    def __init__(self, dim: int, momentum: float = 0.02, eps: float = 1e-6):
+    def __init__(self, dim: int, momentum: float = 0.02, eps: float = 1e-4):
         super().__init__()
         if not 0 < momentum <= 1:
             raise ValueError(f"momentum must be in (0, 1], got {momentum}")
