@@ -15,6 +15,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .patch_encoder import cell_mlp
+
 
 class PatchDecoder(nn.Module):
     """Quantized features ``[B, code_dim, T, h, w]`` → video ``[B, C, T, h · downsample, w · downsample]``
@@ -30,15 +32,7 @@ class PatchDecoder(nn.Module):
     def __init__(self, out_channels: int, code_dim: int, downsample: int, hidden_channels: int):
         super().__init__()
         self.downsample = downsample
-        self.mlp = nn.Sequential(
-            nn.Linear(code_dim, hidden_channels),
-            nn.LayerNorm(hidden_channels),
-            nn.SiLU(),
-            nn.Linear(hidden_channels, hidden_channels),
-            nn.LayerNorm(hidden_channels),
-            nn.SiLU(),
-            nn.Linear(hidden_channels, out_channels * downsample**2),
-        )
+        self.mlp = cell_mlp(code_dim, hidden_channels, out_channels * downsample**2)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``[B, code_dim, T, h, w] -> [B, C, T, H, W]``."""

@@ -17,6 +17,20 @@ from torch import nn
 from .conv import StreamCache
 
 
+def cell_mlp(in_features: int, hidden_features: int, out_features: int) -> nn.Sequential:
+    """The per-cell MLP of the patch encoder and decoder: two hidden layers (Linear, LayerNorm, SiLU), then a
+    linear output; ``[..., in_features] → [..., out_features]``."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_features),
+        nn.LayerNorm(hidden_features),
+        nn.SiLU(),
+        nn.Linear(hidden_features, hidden_features),
+        nn.LayerNorm(hidden_features),
+        nn.SiLU(),
+        nn.Linear(hidden_features, out_features),
+    )
+
+
 class PatchEncoder(nn.Module):
     """Video ``[B, C, T, H, W]`` in ``[-1, 1]`` → features ``[B, code_dim, T, H/downsample, W/downsample]``.
 
@@ -30,15 +44,7 @@ class PatchEncoder(nn.Module):
     def __init__(self, in_channels: int, code_dim: int, downsample: int, hidden_channels: int):
         super().__init__()
         self.downsample = downsample
-        self.mlp = nn.Sequential(
-            nn.Linear(in_channels * downsample**2, hidden_channels),
-            nn.LayerNorm(hidden_channels),
-            nn.SiLU(),
-            nn.Linear(hidden_channels, hidden_channels),
-            nn.LayerNorm(hidden_channels),
-            nn.SiLU(),
-            nn.Linear(hidden_channels, code_dim),
-        )
+        self.mlp = cell_mlp(in_channels * downsample**2, hidden_channels, code_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T, H, W] -> [B, code_dim, T, h, w]``."""
