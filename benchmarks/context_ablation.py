@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict] = {
     "preset": {},
     "seed-objective": {"context_prediction_weight": 0.0},
     "ctx": {"context_prediction_weight": 1.0},
+    "ctx+change1": {"context_prediction_weight": 1.0, "change_weight": 1.0},
     "pos0.15": {"_position_scale": 0.15},
     "pos0.3": {"_position_scale": 0.3},
     "pos0.1": {"_position_scale": 0.1},
@@ -135,6 +136,9 @@ VARIANTS: dict[str, dict] = {
     "context-memory": {"_context_memory": True},
     # the context handed out unwhitened (the "small" preset whitens it: ContextWhitening)
     "no-whitening": {"context_whitening": False},
+    # each key also embeds its cell's tokens of the step before (how the cell changed)
+    "previous-tokens": {"previous_tokens": True},
+    "ctx+previous-tokens": {"context_prediction_weight": 1.0, "previous_tokens": True},
     "downsample4+stability1": {"downsample": 4, "stability_weight": 1.0, "_train_tokenizer": True},
     "downsample4+stability1+motion2": {
         "downsample": 4,

@@ -131,6 +131,7 @@ class CausalPerceiverIO(nn.Module):
         context_pooling: str = "mean",
         recency_bias: float = 0.0,
         context_whitening: bool = False,
+        previous_tokens: bool = False,
     ):
         super().__init__()
         arguments = dict(
@@ -165,6 +166,7 @@ class CausalPerceiverIO(nn.Module):
             context_pooling=context_pooling,
             recency_bias=recency_bias,
             context_whitening=context_whitening,
+            previous_tokens=previous_tokens,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

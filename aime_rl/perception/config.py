@@ -186,6 +186,12 @@ class PredictorConfig:
             (a policy, a probe trained with Adam) barely see them; whitening makes every direction equally easy to
             read without adding or removing information (Pong, the same weights: AtariARI score 0.39 → 0.66). False is the seed's
             model.
+        previous_tokens: each key of the encoder's cross-attention also embeds the tokens its cell had one token
+            step before (a learned linear map of their embedding, added to the key's input; at an episode's first
+            step, the cell's own tokens). A key then says how its cell changed, so one cross-attention read sees
+            where a small object moved within a cell and from which side it entered one; without it a velocity is
+            the difference of two positions read from two keys and averaged away by the softmax. The stream keeps
+            each row's previous tokens. False is the seed's model.
     """
 
     num_latents: int = 128
@@ -210,6 +216,7 @@ class PredictorConfig:
     context_pooling: str = "mean"
     recency_bias: float = 0.0
     context_whitening: bool = False
+    previous_tokens: bool = False
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -280,6 +287,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.context_pooling",
     "predictor.recency_bias",
     "predictor.context_whitening",
+    "predictor.previous_tokens",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -124,7 +124,9 @@ class ContextStream:
             tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
             if p.motion_bias is not None:  # the motion marks compare pixels in [0, 1]
                 frames = p.tokenizer.check_frames(frames, "frames")
-            keys, values = cross.keys_values(p.embed_inputs(tokens, self._marks(tokens)))
+            keys, values = cross.keys_values(
+                p.embed_inputs(tokens, self._marks(tokens), self._previous_tokens(tokens))
+            )
             bias = p.key_bias(self._motion_marks(frames, tuple(tokens.shape[1:3])))
             self._remember(tokens, frames, emitted)
             cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted, bias=bias)
@@ -161,6 +163,15 @@ class ContextStream:
         marks[~self._has_previous] = FIRST
         return marks
 
+    def _previous_tokens(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Each row's tokens of its previous step ``[B, h, w, G]`` (this step's own at an episode's first step, as
+        offline); None without ``previous_tokens``."""
+        if self.predictor.previous_proj is None:
+            return None
+        if self._previous is None:
+            return tokens
+        return torch.where(self._has_previous.view(-1, 1, 1, 1), self._previous, tokens)
+
     def _motion_marks(self, frames: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
         """Pixel motion marks ``[B, h, w]`` of this frame ``[B, C, H, W]`` (float in [0, 1]) against each row's
         frame of its previous token step (``FIRST`` at an episode's first step, as offline). None without the
@@ -174,7 +185,7 @@ class ContextStream:
 
     def _remember(self, tokens: torch.Tensor, frames: torch.Tensor, emitted: torch.Tensor) -> None:
         """Keep the emitted rows' tokens and frame as their previous step's (for the marks of the next one)."""
-        if self.predictor.uses_change_marks:
+        if self.predictor.keeps_previous_tokens:
             previous = tokens if self._previous is None else self._previous
             self._previous = torch.where(emitted.view(-1, 1, 1, 1), tokens, previous)
         if self.predictor.motion_bias is not None:

@@ -99,6 +99,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_pooling: str = "mean",
         recency_bias: float = 0.0,
         context_whitening: bool = False,
+        previous_tokens: bool = False,
     ):
         super().__init__()
         check_window(window)
@@ -135,6 +136,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_pooling=context_pooling,
             recency_bias=recency_bias,
             context_whitening=context_whitening,
+            previous_tokens=previous_tokens,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -142,6 +144,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
         # rows UNCHANGED / CHANGED / FIRST; about the norm of the grid position encoding, so the mark is seen
         self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
+        # the embedding of a cell's previous tokens → what is added to its key's input (previous_tokens)
+        self.previous_proj = nn.Linear(d, d, bias=False) if previous_tokens else None
         # cross-attention score bonus [heads, 3] per mark (UNCHANGED / CHANGED / FIRST); learned from this start
         self.motion_bias = (
             nn.Parameter(initial_motion_bias(num_cross_attention_heads, motion_attention_bias))
@@ -242,6 +246,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return self.mark_changes or self.motion_bias is not None
 
     @property
+    def keeps_previous_tokens(self) -> bool:
+        """Whether a stream must keep each row's previous tokens (change marks or ``previous_tokens``)."""
+        return self.uses_change_marks or self.previous_proj is not None
+
+    @property
     def num_condition_channels(self) -> int:
         return self.condition_proj.in_features
 
@@ -308,7 +317,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         T, T'·h·w]`` with ``recency_bias`` (the motion bonus plus the age penalty), None without either."""
         steps, h, w = tokens.shape[1:4]
         marks = change_marks(tokens) if self.uses_change_marks else None
-        inputs = rearrange(self.embed_inputs(tokens, marks), "b t n d -> b (t n) d")
+        previous = (
+            torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1) if self.previous_proj is not None else None
+        )
+        inputs = rearrange(self.embed_inputs(tokens, marks, previous), "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
         key_bias = self.key_bias(marks if motion is None else motion)
@@ -357,13 +369,18 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         cells = weights[..., 1:].mean(dim=(2, 3))  # drop the null key; mean over latents and heads
         return rearrange(cells, "b t (s i j) -> b t s i j", s=steps, i=h)
 
-    def embed_inputs(self, tokens: torch.Tensor, marks: torch.Tensor | None) -> torch.Tensor:
-        """Encoder inputs: tokens ``[..., h, w, G]`` and change marks ``[..., h, w]`` (None without
-        ``mark_changes``) → ``[..., h · w, D]``."""
+    def embed_inputs(
+        self, tokens: torch.Tensor, marks: torch.Tensor | None, previous: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Encoder inputs: tokens ``[..., h, w, G]``, change marks ``[..., h, w]`` (None without ``mark_changes``)
+        and each cell's tokens of the step before ``[..., h, w, G]`` (None without ``previous_tokens``; the
+        cell's own tokens where there is no step before) → ``[..., h · w, D]``."""
         inputs = self.input_adapter(tokens)
-        if self.change_embedding is None:
-            return inputs
-        return inputs + self.change_embedding[marks.flatten(-2)]
+        if self.change_embedding is not None:
+            inputs = inputs + self.change_embedding[marks.flatten(-2)]
+        if self.previous_proj is not None:
+            inputs = inputs + self.previous_proj(self.input_adapter.embed_ids(previous).flatten(-3, -2))
+        return inputs
 
     def embed_condition(self, condition: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
         """Condition ``[B, D_cond]`` → ``[B, D]`` added to the latent queries (None passes through).

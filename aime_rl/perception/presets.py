@@ -89,6 +89,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # directions of tiny variance that gradient-trained readers barely see otherwise (issue 13: Pong
             # AtariARI score 0.39 → 0.66 with the same weights; benchmarks/README.md)
             context_whitening=True,
+            # the pooled context alone also predicts the next frame (no copy of the last tokens): the seed's
+            # objective gives each output query its cell's last tokens, so nothing asks the latents to keep where
+            # things are, and a longer training drops it (issue 13: Catch, 3000 steps: ball x 0.56 → 0.91, vx
+            # 0.04 → 0.55; at the demo's 400 steps unchanged; benchmarks/README.md)
+            context_prediction_weight=1.0,
             perceptual_weight=0.0,  # see the tokenizer's
         ),
     },

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aime_rl.data import moving_sprites
-from aime_rl.perception import CausalPerceiverIO, PredictorOutput
+from aime_rl.perception import CausalPerceiverIO, PredictorOutput, get_preset
 from aime_rl.perception.modules.temporal import motion_marks
 from aime_rl.perception.predictor import CHANGED, FIRST, UNCHANGED, change_marks
 from tests.helpers import FLAT_TINY_CONFIG, sprite_batches
@@ -76,6 +76,11 @@ def test_context_prediction_reads_the_pooled_context_only(clip, monkeypatch):
         1,
     ]  # future, next-frame from latents, next-frame from c_t
     assert model.predictor.encoder.latents.grad.abs().sum() > 0  # it trains the encoder through the context
+
+
+def test_the_small_preset_asks_the_context_alone_for_the_next_frame_and_the_paper_preset_does_not():
+    assert get_preset("small").predictor.context_prediction_weight == 1.0
+    assert get_preset("paper").predictor.context_prediction_weight == 0.0
 
 
 @pytest.mark.parametrize("method", ["maskgit", "autoregressive"])
