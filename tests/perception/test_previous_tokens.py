@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from aime_rl.perception import get_preset
-from tests.helpers import sprite_batches
 from tests.perception.helpers import load_without_predictor_key, stream_contexts, tiny
 
 
@@ -36,20 +35,6 @@ def test_stream_equals_offline_with_previous_tokens(clip, window):
         offline = model.extract_context(clip, window=window)
         online = stream_contexts(model, clip, window)
     assert torch.allclose(online, offline, atol=1e-4, rtol=0)
-
-
-def test_the_first_step_after_a_reset_has_no_previous_tokens(clip):
-    torch.manual_seed(0)
-    model = tiny(previous_tokens=True)
-    other_episode = next(sprite_batches(2, 12, 32, seed=7))
-    stream = model.stream(2, window=4)
-    with torch.no_grad():
-        for t in range(5):
-            stream.step(clip[:, t])
-        stream.reset(torch.tensor([False, True]))
-        online = torch.stack([stream.step(other_episode[:, t]) for t in range(4)], dim=1)
-        fresh = model.extract_context(other_episode[1:, :4], window=4)
-    assert torch.allclose(online[1:], fresh, atol=1e-4, rtol=0)
 
 
 def test_the_previous_tokens_map_is_trained(clip):
