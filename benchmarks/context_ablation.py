@@ -35,6 +35,9 @@ VARIANTS: dict[str, dict] = {
     "seed-objective": {"context_prediction_weight": 0.0},
     "ctx": {"context_prediction_weight": 1.0},
     "ctx+change1": {"context_prediction_weight": 1.0, "change_weight": 1.0},
+    # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
+    "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
+    "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},
     "pos0.15": {"_position_scale": 0.15},
     "pos0.3": {"_position_scale": 0.3},
     "pos0.1": {"_position_scale": 0.1},

@@ -132,6 +132,7 @@ class CausalPerceiverIO(nn.Module):
         recency_bias: float = 0.0,
         context_whitening: bool = False,
         previous_tokens: bool = False,
+        context_prediction_horizon: int = 1,
     ):
         super().__init__()
         arguments = dict(
@@ -167,6 +168,7 @@ class CausalPerceiverIO(nn.Module):
             recency_bias=recency_bias,
             context_whitening=context_whitening,
             previous_tokens=previous_tokens,
+            context_prediction_horizon=context_prediction_horizon,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

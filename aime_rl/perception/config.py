@@ -186,6 +186,9 @@ class PredictorConfig:
             (a policy, a probe trained with Adam) barely see them; whitening makes every direction equally easy to
             read without adding or removing information (Pong, the same weights: AtariARI score 0.39 → 0.66). False is the seed's
             model.
+        context_prediction_horizon: how many token steps ahead the context-prediction term asks the pooled
+            context for (1: the next frame, the seed's). Further frames need the velocity as well as the position,
+            which a next frame seen through 8×8-pixel tokens barely does.
         previous_tokens: each key of the encoder's cross-attention also embeds the tokens its cell had one token
             step before (a learned linear map of their embedding, added to the key's input; at an episode's first
             step, the cell's own tokens). A key then says how its cell changed, so one cross-attention read sees
@@ -217,6 +220,7 @@ class PredictorConfig:
     recency_bias: float = 0.0
     context_whitening: bool = False
     previous_tokens: bool = False
+    context_prediction_horizon: int = 1
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -288,6 +292,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.recency_bias",
     "predictor.context_whitening",
     "predictor.previous_tokens",
+    "predictor.context_prediction_horizon",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

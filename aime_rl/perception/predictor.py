@@ -100,9 +100,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         recency_bias: float = 0.0,
         context_whitening: bool = False,
         previous_tokens: bool = False,
+        context_prediction_horizon: int = 1,
     ):
         super().__init__()
         check_window(window)
+        if not 1 <= context_prediction_horizon <= sequence_length:
+            raise ValueError(
+                f"context_prediction_horizon must be in [1, sequence_length={sequence_length}], "
+                f"got {context_prediction_horizon}"
+            )
         if context_pooling not in CONTEXT_POOLINGS:
             raise ValueError(f"context_pooling must be one of {CONTEXT_POOLINGS}, got {context_pooling!r}")
         weights = (
@@ -137,6 +143,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             recency_bias=recency_bias,
             context_whitening=context_whitening,
             previous_tokens=previous_tokens,
+            context_prediction_horizon=context_prediction_horizon,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -619,8 +626,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )
         next_frame = self._next_frame_loss(memory, tokens[:, :context_steps], self.next_frame_weight)
         context_only = contexts["fast"].unsqueeze(2)  # [B, T, 1, D]: the context as the only memory
+        horizon = self.config.context_prediction_horizon
         context_prediction = self._next_frame_loss(
-            context_only, tokens[:, :context_steps], self.context_prediction_weight, copy_prior=False
+            context_only,
+            tokens[:, : context_steps + horizon - 1],  # the later steps are targets only
+            self.context_prediction_weight,
+            copy_prior=False,
+            horizon=horizon,
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
         loss = (
@@ -679,22 +691,31 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return token_cross_entropy(logits, target, self.label_smoothing, changed, weight)
 
     def _next_frame_loss(
-        self, memory: torch.Tensor, tokens: torch.Tensor, weight: float, copy_prior: bool = True
+        self,
+        memory: torch.Tensor,
+        tokens: torch.Tensor,
+        weight: float,
+        copy_prior: bool = True,
+        horizon: int = 1,
     ) -> torch.Tensor:
-        """CE of token step j predicted (fully masked) from the memory ``[B, T, M, D]`` of the frame just before it,
-        j = 1…T'−1 (zero without computing anything when ``weight`` is 0). ``copy_prior``: the decoder also sees the
-        previous frame's tokens (see :meth:`predict_logits`)."""
-        steps = tokens.shape[1]
-        if steps < 2 or weight == 0:
+        """CE of token steps j … j + horizon − 1 predicted (fully masked) from the memory ``[B, T, M, D]`` of the
+        frame just before step j, for every j = 1 … T' − horizon of ``tokens [B, T', h, w, G]`` whose memory is
+        given (``memory`` may cover fewer steps than ``tokens``: the later ones serve as targets only). Zero,
+        without computing anything, when ``weight`` is 0 or no step qualifies. ``copy_prior``: the decoder also
+        sees the tokens of step j − 1 (see :meth:`predict_logits`)."""
+        memory_steps = memory.shape[1] // self.frames_per_token_step
+        last_start = min(memory_steps, tokens.shape[1] - horizon)
+        if last_start < 1 or weight == 0:
             return memory.new_zeros(())
-        frames = torch.arange(1, steps, device=tokens.device) * self.frames_per_token_step - 1
-        mem = rearrange(memory[:, frames], "b j m d -> (b j) m d")
-        target = rearrange(tokens[:, 1:], "b j h w g -> (b j) 1 h w g")
-        last = rearrange(tokens[:, :-1], "b j h w g -> (b j) h w g")
+        tokens = tokens[:, : last_start + horizon]
+        starts = torch.arange(1, last_start + 1, device=tokens.device)
+        mem = rearrange(memory[:, starts * self.frames_per_token_step - 1], "b j m d -> (b j) m d")
+        target = rearrange(tokens[:, 1:].unfold(1, horizon, 1), "b j h w g f -> (b j) f h w g")
+        last = rearrange(tokens[:, starts - 1], "b j h w g -> (b j) h w g")
         logits = self.predict_logits(
             mem, torch.full_like(target, self.input_adapter.mask_id), last if copy_prior else None
         )
-        changed = (target[:, 0] != last).any(-1).unsqueeze(1)  # [(B j), 1, h, w]
+        changed = (target != last.unsqueeze(1)).any(-1)  # [(B j), horizon, h, w]
         return self._cross_entropy(logits, target, changed)
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

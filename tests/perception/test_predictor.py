@@ -78,6 +78,35 @@ def test_context_prediction_reads_the_pooled_context_only(clip, monkeypatch):
     assert model.predictor.encoder.latents.grad.abs().sum() > 0  # it trains the encoder through the context
 
 
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_the_context_predicts_horizon_steps_ahead_from_every_context_frame_but_the_last(
+    clip, monkeypatch, horizon
+):
+    model = tiny(context_prediction_weight=1.0, context_prediction_horizon=horizon)
+    asked = []
+    predict_logits = model.predictor.predict_logits
+
+    def spy(memory, ids, last_tokens):
+        if memory.shape[1] == 1:  # the pooled context alone
+            asked.append(tuple(ids.shape[:2]))
+        return predict_logits(memory, ids, last_tokens)
+
+    monkeypatch.setattr(model.predictor, "predict_logits", spy)
+    with torch.no_grad():
+        model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)
+    assert asked == [(2 * 4, horizon)]  # B = 2 clips × context frames 0…3, each for `horizon` steps
+
+
+def test_a_context_prediction_horizon_past_the_sequence_length_is_refused_by_name():
+    with pytest.raises(ValueError, match="context_prediction_horizon"):
+        tiny(context_prediction_horizon=9)  # the tiny preset's sequence_length is 8
+
+
+def test_a_config_written_before_the_horizon_loads_with_the_next_frame(tmp_path):
+    loaded = load_without_predictor_key(tmp_path / "model", "context_prediction_horizon")
+    assert loaded.predictor.config.context_prediction_horizon == 1
+
+
 def test_the_small_preset_asks_the_context_alone_for_the_next_frame_and_the_paper_preset_does_not():
     assert get_preset("small").predictor.context_prediction_weight == 1.0
     assert get_preset("paper").predictor.context_prediction_weight == 0.0
