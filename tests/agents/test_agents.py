@@ -120,7 +120,7 @@ def test_perception_features_extractor_keeps_weights_and_eval_mode(model_dir):
     assert isinstance(extractor, PerceptionFeaturesExtractor) and extractor.features_dim == CONTEXT_DIM
     pretrained = CausalPerceiverIO.from_pretrained(model_dir).state_dict()
     for name, tensor in extractor.perception.state_dict().items():  # ortho_init=False: nothing re-initialised
-        torch.testing.assert_close(tensor, pretrained[name], msg=name)
+        torch.testing.assert_close(tensor.cpu(), pretrained[name], msg=name)  # SB3 puts it on a GPU if any
 
     agent.policy.set_training_mode(True)
     assert agent.policy.training and extractor.training and not extractor.perception.training

@@ -74,6 +74,15 @@ def test_training_steps_gather_the_statistics_of_every_timescale(clip):
     assert all(w.num_batches.item() == 3 for w in model.predictor.whitening.values())
 
 
+def test_a_bf16_autocast_training_step_gathers_float32_statistics(clip):
+    model = tiny(context_whitening=True).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the trainer does on a GPU
+        model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)["loss"].backward()
+    whitening = model.predictor.whitening["fast"]
+    assert whitening.num_batches.item() == 1
+    assert whitening.running_covariance.dtype == torch.float32
+
+
 def test_evaluation_leaves_the_statistics_alone(clip):
     model = trained_steps(tiny(context_whitening=True), clip, steps=1)
     before = model.predictor.whitening["fast"].running_covariance.clone()

@@ -70,9 +70,11 @@ class ContextWhitening(nn.Module):
         flat = x.detach().reshape(-1, x.shape[-1]).to(self.running_mean.dtype)
         if flat.shape[0] < 2:
             return
-        mean = flat.mean(0)
-        centred = flat - mean
-        covariance = centred.T @ centred / (flat.shape[0] - 1)
+        # statistics in the buffers' precision, also inside a bf16 autocast region (a training step's)
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            mean = flat.mean(0)
+            centred = flat - mean
+            covariance = centred.T @ centred / (flat.shape[0] - 1)
         weight = 1.0 / float(self.num_batches + 1)
         if not cumulative:
             weight = max(self.momentum, weight)
