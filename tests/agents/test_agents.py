@@ -130,7 +130,7 @@ def test_perception_features_extractor_keeps_weights_and_eval_mode(model_dir):
     changed = [
         name
         for name, tensor in extractor.perception.state_dict().items()
-        if tensor.is_floating_point() and not torch.equal(tensor, pretrained[name])
+        if tensor.is_floating_point() and not torch.equal(tensor.cpu(), pretrained[name])
     ]
     assert changed
 
