@@ -38,6 +38,10 @@ VARIANTS: dict[str, dict] = {
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
     "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},
+    # the context predicts its own (standardised) context 1…3 frames on (SPR-style self-prediction)
+    "ctx+future": {"context_prediction_weight": 1.0, "future_context_weight": 1.0},
+    "ctx+future0.3": {"context_prediction_weight": 1.0, "future_context_weight": 0.3},
+    "ctx+future0.1": {"context_prediction_weight": 1.0, "future_context_weight": 0.1},
     "pos0.15": {"_position_scale": 0.15},
     "pos0.3": {"_position_scale": 0.3},
     "pos0.1": {"_position_scale": 0.1},
