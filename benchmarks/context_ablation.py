@@ -4,9 +4,11 @@ Takes a run whose tokenizer is trained (``aime-rl collect`` + ``train-tokenizer`
 variant on the run's replay with that tokenizer frozen, and probes each variant's streamed context on the same
 labelled random-policy frames (``aime_rl.evaluation``; Catch: R² of a ridge probe per state variable; Atari: F1 per
 RAM variable). Optionally trains PPO on each variant's context (``--agent-steps``) and reports the mean return.
+``--model-seeds`` trains each variant's context model once per seed: PPO's spread over agent seeds on one model
+misses the spread between models, which is as large (``benchmarks/README.md``, tenth session).
 
     python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
-        [--probe-steps 3000] [--agent-steps 20000] [--seeds 0 1 2]
+        [--probe-steps 3000] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
 
 Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
 """
@@ -14,6 +16,7 @@ Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a mar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
@@ -38,10 +41,6 @@ VARIANTS: dict[str, dict] = {
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
     "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},
-    # the context predicts its own (standardised) context 1…3 frames on (SPR-style self-prediction)
-    "ctx+future": {"context_prediction_weight": 1.0, "future_context_weight": 1.0},
-    "ctx+future0.3": {"context_prediction_weight": 1.0, "future_context_weight": 0.3},
-    "ctx+future0.1": {"context_prediction_weight": 1.0, "future_context_weight": 0.1},
     "pos0.15": {"_position_scale": 0.15},
     "pos0.3": {"_position_scale": 0.3},
     "pos0.1": {"_position_scale": 0.1},
@@ -248,6 +247,66 @@ def agent_return(config: RunConfig, model_dir: Path, steps: int, seed: int) -> f
     return float(np.mean(returns))
 
 
+def train_and_measure(
+    config: RunConfig, run: RunDir, name: str, steps: int, data, env_fn, args: argparse.Namespace
+) -> dict:
+    """Train variant ``name``'s context model (seeded by ``config.seed``) on the run's frozen tokenizer; probe its
+    streamed context and, with ``--agent-steps``, train PPO on it once per ``--seeds``."""
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tokenizer_metrics = build(config, run.path / "tokenizer" / "model", VARIANTS[name], Path(tmp))
+        metrics = train_context_model(
+            model,
+            run.path / "replay",
+            trainer_config(config, steps),
+            Path(tmp) / "log",
+            context_window=config.window,  # as the pipeline: the whitening sees the agent's window
+        )
+        model.save_pretrained(Path(tmp) / "model")
+        report = probe_model(
+            model.eval(),
+            env_fn,
+            steps=args.probe_steps,
+            window=config.window,
+            data=data,
+            representations=("context",),
+            seed=0,
+        )
+        context = report.representations["context"]
+        scores = {var: round(result.score, 3) for var, result in context.variables.items()}
+        scores["score"] = round(context.score, 3)
+        returns = (
+            [agent_return(config, Path(tmp) / "model", args.agent_steps, s) for s in args.seeds]
+            if args.agent_steps
+            else []
+        )
+    result = {
+        "model_seed": config.seed,
+        "scores": scores,
+        "tokenizer": tokenizer_metrics,
+        "accuracy": metrics.get("next_frame_accuracy"),
+        "copy_last": metrics.get("copy_last_accuracy"),
+        "returns": returns,
+        "seconds": round(time.time() - start, 1),
+    }
+    print(f"  {name} (model seed {config.seed})", json.dumps(result, default=str), flush=True)
+    return result
+
+
+def summarise(runs: list[dict]) -> dict:
+    """One variant over several model seeds: the mean probe scores, every return (model-major) and their mean."""
+    scores = {k: round(float(np.mean([r["scores"][k] for r in runs])), 3) for k in runs[0]["scores"]}
+    returns = [x for r in runs for x in r["returns"]]
+    return {
+        "model_seeds": [r["model_seed"] for r in runs],
+        "scores": scores,
+        "returns": returns,
+        "mean_return": round(float(np.mean(returns)), 3) if returns else None,
+        "model_mean_returns": [round(float(np.mean(r["returns"])), 3) for r in runs if r["returns"]],
+        "seconds": round(sum(r["seconds"] for r in runs), 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run directory with a trained tokenizer")
@@ -258,7 +317,15 @@ def main() -> None:
         "--probe-episode-steps", type=int, default=None, help="cut probe episodes (long Atari games)"
     )
     parser.add_argument("--agent-steps", type=int, default=0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="PPO seeds, per model")
+    parser.add_argument(
+        "--model-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train each variant's context model once per seed (default: the run's seed); a trained model is "
+        "itself a draw, and one model per variant cannot tell its variant from its draw",
+    )
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
 
@@ -276,44 +343,13 @@ def main() -> None:
     )
     results = {}
     for name in args.variants:
-        start = time.time()
-        with tempfile.TemporaryDirectory() as tmp:
-            model, tokenizer_metrics = build(
-                config, run.path / "tokenizer" / "model", VARIANTS[name], Path(tmp)
+        runs = [
+            train_and_measure(
+                dataclasses.replace(config, seed=model_seed), run, name, steps, data, env_fn, args
             )
-            metrics = train_context_model(
-                model,
-                run.path / "replay",
-                trainer_config(config, steps),
-                Path(tmp) / "log",
-                context_window=config.window,  # as the pipeline: the whitening sees the agent's window
-            )
-            model.save_pretrained(Path(tmp) / "model")
-            report = probe_model(
-                model.eval(),
-                env_fn,
-                steps=args.probe_steps,
-                window=config.window,
-                data=data,
-                representations=("context",),
-                seed=0,
-            )
-            context = report.representations["context"]
-            scores = {var: round(result.score, 3) for var, result in context.variables.items()}
-            scores["score"] = round(context.score, 3)
-            returns = (
-                [agent_return(config, Path(tmp) / "model", args.agent_steps, s) for s in args.seeds]
-                if args.agent_steps
-                else []
-            )
-        results[name] = {
-            "scores": scores,
-            "tokenizer": tokenizer_metrics,
-            "accuracy": metrics.get("next_frame_accuracy"),
-            "copy_last": metrics.get("copy_last_accuracy"),
-            "returns": returns,
-            "seconds": round(time.time() - start, 1),
-        }
+            for model_seed in (args.model_seeds or [config.seed])
+        ]
+        results[name] = runs[0] if len(runs) == 1 else summarise(runs)
         print(name, json.dumps(results[name], default=str), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))

@@ -133,8 +133,6 @@ class CausalPerceiverIO(nn.Module):
         context_whitening: bool = False,
         previous_tokens: bool = False,
         context_prediction_horizon: int = 1,
-        future_context_weight: float = 0.0,
-        future_context_steps: int = 3,
     ):
         super().__init__()
         arguments = dict(
@@ -171,8 +169,6 @@ class CausalPerceiverIO(nn.Module):
             context_whitening=context_whitening,
             previous_tokens=previous_tokens,
             context_prediction_horizon=context_prediction_horizon,
-            future_context_weight=future_context_weight,
-            future_context_steps=future_context_steps,
         )
         self._build(with_arguments(CausalPerceiverConfig(), arguments))
 

@@ -195,15 +195,6 @@ class PredictorConfig:
             where a small object moved within a cell and from which side it entered one; without it a velocity is
             the difference of two positions read from two keys and averaged away by the softmax. The stream keeps
             each row's previous tokens. False is the seed's model.
-        future_context_weight: weight of the self-predictive term (as in SPR, without the momentum encoder): the
-            pooled context of frame t, through a small MLP, predicts the model's own context of frames t+1 …
-            t+``future_context_steps``, computed in the same pass and standardised per channel, with no gradient
-            into the target. A context that predicts where the ball will be a few frames on has to carry its
-            velocity, which the token losses, each about one next frame seen through coarse tokens, barely ask
-            for. 0 is the seed's model.
-        future_context_steps: how many frames ahead the self-predictive term reaches (k = 1 … steps, one MLP
-            with a learned embedding of k). The training windows must be longer than their context frames by as
-            many frames for every k to count.
     """
 
     num_latents: int = 128
@@ -230,8 +221,6 @@ class PredictorConfig:
     context_whitening: bool = False
     previous_tokens: bool = False
     context_prediction_horizon: int = 1
-    future_context_weight: float = 0.0
-    future_context_steps: int = 3
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -304,8 +293,6 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.context_whitening",
     "predictor.previous_tokens",
     "predictor.context_prediction_horizon",
-    "predictor.future_context_weight",
-    "predictor.future_context_steps",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

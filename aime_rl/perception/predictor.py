@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
 
@@ -34,7 +33,6 @@ from .losses import FOREGROUND_THRESHOLD, global_local_infonce, token_cross_entr
 from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
-from .modules.future_context import FutureContextHead
 from .modules.kv_cache import check_window, window_mask
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
@@ -103,15 +101,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_whitening: bool = False,
         previous_tokens: bool = False,
         context_prediction_horizon: int = 1,
-        future_context_weight: float = 0.0,
-        future_context_steps: int = 3,
     ):
         super().__init__()
         check_window(window)
-        if not 1 <= future_context_steps <= sequence_length:
-            raise ValueError(
-                f"future_context_steps must be in [1, sequence_length={sequence_length}], got {future_context_steps}"
-            )
         if not 1 <= context_prediction_horizon <= sequence_length:
             raise ValueError(
                 f"context_prediction_horizon must be in [1, sequence_length={sequence_length}], "
@@ -123,7 +115,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             ("change_weight", change_weight),
             ("contrastive_weight", contrastive_weight),
             ("recency_bias", recency_bias),
-            ("future_context_weight", future_context_weight),
         )
         for name, weight in weights:
             if not weight >= 0:
@@ -153,8 +144,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_whitening=context_whitening,
             previous_tokens=previous_tokens,
             context_prediction_horizon=context_prediction_horizon,
-            future_context_weight=future_context_weight,
-            future_context_steps=future_context_steps,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -214,10 +203,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.output_adapter = TiedTokenOutputAdapter(self.input_adapter)
         # the contrastive term's map from a context to the token-embedding space (only when it is on)
         self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
-        # the self-predictive term's MLP: a context plus the embedding of k → the context k frames on (only when on)
-        self.future_context_head = (
-            FutureContextHead(d, future_context_steps) if future_context_weight > 0 else None
-        )
 
     @classmethod
     def from_config(cls, config: PredictorConfig, tokenizer: VQPTTokenizer) -> PerceiverTokenPredictor:
@@ -621,13 +606,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         given, for the perceptual term and the motion marks)."""
         context_steps = num_context_frames // self.frames_per_token_step
         target = tokens[:, context_steps:]
-        # the encoder is causal: the steps after the context frames (read by the self-predictive term only) change
-        # nothing before them
-        encoded_steps = context_steps + self._future_context_reach(tokens.shape[1] - context_steps)
-        encoded_frames = encoded_steps * self.frames_per_token_step
-        motion = None if video is None else self._motion_marks(video[:, :encoded_frames])
-        encoded = self.encode_tokens(tokens[:, :encoded_steps], encoded_frames, self.window, motion=motion)
-        latents = encoded[:, :num_context_frames]
+        motion = None if video is None else self._motion_marks(video[:, :num_context_frames])
+        latents = self.encode_tokens(
+            tokens[:, :context_steps], num_context_frames, self.window, motion=motion
+        )
         memory, contexts = self._memory_and_contexts(latents)
         if self.training:
             self.update_whitening(contexts)
@@ -653,15 +635,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             horizon=horizon,
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
-        future_context = self._future_context_loss(
-            contexts["fast"], self.frame_context(encoded[:, num_context_frames:])
-        )
         loss = (
             token_loss
             + self.next_frame_weight * next_frame
             + self.context_prediction_weight * context_prediction
             + self.config.contrastive_weight * contrastive
-            + self.config.future_context_weight * future_context
             + self.perceptual_weight * perceptual
         )
         with torch.no_grad():
@@ -674,7 +652,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             next_frame_loss=next_frame,
             context_prediction_loss=context_prediction,
             contrastive_loss=contrastive,
-            future_context_loss=future_context,
             perceptual=perceptual,
             perceptual_enabled=self.perceptual_term_active(),
             accuracy=accuracy,
@@ -752,33 +729,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return global_local_infonce(
             self.contrastive_proj(context[:, frames]), self.input_adapter(tokens[:, 1:])
         )
-
-    def _future_context_reach(self, future_steps: int) -> int:
-        """Token steps after the context frames that the self-predictive term reads (0 when it is off)."""
-        if self.future_context_head is None:
-            return 0
-        reach = -(-self.config.future_context_steps // self.frames_per_token_step)
-        return min(reach, future_steps)
-
-    def _future_context_loss(self, context: torch.Tensor, later: torch.Tensor) -> torch.Tensor:
-        """The self-predictive term: contexts ``[B, T, D]`` of the context frames and ``later [B, T_f, D]``, the
-        contexts of the frames after them (same pass; no gradient into them as targets). For k = 1 … K, every
-        frame t with t + k among the frames predicts the context of t + k standardised per channel (statistics of
-        this batch), MSE averaged over k. Zero (nothing computed) when the term is off or no pair qualifies."""
-        if self.future_context_head is None or context.shape[1] + later.shape[1] < 2:
-            return context.new_zeros(())
-        frames = context.shape[1]
-        target = torch.cat([context, later], dim=1).detach()
-        mean = target.mean(dim=(0, 1), keepdim=True)
-        target = (target - mean) / target.std(dim=(0, 1), keepdim=True).clamp_min(1e-5)
-        losses = []
-        for k in range(1, self.config.future_context_steps + 1):
-            sources = min(frames, target.shape[1] - k)
-            if sources < 1:
-                break
-            prediction = self.future_context_head(context[:, :sources], k)
-            losses.append(F.mse_loss(prediction, target[:, k : k + sources]))
-        return torch.stack(losses).mean() if losses else context.new_zeros(())
 
     def _perceptual(
         self, context_tokens: torch.Tensor, logits: torch.Tensor, future: torch.Tensor

@@ -192,7 +192,6 @@ def predictor_loss_fn(num_context_frames: int):
             "next_frame_loss",
             "context_prediction_loss",
             "contrastive_loss",
-            "future_context_loss",
             "perceptual",
             "accuracy",
         )
