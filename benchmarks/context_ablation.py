@@ -307,6 +307,24 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+def markdown_table(results: dict[str, dict]) -> str:
+    """The variants side by side: every probe score, the mean return and the returns (model-major)."""
+    variables = list(next(iter(results.values()))["scores"])
+    lines = [
+        "| variant | " + " | ".join(variables) + " | mean return | returns |",
+        "|---|" + "---:|" * len(variables) + "---:|---|",
+    ]
+    for name, result in results.items():
+        returns = result["returns"]
+        mean = f"{np.mean(returns):.2f}" if returns else "–"
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{result['scores'][v]:.3f}" for v in variables)
+            + f" | {mean} | {', '.join(f'{r:+.2f}' for r in returns) or '–'} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run directory with a trained tokenizer")
@@ -351,6 +369,7 @@ def main() -> None:
         ]
         results[name] = runs[0] if len(runs) == 1 else summarise(runs)
         print(name, json.dumps(results[name], default=str), flush=True)
+    print(markdown_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
 
