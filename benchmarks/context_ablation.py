@@ -50,6 +50,10 @@ VARIANTS: dict[str, dict] = {
     "downsample4+pos0.15": {"downsample": 4, "_position_scale": 0.15},
     "downsample4+ctx": {"downsample": 4, "context_prediction_weight": 1.0},
     "attention-pool": {"_pooling": "attention"},
+    # each code's embedding starts at a random projection of the tokenizer's code vector (similar patches, similar
+    # embeddings) instead of an independent random row
+    "embed-codes": {"embeddings_from_codes": True},
+    "no-embed-codes": {"embeddings_from_codes": False},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
     # "_train_tokenizer": a fresh tokenizer with the variant's overrides, trained for the run's tokenizer steps
     "stability0": {"stability_weight": 0.0, "_train_tokenizer": True},
@@ -229,6 +233,8 @@ def build(
         object.__setattr__(predictor, "memory", memory)
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
+    if model.config.predictor.embeddings_from_codes:
+        model.init_embeddings_from_codebook()  # as the pipeline's build_model
     return model, tokenizer_metrics
 
 

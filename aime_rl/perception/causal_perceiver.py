@@ -192,6 +192,14 @@ class CausalPerceiverIO(nn.Module):
         """The video tokenizer (``perceiver.tokenizer.adapt_codebook(videos)`` refreshes its codebooks)."""
         return self.predictor.tokenizer
 
+    def init_embeddings_from_codebook(self, generator: torch.Generator | None = None) -> None:
+        """Start the predictor's code embeddings at a random projection of the tokenizer's code vectors.
+
+        Call it once, after a trained tokenizer is loaded and before the context model trains (the pipeline does
+        when ``config.predictor.embeddings_from_codes`` is set); see ``TokenInputAdapter.init_from_codebook``.
+        """
+        self.predictor.input_adapter.init_from_codebook(self.tokenizer.codebook, generator)
+
     @property
     def context_dim(self) -> int:
         """Size of one context vector (``num_latent_channels``)."""

@@ -195,6 +195,11 @@ class PredictorConfig:
             where a small object moved within a cell and from which side it entered one; without it a velocity is
             the difference of two positions read from two keys and averaged away by the softmax. The stream keeps
             each row's previous tokens. False is the seed's model.
+        embeddings_from_codes: the code embeddings start at a random projection of the trained tokenizer's code
+            vectors (``CausalPerceiverIO.init_embeddings_from_codebook``, which the pipeline calls when it builds a
+            context model around a trained tokenizer) instead of independent random rows: codes of similar patches
+            (the ball a pixel apart) start near each other, so what the model learns for one carries to the others.
+            False is the seed's model.
     """
 
     num_latents: int = 128
@@ -221,6 +226,7 @@ class PredictorConfig:
     context_whitening: bool = False
     previous_tokens: bool = False
     context_prediction_horizon: int = 1
+    embeddings_from_codes: bool = False
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -293,6 +299,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.context_whitening",
     "predictor.previous_tokens",
     "predictor.context_prediction_horizon",
+    "predictor.embeddings_from_codes",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

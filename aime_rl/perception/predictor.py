@@ -101,6 +101,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_whitening: bool = False,
         previous_tokens: bool = False,
         context_prediction_horizon: int = 1,
+        embeddings_from_codes: bool = False,
     ):
         super().__init__()
         check_window(window)
@@ -144,6 +145,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_whitening=context_whitening,
             previous_tokens=previous_tokens,
             context_prediction_horizon=context_prediction_horizon,
+            embeddings_from_codes=embeddings_from_codes,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads

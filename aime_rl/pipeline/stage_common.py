@@ -64,7 +64,8 @@ def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> Ca
     """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed).
 
     With a trained ``tokenizer``, the model is built around it: its own config (not the preset's, which may have
-    changed since it was trained) and its weights.
+    changed since it was trained) and its weights (and, with ``embeddings_from_codes``, code embeddings that start
+    from its code vectors).
     """
     torch.manual_seed(config.seed)
     shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
@@ -73,6 +74,8 @@ def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> Ca
         return CausalPerceiverIO.from_config(preset)
     model = CausalPerceiverIO.from_config(replace(preset, tokenizer=tokenizer.config))
     model.tokenizer.load_state_dict(tokenizer.state_dict())
+    if model.config.predictor.embeddings_from_codes:
+        model.init_embeddings_from_codebook()
     return model
 
 

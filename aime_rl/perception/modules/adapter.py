@@ -45,6 +45,26 @@ class TokenInputAdapter(nn.Module):
     def mask_id(self) -> int:
         return self.num_codes
 
+    @torch.no_grad()
+    def init_from_codebook(self, codebook: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Start each code's embedding at a random projection of its code vector.
+
+        ``codebook [G, num_codes, d]`` (a trained tokenizer's, ``VQPTTokenizer.codebook``). Each code vector is
+        scaled to unit length and mapped through a random ``[d, D]`` matrix per head, entries ``N(0, 0.02²)``: the
+        rows keep the usual init scale (0.02 per entry), and codes of similar patches start near each other, where
+        independent random rows would make every code a stranger to every other. The [MASK] row is kept; all rows
+        stay trainable.
+        """
+        num_heads, num_rows, channels = self.embeddings.shape
+        if codebook.shape[:2] != (num_heads, num_rows - 1):
+            raise ValueError(
+                f"codebook must be [G={num_heads}, num_codes={num_rows - 1}, d], got {tuple(codebook.shape)}"
+            )
+        codes = F.normalize(codebook.float().cpu(), dim=-1)
+        projection = torch.randn(num_heads, codes.shape[-1], channels, generator=generator) * 0.02
+        rows = torch.einsum("gkd,gdc->gkc", codes, projection)
+        self.embeddings[:, :-1] = rows.to(self.embeddings)
+
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids ``[..., G]`` (``mask_id`` allowed) → summed head embeddings ``[..., D]``."""
         # One lookup in the flattened [G · (num_codes + 1), D] table (faster than advanced indexing per head).
