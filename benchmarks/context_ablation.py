@@ -54,6 +54,7 @@ VARIANTS: dict[str, dict] = {
     # embeddings) instead of an independent random row
     "embed-codes": {"embeddings_from_codes": True},
     "no-embed-codes": {"embeddings_from_codes": False},
+    "embed-codes-half": {"embeddings_from_codes": True, "_code_share": 0.5},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
     # "_train_tokenizer": a fresh tokenizer with the variant's overrides, trained for the run's tokenizer steps
     "stability0": {"stability_weight": 0.0, "_train_tokenizer": True},
@@ -188,6 +189,7 @@ def build(
     recency_slopes = overrides.pop("_recency_slopes", None)
     untrained_tokenizer = overrides.pop("_untrained_tokenizer", False)
     context_memory = overrides.pop("_context_memory", False)
+    code_share = overrides.pop("_code_share", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -234,7 +236,12 @@ def build(
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     if model.config.predictor.embeddings_from_codes:
+        random_rows = model.predictor.input_adapter.embeddings.detach().clone()
         model.init_embeddings_from_codebook()  # as the pipeline's build_model
+        if code_share is not None:  # a share of each row's variance from the codes, the rest independent
+            with torch.no_grad():
+                rows = model.predictor.input_adapter.embeddings[:, :-1]  # the [MASK] row stays as it is
+                rows.mul_(code_share**0.5).add_(random_rows[:, :-1], alpha=(1 - code_share) ** 0.5)
     return model, tokenizer_metrics
 
 

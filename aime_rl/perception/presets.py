@@ -94,10 +94,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # things are, and a longer training drops it (issue 13: Catch, 3000 steps: ball x 0.56 → 0.91, vx
             # 0.04 → 0.55; at the demo's 400 steps unchanged; benchmarks/README.md)
             context_prediction_weight=1.0,
-            # each code's embedding starts at a random projection of its code vector, so the ball a pixel to the
-            # side starts near where it was (issue 13, Catch 32×32 at the demo's budget, 2 tokenizers × 3 models:
-            # ball x / y 0.868 / 0.889 → 0.897 / 0.925, agent −2.56 → −1.68; benchmarks/README.md)
-            embeddings_from_codes=True,
+            # embeddings_from_codes stays off: it lifts Catch (2 tokenizers × 3 models: ball x / y 0.868 / 0.889 →
+            # 0.897 / 0.925, agent −2.56 → −1.68) but costs Pong 0.014 and its lead over the random CNN (3 seeds,
+            # 0.806 → 0.792; issue 13, benchmarks/README.md)
             perceptual_weight=0.0,  # see the tokenizer's
         ),
     },

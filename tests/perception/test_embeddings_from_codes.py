@@ -105,10 +105,3 @@ def test_the_pipeline_init_is_deterministic(tmp_path, monkeypatch):
 def test_a_checkpoint_written_before_the_option_loads_without_it(tmp_path):
     loaded = load_without_predictor_key(tmp_path / "model", "embeddings_from_codes")
     assert loaded.config.predictor.embeddings_from_codes is False
-
-
-def test_the_small_preset_starts_its_embeddings_from_the_codes(tmp_path):
-    config = RunConfig(name="small", runs_dir=str(tmp_path), preset="small", frame_size=32, sequence_length=4)
-    tokenizer = build_model(config).tokenizer
-    rows = build_model(config, tokenizer).predictor.input_adapter.embeddings[0, :-1].detach()
-    assert torch.linalg.matrix_rank(rows) <= tokenizer.codebook.shape[-1]
