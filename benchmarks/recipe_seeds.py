@@ -11,7 +11,7 @@ then prints each seed's probe score per representation and their mean, min and m
         [--device cpu] [--json PATH]
 
 The stages keep their outputs, so a second call with the same ``--runs-dir`` skips what is done (a killed run goes
-on where it stopped). ``--jobs N`` runs N seeds at once (each stage's threads are divided between them).
+on where it stopped; a probe of the same model and settings is read back, not run again). ``--jobs N`` runs N seeds at once (each stage's threads are divided between them).
 """
 
 from __future__ import annotations
@@ -45,18 +45,32 @@ def stage_commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
     ]
 
 
+def probed_already(args: argparse.Namespace, run: Path) -> bool:
+    """Whether ``run/probe.json`` probed the current model with these settings (``aime-rl probe``, an evaluation,
+    always probes again; 50 000 frames take minutes)."""
+    probe, weights = run / "probe.json", run / "model" / "model.safetensors"
+    if not (probe.exists() and weights.exists()) or probe.stat().st_mtime < weights.stat().st_mtime:
+        return False
+    report = ProbeReport.from_json(probe)
+    asked = args.representations.split(",")
+    return report.num_frames == args.probe_steps and report.metadata.get("representations") == asked
+
+
 def run_seed(args: argparse.Namespace, seed: int, threads: int) -> ProbeReport:
     """Run (or finish) one seed's recipe; its log is ``<runs-dir>/<env>_s<seed>.log``."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     log_path = Path(args.runs_dir) / f"{args.env}_s{seed}.log"
+    run = Path(args.runs_dir) / f"{args.env}_s{seed}"
     with open(log_path, "a") as log:
         for command in stage_commands(args, seed):
+            if command[3] == "probe" and probed_already(args, run):
+                continue
             log.write(f"$ {' '.join(command[1:])}\n")
             log.flush()
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
             if done.returncode != 0:
                 raise RuntimeError(f"seed {seed}: `aime-rl {command[3]}` failed, see {log_path}")
-    return ProbeReport.from_json(Path(args.runs_dir) / f"{args.env}_s{seed}" / "probe.json")
+    return ProbeReport.from_json(run / "probe.json")
 
 
 def markdown_table(reports: dict[int, ProbeReport]) -> str:
