@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.envs import make_env
@@ -55,6 +57,11 @@ VARIANTS: dict[str, dict] = {
     "embed-codes": {"embeddings_from_codes": True},
     "no-embed-codes": {"embeddings_from_codes": False},
     "embed-codes-half": {"embeddings_from_codes": True, "_code_share": 0.5},
+    "embed-codes-centered": {"embeddings_from_codes": True, "_code_geometry": "centered"},
+    "embed-codes-local": {"embeddings_from_codes": True, "_code_geometry": "local"},
+    "pixel-changes": {"pixel_changes": True},
+    "latents32": {"num_latents": 32},
+    "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
     # "_train_tokenizer": a fresh tokenizer with the variant's overrides, trained for the run's tokenizer steps
     "stability0": {"stability_weight": 0.0, "_train_tokenizer": True},
@@ -190,6 +197,7 @@ def build(
     untrained_tokenizer = overrides.pop("_untrained_tokenizer", False)
     context_memory = overrides.pop("_context_memory", False)
     code_share = overrides.pop("_code_share", None)
+    code_geometry = overrides.pop("_code_geometry", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -242,7 +250,29 @@ def build(
             with torch.no_grad():
                 rows = model.predictor.input_adapter.embeddings[:, :-1]  # the [MASK] row stays as it is
                 rows.mul_(code_share**0.5).add_(random_rows[:, :-1], alpha=(1 - code_share) ** 0.5)
+        if code_geometry is not None:
+            with torch.no_grad():
+                rows = model.predictor.input_adapter.embeddings[:, :-1]
+                rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
     return model, tokenizer_metrics
+
+
+def geometry_rows(codebook: torch.Tensor, channels: int, kind: str, bandwidth: float = 0.1) -> torch.Tensor:
+    """Code embeddings ``[G, K, D]`` from code vectors ``[G, K, d]``, entries of std 0.02.
+
+    "centered": a random linear map of the unit code vectors after removing each head's mean code (the codes share
+    a common direction: mean cosine 0.27 on Pong and Catch). "local": random Fourier features of the unit code
+    vectors, a Gaussian kernel of squared width ``bandwidth`` — codes a few degrees apart start alike, the rest
+    independent, and the rows span every channel (a linear map of d-dimensional codes spans d of D).
+    """
+    heads, _, dim = codebook.shape
+    if kind == "centered":
+        codes = F.normalize(codebook - codebook.mean(1, keepdim=True), dim=-1)
+        return torch.einsum("gkd,gdc->gkc", codes, torch.randn(heads, dim, channels) * 0.02)
+    codes = F.normalize(codebook, dim=-1)
+    frequencies = torch.randn(heads, dim, channels) / bandwidth**0.5
+    phases = torch.rand(heads, 1, channels) * 2 * math.pi
+    return torch.cos(torch.einsum("gkd,gdc->gkc", codes, frequencies) + phases) * (2**0.5 * 0.02)
 
 
 def agent_return(config: RunConfig, model_dir: Path, steps: int, seed: int) -> float:

@@ -28,9 +28,14 @@ from pathlib import Path
 from aime_rl.evaluation import ProbeReport
 
 
+def run_name(env: str, seed: int) -> str:
+    """The run directory's name: ``pong_s0``; an id like ``ALE/Boxing-v5`` gives ``Boxing-v5_s0``."""
+    return f"{env.split('/')[-1]}_s{seed}"
+
+
 def stage_commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
     """The CLI calls of one seed's run, in order."""
-    run = ["--runs-dir", str(args.runs_dir), "--name", f"{args.env}_s{seed}"]
+    run = ["--runs-dir", str(args.runs_dir), "--name", run_name(args.env, seed)]
     cli = [sys.executable, "-m", "aime_rl.cli"]
     return [
         cli
@@ -59,8 +64,8 @@ def probed_already(args: argparse.Namespace, run: Path) -> bool:
 def run_seed(args: argparse.Namespace, seed: int, threads: int) -> ProbeReport:
     """Run (or finish) one seed's recipe; its log is ``<runs-dir>/<env>_s<seed>.log``."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    log_path = Path(args.runs_dir) / f"{args.env}_s{seed}.log"
-    run = Path(args.runs_dir) / f"{args.env}_s{seed}"
+    run = Path(args.runs_dir) / run_name(args.env, seed)
+    log_path = run.with_name(run.name + ".log")
     with open(log_path, "a") as log:
         for command in stage_commands(args, seed):
             if command[3] == "probe" and probed_already(args, run):

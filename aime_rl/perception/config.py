@@ -200,6 +200,15 @@ class PredictorConfig:
             context model around a trained tokenizer) instead of independent random rows: codes of similar patches
             (the ball a pixel apart) start near each other, so what the model learns for one carries to the others.
             False is the seed's model.
+        pixel_changes: each key of the encoder's cross-attention also embeds how its cell's pixels changed since
+            the previous token step (a learned linear map of the cell's signed difference patch,
+            :func:`~aime_rl.perception.modules.temporal.pixel_changes`; zero bias, so a cell where nothing moved
+            gets nothing added). The tokens say where things are, each frame on its own; a velocity is then the
+            difference of two code identities in two keys, which the model must learn to compute and the softmax
+            averages away. The first moment of a cell's difference patch is a small object's displacement times its
+            mass — linear in the patch — so with this embedding one key carries the motion inside its cell at
+            pixel precision. Read from the frames, like ``motion_attention_bias``: such a model trains on frames,
+            not on a token cache; the stream keeps each row's previous frame. False is the seed's model.
     """
 
     num_latents: int = 128
@@ -227,6 +236,7 @@ class PredictorConfig:
     previous_tokens: bool = False
     context_prediction_horizon: int = 1
     embeddings_from_codes: bool = False
+    pixel_changes: bool = False
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -300,6 +310,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.previous_tokens",
     "predictor.context_prediction_horizon",
     "predictor.embeddings_from_codes",
+    "predictor.pixel_changes",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -18,7 +18,7 @@ from einops import rearrange
 from ..utils.validation import check_batch_size, row_index
 from .losses import FOREGROUND_THRESHOLD
 from .modules.kv_cache import WindowKVCache
-from .modules.temporal import FIRST, TIMESCALES, change_marks, motion_marks
+from .modules.temporal import FIRST, TIMESCALES, change_marks, motion_marks, pixel_changes
 from .predictor import PerceiverTokenPredictor
 
 
@@ -57,7 +57,8 @@ class ContextStream:
         # and whether it has any in this episode
         self._previous: torch.Tensor | None = None
         self._has_previous = torch.zeros(batch_size, dtype=torch.bool, device=self._device)
-        # with motion_attention_bias: each row's frame of its last emitted token step [B, C, H, W] (float in [0, 1])
+        # with motion_attention_bias or pixel_changes: each row's frame of its last emitted token step [B, C, H, W]
+        # (float in [0, 1])
         self._previous_frame: torch.Tensor | None = None
         span = TIMESCALES[timescale]
         self._summary_cache = (
@@ -122,11 +123,12 @@ class ContextStream:
             # Keys are rotated once, by the frame they are emitted at; the query is rotated by the current frame.
             # The scores depend on the difference only, so no cached key is touched again.
             tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
-            if p.motion_bias is not None:  # the motion marks compare pixels in [0, 1]
+            if p.reads_frames:  # the motion marks and pixel changes compare pixels in [0, 1]
                 frames = p.tokenizer.check_frames(frames, "frames")
-            keys, values = cross.keys_values(
-                p.embed_inputs(tokens, self._marks(tokens), self._previous_tokens(tokens))
+            inputs = p.embed_inputs(
+                tokens, self._marks(tokens), self._previous_tokens(tokens), self._pixel_changes(frames)
             )
+            keys, values = cross.keys_values(inputs)
             bias = p.key_bias(self._motion_marks(frames, tuple(tokens.shape[1:3])))
             self._remember(tokens, frames, emitted)
             cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted, bias=bias)
@@ -183,12 +185,24 @@ class ContextStream:
         marks[~self._has_previous] = FIRST
         return marks
 
+    def _pixel_changes(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """Pixel changes ``[B, h, w, C · p · p]`` of this frame ``[B, C, H, W]`` (float in [0, 1]) against each
+        row's frame of its previous token step (zero at an episode's first step, as offline). None without
+        ``pixel_changes``."""
+        p = self.predictor
+        if p.change_proj is None:
+            return None
+        previous = frames if self._previous_frame is None else self._previous_frame
+        previous = torch.where(self._has_previous.view(-1, 1, 1, 1), previous, frames)
+        grid = p.tokenizer.token_grid(*frames.shape[-2:])
+        return pixel_changes(frames.unsqueeze(1), grid, previous)[:, 0]
+
     def _remember(self, tokens: torch.Tensor, frames: torch.Tensor, emitted: torch.Tensor) -> None:
         """Keep the emitted rows' tokens and frame as their previous step's (for the marks of the next one)."""
         if self.predictor.keeps_previous_tokens:
             previous = tokens if self._previous is None else self._previous
             self._previous = torch.where(emitted.view(-1, 1, 1, 1), tokens, previous)
-        if self.predictor.motion_bias is not None:
+        if self.predictor.reads_frames:
             previous = frames if self._previous_frame is None else self._previous_frame
             self._previous_frame = torch.where(emitted.view(-1, 1, 1, 1), frames, previous)
         self._has_previous = self._has_previous | emitted

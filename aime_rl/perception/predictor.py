@@ -36,7 +36,14 @@ from .modules.encoder import PerceiverEncoder
 from .modules.kv_cache import check_window, window_mask
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
-from .modules.temporal import TIMESCALES, TimescaleSummary, change_marks, check_timescale, motion_marks
+from .modules.temporal import (
+    TIMESCALES,
+    TimescaleSummary,
+    change_marks,
+    check_timescale,
+    motion_marks,
+    pixel_changes,
+)
 from .modules.temporal import UNCHANGED as UNCHANGED
 from .modules.whitening import ContextWhitening
 from .outputs import PredictorOutput
@@ -102,6 +109,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         previous_tokens: bool = False,
         context_prediction_horizon: int = 1,
         embeddings_from_codes: bool = False,
+        pixel_changes: bool = False,
     ):
         super().__init__()
         check_window(window)
@@ -146,6 +154,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             previous_tokens=previous_tokens,
             context_prediction_horizon=context_prediction_horizon,
             embeddings_from_codes=embeddings_from_codes,
+            pixel_changes=pixel_changes,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -155,6 +164,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
         # the embedding of a cell's previous tokens → what is added to its key's input (previous_tokens)
         self.previous_proj = nn.Linear(d, d, bias=False) if previous_tokens else None
+        # a cell's signed difference patch [C · p · p] → what is added to its key's input (pixel_changes)
+        self.change_proj = self._change_projection(tokenizer, d) if pixel_changes else None
         # cross-attention score bonus [heads, 3] per mark (UNCHANGED / CHANGED / FIRST); learned from this start
         self.motion_bias = (
             nn.Parameter(initial_motion_bias(num_cross_attention_heads, motion_attention_bias))
@@ -205,6 +216,16 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.output_adapter = TiedTokenOutputAdapter(self.input_adapter)
         # the contrastive term's map from a context to the token-embedding space (only when it is on)
         self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
+
+    @staticmethod
+    def _change_projection(tokenizer: VQPTTokenizer, channels: int) -> nn.Linear:
+        """The ``pixel_changes`` map of a cell's difference patch to ``channels``: entries N(0, 0.02²) like the
+        code embeddings, zero bias (a cell where nothing changed gets nothing)."""
+        patch = tokenizer.config.in_channels * tokenizer.downsample**2
+        projection = nn.Linear(patch, channels)
+        nn.init.normal_(projection.weight, std=0.02)
+        nn.init.zeros_(projection.bias)
+        return projection
 
     @classmethod
     def from_config(cls, config: PredictorConfig, tokenizer: VQPTTokenizer) -> PerceiverTokenPredictor:
@@ -260,6 +281,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return self.uses_change_marks or self.previous_proj is not None
 
     @property
+    def reads_frames(self) -> bool:
+        """Whether the encoder reads the pixels as well as the tokens (``motion_attention_bias`` or
+        ``pixel_changes``): such a model trains on frames, not on a token cache, and a stream keeps each row's
+        previous frame."""
+        return self.motion_bias is not None or self.change_proj is not None
+
+    @property
     def num_condition_channels(self) -> int:
         return self.condition_proj.in_features
 
@@ -290,14 +318,17 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         window: int | None = None,
         condition: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
+        changes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames).
 
         ``motion``: the pixel motion marks ``[B, T', h, w]`` of the frames the tokens came from
         (:meth:`motion_marks`), read by ``motion_attention_bias``; without them (tokens without frames, e.g.
-        generated ones) the tokens' own changes stand in.
+        generated ones) the tokens' own changes stand in. ``changes``: the cells' pixel changes ``[B, T', h, w,
+        C · p · p]`` of those frames (:meth:`pixel_changes`), read by ``pixel_changes``; without them nothing is
+        added (as for cells that did not change).
         """
-        inputs = self._encoder_inputs(tokens, num_frames, window, motion)
+        inputs = self._encoder_inputs(tokens, num_frames, window, motion, changes)
         return self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
 
     def motion_marks(self, video: torch.Tensor) -> torch.Tensor | None:
@@ -317,10 +348,33 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         grid = self.tokenizer.token_grid(*video.shape[-2:])
         return motion_marks(video[:, step - 1 :: step], grid, FOREGROUND_THRESHOLD)
 
+    def pixel_changes(self, video: torch.Tensor) -> torch.Tensor | None:
+        """Video ``[B, T, C, H, W]`` (uint8 or float in [0, 1]) → each token cell's signed pixel change of each token
+        step's last frame against the previous step's, ``[B, T', h, w, C · p · p]``
+        (:func:`~aime_rl.perception.modules.temporal.pixel_changes`; zero at the first step); None without
+        ``pixel_changes``."""
+        if self.change_proj is None:
+            return None
+        return self._pixel_changes(self.tokenizer.check_video(video, "video"))
+
+    def _pixel_changes(self, video: torch.Tensor) -> torch.Tensor | None:
+        """:meth:`pixel_changes` of a video already checked (float in [0, 1])."""
+        if self.change_proj is None:
+            return None
+        step = self.frames_per_token_step
+        grid = self.tokenizer.token_grid(*video.shape[-2:])
+        return pixel_changes(video[:, step - 1 :: step], grid)
+
     def _encoder_inputs(
-        self, tokens: torch.Tensor, num_frames: int, window: int | None, motion: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        num_frames: int,
+        window: int | None,
+        motion: torch.Tensor | None = None,
+        changes: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Tokens ``[B, T', h, w, G]`` (and pixel motion marks ``[B, T', h, w]`` or None) → the encoder's keyword
+        """Tokens ``[B, T', h, w, G]`` (and pixel motion marks ``[B, T', h, w]``, pixel changes ``[B, T', h, w,
+        C · p · p]``, or None) → the encoder's keyword
         inputs: ``inputs [B, T'·h·w, D]``, ``key_time [T'·h·w]``, ``query_time [T]``, the causal window ``mask
         [T, T'·h·w]`` and ``key_bias``: ``[B, heads, T'·h·w]`` with ``motion_attention_bias``, ``[B or 1, heads,
         T, T'·h·w]`` with ``recency_bias`` (the motion bonus plus the age penalty), None without either."""
@@ -329,7 +383,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         previous = (
             torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1) if self.previous_proj is not None else None
         )
-        inputs = rearrange(self.embed_inputs(tokens, marks, previous), "b t n d -> b (t n) d")
+        inputs = rearrange(self.embed_inputs(tokens, marks, previous, changes), "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
         key_bias = self.key_bias(marks if motion is None else motion)
@@ -363,32 +417,40 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         num_frames: int,
         window: int | None = None,
         motion: torch.Tensor | None = None,
+        changes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Where the latents look: tokens ``[B, T', h, w, G]`` → ``[B, T, T', h, w]``, the cross-attention weight
         that frame t's latents put on the token of step s at cell (i, j), averaged over latents and heads.
 
         The rest of each frame's weight (1 − the sum over ``T', h, w``) is on the null key ("nothing here");
         steps outside the causal ``window`` get 0. ``motion``: the frames' pixel motion marks ``[B, T', h, w]``
-        (:meth:`motion_marks`) for a model with ``motion_attention_bias``, as in :meth:`encode_tokens`. For
-        inspection and tests (no gradient needed).
+        (:meth:`motion_marks`) for a model with ``motion_attention_bias``, and ``changes`` (:meth:`pixel_changes`)
+        for one with ``pixel_changes``, as in :meth:`encode_tokens`. For inspection and tests (no gradient needed).
         """
         steps, h = tokens.shape[1:3]
-        inputs = self._encoder_inputs(tokens, num_frames, window, motion)
+        inputs = self._encoder_inputs(tokens, num_frames, window, motion, changes)
         weights = self.encoder.cross_attention_weights(**inputs)
         cells = weights[..., 1:].mean(dim=(2, 3))  # drop the null key; mean over latents and heads
         return rearrange(cells, "b t (s i j) -> b t s i j", s=steps, i=h)
 
     def embed_inputs(
-        self, tokens: torch.Tensor, marks: torch.Tensor | None, previous: torch.Tensor | None = None
+        self,
+        tokens: torch.Tensor,
+        marks: torch.Tensor | None,
+        previous: torch.Tensor | None = None,
+        changes: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Encoder inputs: tokens ``[..., h, w, G]``, change marks ``[..., h, w]`` (None without ``mark_changes``)
-        and each cell's tokens of the step before ``[..., h, w, G]`` (None without ``previous_tokens``; the
-        cell's own tokens where there is no step before) → ``[..., h · w, D]``."""
+        """Encoder inputs: tokens ``[..., h, w, G]``, change marks ``[..., h, w]`` (None without ``mark_changes``),
+        each cell's tokens of the step before ``[..., h, w, G]`` (None without ``previous_tokens``; the cell's own
+        tokens where there is no step before) and each cell's pixel change ``[..., h, w, C · p · p]`` (read with
+        ``pixel_changes``; None adds nothing) → ``[..., h · w, D]``."""
         inputs = self.input_adapter(tokens)
         if self.change_embedding is not None:
             inputs = inputs + self.change_embedding[marks.flatten(-2)]
         if self.previous_proj is not None:
             inputs = inputs + self.previous_proj(self.input_adapter.embed_ids(previous).flatten(-3, -2))
+        if self.change_proj is not None and changes is not None:
+            inputs = inputs + self.change_proj(changes.flatten(-3, -2).to(inputs.dtype))
         return inputs
 
     def embed_condition(self, condition: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
@@ -445,7 +507,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         check_timescale(timescale)
         video = self.tokenizer.check_video(video, "video")
         tokens, motion = self.tokenize(video), self._motion_marks(video)
-        latents = self.encode_tokens(tokens, video.shape[1], window, condition, motion)
+        latents = self.encode_tokens(
+            tokens, video.shape[1], window, condition, motion, self._pixel_changes(video)
+        )
         return self.output_context(self.timescale_context(latents, timescale), timescale)
 
     def timescale_context(self, latents: torch.Tensor, timescale: str = "fast") -> torch.Tensor:
@@ -497,7 +561,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             for clip in clips:
                 video = self.tokenizer.check_video(clip, "clips")
                 tokens, motion = self.tokenize(video), self._motion_marks(video)
-                latents = self.encode_tokens(tokens, video.shape[1], window, motion=motion)
+                changes = self._pixel_changes(video)
+                latents = self.encode_tokens(tokens, video.shape[1], window, motion=motion, changes=changes)
                 for name, context in self.timescale_contexts(latents).items():
                     self.whitening[name].update(context, cumulative=True)
                 count += video.shape[0] * video.shape[1]
@@ -589,9 +654,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """
         if self.perceptual_term_active():
             raise ValueError("the perceptual (LPIPS) term needs frames: train on videos, not cached tokens")
-        if self.motion_bias is not None:
+        if self.reads_frames:
             raise ValueError(
-                "motion_attention_bias reads motion from the frames: train on videos, not cached tokens"
+                "motion_attention_bias and pixel_changes read motion from the frames: train on videos, not cached "
+                "tokens"
             )
         tokens = tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
         if tokens.dim() != 5 or tokens.shape[-1] != self.tokenizer.num_quantizers:
@@ -608,9 +674,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         given, for the perceptual term and the motion marks)."""
         context_steps = num_context_frames // self.frames_per_token_step
         target = tokens[:, context_steps:]
-        motion = None if video is None else self._motion_marks(video[:, :num_context_frames])
+        seen = None if video is None else video[:, :num_context_frames]
+        motion = None if seen is None else self._motion_marks(seen)
+        changes = None if seen is None else self._pixel_changes(seen)
         latents = self.encode_tokens(
-            tokens[:, :context_steps], num_context_frames, self.window, motion=motion
+            tokens[:, :context_steps], num_context_frames, self.window, motion=motion, changes=changes
         )
         memory, contexts = self._memory_and_contexts(latents)
         if self.training:

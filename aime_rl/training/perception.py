@@ -323,7 +323,7 @@ def training_windows(
     usable = (
         predictor.frames_per_token_step == 1
         and not predictor.perceptual_term_active()
-        and predictor.motion_bias is None  # its marks are read from the frames
+        and not predictor.reads_frames  # motion marks and pixel changes are read from the frames
     )
     if token_cache is None or not usable:
         return ReplayWindowDataset.from_config(store_dir, config)

@@ -186,14 +186,22 @@ class VRNN(nn.Module):
         return tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
 
     @torch.no_grad()
-    def context_from_tokens(self, tokens: torch.Tensor, motion: torch.Tensor | None = None) -> torch.Tensor:
+    def context_from_tokens(
+        self,
+        tokens: torch.Tensor,
+        motion: torch.Tensor | None = None,
+        changes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Tokens ``[B, T, h, w, G]`` → context ``[B, T, D]``; equals ``perceiver.extract_context(frames, window)``.
 
         ``motion``: the pixel motion marks ``[B, T, h, w]`` of the frames (:meth:`motion_marks`), for a perception
-        model with ``motion_attention_bias``; without them the tokens' own changes stand in.
+        model with ``motion_attention_bias``; without them the tokens' own changes stand in. ``changes``: their
+        pixel changes ``[B, T, h, w, C · p · p]`` (:meth:`pixel_changes`), for one with ``pixel_changes``.
         """
         predictor = self.perceiver.predictor
-        latents = predictor.encode_tokens(tokens, tokens.shape[1], self.config.context_window, motion=motion)
+        latents = predictor.encode_tokens(
+            tokens, tokens.shape[1], self.config.context_window, motion=motion, changes=changes
+        )
         return predictor.output_context(predictor.frame_context(latents))
 
     @torch.no_grad()
@@ -202,10 +210,16 @@ class VRNN(nn.Module):
         has no ``motion_attention_bias``)."""
         return self.perceiver.predictor.motion_marks(frames)
 
+    @torch.no_grad()
+    def pixel_changes(self, frames: torch.Tensor) -> torch.Tensor | None:
+        """Frames ``[B, T, 3, H, W]`` → the perception model's pixel changes ``[B, T, h, w, C · p · p]`` (None when
+        it has no ``pixel_changes``)."""
+        return self.perceiver.predictor.pixel_changes(frames)
+
     def perceive(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames ``[B, T, 3, H, W]`` → ``(tokens [B, T, h, w, G], context [B, T, D])`` with one tokenizer pass."""
         tokens = self.tokenize(frames)
-        return tokens, self.context_from_tokens(tokens, self.motion_marks(frames))
+        return tokens, self.context_from_tokens(tokens, self.motion_marks(frames), self.pixel_changes(frames))
 
     @torch.no_grad()
     def token_latents(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -435,7 +449,12 @@ class VRNN(nn.Module):
                     f"frames [B, T, ...] {tuple(frames.shape)} and tokens {tuple(tokens.shape)} disagree on B, T"
                 )
         if context is None:
-            context = self.context_from_tokens(tokens, None if frames is None else self.motion_marks(frames))
+            if frames is None:
+                context = self.context_from_tokens(tokens)
+            else:
+                context = self.context_from_tokens(
+                    tokens, self.motion_marks(frames), self.pixel_changes(frames)
+                )
         else:
             expected = (*tokens.shape[:2], self.config.context_dim)
             context = check_context(context, expected, self.device, self.rnn.weight_ih.dtype)

@@ -207,8 +207,13 @@ def test_stream_equals_offline_with_change_marks(clip, window, temporal_downsamp
 
 @pytest.mark.parametrize(
     "option",
-    [dict(mark_changes=True), dict(motion_attention_bias=2.0), dict(previous_tokens=True)],
-    ids=["change-marks", "motion-bias", "previous-tokens"],
+    [
+        dict(mark_changes=True),
+        dict(motion_attention_bias=2.0),
+        dict(previous_tokens=True),
+        dict(pixel_changes=True),
+    ],
+    ids=["change-marks", "motion-bias", "previous-tokens", "pixel-changes"],
 )
 def test_what_the_stream_keeps_of_the_previous_step_restarts_with_the_episode(clip, option):
     torch.manual_seed(0)

@@ -4,6 +4,8 @@
   optional ``mark_changes`` input embedding).
 - :func:`motion_marks`: whether each token cell's pixels changed since the previous frame (the predictor's
   ``motion_attention_bias``).
+- :func:`pixel_changes`: how each token cell's pixels changed since the previous frame (the predictor's
+  ``pixel_changes`` input embedding).
 - :class:`TimescaleSummary` and :data:`TIMESCALES`: causal "medium"/"slow" summaries of the per-frame contexts.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .attention import CrossAttentionLayer
@@ -63,6 +66,24 @@ def motion_marks(
         first = torch.full((video.shape[0], 1, *grid), FIRST, dtype=marks.dtype, device=marks.device)
         marks = torch.cat([first, marks], dim=1)
     return marks
+
+
+def pixel_changes(
+    video: torch.Tensor, grid: tuple[int, int], previous: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Frames ``[B, T, C, H, W]`` (float in [0, 1]) → each token cell's signed pixel change since the frame before,
+    ``[B, T, h, w, C · H/h · W/w]`` (the cell's difference patch, channels then rows then columns).
+
+    Frame 0 is compared with ``previous`` (``[B, C, H, W]``) when given, else its change is zero (an episode's first
+    frame: nothing has moved yet). A linear map of a cell's difference patch can read how far a small object moved
+    inside it: the first moment of the patch, ``Σ position · change``, is the object's displacement times its mass.
+    """
+    h, w = grid
+    before = torch.zeros_like(video[:, :1]) if previous is None else previous.unsqueeze(1)
+    difference = video - torch.cat([before, video[:, :-1]], dim=1)
+    if previous is None:
+        difference[:, 0] = 0
+    return rearrange(difference, "b t c (h ph) (w pw) -> b t h w (c ph pw)", h=h, w=w)
 
 
 class TimescaleSummary(nn.Module):
