@@ -209,6 +209,16 @@ class PredictorConfig:
             mass — linear in the patch — so with this embedding one key carries the motion inside its cell at
             pixel precision. Read from the frames, like ``motion_attention_bias``: such a model trains on frames,
             not on a token cache; the stream keeps each row's previous frame. False is the seed's model.
+        spatial_attention_bias: a score penalty, in the encoder's cross-attention, of ``slope · d²`` for a key whose
+            cell lies at distance ``d`` from the latent's home on the token grid (cell centres and homes in
+            ``[−1, 1]²``; the N homes start on a square grid, :func:`~aime_rl.perception.modules.position.
+            latent_homes`). It starts at this slope in the second half of the heads (the ones without the motion
+            bonus; the others start at 0 and see the whole frame) and slopes and homes are learned from there.
+            Without it every latent query starts near uniform over all cells, so each latent holds about the same
+            average of the frame and a small object that does not move is one cell in 64 of every average
+            (Freeway's chicken: pixels 0.34, code vectors 0.32, the 16 latents side by side 0.29); with it the
+            latents start as a coarse map of the frame, each summarising its own region, as a conv stack's features
+            do. 0 is the seed's model.
     """
 
     num_latents: int = 128
@@ -237,6 +247,7 @@ class PredictorConfig:
     context_prediction_horizon: int = 1
     embeddings_from_codes: bool = False
     pixel_changes: bool = False
+    spatial_attention_bias: float = 0.0
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -311,6 +322,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.context_prediction_horizon",
     "predictor.embeddings_from_codes",
     "predictor.pixel_changes",
+    "predictor.spatial_attention_bias",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

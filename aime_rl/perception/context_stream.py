@@ -13,7 +13,7 @@ import copy
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 
 from ..utils.validation import check_batch_size, row_index
 from .losses import FOREGROUND_THRESHOLD
@@ -138,22 +138,29 @@ class ContextStream:
             cache.clock,
             cache.visible(),
             self.condition,
-            key_bias=self._key_bias(cache),
+            key_bias=self._key_bias(cache, tuple(tokens.shape[1:3])),
         )
         self.last_latents = latents  # [B, N, D]
         fast = p.frame_context(latents)
         context = fast if self._summary_cache is None else self._summarise(fast)
         return p.output_context(context, self.timescale)
 
-    def _key_bias(self, cache: WindowKVCache) -> torch.Tensor | None:
+    def _key_bias(self, cache: WindowKVCache, grid: tuple[int, int]) -> torch.Tensor | None:
         """The cross-attention score bias of every cached key ``[B, heads, P + L]``: the motion bonus written with
-        the keys plus, with ``recency_bias``, the penalty of each key's age now (0 for the prefix); None without
-        either."""
+        the keys plus, with ``recency_bias``, the penalty of each key's age now (0 for the prefix); with
+        ``spatial_attention_bias`` also each latent's penalty of the key's cell on the token ``grid``, ``[B or 1,
+        heads, N, P + L]``; None without any of them."""
         p = self.predictor
-        if p.recency_slope is None:
-            return cache.bias
-        recency = F.pad(p.recency_scores(-cache.key_time()), (cache.prefix_length, 0))
-        return recency if cache.bias is None else cache.bias + recency
+        bias = cache.bias
+        if p.recency_slope is not None:
+            recency = F.pad(p.recency_scores(-cache.key_time()), (cache.prefix_length, 0))
+            bias = recency if bias is None else bias + recency
+        spatial = p.spatial_scores(*grid)
+        if spatial is None:
+            return bias
+        # the cache holds slots of one step's cells each, in grid order, after the prefix
+        spatial = F.pad(repeat(spatial, "h n c -> 1 h n (s c)", s=cache.num_slots), (cache.prefix_length, 0))
+        return spatial if bias is None else bias.unsqueeze(2) + spatial
 
     def _marks(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """Change marks ``[B, h, w]`` of this step's tokens ``[B, h, w, G]`` against each row's previous ones (the

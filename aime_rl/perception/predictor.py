@@ -34,6 +34,7 @@ from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
 from .modules.kv_cache import check_window, window_mask
+from .modules.position import cell_centres, latent_homes
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
 from .modules.temporal import (
@@ -60,6 +61,15 @@ def initial_motion_bias(num_heads: int, bias: float) -> torch.Tensor:
     """
     table = torch.zeros(num_heads, 3)
     table[: -(-num_heads // 2), CHANGED] = bias
+    return table
+
+
+def initial_spatial_slope(num_heads: int, slope: float) -> torch.Tensor:
+    """The starting penalty per squared distance of a key's cell from a latent's home ``[heads]``: ``slope`` in the
+    second half of the heads (the ones the motion bonus leaves unbiased), 0 in the first half: those heads keep
+    looking for what moves anywhere in the frame, the others start as a coarse map of it."""
+    table = torch.zeros(num_heads)
+    table[-(-num_heads // 2) :] = slope
     return table
 
 
@@ -110,6 +120,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_prediction_horizon: int = 1,
         embeddings_from_codes: bool = False,
         pixel_changes: bool = False,
+        spatial_attention_bias: float = 0.0,
     ):
         super().__init__()
         check_window(window)
@@ -124,6 +135,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             ("change_weight", change_weight),
             ("contrastive_weight", contrastive_weight),
             ("recency_bias", recency_bias),
+            ("spatial_attention_bias", spatial_attention_bias),
         )
         for name, weight in weights:
             if not weight >= 0:
@@ -155,6 +167,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_prediction_horizon=context_prediction_horizon,
             embeddings_from_codes=embeddings_from_codes,
             pixel_changes=pixel_changes,
+            spatial_attention_bias=spatial_attention_bias,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -172,6 +185,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             if motion_attention_bias
             else None
         )
+        # cross-attention score penalty per squared distance of a key's cell from a latent's home [heads], and the
+        # homes [N, 2] (row, column in [-1, 1]); learned from this start
+        self.spatial_slope = (
+            nn.Parameter(initial_spatial_slope(num_cross_attention_heads, spatial_attention_bias))
+            if spatial_attention_bias
+            else None
+        )
+        self.latent_homes = nn.Parameter(latent_homes(num_latents)) if spatial_attention_bias else None
         # cross-attention score penalty per frame of a key's age [heads]; learned from this start
         self.recency_slope = (
             nn.Parameter(initial_recency_slope(num_cross_attention_heads, recency_bias))
@@ -391,6 +412,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             age = query_time.unsqueeze(-1) - key_time.unsqueeze(0)  # [T, T'·h·w]
             recency = rearrange(self.recency_scores(age), "t h l -> 1 h t l")
             key_bias = recency if key_bias is None else key_bias.unsqueeze(2) + recency
+        spatial = self.spatial_scores(h, w)
+        if spatial is not None:  # per latent: [1, heads, 1, N, T'·h·w]
+            spatial = repeat(spatial, "h n c -> 1 h 1 n (t c)", t=steps)
+            if key_bias is not None:
+                key_bias = key_bias.unsqueeze(-2) if key_bias.dim() == 4 else key_bias[:, :, None, None]
+            key_bias = spatial if key_bias is None else key_bias + spatial
         return dict(
             inputs=inputs,
             key_time=key_time,
@@ -398,6 +425,16 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             mask=window_mask(query_time, key_time, window),
             key_bias=key_bias,
         )
+
+    def spatial_scores(self, height: int, width: int) -> torch.Tensor | None:
+        """The score penalty of each cell of a ``height x width`` token grid for each latent, per head: ``[heads, N,
+        h · w]`` (``−slope · d²``, d the distance of the cell's centre from the latent's home); None without
+        ``spatial_attention_bias``."""
+        if self.spatial_slope is None:
+            return None
+        centres = cell_centres(height, width, self.latent_homes.device).to(self.latent_homes.dtype)
+        distance = (self.latent_homes.unsqueeze(1) - centres.unsqueeze(0)).square().sum(-1)  # [N, h·w]
+        return -self.spatial_slope[:, None, None] * distance
 
     def recency_scores(self, age: torch.Tensor) -> torch.Tensor:
         """Ages in frames ``[..., L]`` (int) → the score penalty of each key per head ``[..., heads, L]`` (a model

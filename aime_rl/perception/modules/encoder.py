@@ -68,7 +68,8 @@ class PerceiverEncoder(nn.Module):
         inputs ``[B, L, C_in]`` (tokens of all steps), key_time ``[L]`` (frame at which each token was emitted),
         query_time ``[T]``, mask bool ``[T, L]`` (which keys each frame sees), condition ``[B, D]`` or None,
         key_bias (added to the latents' cross-attention scores) ``[B, heads, L]`` for every frame alike, or
-        ``[B or 1, heads, T, L]`` per query frame (e.g. a penalty on a key's age), or None
+        ``[B or 1, heads, T, L]`` per query frame (e.g. a penalty on a key's age), or ``[B or 1, heads, T or 1, N,
+        L]`` per query frame and latent (e.g. a penalty on a key's distance from the latent's home), or None
         → latents ``[B, T, N, D]``.
         """
         q, mask, times = self._cross_arguments(inputs, key_time, query_time, mask, condition, key_bias)
@@ -96,6 +97,8 @@ class PerceiverEncoder(nn.Module):
         b, t, n = inputs.shape[0], query_time.shape[0], self.num_latents
         if key_bias is not None and key_bias.dim() == 4:  # per query frame → per latent query
             key_bias = repeat(key_bias, "b h t l -> b h (t n) l", n=n)
+        elif key_bias is not None and key_bias.dim() == 5:  # per query frame (or all alike) and latent
+            key_bias = rearrange(key_bias.expand(-1, -1, t, n, -1), "b h t n l -> b h (t n) l")
         times = dict(q_time=repeat(query_time, "t -> (t n)", n=n), k_time=key_time, key_bias=key_bias)
         return self.queries(b, t, condition), repeat(mask, "t l -> 1 (t n) l", n=n), times
 
@@ -113,7 +116,7 @@ class PerceiverEncoder(nn.Module):
         ``keys``/``values`` ``[B, heads, L, d]`` hold the null key first and the past tokens' keys rotated by the
         frame they were emitted at (``cross_attention.attention.rotate_keys``); ``clock`` ``[B]`` is the current
         frame on the same clock; ``visible`` bool ``[B, L]`` says which keys the frame may see; ``key_bias``
-        ``[B, heads, L]`` (the null key's included) or None.
+        ``[B, heads, L]``, or ``[B or 1, heads, N, L]`` per latent (the null key's included), or None.
         """
         b, n = keys.shape[0], self.num_latents
         q = self.queries(b, 1, condition)

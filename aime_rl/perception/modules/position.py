@@ -33,7 +33,9 @@ __all__ = [
     "apply_rotary",
     "fourier_channels",
     "fourier_position_encoding",
+    "cell_centres",
     "grid_positions",
+    "latent_homes",
     "rotary_inverse_frequencies",
 ]
 
@@ -174,6 +176,19 @@ def grid_positions(
     rows = torch.arange(height, device=device).repeat_interleave(width)
     cols = torch.arange(width, device=device).repeat(height)
     return rows, cols
+
+
+def cell_centres(height: int, width: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Centres of a ``height x width`` token grid's cells in ``[−1, 1]²`` (row, column), row-major: ``[h · w, 2]``."""
+    rows, cols = grid_positions(height, width, device)
+    return torch.stack([(2 * rows + 1) / height - 1, (2 * cols + 1) / width - 1], dim=-1)
+
+
+def latent_homes(num_latents: int) -> torch.Tensor:
+    """Starting homes of ``num_latents`` latents on the token grid, ``[N, 2]`` in ``[−1, 1]²`` (row, column): the
+    centres of a ``ceil(√N) x ceil(√N)`` grid, row-major, the first N of them."""
+    side = math.ceil(math.sqrt(num_latents))
+    return cell_centres(side, side)[:num_latents].float()
 
 
 class GridRotaryEmbedding(nn.Module):
