@@ -218,7 +218,9 @@ class PredictorConfig:
             average of the frame and a small object that does not move is one cell in 64 of every average
             (Freeway's chicken: pixels 0.34, code vectors 0.32, the 16 latents side by side 0.29); with it the
             latents start as a coarse map of the frame, each summarising its own region, as a conv stack's features
-            do. 0 is the seed's model.
+            do. The offline pass holds the bias of every latent query and key, ``[B or 1, heads, T · N, L]`` (the
+            "small" preset at 64×64: 6 × 16 × 384 per head; the paper preset's 128 latents over 16 frames: 2048 ×
+            1024 per head and row). 0 is the seed's model.
     """
 
     num_latents: int = 128

@@ -365,9 +365,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """:meth:`motion_marks` of a video already checked (float in [0, 1])."""
         if self.motion_bias is None:
             return None
-        step = self.frames_per_token_step
-        grid = self.tokenizer.token_grid(*video.shape[-2:])
-        return motion_marks(video[:, step - 1 :: step], grid, FOREGROUND_THRESHOLD)
+        return motion_marks(*self._token_step_frames(video), FOREGROUND_THRESHOLD)
 
     def pixel_changes(self, video: torch.Tensor) -> torch.Tensor | None:
         """Video ``[B, T, C, H, W]`` (uint8 or float in [0, 1]) → each token cell's signed pixel change of each token
@@ -382,9 +380,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """:meth:`pixel_changes` of a video already checked (float in [0, 1])."""
         if self.change_proj is None:
             return None
+        return pixel_changes(*self._token_step_frames(video))
+
+    def _token_step_frames(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Video ``[B, T, C, H, W]`` → the last frame of each token step ``[B, T', C, H, W]`` and the token grid
+        ``(h, w)``: what the pixel-derived inputs compare."""
         step = self.frames_per_token_step
-        grid = self.tokenizer.token_grid(*video.shape[-2:])
-        return pixel_changes(video[:, step - 1 :: step], grid)
+        return video[:, step - 1 :: step], self.tokenizer.token_grid(*video.shape[-2:])
 
     def _encoder_inputs(
         self,

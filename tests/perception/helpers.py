@@ -29,3 +29,19 @@ def load_without_predictor_key(directory, key: str) -> CausalPerceiverIO:
     del config["predictor"][key]
     path.write_text(json.dumps(config))
     return CausalPerceiverIO.from_pretrained(directory)
+
+
+def two_clips_that_end_alike(clip: torch.Tensor) -> torch.Tensor:
+    """``[2, 3, C, H, W]``: both rows end on the same frame and differ only in the frame before it."""
+    last = clip[0, 5]
+    return torch.stack(
+        [torch.stack([clip[0, 3], clip[0, 4], last]), torch.stack([clip[1, 3], clip[1, 4], last])]
+    )
+
+
+def assert_stream_equals_offline(model, clip: torch.Tensor, window: int | None) -> None:
+    """The streamed contexts of ``clip`` equal ``extract_context`` within 1e-4."""
+    with torch.no_grad():
+        offline = model.extract_context(clip, window=window)
+        online = stream_contexts(model, clip, window)
+    assert torch.allclose(online, offline, atol=1e-4, rtol=0)

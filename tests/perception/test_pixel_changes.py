@@ -8,7 +8,12 @@ import torch
 
 from aime_rl.perception import get_preset
 from aime_rl.perception.modules.temporal import pixel_changes
-from tests.perception.helpers import load_without_predictor_key, stream_contexts, tiny
+from tests.perception.helpers import (
+    assert_stream_equals_offline,
+    load_without_predictor_key,
+    tiny,
+    two_clips_that_end_alike,
+)
 
 
 def dot_clip(columns: list[int], row: int = 3, size: int = 16) -> torch.Tensor:
@@ -41,14 +46,6 @@ def test_the_first_frame_is_compared_with_the_previous_one_when_given():
     assert (patch * torch.arange(8.0)).sum() == 3.0
 
 
-def two_clips_that_end_alike(clip: torch.Tensor) -> torch.Tensor:
-    """``[2, 3, C, H, W]``: both rows end on the same frame and differ only in the frame before it."""
-    last = clip[0, 5]
-    return torch.stack(
-        [torch.stack([clip[0, 3], clip[0, 4], last]), torch.stack([clip[1, 3], clip[1, 4], last])]
-    )
-
-
 @pytest.mark.parametrize("changes", [False, True])
 def test_a_one_frame_window_sees_how_the_pixels_changed_only_with_pixel_changes(clip, changes):
     torch.manual_seed(0)
@@ -63,10 +60,7 @@ def test_a_one_frame_window_sees_how_the_pixels_changed_only_with_pixel_changes(
 def test_stream_equals_offline_with_pixel_changes(clip, window, temporal_downsample):
     torch.manual_seed(0)
     model = tiny(pixel_changes=True, recency_bias=1.0, temporal_downsample=temporal_downsample)
-    with torch.no_grad():
-        offline = model.extract_context(clip, window=window)
-        online = stream_contexts(model, clip, window)
-    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+    assert_stream_equals_offline(model, clip, window)
 
 
 def test_the_change_map_is_trained(clip):

@@ -7,15 +7,12 @@ import pytest
 import torch
 
 from aime_rl.perception import get_preset
-from tests.perception.helpers import load_without_predictor_key, stream_contexts, tiny
-
-
-def two_clips_that_end_alike(clip: torch.Tensor) -> torch.Tensor:
-    """``[2, 3, C, H, W]``: both rows end on the same frame and differ only in the frame before it."""
-    last = clip[0, 5]
-    return torch.stack(
-        [torch.stack([clip[0, 3], clip[0, 4], last]), torch.stack([clip[1, 3], clip[1, 4], last])]
-    )
+from tests.perception.helpers import (
+    assert_stream_equals_offline,
+    load_without_predictor_key,
+    tiny,
+    two_clips_that_end_alike,
+)
 
 
 @pytest.mark.parametrize("previous_tokens", [False, True])
@@ -31,10 +28,7 @@ def test_a_one_frame_window_sees_how_the_frame_changed_only_with_previous_tokens
 def test_stream_equals_offline_with_previous_tokens(clip, window):
     torch.manual_seed(0)
     model = tiny(previous_tokens=True, recency_bias=1.0, motion_attention_bias=1.0)
-    with torch.no_grad():
-        offline = model.extract_context(clip, window=window)
-        online = stream_contexts(model, clip, window)
-    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+    assert_stream_equals_offline(model, clip, window)
 
 
 def test_the_previous_tokens_map_is_trained(clip):

@@ -9,7 +9,7 @@ import torch
 from aime_rl.perception import get_preset
 from aime_rl.perception.modules.position import cell_centres, latent_homes
 from aime_rl.perception.predictor import initial_spatial_slope
-from tests.perception.helpers import load_without_predictor_key, stream_contexts, tiny
+from tests.perception.helpers import assert_stream_equals_offline, load_without_predictor_key, tiny
 
 
 def test_latent_homes_tile_the_grid():
@@ -56,19 +56,13 @@ def test_without_the_option_every_latent_sees_the_same_spread(clip):
 def test_stream_equals_offline_with_spatial_attention(clip, window):
     torch.manual_seed(0)
     model = tiny(spatial_attention_bias=4.0, recency_bias=1.0, motion_attention_bias=1.0)
-    with torch.no_grad():
-        offline = model.extract_context(clip, window=window)
-        online = stream_contexts(model, clip, window)
-    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+    assert_stream_equals_offline(model, clip, window)
 
 
 def test_stream_equals_offline_with_spatial_attention_alone(clip):
     torch.manual_seed(0)
     model = tiny(spatial_attention_bias=4.0, temporal_downsample=True)
-    with torch.no_grad():
-        offline = model.extract_context(clip, window=4)
-        online = stream_contexts(model, clip, 4)
-    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+    assert_stream_equals_offline(model, clip, 4)
 
 
 def test_the_homes_and_slopes_are_trained(clip):
