@@ -2,6 +2,8 @@
 
 :class:`TokenGenerationMixin` holds the predictor's ``generate`` and its sampling loops; it uses the predictor's
 ``tokenizer``, ``tokenize``, ``encode_tokens``, ``memory``, ``predict_logits`` and ``input_adapter.mask_id``.
+MaskGIT reads the context video as training does (its pixel motion marks and pixel changes included); the
+autoregressive loop re-encodes generated tokens, which have no frames, so it reads the tokens alone.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ class TokenGenerationMixin:
         future_steps = num_frames // self.frames_per_token_step
         tokens = self.tokenize(video)
         if method == "maskgit":
-            memory = self.memory(self.encode_tokens(tokens, video.shape[1], self.window))[:, -1]
+            motion, changes = self._motion_marks(video), self._pixel_changes(video)
+            latents = self.encode_tokens(tokens, video.shape[1], self.window, motion=motion, changes=changes)
+            memory = self.memory(latents)[:, -1]
             shape = (tokens.shape[0], future_steps, *tokens.shape[2:4])
             generated = self._maskgit(memory, tokens[:, -1], shape, steps, temperature, generator)
         else:

@@ -66,10 +66,11 @@ def initial_motion_bias(num_heads: int, bias: float) -> torch.Tensor:
 
 def initial_spatial_slope(num_heads: int, slope: float) -> torch.Tensor:
     """The starting penalty per squared distance of a key's cell from a latent's home ``[heads]``: ``slope`` in the
-    second half of the heads (the ones the motion bonus leaves unbiased), 0 in the first half: those heads keep
-    looking for what moves anywhere in the frame, the others start as a coarse map of it."""
+    last ``heads // 2`` heads (the ones the motion bonus, on the first half rounded up, leaves unbiased; the one
+    head of a one-head model), 0 in the others: those keep looking for what moves anywhere in the frame, these start
+    as a coarse map of it."""
     table = torch.zeros(num_heads)
-    table[-(-num_heads // 2) :] = slope
+    table[-max(num_heads // 2, 1) :] = slope
     return table
 
 
@@ -186,13 +187,17 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             else None
         )
         # cross-attention score penalty per squared distance of a key's cell from a latent's home [heads], and the
-        # homes [N, 2] (row, column in [-1, 1]); learned from this start
+        # homes (row, column in [-1, 1]); learned from this start
         self.spatial_slope = (
             nn.Parameter(initial_spatial_slope(num_cross_attention_heads, spatial_attention_bias))
             if spatial_attention_bias
             else None
         )
-        self.latent_homes = nn.Parameter(latent_homes(num_latents)) if spatial_attention_bias else None
+        # flat [N · 2] (row, column of each latent): optimisers decay matrices only, and decay would pull every home
+        # to the centre of the grid
+        self.latent_homes = (
+            nn.Parameter(latent_homes(num_latents).flatten()) if spatial_attention_bias else None
+        )
         # cross-attention score penalty per frame of a key's age [heads]; learned from this start
         self.recency_slope = (
             nn.Parameter(initial_recency_slope(num_cross_attention_heads, recency_bias))
@@ -434,8 +439,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         ``spatial_attention_bias``."""
         if self.spatial_slope is None:
             return None
-        centres = cell_centres(height, width, self.latent_homes.device).to(self.latent_homes.dtype)
-        distance = (self.latent_homes.unsqueeze(1) - centres.unsqueeze(0)).square().sum(-1)  # [N, h·w]
+        homes = self.latent_homes.view(-1, 2)  # [N, 2]
+        centres = cell_centres(height, width, homes.device).to(homes.dtype)
+        distance = (homes.unsqueeze(1) - centres.unsqueeze(0)).square().sum(-1)  # [N, h·w]
         return -self.spatial_slope[:, None, None] * distance
 
     def recency_scores(self, age: torch.Tensor) -> torch.Tensor:

@@ -86,3 +86,17 @@ def test_a_config_written_before_spatial_attention_loads_without_it(tmp_path):
 
 def test_the_paper_preset_keeps_the_seeds_keys():
     assert get_preset("paper").predictor.spatial_attention_bias == 0.0
+
+
+def test_the_homes_are_not_pulled_to_the_centre_by_weight_decay():
+    from aime_rl.training.optim import make_optimizer
+
+    predictor = tiny(spatial_attention_bias=4.0).predictor
+    optimizer = make_optimizer(predictor, lr=1e-3, weight_decay=0.1)
+    group = next(g for g in optimizer.param_groups if any(p is predictor.latent_homes for p in g["params"]))
+    assert group["weight_decay"] == 0.0
+
+
+def test_a_one_head_model_biases_its_one_head_and_odd_counts_keep_the_motion_heads_free():
+    assert initial_spatial_slope(1, 8.0).tolist() == [8.0]
+    assert initial_spatial_slope(3, 8.0).tolist() == [0.0, 0.0, 8.0]
