@@ -30,7 +30,7 @@ from aime_rl.training.token_cache import build_token_cache
 
 def build(config, tokenizer_dir: Path) -> CausalPerceiverIO:
     torch.manual_seed(config.seed)
-    shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
+    shape = (config.sequence_length, 3, *config.frame_shape)
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape)
     model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     return model
@@ -66,7 +66,7 @@ def main() -> None:
             frames = args.steps * config.batch_size * config.sequence_length
             rows.append((name, frames / seconds, seconds, metrics["next_frame_accuracy"]))
     print(
-        f"\ncontext-model training, preset {config.preset!r} at {config.frame_size}×{config.frame_size}, "
+        f"\ncontext-model training, preset {config.preset!r} at {config.frame_shape[0]}×{config.frame_shape[1]}, "
         f"{args.steps} steps of {config.batch_size}×{config.sequence_length} frames, {torch.get_num_threads()} "
         f"threads, {platform.processor() or platform.machine()}, {datetime.date.today()}"
     )

@@ -5,7 +5,7 @@ recipe span 0.02 of the AtariARI score, the size of most differences this README
 user runs (``aime-rl collect``, ``train-tokenizer``, ``train-context``, ``probe``) in one run directory per seed,
 then prints each seed's probe score per representation and their mean, min and max beside the paper's row.
 
-    python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 64] [--collect-steps 12000]
+    python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 64] [--frame-height 0] [--collect-steps 12000]
         [--tokenizer-steps 300] [--context-steps 300] [--probe-steps 50000] [--probe-episode-steps 200]
         [--representations context,untrained,random_cnn,majority] [--runs-dir /tmp/recipe_seeds] [--jobs 1]
         [--device cpu] [--json PATH]
@@ -40,6 +40,7 @@ def stage_commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
     return [
         cli
         + ["collect", *run, "--env", args.env, "--frame-size", str(args.frame_size), "--seed", str(seed)]
+        + ["--frame-height", str(args.frame_height)]
         + ["--collect-steps", str(args.collect_steps), "--device", args.device],
         cli + ["train-tokenizer", *run, "--tokenizer-steps", str(args.tokenizer_steps)],
         cli + ["train-context", *run, "--context-steps", str(args.context_steps)],
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--env", default="pong")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--frame-size", type=int, default=64)
+    parser.add_argument("--frame-height", type=int, default=0, help="0: square frames")
     parser.add_argument("--collect-steps", type=int, default=12000)
     parser.add_argument("--tokenizer-steps", type=int, default=300)
     parser.add_argument("--context-steps", type=int, default=300)
@@ -121,7 +123,7 @@ def main() -> None:
         futures = {seed: pool.submit(run_seed, args, seed, threads) for seed in args.seeds}
         reports = {seed: future.result() for seed, future in futures.items()}
     print(
-        f"{args.env} at {args.frame_size}×{args.frame_size}: {args.collect_steps} frames, "
+        f"{args.env} at {args.frame_height or args.frame_size}×{args.frame_size}: {args.collect_steps} frames, "
         f"{args.tokenizer_steps} + {args.context_steps} steps; probes on {args.probe_steps} frames\n"
     )
     print(markdown_table(reports))

@@ -100,6 +100,8 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
         (["--collect-steps", "0"], "--collect-steps"),
         (["--num-envs", "0"], "--num-envs"),
         (["--frame-size", "30"], "--frame-size"),
+        (["--frame-height", "30"], "--frame-height"),
+        (["--frame-height", "-8"], "--frame-height"),
         (["--name", "../x"], "--name"),
         (["--name", "/tmp/abs"], "--name"),
         (["--name", ""], "--name"),

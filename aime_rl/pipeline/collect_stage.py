@@ -42,7 +42,7 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     )
     venv = make_venv(config, config.num_envs, seed)
     spec = env_spec(config.env)
-    size = (config.frame_size, config.frame_size, 3)
+    size = (*config.frame_shape, 3)
     # Episode keys follow (seed, session): the held-out split (a hash of the key) is the same in every rerun.
     store = ReplayStore(replay_dir, frame_shape=size, writer_token=f"s{config.seed}_c{session}")
     recorder = VecRecordFrames(venv, store, frame_source=spec.frame_source)
@@ -64,7 +64,7 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
         "status": "done",
         "sessions": session + 1,
         "target": config.collect_steps,
-        "inputs": {"env": config.env, "frame_size": config.frame_size},
+        "inputs": {"env": config.env, "frame_size": config.frame_size, "frame_height": config.frame_height},
         "replay": replay_fingerprint(store),
     }
     run.write_manifest("collect", manifest)

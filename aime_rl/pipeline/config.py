@@ -43,11 +43,13 @@ ADDED_SETTINGS = (
     "probe_episode_steps",
     "probe_representations",
     "tokenizer_lr",
+    "frame_height",
 )
 STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
 SHAPING: dict[str, str] = {
     "env": "collect",
     "frame_size": "collect",
+    "frame_height": "collect",
     "preset": "tokenizer",
     "sequence_length": "tokenizer",
     "window": "agent",
@@ -90,7 +92,14 @@ class RunConfig:
     )
     frame_size: int = setting(
         64,
-        "frames are resized to frame_size × frame_size (a multiple of the preset's downsample factor)",
+        "frames are resized to frame_size × frame_size, or frame_height × frame_size (a multiple of the preset's "
+        "downsample factor)",
+        ("collect",),
+    )
+    frame_height: int = setting(
+        0,
+        "frame height where it differs from the width (0: square frames); Atari's 210 × 160 screens keep their "
+        "shape at --frame-height 80 --frame-size 64",
         ("collect",),
     )
     seed: int = setting(0, "random seed of every stage")
@@ -167,6 +176,11 @@ class RunConfig:
         # a run directory or TOML file written before "seed" was renamed "paper" keeps working
         if self.preset in PRESET_ALIASES:
             self.preset = resolve_preset(self.preset, stacklevel=3)
+
+    @property
+    def frame_shape(self) -> tuple[int, int]:
+        """``(H, W)`` of the frames the run stores and its model reads: ``(frame_height or frame_size, frame_size)``."""
+        return (self.frame_height or self.frame_size, self.frame_size)
 
     @property
     def run_dir(self) -> Path:
@@ -250,11 +264,16 @@ class RunConfig:
 
     def _check_frame_size(self) -> None:
         factor = get_preset(self.preset).tokenizer.downsample
-        if not factor <= self.frame_size <= MAX_FRAME_SIZE or self.frame_size % factor:
-            raise ValueError(
-                f"{flag('frame_size')} must be a multiple of {factor} (the {self.preset!r} preset's downsample "
-                f"factor) between {factor} and {MAX_FRAME_SIZE}, got {self.frame_size}"
-            )
+        for key in ("frame_size", "frame_height"):
+            value = getattr(self, key)
+            if key == "frame_height" and value == 0:
+                continue
+            if not factor <= value <= MAX_FRAME_SIZE or value % factor:
+                square = " (or 0: square frames)" if key == "frame_height" else ""
+                raise ValueError(
+                    f"{flag(key)} must be a multiple of {factor} (the {self.preset!r} preset's downsample "
+                    f"factor) between {factor} and {MAX_FRAME_SIZE}{square}, got {value}"
+                )
 
 
 FIELD_TYPES: dict[str, type] = {

@@ -17,10 +17,13 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
 
 def report_lines(name: str, report: dict[str, Any]) -> list[str]:
     steps = report.get("steps", {})
+    frame_height = report.get("frame_height") or report.get(
+        "frame_size"
+    )  # reports before frame_height: square
     lines = [
         f"# aime-rl report: {name}",
         "",
-        f"env `{report['env']}`, preset `{report['preset']}` at {report.get('frame_size')}×{report.get('frame_size')}, "
+        f"env `{report['env']}`, preset `{report['preset']}` at {frame_height}×{report.get('frame_size')}, "
         f"seed {report.get('seed')}; {steps.get('collect')} replay steps, tokenizer {steps.get('tokenizer')} and "
         f"context model {steps.get('context_model')} training steps, {report['algo'].upper()} for "
         f"{steps.get('agent')} env steps with a window of {report.get('window')} frames; "

@@ -68,7 +68,7 @@ def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> Ca
     from its code vectors).
     """
     torch.manual_seed(config.seed)
-    shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
+    shape = (config.sequence_length, 3, *config.frame_shape)
     preset = get_preset(config.preset, video_shape=shape)
     if tokenizer is None:
         return CausalPerceiverIO.from_config(preset)

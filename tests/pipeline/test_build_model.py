@@ -20,6 +20,11 @@ def test_a_fresh_model_follows_the_preset(tmp_path):
     assert model.config.tokenizer.encoder == get_preset("tiny").tokenizer.encoder == "unet"
 
 
+def test_a_frame_height_gives_the_model_frames_of_that_shape(tmp_path):
+    model = build_model(replace(tiny_config(tmp_path), frame_height=48))
+    assert model.frame_size == (48, 32)
+
+
 def test_a_trained_tokenizer_keeps_its_own_architecture_and_weights(tmp_path):
     # e.g. a run whose tokenizer was trained before the preset changed its encoder
     torch.manual_seed(1)

@@ -145,6 +145,31 @@ def test_later_stages_read_the_run_config(tmp_path):
     assert CausalPerceiverIO.from_pretrained(run / "model").config.video_shape[-1] == 64
 
 
+def test_a_frame_height_keeps_the_frames_shape_through_the_run(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert (
+        cli(
+            run,
+            "collect",
+            "--frame-size",
+            "32",
+            "--frame-height",
+            "48",
+            "--collect-steps",
+            "40",
+            "--num-envs",
+            "2",
+        )
+        == 0
+    )
+    assert tuple(ReplayStore.open(run / "replay").frame_shape[:2]) == (48, 32)
+    assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0
+    assert cli(run, "train-context", "--context-steps", "1") == 0
+    assert CausalPerceiverIO.from_pretrained(run / "model").frame_size == (48, 32)
+    assert cli(run, "collect", "--frame-height", "64") == 2
+    assert "frame_height=48" in capsys.readouterr().err
+
+
 def test_the_agent_keeps_its_window_and_evaluate_uses_it(run):
     assert json.loads((run / "agent" / "agent.json").read_text())["window"] == 4
     report = json.loads((run / "report.json").read_text())
@@ -196,7 +221,11 @@ def test_a_killed_collect_is_topped_up_without_duplicates(tmp_path, monkeypatch)
 
 def test_the_report_states_the_run_and_its_verdicts(run):
     report = (run / "report.md").read_text()
-    assert "seed 0" in report and "evaluation episodes" in report and "of the codes of each head" in report
+    assert (
+        "at 32×32, seed 0" in report
+        and "evaluation episodes" in report
+        and "of the codes of each head" in report
+    )
     assert "evaluation took" in report and "replay steps" in report
     assert "copy-last" in report
     events = EventAccumulator(str(run / "agent" / "evaluation"))
