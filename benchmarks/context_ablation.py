@@ -189,7 +189,7 @@ def build(
 ) -> tuple[CausalPerceiverIO, dict]:
     """The variant's model with a trained, frozen tokenizer, and that tokenizer's held-out metrics."""
     torch.manual_seed(config.seed)
-    shape = (config.sequence_length, 3, config.frame_size, config.frame_size)
+    shape = (config.sequence_length, 3, *config.frame_shape)
     overrides = dict(overrides)
     tokenizer_metrics = {}
     position_scale = overrides.pop("_position_scale", None)
