@@ -5,13 +5,15 @@ recipe span 0.02 of the AtariARI score, the size of most differences this README
 user runs (``aime-rl collect``, ``train-tokenizer``, ``train-context``, ``probe``) in one run directory per seed,
 then prints each seed's probe score per representation and their mean, min and max beside the paper's row.
 
-    python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 64] [--frame-height 0] [--collect-steps 12000]
-        [--tokenizer-steps 300] [--context-steps 300] [--probe-steps 50000] [--probe-episode-steps 200]
-        [--representations context,untrained,random_cnn,majority] [--runs-dir /tmp/recipe_seeds] [--jobs 1]
-        [--device cpu] [--json PATH]
+    python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 64] [--frame-height 80]
+        [--collect-steps 12000] [--tokenizer-steps 300] [--context-steps 300] [--probe-steps 50000]
+        [--probe-episode-steps 200] [--representations context,untrained,random_cnn,majority]
+        [--runs-dir /tmp/recipe_seeds] [--jobs 1] [--device cpu] [--json PATH]
 
 The stages keep their outputs, so a second call with the same ``--runs-dir`` skips what is done (a killed run goes
-on where it stopped; a probe of the same model and settings is read back, not run again). ``--jobs N`` runs N seeds at once (each stage's threads are divided between them).
+on where it stopped; a probe of the same model and settings is read back, not run again). ``--jobs N`` runs N seeds
+at once (each stage's threads are divided between them). The frames are 80 × 64, Atari's 210 × 160 screen shape
+(``docs/atari.md``); ``--frame-height 0`` gives square ``--frame-size`` frames.
 """
 
 from __future__ import annotations
@@ -103,7 +105,9 @@ def main() -> None:
     parser.add_argument("--env", default="pong")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--frame-size", type=int, default=64)
-    parser.add_argument("--frame-height", type=int, default=0, help="0: square frames")
+    parser.add_argument(
+        "--frame-height", type=int, default=80, help="80 × 64 keeps Atari's 210 × 160 shape; 0: square frames"
+    )
     parser.add_argument("--collect-steps", type=int, default=12000)
     parser.add_argument("--tokenizer-steps", type=int, default=300)
     parser.add_argument("--context-steps", type=int, default=300)
