@@ -170,6 +170,17 @@ def test_a_frame_height_keeps_the_frames_shape_through_the_run(tmp_path, capsys)
     assert "frame_height=48" in capsys.readouterr().err
 
 
+def test_an_agent_on_frames_that_are_not_square_trains_and_is_reported(tmp_path):
+    run = tmp_path / "r"
+    collect = ["--frame-size", "32", "--frame-height", "48", "--collect-steps", "40", "--num-envs", "2"]
+    assert cli(run, "collect", *collect) == 0
+    assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0
+    assert cli(run, "train-context", "--context-steps", "1") == 0
+    assert cli(run, "train-agent", *AGENT) == 0
+    assert cli(run, "evaluate", "--eval-episodes", "1") == 0
+    assert "at 48×32, seed 0" in (run / "report.md").read_text()
+
+
 def test_the_agent_keeps_its_window_and_evaluate_uses_it(run):
     assert json.loads((run / "agent" / "agent.json").read_text())["window"] == 4
     report = json.loads((run / "report.json").read_text())
