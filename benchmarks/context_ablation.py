@@ -67,6 +67,9 @@ VARIANTS: dict[str, dict] = {
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
     # "_train_tokenizer": a fresh tokenizer with the variant's overrides, trained for the run's tokenizer steps
+    # the preset's tokenizer trained again, the row to compare the variants below with
+    "retrained-tokenizer": {"_train_tokenizer": True},
+    "foreground10": {"foreground_weight": 10.0, "_train_tokenizer": True},
     "stability0": {"stability_weight": 0.0, "_train_tokenizer": True},
     "stability1": {"stability_weight": 1.0, "_train_tokenizer": True},
     "stability10": {"stability_weight": 10.0, "_train_tokenizer": True},

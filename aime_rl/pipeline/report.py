@@ -17,9 +17,8 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> None:
 
 def report_lines(name: str, report: dict[str, Any]) -> list[str]:
     steps = report.get("steps", {})
-    frame_height = report.get("frame_height") or report.get(
-        "frame_size"
-    )  # reports before frame_height: square
+    # a report written before frame_height existed is of square frames
+    frame_height = report.get("frame_height") or report.get("frame_size")
     lines = [
         f"# aime-rl report: {name}",
         "",
