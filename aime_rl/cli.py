@@ -24,7 +24,7 @@ from dataclasses import fields
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .experiments import EXPERIMENTS_DIR
+from .experiments import EXPERIMENTS_DIR, resolve_config
 from .perception.presets import PRESET_ALIASES
 from .pipeline import COMMAND_ALIASES, COMMANDS, Options, RunConfig, load_toml, run_command
 from .pipeline.config import default_values
@@ -132,7 +132,10 @@ def make_parser() -> argparse.ArgumentParser:
         else:  # a deprecated name: works, but is not listed in `aime-rl --help`
             description = f"deprecated name of `aime-rl {name}`: {COMMANDS[name]}"
             p = sub.add_parser(alias, description=description, allow_abbrev=False)
-        p.add_argument("--config", help="TOML file of settings, laid over the defaults (flags override it)")
+        p.add_argument(
+            "--config",
+            help="TOML file of settings, or a shipped experiment (atari), laid over the defaults (flags override it)",
+        )
         p.add_argument(
             "--restart",
             action="store_true",
@@ -156,7 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
     """What the user set: the ``--config`` file's values, then the flags given on the command line."""
-    values = load_toml(args.config) if args.config else {}
+    values = load_toml(resolve_config(args.config)) if args.config else {}
     for f in fields(RunConfig):
         value = getattr(args, f.name, None)
         if value is None:

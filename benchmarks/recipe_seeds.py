@@ -6,14 +6,15 @@ user runs (``aime-rl collect``, ``train-tokenizer``, ``train-context``, ``probe`
 then prints each seed's probe score per representation and their mean, min and max beside the paper's row.
 
     python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 64] [--frame-height 80]
-        [--collect-steps 12000] [--tokenizer-steps 300] [--context-steps 300] [--probe-steps 50000]
+        [--collect-steps 12000] [--tokenizer-steps 1200] [--context-steps 300] [--probe-steps 50000]
         [--probe-episode-steps 200] [--representations context,untrained,random_cnn,majority]
         [--runs-dir /tmp/recipe_seeds] [--jobs 1] [--device cpu] [--json PATH]
 
 The stages keep their outputs, so a second call with the same ``--runs-dir`` skips what is done (a killed run goes
 on where it stopped; a probe of the same model and settings is read back, not run again). ``--jobs N`` runs N seeds
-at once (each stage's threads are divided between them). The frames are 80 × 64, Atari's 210 × 160 screen shape
-(``docs/atari.md``); ``--frame-height 0`` gives square ``--frame-size`` frames.
+at once (each stage's threads are divided between them). The defaults are the shipped Atari recipe
+(``aime_rl/experiments/atari.toml``, ``--config atari``; ``docs/atari.md``): 80 × 64 frames, Atari's 210 × 160
+screen shape (``--frame-height 0`` gives square ``--frame-size`` frames), 12 000 frames, 1200 + 300 steps.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aime_rl.evaluation import ProbeReport
+from aime_rl.experiments import experiment_path
+from aime_rl.pipeline import load_toml
+
+RECIPE = load_toml(experiment_path("atari"))  # the defaults: `--config atari`, the recipe docs/atari.md gives
 
 
 def run_name(env: str, seed: int) -> str:
@@ -41,7 +46,8 @@ def stage_commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
     cli = [sys.executable, "-m", "aime_rl.cli"]
     return [
         cli
-        + ["collect", *run, "--env", args.env, "--frame-size", str(args.frame_size), "--seed", str(seed)]
+        + ["collect", *run, "--config", "atari", "--env", args.env, "--seed", str(seed)]
+        + ["--frame-size", str(args.frame_size)]
         + ["--frame-height", str(args.frame_height)]
         + ["--collect-steps", str(args.collect_steps), "--device", args.device],
         cli + ["train-tokenizer", *run, "--tokenizer-steps", str(args.tokenizer_steps)],
@@ -102,18 +108,23 @@ def markdown_table(reports: dict[int, ProbeReport]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", default="pong")
+    parser.add_argument("--env", default=RECIPE["env"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--frame-size", type=int, default=64)
+    parser.add_argument("--frame-size", type=int, default=RECIPE["frame_size"])
     parser.add_argument(
-        "--frame-height", type=int, default=80, help="80 × 64 keeps Atari's 210 × 160 shape; 0: square frames"
+        "--frame-height",
+        type=int,
+        default=RECIPE["frame_height"],
+        help="80 × 64 keeps Atari's 210 × 160 shape; 0: square frames",
     )
-    parser.add_argument("--collect-steps", type=int, default=12000)
-    parser.add_argument("--tokenizer-steps", type=int, default=300)
-    parser.add_argument("--context-steps", type=int, default=300)
-    parser.add_argument("--probe-steps", type=int, default=50000, help="AtariARI's probes learn from 50 000")
-    parser.add_argument("--probe-episode-steps", type=int, default=200)
-    parser.add_argument("--representations", default="context,untrained,random_cnn,majority")
+    parser.add_argument("--collect-steps", type=int, default=RECIPE["collect_steps"])
+    parser.add_argument("--tokenizer-steps", type=int, default=RECIPE["tokenizer_steps"])
+    parser.add_argument("--context-steps", type=int, default=RECIPE["context_steps"])
+    parser.add_argument(
+        "--probe-steps", type=int, default=RECIPE["probe_steps"], help="AtariARI's probes learn from 50 000"
+    )
+    parser.add_argument("--probe-episode-steps", type=int, default=RECIPE["probe_episode_steps"])
+    parser.add_argument("--representations", default=RECIPE["probe_representations"])
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/recipe_seeds"))
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once")
     parser.add_argument("--device", default="cpu")

@@ -88,6 +88,30 @@ def test_the_experiment_files_are_package_data():
     assert experiment_path("demo").is_file() and experiment_path("quick").is_file()
 
 
+def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
+    explicit = settings(["collect", "--config", "atari", "--runs-dir", str(tmp_path)])
+    config = prepare("collect", explicit, Options())[0]
+    assert config.env == "pong" and config.frame_shape == (80, 64)
+    assert (config.collect_steps, config.tokenizer_steps, config.context_steps) == (12000, 1200, 300)
+    assert config.preset == "small"  # what the recipe does not set comes from the built-in experiment
+
+
+def test_a_flag_overrides_the_shipped_experiment():
+    values = settings(["train-tokenizer", "--config", "atari", "--tokenizer-steps", "300"])
+    assert values["tokenizer_steps"] == 300 and values["frame_height"] == 80
+
+
+def test_a_file_named_like_a_shipped_experiment_wins(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "atari").write_text("tokenizer_steps = 7\n")
+    assert settings(["collect", "--config", "atari"])["tokenizer_steps"] == 7
+
+
+def test_an_unknown_experiment_name_lists_the_shipped_ones(capsys):
+    code, err = run_cli(["collect", "--config", "atary"], capsys)
+    assert code == 2 and "atary" in err and "atari, demo, quick" in err
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     code = main(argv)
     return code, capsys.readouterr().err

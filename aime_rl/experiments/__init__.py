@@ -1,7 +1,8 @@
 """Experiment files (TOML) the ``aime-rl`` command runs, shipped as package data.
 
 ``demo.toml`` is the built-in default (``aime-rl demo`` and every stage without ``--config``); ``quick.toml`` is
-``aime-rl demo --quick``. A user's ``--config FILE`` is layered on top of the default, then flags on top of that.
+``aime-rl demo --quick``; ``atari.toml`` is the Atari recipe of ``docs/atari.md`` (``--config atari``). A user's
+``--config FILE`` (or the name of a shipped experiment) is layered on top of the default, then flags on top of that.
 """
 
 from pathlib import Path
@@ -12,3 +13,22 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent
 def experiment_path(name: str) -> Path:
     """``<package>/experiments/<name>.toml``."""
     return EXPERIMENTS_DIR / f"{name}.toml"
+
+
+def shipped_experiments() -> list[str]:
+    """Names of the shipped experiment files: ``["atari", "demo", "quick"]``."""
+    return sorted(path.stem for path in EXPERIMENTS_DIR.glob("*.toml"))
+
+
+def resolve_config(value: str) -> Path:
+    """The TOML file ``--config value`` means: an existing file, else a shipped experiment of that name.
+
+    ``ValueError`` names the value and the shipped experiments when it is neither.
+    """
+    path = Path(value)
+    if path.is_file():
+        return path
+    if path.name == value and value in shipped_experiments():
+        return experiment_path(value)
+    names = ", ".join(shipped_experiments())
+    raise ValueError(f"config file not found: {value} (nor a shipped experiment: {names})")
