@@ -323,7 +323,7 @@ def train_and_measure(
         )
         context = report.representations["context"]
         scores = {var: round(result.score, 3) for var, result in context.variables.items()}
-        scores["score"] = round(context.score, 3)
+        scores["overall"] = round(context.score, 3)  # not "score": a game's RAM variable may be called that
         returns = (
             [agent_return(config, Path(tmp) / "model", args.agent_steps, s) for s in args.seeds]
             if args.agent_steps
