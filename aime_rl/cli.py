@@ -27,7 +27,7 @@ from typing import Any
 from .experiments import EXPERIMENTS_DIR, resolve_config
 from .perception.presets import PRESET_ALIASES
 from .pipeline import COMMAND_ALIASES, COMMANDS, Options, RunConfig, load_toml, run_command
-from .pipeline.config import default_values
+from .pipeline.config import KWARG_SETTINGS, default_values
 
 __all__ = ["COMMANDS", "COMMAND_ALIASES", "EXPERIMENTS_DIR", "main", "make_parser", "explicit_settings"]
 
@@ -46,7 +46,7 @@ def package_version() -> str:
         return "unknown"
 
 
-def agent_kwarg(text: str) -> tuple[str, Any]:
+def keyword_argument(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a TOML value (``n_steps=64``, ``gamma=0.95``, ``policy_kwargs={net_arch=[64, 64]}``);
     a value that is not TOML is taken as a string."""
     key, sep, value = text.partition("=")
@@ -79,7 +79,10 @@ def describe(f, defaults: dict[str, Any]) -> str:
 def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[str, Any]) -> None:
     """The :class:`RunConfig` fields ``command`` uses, as flags with their meaning, default and choices."""
     for f in fields(RunConfig):
-        if f.name == "agent_kwargs" or (command != "demo" and command not in f.metadata["commands"]):
+        if command != "demo" and command not in f.metadata["commands"]:
+            continue
+        if f.name in KWARG_SETTINGS:
+            add_kwarg_settings(parser, f)
             continue
         name = "--" + f.name.replace("_", "-")
         if f.type == "bool":
@@ -101,15 +104,18 @@ def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[s
                 metavar=f.name.upper(),
                 help=describe(f, defaults),
             )
-    if command in ("train-agent", "demo"):
-        parser.add_argument(
-            "--agent-kwarg",
-            dest="agent_kwargs",
-            type=agent_kwarg,
-            action="append",
-            metavar="KEY=VALUE",
-            help="a keyword argument of the SB3 algorithm (repeatable), e.g. --agent-kwarg n_steps=64",
-        )
+
+
+def add_kwarg_settings(parser: argparse.ArgumentParser, f) -> None:
+    """A table of keyword arguments (:data:`KWARG_SETTINGS`) as a repeatable ``--agent-kwarg KEY=VALUE`` flag."""
+    parser.add_argument(
+        "--" + f.name.removesuffix("s").replace("_", "-"),
+        dest=f.name,
+        type=keyword_argument,
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"{f.metadata['help']} (repeatable)",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -164,8 +170,8 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, f.name, None)
         if value is None:
             continue
-        if f.name == "agent_kwargs":
-            value = {**values.get("agent_kwargs", {}), **dict(value)}
+        if f.name in KWARG_SETTINGS:
+            value = {**values.get(f.name, {}), **dict(value)}
         values[f.name] = value
     return values
 

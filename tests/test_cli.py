@@ -32,7 +32,8 @@ def test_help_lists_only_the_commands_own_settings(capsys):
     assert "--collect-steps" in collect and "--tokenizer-steps" not in collect and "--algo" not in collect
     agent = help_text("train-agent", capsys)
     assert "--algo" in agent and "choices: ppo, a2c, dqn, sac" in agent and "--collect-steps" not in agent
-    assert "--agent-kwarg" in agent
+    assert "--agent-kwarg" in agent and "--predictor-kwarg" not in agent
+    assert "--predictor-kwarg" in help_text("train-context", capsys)
 
 
 def test_version(capsys):
@@ -82,6 +83,26 @@ def test_agent_kwargs_from_the_command_line(tmp_path):
         ["train-agent", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "policy_kwargs={net_arch=[8]}"]
     )
     assert values["agent_kwargs"] == {"n_steps": 16, "policy_kwargs": {"net_arch": [8]}}
+
+
+def test_predictor_kwargs_from_the_command_line_and_a_config_file_merge_key_by_key(tmp_path):
+    config_file = tmp_path / "exp.toml"
+    config_file.write_text("[predictor_kwargs]\nrecency_bias = 2.0\nmotion_attention_bias = 1.0\n")
+    argv = ["train-context", "--config", str(config_file), "--predictor-kwarg", "motion_attention_bias=0"]
+    assert settings(argv)["predictor_kwargs"] == {"recency_bias": 2.0, "motion_attention_bias": 0}
+
+
+@pytest.mark.parametrize(
+    "kwarg, named",
+    [
+        ("num_latentz=4", "num_latentz"),
+        ('motion_attention_bias="high"', "motion_attention_bias"),
+        ("context_pooling=max", "context_pooling"),
+    ],
+)
+def test_a_bad_predictor_kwarg_is_refused_before_anything_is_written(tmp_path, capsys, kwarg, named):
+    code, err = run_cli(["demo", "--runs-dir", str(tmp_path / "r"), "--predictor-kwarg", kwarg], capsys)
+    assert code == 2 and named in err and "predictor_kwargs" in err and not (tmp_path / "r").exists()
 
 
 def test_the_experiment_files_are_package_data():

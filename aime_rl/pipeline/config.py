@@ -12,10 +12,11 @@ command's ``--help`` from it.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,10 @@ import torch
 from ..evaluation.probe_run import DEFAULT_REPRESENTATIONS
 from ..evaluation.representations import REPRESENTATIONS
 from ..experiments import experiment_path
+from ..perception import CausalPerceiverIO
+from ..perception.config import PredictorConfig
 from ..perception.presets import PRESET_ALIASES, get_preset, resolve_preset
+from ..utils.validation import config_kwargs
 
 ALGOS = ("ppo", "a2c", "dqn", "sac")
 # what ``aime-rl probe`` probes by default ("belief" needs a world model) and every name it knows
@@ -44,6 +48,7 @@ ADDED_SETTINGS = (
     "probe_representations",
     "tokenizer_lr",
     "frame_height",
+    "predictor_kwargs",
 )
 STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
 SHAPING: dict[str, str] = {
@@ -52,6 +57,7 @@ SHAPING: dict[str, str] = {
     "frame_height": "collect",
     "preset": "tokenizer",
     "sequence_length": "tokenizer",
+    "predictor_kwargs": "context",
     "window": "agent",
 }
 
@@ -65,6 +71,8 @@ ALL = (
     "probe",
 )
 TRAINING = ("train-tokenizer", "train-context", "train-world-model")
+# settings that are tables of keyword arguments: flags, config files and resumes merge them key by key
+KWARG_SETTINGS = ("agent_kwargs", "predictor_kwargs")
 
 
 def setting(default: Any, help: str, commands: tuple[str, ...] = ALL, choices: tuple | None = None, **kw):
@@ -127,6 +135,12 @@ class RunConfig:
         3e-3,
         "learning rate of the tokenizer trainer (a change on resume is applied and logged)",
         ("train-tokenizer",),
+    )
+    predictor_kwargs: dict = setting(
+        {},
+        "fields of the preset's predictor config for the context model (PredictorConfig), e.g. "
+        "--predictor-kwarg motion_attention_bias=0",
+        ("train-context",),
     )
     lr: float = setting(
         1e-3,
@@ -247,8 +261,11 @@ class RunConfig:
         self._check_frame_size()
         if not self.runs_dir:
             raise ValueError(f"{flag('runs_dir')} must not be empty")
-        if not isinstance(self.agent_kwargs, dict) or not all(isinstance(k, str) for k in self.agent_kwargs):
-            raise ValueError(f"agent_kwargs must be a table of settings, got {self.agent_kwargs!r}")
+        for key in KWARG_SETTINGS:
+            value = getattr(self, key)
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise ValueError(f"{key} must be a table of settings, got {value!r}")
+        self._check_predictor_kwargs()
         check_device(self.device)
 
     def probe_representation_names(self) -> tuple[str, ...]:
@@ -261,6 +278,20 @@ class RunConfig:
                 f"{', '.join(KNOWN_REPRESENTATIONS)}, got {self.probe_representations!r}"
             )
         return names
+
+    def _check_predictor_kwargs(self) -> None:
+        """Fields of the predictor config with values of their type that the model accepts (built on the meta
+        device: nothing allocated), so a bad one is refused before any stage writes."""
+        if not self.predictor_kwargs:
+            return
+        source = "--predictor-kwarg / predictor_kwargs"
+        kwargs = config_kwargs(PredictorConfig, self.predictor_kwargs, source, require_all=False)
+        preset = get_preset(self.preset, frame_size=self.frame_shape)
+        try:
+            with torch.device("meta"):
+                CausalPerceiverIO.from_config(replace(preset, predictor=replace(preset.predictor, **kwargs)))
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from err
 
     def _check_frame_size(self) -> None:
         factor = get_preset(self.preset).tokenizer.downsample
@@ -288,6 +319,24 @@ DEFAULTS: dict[str, Any] = {
 def flag(key: str) -> str:
     """``frame_size`` → ``--frame-size``."""
     return "--" + key.replace("_", "-")
+
+
+def flag_setting(key: str, value: Any) -> str:
+    """A setting as the command line gives it: ``--frame-size 64``, ``--predictor-kwarg motion_attention_bias=0.0``
+    (a table: one flag per key)."""
+    if key in KWARG_SETTINGS:
+        name = flag(key.removesuffix("s"))
+        return " ".join(f"{name} {k}={toml_value(v)}" for k, v in value.items())
+    return f"{flag(key)} {value}"
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML literal (what ``--agent-kwarg KEY=VALUE`` parses back): ``true``, ``"mean"``, ``0.5``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
 
 
 def _check_type(key: str, value: Any, source: str) -> None:
@@ -341,11 +390,11 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def layer(base: dict[str, Any], *overlays: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with each overlay laid on top; ``agent_kwargs`` is merged key by key."""
+    """``base`` with each overlay laid on top; the tables of :data:`KWARG_SETTINGS` are merged key by key."""
     out = dict(base)
     for overlay in overlays:
         for key, value in overlay.items():
-            if key == "agent_kwargs" and isinstance(out.get(key), dict) and isinstance(value, dict):
+            if key in KWARG_SETTINGS and isinstance(out.get(key), dict) and isinstance(value, dict):
                 out[key] = {**out[key], **value}
             else:
                 out[key] = value

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.io import atomic_write_json, read_json
-from .config import SHAPING, STAGES, RunConfig, flag
+from .config import SHAPING, STAGES, RunConfig, flag_setting
 
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "collect": ("replay",),
@@ -128,9 +128,9 @@ def reconcile(
             affected = [s for s in STAGES if run.has_outputs(s)]
         if affected and not (restart and STAGES.index(first) >= STAGES.index(stage)):
             raise ValueError(
-                f"run {run.path.name!r} was made with {key}={values[key]!r}; {flag(key)} {value} contradicts "
+                f"run {run.path.name!r} was made with {key}={values[key]!r}; {flag_setting(key, value)} contradicts "
                 f"it ({', '.join(STAGE_COMMANDS[s] for s in affected)} used it). Start a new --name, or run "
-                f"{STAGE_COMMANDS[first]} --restart {flag(key)} {value} to redo it and everything after it"
+                f"{STAGE_COMMANDS[first]} --restart {flag_setting(key, value)} to redo it and everything after it"
             )
         if restart:
             extra = list(STAGES) if first == "collect" else downstream(first)

@@ -61,7 +61,8 @@ def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> Tr
 
 
 def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> CausalPerceiverIO:
-    """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed).
+    """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed), its
+    predictor with ``config.predictor_kwargs`` laid on top.
 
     With a trained ``tokenizer``, the model is built around it: its own config (not the preset's, which may have
     changed since it was trained) and its weights (and, with ``embeddings_from_codes``, code embeddings that start
@@ -70,6 +71,7 @@ def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> Ca
     torch.manual_seed(config.seed)
     shape = (config.sequence_length, 3, *config.frame_shape)
     preset = get_preset(config.preset, video_shape=shape)
+    preset = replace(preset, predictor=replace(preset.predictor, **config.predictor_kwargs))
     if tokenizer is None:
         return CausalPerceiverIO.from_config(preset)
     model = CausalPerceiverIO.from_config(replace(preset, tokenizer=tokenizer.config))

@@ -35,3 +35,13 @@ def test_a_trained_tokenizer_keeps_its_own_architecture_and_weights(tmp_path):
     video = torch.rand(1, 3, 3, 32, 32)
     assert torch.equal(model.tokenizer.encode(video)[0], tokenizer.eval().encode(video)[0])
     assert model.config.predictor == get_preset("tiny").predictor
+
+
+def test_predictor_kwargs_change_the_context_model_and_nothing_else(tmp_path):
+    config = replace(
+        tiny_config(tmp_path), predictor_kwargs={"motion_attention_bias": 0.5, "recency_bias": 2}
+    )
+    model = build_model(config)
+    expected = replace(get_preset("tiny").predictor, motion_attention_bias=0.5, recency_bias=2.0)
+    assert model.config.predictor == expected
+    assert model.config.tokenizer == build_model(tiny_config(tmp_path)).config.tokenizer

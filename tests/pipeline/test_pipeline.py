@@ -132,6 +132,23 @@ def test_a_shaping_setting_of_an_earlier_stage_cannot_be_restarted_from_a_later_
     assert "train-tokenizer --restart --preset small" in capsys.readouterr().err
 
 
+def test_a_predictor_kwarg_is_refused_on_a_trained_context_model_and_redone_on_restart(run, capsys):
+    model = digest(run / "model" / "model.safetensors")
+    assert cli(run, "train-context", "--predictor-kwarg", "recency_bias=2.0") == 2
+    assert "train-context --restart --predictor-kwarg recency_bias=2.0" in capsys.readouterr().err
+    assert digest(run / "model" / "model.safetensors") == model
+    assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
+    assert CausalPerceiverIO.from_pretrained(run / "model").config.predictor.recency_bias == 2.0
+    assert json.loads((run / "config.json").read_text())["predictor_kwargs"] == {"recency_bias": 2.0}
+    assert not (run / "agent").exists()  # made from the old context model: discarded with it
+
+
+def test_a_predictor_kwarg_leaves_the_tokenizer_alone(run):
+    tokenizer = digest(run / "tokenizer" / "model" / "model.safetensors")
+    assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
+    assert digest(run / "tokenizer" / "model" / "model.safetensors") == tokenizer
+
+
 def test_later_stages_read_the_run_config(tmp_path):
     run = tmp_path / "r"
     assert cli(run, "collect", "--frame-size", "64", "--collect-steps", "40", "--num-envs", "2") == 0
