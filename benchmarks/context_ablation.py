@@ -63,6 +63,10 @@ VARIANTS: dict[str, dict] = {
     "spatial4": {"spatial_attention_bias": 4.0},
     "spatial8": {"spatial_attention_bias": 8.0},
     "spatial16": {"spatial_attention_bias": 16.0},
+    # the latents cross-attend twice (the same layers): the second pass queries with what the first found
+    "iter2": {"encoder_iterations": 2},
+    "no-motion+iter2": {"motion_attention_bias": 0.0, "encoder_iterations": 2},
+    "no-motion+xheads8": {"motion_attention_bias": 0.0, "num_cross_attention_heads": 8},
     "latents32": {"num_latents": 32},
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
@@ -190,10 +194,11 @@ class AttentionPool(torch.nn.Module):
 def build(
     config: RunConfig, tokenizer_dir: Path, overrides: dict, tmp: Path
 ) -> tuple[CausalPerceiverIO, dict]:
-    """The variant's model with a trained, frozen tokenizer, and that tokenizer's held-out metrics."""
+    """The variant's model with a trained, frozen tokenizer, and that tokenizer's held-out metrics. The variant's
+    ``overrides`` are laid over the run's own ``predictor_kwargs`` (its "preset" row is the run's model)."""
     torch.manual_seed(config.seed)
     shape = (config.sequence_length, 3, *config.frame_shape)
-    overrides = dict(overrides)
+    overrides = {**config.predictor_kwargs, **overrides}
     tokenizer_metrics = {}
     position_scale = overrides.pop("_position_scale", None)
     pooling = overrides.pop("_pooling", None)

@@ -221,6 +221,12 @@ class PredictorConfig:
             do. The offline pass holds the bias of every latent query and key, ``[B or 1, heads, T · N, L]`` (the
             "small" preset at 64×64: 6 × 16 × 384 per head; the paper preset's 128 latents over 16 frames: 2048 ×
             1024 per head and row). 0 is the seed's model.
+        encoder_iterations: how many times each frame's latents cross-attend to the tokens and self-attend, with
+            the same layers each time (the Perceiver's iterative attention, weights shared). The first pass queries
+            with the learned latents, the same at every frame, so what they find is decided by the keys alone; a
+            second pass queries with what the first found (a sprite seen somewhere), so it can look there again.
+            Costs the cross- and self-attention once more per pass; the stream reuses the same cached keys. 1 is
+            the seed's model.
     """
 
     num_latents: int = 128
@@ -250,6 +256,7 @@ class PredictorConfig:
     embeddings_from_codes: bool = False
     pixel_changes: bool = False
     spatial_attention_bias: float = 0.0
+    encoder_iterations: int = 1
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -325,6 +332,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.embeddings_from_codes",
     "predictor.pixel_changes",
     "predictor.spatial_attention_bias",
+    "predictor.encoder_iterations",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

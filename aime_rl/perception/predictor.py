@@ -122,6 +122,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         embeddings_from_codes: bool = False,
         pixel_changes: bool = False,
         spatial_attention_bias: float = 0.0,
+        encoder_iterations: int = 1,
     ):
         super().__init__()
         check_window(window)
@@ -169,6 +170,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             embeddings_from_codes=embeddings_from_codes,
             pixel_changes=pixel_changes,
             spatial_attention_bias=spatial_attention_bias,
+            encoder_iterations=encoder_iterations,
         )
         d = num_latent_channels
         heads_self = num_self_attention_heads or num_cross_attention_heads
@@ -213,6 +215,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             num_self_attention_layers,
             widening_factor,
             dropout,
+            encoder_iterations,
         )
         # "projection": one linear map of the N latents side by side (latent i keeps its own weights) → D
         self.context_projection = nn.Linear(num_latents * d, d) if context_pooling == "projection" else None

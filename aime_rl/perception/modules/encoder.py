@@ -1,4 +1,5 @@
-"""PerceiverEncoder: per-frame latent arrays that cross-attend to the tokens of a causal window, then self-attend.
+"""PerceiverEncoder: per-frame latent arrays that cross-attend to the tokens of a causal window, then self-attend
+(``iterations`` times, with the same layers: a second pass queries the tokens with what the first one found).
 
 For every frame t a copy of the ``N`` learned latent queries (plus an optional condition) cross-attends to the token
 embeddings of the frames in its window (a banded causal mask; rotary time positions make it depend only on how old
@@ -28,8 +29,13 @@ class PerceiverEncoder(nn.Module):
         num_self_attention_layers: int,
         widening_factor: int,
         dropout: float,
+        iterations: int = 1,
     ):
         super().__init__()
+        if iterations < 1:
+            raise ValueError(f"encoder_iterations must be >= 1, got {iterations}")
+        # how many times the latents cross-attend to the tokens and self-attend (the same layers each time)
+        self.iterations = iterations
         self.latents = nn.Parameter(torch.randn(num_latents, num_latent_channels) * 0.02)
         self.cross_attention = CrossAttentionLayer(
             num_latent_channels,
@@ -73,8 +79,12 @@ class PerceiverEncoder(nn.Module):
         → latents ``[B, T, N, D]``.
         """
         q, mask, times = self._cross_arguments(inputs, key_time, query_time, mask, condition, key_bias)
-        x = self.cross_attention(q, inputs, mask, **times)
-        return self._self_attend(x, inputs.shape[0], query_time.shape[0])
+        keys, values = self.cross_attention.keys_values(inputs)
+        b, t = inputs.shape[0], query_time.shape[0]
+        for _ in range(self.iterations):
+            latents = self._self_attend(self.cross_attention.attend(q, keys, values, mask, **times), b, t)
+            q = rearrange(latents, "b t n d -> b (t n) d")  # the next pass queries with what this one found
+        return latents
 
     def cross_attention_weights(
         self,
@@ -119,11 +129,12 @@ class PerceiverEncoder(nn.Module):
         ``[B, heads, L]``, or ``[B or 1, heads, N, L]`` per latent (the null key's included), or None.
         """
         b, n = keys.shape[0], self.num_latents
-        q = self.queries(b, 1, condition)
-        x = self.cross_attention.attend_prepared(
-            q, keys, values, visible.unsqueeze(1), q_time=clock.unsqueeze(1).expand(b, n), key_bias=key_bias
-        )
-        return self._self_attend(x, b, 1).squeeze(1)
+        x = self.queries(b, 1, condition)
+        q_time = clock.unsqueeze(1).expand(b, n)
+        for _ in range(self.iterations):
+            x = self.cross_attention.attend_prepared(x, keys, values, visible.unsqueeze(1), q_time, key_bias)
+            x = self._self_attend(x, b, 1).squeeze(1)
+        return x
 
     def _self_attend(self, x: torch.Tensor, b: int, t: int) -> torch.Tensor:
         x = rearrange(x, "b (t n) d -> (b t) n d", t=t)
