@@ -5,7 +5,7 @@ recipe span 0.02 of the AtariARI score, the size of most differences this README
 user runs (``aime-rl collect``, ``train-tokenizer``, ``train-context``, ``probe``) in one run directory per seed,
 then prints each seed's probe score per representation and their mean, min and max beside the paper's row.
 
-    python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 64] [--frame-height 80]
+    python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 80] [--frame-height 96]
         [--collect-steps 12000] [--tokenizer-steps 1200] [--context-steps 300] [--probe-steps 50000]
         [--probe-episode-steps 200] [--representations context,untrained,random_cnn,majority]
         [--runs-dir /tmp/recipe_seeds] [--jobs 1] [--device cpu] [--json PATH]
@@ -13,8 +13,9 @@ then prints each seed's probe score per representation and their mean, min and m
 The stages keep their outputs, so a second call with the same ``--runs-dir`` skips what is done (a killed run goes
 on where it stopped; a probe of the same model and settings is read back, not run again). ``--jobs N`` runs N seeds
 at once (each stage's threads are divided between them). The defaults are the shipped Atari recipe
-(``aime_rl/experiments/atari.toml``, ``--config atari``; ``docs/atari.md``): 80 × 64 frames, Atari's 210 × 160
-screen shape (``--frame-height 0`` gives square ``--frame-size`` frames), 12 000 frames, 1200 + 300 steps.
+(``aime_rl/experiments/atari.toml``, ``--config atari``; ``docs/atari.md``): 96 × 80 frames, about Atari's
+210 × 160 screen shape (``--frame-height 0`` gives square ``--frame-size`` frames), 12 000 frames, 1200 + 300
+steps, no motion bonus.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def main() -> None:
         "--frame-height",
         type=int,
         default=RECIPE["frame_height"],
-        help="80 × 64 keeps Atari's 210 × 160 shape; 0: square frames",
+        help="96 × 80 keeps about Atari's 210 × 160 shape; 0: square frames",
     )
     parser.add_argument("--collect-steps", type=int, default=RECIPE["collect_steps"])
     parser.add_argument("--tokenizer-steps", type=int, default=RECIPE["tokenizer_steps"])

@@ -112,7 +112,7 @@ def test_the_experiment_files_are_package_data():
 def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
     explicit = settings(["collect", "--config", "atari", "--runs-dir", str(tmp_path)])
     config = prepare("collect", explicit, Options())[0]
-    assert config.env == "pong" and config.frame_shape == (80, 64)
+    assert config.env == "pong" and config.frame_shape == (96, 80)
     assert (config.collect_steps, config.tokenizer_steps, config.context_steps) == (12000, 1200, 300)
     assert config.predictor_kwargs == {"motion_attention_bias": 0.0}
     assert config.preset == "small"  # what the recipe does not set comes from the built-in experiment
@@ -120,7 +120,7 @@ def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
 
 def test_a_flag_overrides_the_shipped_experiment():
     values = settings(["train-tokenizer", "--config", "atari", "--tokenizer-steps", "300"])
-    assert values["tokenizer_steps"] == 300 and values["frame_height"] == 80
+    assert values["tokenizer_steps"] == 300 and values["frame_height"] == 96
 
 
 def test_a_file_named_like_a_shipped_experiment_wins(tmp_path, monkeypatch):
