@@ -122,6 +122,11 @@ VARIANTS: dict[str, dict] = {
         "_train_tokenizer": True,
     },  # the preset's tokenizer at its initialisation
     "no-motion": {"motion_attention_bias": 0.0},
+    "decoder-sa0": {"num_decoder_self_attention_layers": 0},
+    "decoder128": {"decoder_channels": 128},
+    "decoder64": {"decoder_channels": 64},
+    "decoder64-sa0": {"decoder_channels": 64, "num_decoder_self_attention_layers": 0},
+    "decoder32": {"decoder_channels": 32},
     "no-motion+mean-pool": {"motion_attention_bias": 0.0, "context_pooling": "mean"},
     # "_motion_heads": k keeps the initial motion bias in the first k cross-attention heads only
     "motion1-head1": {"_motion_heads": 1},
@@ -309,6 +314,7 @@ def train_and_measure(
     start = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer_metrics = build(config, run.path / "tokenizer" / "model", VARIANTS[name], Path(tmp))
+        train_start = time.time()
         metrics = train_context_model(
             model,
             run.path / "replay",
@@ -316,6 +322,7 @@ def train_and_measure(
             Path(tmp) / "log",
             context_window=config.window,  # as the pipeline: the whitening sees the agent's window
         )
+        train_seconds = time.time() - train_start
         model.save_pretrained(Path(tmp) / "model")
         report = probe_model(
             model.eval(),
@@ -342,6 +349,7 @@ def train_and_measure(
         "copy_last": metrics.get("copy_last_accuracy"),
         "returns": returns,
         "seconds": round(time.time() - start, 1),
+        "train_seconds": round(train_seconds, 1),
     }
     print(f"  {name} (model seed {config.seed})", json.dumps(result, default=str), flush=True)
     return result

@@ -227,6 +227,13 @@ class PredictorConfig:
             second pass queries with what the first found (a sprite seen somewhere), so it can look there again.
             Costs the cross- and self-attention once more per pass; the stream reuses the same cached keys. 1 is
             the seed's model.
+        decoder_channels: the width of the decoder that predicts the tokens from the latents (a training head:
+            the context never passes through it). Its queries are one per predicted token position — 120 a frame
+            at 96×80, against 16 latents — so at the latents' width it holds most of a training step's work (Pong,
+            96×80: ≈ 85 % of the multiply-adds). A narrower decoder takes its queries in through one linear map,
+            reads the latents through its cross-attention's key/value maps, and its output adapter maps each
+            position to the code embeddings' width to score the codes.
+            None is the seed's model (the latents' width).
     """
 
     num_latents: int = 128
@@ -257,6 +264,7 @@ class PredictorConfig:
     pixel_changes: bool = False
     spatial_attention_bias: float = 0.0
     encoder_iterations: int = 1
+    decoder_channels: int | None = None
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -333,6 +341,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.pixel_changes",
     "predictor.spatial_attention_bias",
     "predictor.encoder_iterations",
+    "predictor.decoder_channels",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -51,6 +51,18 @@ from .outputs import PredictorOutput
 from .tokenizer import VQPTTokenizer
 
 
+def check_decoder_channels(channels: int | None, heads: tuple[int, ...]) -> None:
+    """``ValueError`` unless ``channels`` (``decoder_channels``) is None or a positive multiple of every head
+    count in ``heads`` (the decoder's cross- and self-attention split it between their heads)."""
+    if channels is None:
+        return
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"decoder_channels must be a positive int or None, got {channels!r}")
+    for count in heads:
+        if channels % count:
+            raise ValueError(f"decoder_channels={channels} must be divisible by the {count} attention heads")
+
+
 def initial_motion_bias(num_heads: int, bias: float) -> torch.Tensor:
     """The starting cross-attention score bonus ``[heads, 3]`` per change mark (rows of a head: UNCHANGED, CHANGED,
     FIRST): ``bias`` for CHANGED in the first half of the heads (rounded up), 0 elsewhere.
@@ -123,6 +135,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         pixel_changes: bool = False,
         spatial_attention_bias: float = 0.0,
         encoder_iterations: int = 1,
+        decoder_channels: int | None = None,
     ):
         super().__init__()
         check_window(window)
@@ -142,6 +155,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         for name, weight in weights:
             if not weight >= 0:
                 raise ValueError(f"{name} must be >= 0, got {weight}")
+        heads_self = num_self_attention_heads or num_cross_attention_heads
+        check_decoder_channels(decoder_channels, (num_cross_attention_heads, heads_self))
         self.config = PredictorConfig(
             num_latents=num_latents,
             num_latent_channels=num_latent_channels,
@@ -171,9 +186,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             pixel_changes=pixel_changes,
             spatial_attention_bias=spatial_attention_bias,
             encoder_iterations=encoder_iterations,
+            decoder_channels=decoder_channels,
         )
         d = num_latent_channels
-        heads_self = num_self_attention_heads or num_cross_attention_heads
         self.tokenizer = tokenizer
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
         # rows UNCHANGED / CHANGED / FIRST; about the norm of the grid position encoding, so the mark is seen
@@ -234,15 +249,19 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.condition_proj = nn.Linear(num_condition_channels or d, d)
         self.offset_embedding = nn.Parameter(torch.randn(sequence_length, d) * 0.02)
         self.last_frame_proj = nn.Linear(d, d)
+        dc = decoder_channels or d
+        # a narrower decoder takes its queries in at its own width (None at the latents' width)
+        self.decoder_in = nn.Linear(d, dc) if dc != d else None
         self.decoder = PerceiverDecoder(
-            d,
+            dc,
             num_cross_attention_heads,
             heads_self,
             num_decoder_self_attention_layers,
             widening_factor,
             dropout,
+            num_kv_channels=d,
         )
-        self.output_adapter = TiedTokenOutputAdapter(self.input_adapter)
+        self.output_adapter = TiedTokenOutputAdapter(self.input_adapter, in_channels=dc)
         # the contrastive term's map from a context to the token-embedding space (only when it is on)
         self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
 
@@ -645,7 +664,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         if last_tokens is not None:
             last = self.last_frame_proj(self.input_adapter.embed_ids(last_tokens).flatten(1, 2))
             queries = queries + last.unsqueeze(1)
-        hidden = self.decoder(rearrange(queries, "b f n d -> b (f n) d"), memory)
+        queries = rearrange(queries, "b f n d -> b (f n) d")
+        if self.decoder_in is not None:
+            queries = self.decoder_in(queries)
+        hidden = self.decoder(queries, memory)
         return rearrange(self.output_adapter(hidden), "b (f h w) g k -> b f h w g k", f=f, h=h)
 
     def forward(

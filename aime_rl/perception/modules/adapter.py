@@ -85,18 +85,23 @@ class TokenInputAdapter(nn.Module):
 
 
 class TiedTokenOutputAdapter(nn.Module):
-    """Channels ``[..., D]`` → logits ``[..., G, num_codes]`` scored against the input adapter's embeddings."""
+    """Channels ``[..., C]`` → logits ``[..., G, num_codes]`` scored against the input adapter's embeddings.
 
-    def __init__(self, input_adapter: TokenInputAdapter):
+    ``in_channels`` (``C``): the width of what comes in (default: the embeddings' width ``D``); a map per head
+    takes it to ``D``, where it is scored against every code's embedding.
+    """
+
+    def __init__(self, input_adapter: TokenInputAdapter, in_channels: int | None = None):
         super().__init__()
         num_heads, _, channels = input_adapter.embeddings.shape
+        in_channels = in_channels or channels
         self.input_adapter = [input_adapter]  # a plain list: tied, not a second registered copy
-        self.norm = nn.LayerNorm(channels)
-        self.head_proj = nn.Linear(channels, num_heads * channels)
+        self.norm = nn.LayerNorm(in_channels)
+        self.head_proj = nn.Linear(in_channels, num_heads * channels)
         self.bias = nn.Parameter(torch.zeros(num_heads, input_adapter.num_codes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., D]`` → ``[..., G, num_codes]``."""
+        """``[..., C]`` → ``[..., G, num_codes]``."""
         table = self.input_adapter[0].embeddings[:, :-1]  # drop the mask row: it is never a target
         per_head = self.head_proj(self.norm(x)).unflatten(-1, (table.shape[0], table.shape[-1]))
         return torch.einsum("...gd,gkd->...gk", per_head, table) + self.bias

@@ -9,7 +9,8 @@ from .attention import CrossAttentionLayer, SelfAttentionLayer
 
 
 class PerceiverDecoder(nn.Module):
-    """Queries ``[B, Q, D]`` and latents ``[B, N, D]`` → outputs ``[B, Q, D]``.
+    """Queries ``[B, Q, D]`` and latents ``[B, N, D_kv]`` → outputs ``[B, Q, D]`` (``D_kv = num_kv_channels``,
+    default ``D``).
 
     The self-attention layers after the cross-attention let masked output positions see the known ones, which
     MaskGIT-style iterative decoding needs.
@@ -23,10 +24,11 @@ class PerceiverDecoder(nn.Module):
         num_self_attention_layers: int,
         widening_factor: int,
         dropout: float,
+        num_kv_channels: int | None = None,
     ):
         super().__init__()
         self.cross_attention = CrossAttentionLayer(
-            num_channels, num_channels, num_cross_attention_heads, widening_factor, dropout
+            num_channels, num_kv_channels or num_channels, num_cross_attention_heads, widening_factor, dropout
         )
         self.self_attention = nn.ModuleList(
             SelfAttentionLayer(num_channels, num_self_attention_heads, widening_factor, dropout)
@@ -34,7 +36,7 @@ class PerceiverDecoder(nn.Module):
         )
 
     def forward(self, queries: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        """``[B, Q, D]``, ``[B, N, D]`` → ``[B, Q, D]``."""
+        """``[B, Q, D]``, ``[B, N, D_kv]`` → ``[B, Q, D]``."""
         x = self.cross_attention(queries, latents)
         for layer in self.self_attention:
             x = layer(x)
