@@ -67,9 +67,12 @@ class TokenInputAdapter(nn.Module):
 
     def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Ids ``[..., G]`` (``mask_id`` allowed) → summed head embeddings ``[..., D]``."""
-        # One lookup in the flattened [G · (num_codes + 1), D] table (faster than advanced indexing per head).
+        # One summing lookup in the flattened [G · (num_codes + 1), D] table: the G rows of a position are added as
+        # they are read, never stored side by side (a [..., G, D] tensor, then a sum, is ≈ 2× slower with backward).
         offsets = torch.arange(ids.shape[-1], device=ids.device) * self.embeddings.shape[1]
-        return F.embedding(ids + offsets, self.embeddings.flatten(0, 1)).sum(-2)
+        rows = (ids + offsets).reshape(-1, ids.shape[-1])
+        summed = F.embedding_bag(rows, self.embeddings.flatten(0, 1), mode="sum")
+        return summed.reshape(*ids.shape[:-1], summed.shape[-1])
 
     def grid_encoding(self, h: int, w: int) -> torch.Tensor:
         """Position embeddings ``[h · w, D]`` of a token grid (row-major)."""
