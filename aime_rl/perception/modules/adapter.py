@@ -106,5 +106,10 @@ class TiedTokenOutputAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., C]`` → ``[..., G, num_codes]``."""
         table = self.input_adapter[0].embeddings[:, :-1]  # drop the mask row: it is never a target
-        per_head = self.head_proj(self.norm(x)).unflatten(-1, (table.shape[0], table.shape[-1]))
-        return torch.einsum("...gd,gkd->...gk", per_head, table) + self.bias
+        heads, num_codes, channels = table.shape
+        # (x W_g + b_g) · E_gᵀ computed as x · (W_g E_gᵀ) + b_g E_gᵀ: the map from C channels straight to the codes
+        # is built once per call, so each position costs C · G · K multiply-adds instead of C · G · D + G · D · K
+        weight = self.head_proj.weight.view(heads, channels, -1)  # [G, D, C]
+        to_codes = torch.einsum("gdc,gkd->cgk", weight, table).flatten(1)  # [C, G · K]
+        code_bias = torch.einsum("gd,gkd->gk", self.head_proj.bias.view(heads, channels), table) + self.bias
+        return (self.norm(x) @ to_codes).unflatten(-1, (heads, num_codes)) + code_bias
