@@ -21,12 +21,12 @@ import datetime
 import platform
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import torch
 
-from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.perception import CausalPerceiverIO, PredictorConfig, VQPTTokenizer
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import build_model, trainer_config
 from aime_rl.training.perception import train_context_model
@@ -34,9 +34,10 @@ from aime_rl.training.token_cache import build_token_cache
 
 
 def build(config: RunConfig, tokenizer_dir: Path, decoder_channels: int | None = None) -> CausalPerceiverIO:
-    """The run's context model around its trained tokenizer; ``decoder_channels`` laid over its predictor."""
+    """The run's context model around its trained tokenizer, its decoder ``decoder_channels`` wide (None: the
+    latents' width, the seed's; a checkout from before the setting existed builds its only decoder)."""
     kwargs = dict(config.predictor_kwargs)
-    if decoder_channels is not None:
+    if "decoder_channels" in {f.name for f in fields(PredictorConfig)}:
         kwargs["decoder_channels"] = decoder_channels
     return build_model(replace(config, predictor_kwargs=kwargs), VQPTTokenizer.from_pretrained(tokenizer_dir))
 
@@ -63,7 +64,9 @@ def main() -> None:
         start = time.perf_counter()
         build_token_cache(run.path / "replay", build(config, tokenizer_dir).tokenizer, cache)
         cache_seconds = time.perf_counter() - start
-        variants = [("frames (re-tokenize each window)", None, None), ("token cache", cache, None)]
+        width = "the latents' width"
+        variants = [(f"frames (re-tokenize each window), decoder at {width}", None, None)]
+        variants += [(f"token cache, decoder at {width}", cache, None)]
         variants += [(f"token cache, decoder_channels={c}", cache, c) for c in args.decoder_channels]
         for index, (name, token_cache, channels) in enumerate(variants):
             model = build(config, tokenizer_dir, channels)

@@ -758,7 +758,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         logits = self.predict_logits(memory[:, -1], ids, tokens[:, context_steps - 1])
         changed = (target != tokens[:, context_steps - 1].unsqueeze(1)).any(-1)  # [B, F, h, w]
         token_loss = self._cross_entropy(logits[mask], target[mask], changed[mask])
-        predicted = torch.where(mask.unsqueeze(-1), logits.argmax(-1), target)
+        best = logits.detach().argmax(-1)
+        predicted = torch.where(mask.unsqueeze(-1), best, target)
         perceptual = (
             self._perceptual(tokens[:, :context_steps], logits, video[:, num_context_frames:])
             if video is not None
@@ -783,7 +784,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             + self.perceptual_weight * perceptual
         )
         with torch.no_grad():
-            accuracy = (logits.argmax(-1) == target)[mask].float().mean()
+            accuracy = (best == target)[mask].float().mean()
         return PredictorOutput(
             predicted_tokens=self._squeeze(predicted),
             logits=logits,

@@ -94,6 +94,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # things are, and a longer training drops it (issue 13: Catch, 3000 steps: ball x 0.56 → 0.91, vx
             # 0.04 → 0.55; at the demo's 400 steps unchanged; benchmarks/README.md)
             context_prediction_weight=1.0,
+            # the token decoder (a training head: one query per predicted token position, ≈ 85 % of a step's
+            # multiply-adds at the latents' width on a 96×80 frame) 64 channels wide: the same context on Pong,
+            # Freeway, Space Invaders and Catch, and the context model trains ≈ 1.8× faster (issue 13,
+            # benchmarks/README.md, sixteenth session)
+            decoder_channels=64,
             # embeddings_from_codes stays off: it lifts Catch (2 tokenizers × 3 models: ball x / y 0.868 / 0.889 →
             # 0.897 / 0.925, agent −2.56 → −1.68) but costs Pong 0.014 and its lead over the random CNN (3 seeds,
             # 0.806 → 0.792; issue 13, benchmarks/README.md)
