@@ -225,8 +225,37 @@ def check_finite_tensors(state: Mapping[str, torch.Tensor], source: Any) -> None
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Any) -> None:
-    """``module.load_state_dict(state)`` that names ``source`` when keys or shapes disagree."""
+    """``module.load_state_dict(state)`` that names ``source`` when keys or shapes disagree, with a short account
+    of how (the first few names of each kind, not torch's list of every tensor)."""
+    mismatch = describe_state_mismatch(module.state_dict(), state)
+    if mismatch:
+        raise ValueError(f"weights in {source} do not match the model config: {mismatch}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise ValueError(f"weights in {source} do not match the model config: {err}") from err
+
+
+def describe_state_mismatch(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor], shown: int = 3
+) -> str:
+    """How the tensors ``found`` (a checkpoint's) differ from those ``expected`` (the model's): missing and
+    unexpected names and shape mismatches, ``shown`` of each named; "" when names and shapes agree."""
+
+    def listed(names: list[str]) -> str:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [
+        f"{k} {tuple(found[k].shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
+        for k in expected
+        if k in found and found[k].shape != expected[k].shape
+    ]
+    parts = [
+        f"{len(names)} {kind}: {listed(names)}"
+        for kind, names in (("missing", missing), ("unexpected", unexpected), ("of another shape", shapes))
+        if names
+    ]
+    return "; ".join(parts)
