@@ -122,7 +122,8 @@ VARIANTS: dict[str, dict] = {
         "_train_tokenizer": True,
     },  # the preset's tokenizer at its initialisation
     "no-motion": {"motion_attention_bias": 0.0},
-    "decoder-sa0": {"num_decoder_self_attention_layers": 0},
+    "decoder-sa0": {"num_decoder_self_attention_layers": 0, "decoder_channels": 256},
+    "decoder256": {"decoder_channels": 256},  # the seed's decoder, at the "small" preset's latent width
     "decoder128": {"decoder_channels": 128},
     "decoder64": {"decoder_channels": 64},
     "decoder64-sa0": {"decoder_channels": 64, "num_decoder_self_attention_layers": 0},
