@@ -96,7 +96,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             context_prediction_weight=1.0,
             # the token decoder (a training head: one query per predicted token position, ≈ 85 % of a step's
             # multiply-adds at the latents' width on a 96×80 frame) 64 channels wide: the same context on Pong,
-            # Freeway, Space Invaders and Catch, and the context model trains ≈ 1.8× faster (issue 13,
+            # Freeway, Space Invaders, Breakout and Catch, and the context model trains ≈ 2× faster (issue 13,
             # benchmarks/README.md, sixteenth session)
             decoder_channels=64,
             # embeddings_from_codes stays off: it lifts Catch (2 tokenizers × 3 models: ball x / y 0.868 / 0.889 →
