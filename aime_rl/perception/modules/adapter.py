@@ -107,6 +107,9 @@ class TiedTokenOutputAdapter(nn.Module):
         """``[..., C]`` → ``[..., G, num_codes]``."""
         table = self.input_adapter[0].embeddings[:, :-1]  # drop the mask row: it is never a target
         heads, num_codes, channels = table.shape
+        if not isinstance(self.head_proj, nn.Linear):  # wrapped (a LoRA adapter): map to D, then score
+            per_head = self.head_proj(self.norm(x)).unflatten(-1, (heads, channels))
+            return torch.einsum("...gd,gkd->...gk", per_head, table) + self.bias
         # (x W_g + b_g) · E_gᵀ computed as x · (W_g E_gᵀ) + b_g E_gᵀ: the map from C channels straight to the codes
         # is built once per call, so each position costs C · G · K multiply-adds instead of C · G · D + G · D · K
         weight = self.head_proj.weight.view(heads, channels, -1)  # [G, D, C]

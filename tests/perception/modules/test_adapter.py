@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aime_rl.perception.modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
+from aime_rl.perception.modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter, add_lora
 
 
 @pytest.fixture
@@ -46,3 +46,12 @@ def test_the_output_adapter_trains_the_tied_embeddings(adapter):
     output(torch.randn(5, 16)).logsumexp(-1).sum().backward()
     assert adapter.embeddings.grad[:, :-1].abs().sum() > 0
     assert adapter.embeddings.grad[:, -1].abs().sum() == 0  # the mask row is never a target
+
+
+def test_a_lora_wrapped_head_map_scores_like_the_plain_one(adapter):
+    output = TiedTokenOutputAdapter(adapter)
+    x = torch.randn(3, 16)
+    expected = output(x)
+    add_lora(output, rank=2, target_names=("head_proj",))
+    assert not isinstance(output.head_proj, torch.nn.Linear)
+    assert torch.allclose(output(x), expected, atol=1e-5)  # LoRA starts as the identity update
