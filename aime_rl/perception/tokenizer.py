@@ -360,10 +360,15 @@ class VQPTTokenizer(nn.Module):
         config, state = load_module_dir(directory)
         if config.pop("class", "VQPTTokenizer") != "VQPTTokenizer":
             raise ValueError(f"{directory} does not hold a VQPTTokenizer checkpoint")
-        source = Path(directory) / "config.json"
-        model = cls(**config_kwargs(TokenizerConfig, config, source, optional=TOKENIZER_ADDED_KEYS))
+        model = cls.from_config_json(config, Path(directory) / "config.json")
         load_state_dict_strict(model, state, directory)
         return model.to(map_location)
+
+    @classmethod
+    def from_config_json(cls, config: dict[str, Any], source: Any) -> VQPTTokenizer:
+        """A fresh tokenizer of the settings in a ``config.json`` (without ``"class"``), checked key by key:
+        ``ValueError`` naming ``source`` and the key for an unknown, missing or mistyped one."""
+        return cls(**config_kwargs(TokenizerConfig, config, source, optional=TOKENIZER_ADDED_KEYS))
 
     # -- helpers -------------------------------------------------------------------------------------------------
 

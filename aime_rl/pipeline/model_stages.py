@@ -12,11 +12,12 @@ from .config import RunConfig
 from .rundir import RunDir, replay_fingerprint, weights_fingerprint
 from .stage_common import (
     begin_training_stage,
-    build_model,
+    context_model_to_train,
     model_dir,
     open_replay,
     require_done,
     say,
+    tokenizer_to_train,
     trainer_config,
     world_model_dir,
 )
@@ -31,15 +32,15 @@ def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     )
     if done:
         return done
-    model = build_model(config)
     logdir = run.path / "tokenizer"
+    tokenizer = tokenizer_to_train(config, logdir)
     metrics = train_tokenizer(
-        model.tokenizer,
+        tokenizer,
         store.directory,
         trainer_config(config, config.tokenizer_steps, lr=config.tokenizer_lr),
         logdir,
     )
-    model.tokenizer.save_pretrained(logdir / "model")
+    tokenizer.save_pretrained(logdir / "model")
     manifest = {
         "status": "done",
         "steps": config.tokenizer_steps,
@@ -71,8 +72,8 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     )
     if done:
         return done
-    model = build_model(config, VQPTTokenizer.from_pretrained(tokenizer_dir))
     logdir = run.path / "context_model"
+    model = context_model_to_train(config, VQPTTokenizer.from_pretrained(tokenizer_dir), logdir)
     config_steps = trainer_config(config, config.context_steps)
     metrics = train_context_model(
         model,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,11 @@ import numpy as np
 import torch
 
 from ..perception import CausalPerceiverIO, VQPTTokenizer, get_preset
+from ..perception.config import CausalPerceiverConfig, config_from_json
 from ..replay import ReplayStore
+from ..training.checkpoint import CONFIG_NAME, CheckpointManager
 from ..training.trainer import TrainerConfig
+from ..utils.io import read_json
 from .config import RunConfig
 from .rundir import RunDir
 
@@ -60,25 +63,119 @@ def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> Tr
     )
 
 
+def preset_config(config: RunConfig) -> CausalPerceiverConfig:
+    """The configuration of ``config.preset`` for the run's frames, its predictor with ``config.predictor_kwargs``
+    laid on top."""
+    shape = (config.sequence_length, 3, *config.frame_shape)
+    preset = get_preset(config.preset, video_shape=shape)
+    return replace(preset, predictor=replace(preset.predictor, **config.predictor_kwargs))
+
+
 def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> CausalPerceiverIO:
-    """A fresh perception model of ``config.preset`` for frames of ``frame_size`` (initialised from the seed), its
-    predictor with ``config.predictor_kwargs`` laid on top.
+    """A fresh perception model of :func:`preset_config` (initialised from the seed).
 
     With a trained ``tokenizer``, the model is built around it: its own config (not the preset's, which may have
     changed since it was trained) and its weights (and, with ``embeddings_from_codes``, code embeddings that start
     from its code vectors).
     """
     torch.manual_seed(config.seed)
-    shape = (config.sequence_length, 3, *config.frame_shape)
-    preset = get_preset(config.preset, video_shape=shape)
-    preset = replace(preset, predictor=replace(preset.predictor, **config.predictor_kwargs))
+    preset = preset_config(config)
     if tokenizer is None:
         return CausalPerceiverIO.from_config(preset)
-    model = CausalPerceiverIO.from_config(replace(preset, tokenizer=tokenizer.config))
+    return around_tokenizer(
+        CausalPerceiverIO.from_config(replace(preset, tokenizer=tokenizer.config)), tokenizer
+    )
+
+
+def around_tokenizer(model: CausalPerceiverIO, tokenizer: VQPTTokenizer) -> CausalPerceiverIO:
+    """``model`` with ``tokenizer``'s weights in its tokenizer (and code embeddings from its code vectors when the
+    predictor asks for them)."""
     model.tokenizer.load_state_dict(tokenizer.state_dict())
     if model.config.predictor.embeddings_from_codes:
         model.init_embeddings_from_codebook()
     return model
+
+
+# -- resuming a training stage ------------------------------------------------------------------------------------
+
+
+def trained_model_config(logdir: Path, model_class: str) -> tuple[dict[str, Any], Path] | None:
+    """The settings (``config.json`` without ``"class"``) of the model the newest training checkpoint under
+    ``logdir/checkpoints`` holds, and the file they came from, so a resume rebuilds the model that was trained
+    even when the preset has changed since. ``None`` without a checkpoint.
+
+    A checkpoint written before checkpoints carried the model's settings (``{"class": ...}`` alone) gives the
+    settings of the stage's finished model, ``logdir.parent / "model"`` for the context model or ``logdir /
+    "model"`` for the tokenizer, when there is one (a run trained to the end and now trained further), else
+    ``None`` (the preset's).
+    """
+    latest = CheckpointManager(logdir / "checkpoints").latest_path()
+    if latest is None:
+        return None
+    for source in (
+        latest / CONFIG_NAME,
+        logdir / "model" / CONFIG_NAME,
+        logdir.parent / "model" / CONFIG_NAME,
+    ):
+        if not source.is_file():
+            continue
+        settings = read_json(source)
+        if settings.pop("class", None) == model_class and settings:
+            return settings, source
+    return None
+
+
+def settings_changed(trained: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``"section.key trained (now now)"`` for each setting where the nested dicts ``trained`` and ``current``
+    differ (keys only one of them has included)."""
+    changes = []
+    for key in sorted(set(trained) | set(current)):
+        old, new = trained.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += settings_changed(old, new, f"{prefix}{key}.")
+        elif json_value(old) != json_value(new):
+            changes.append(f"{prefix}{key} {old!r} (now {new!r})")
+    return changes
+
+
+def json_value(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), for comparing a dataclass with a ``config.json``."""
+    return [json_value(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def say_resumed(command: str, source: Path, changes: list[str]) -> None:
+    if changes:
+        say(
+            f"{command}: resuming the model the checkpoint holds ({source}), whose settings differ from the "
+            f"preset's now: {'; '.join(changes)}. --restart to train the preset's model from scratch"
+        )
+
+
+def tokenizer_to_train(config: RunConfig, logdir: Path) -> VQPTTokenizer:
+    """The tokenizer the ``train-tokenizer`` stage trains: the one its newest checkpoint under ``logdir`` holds
+    (built from the checkpoint's settings; the trainer then loads the weights), else a fresh one of the preset."""
+    trained = trained_model_config(logdir, "VQPTTokenizer")
+    if trained is None:
+        return build_model(config).tokenizer
+    settings, source = trained
+    say_resumed(
+        "train-tokenizer", source, settings_changed(settings, asdict(preset_config(config).tokenizer))
+    )
+    torch.manual_seed(config.seed)
+    return VQPTTokenizer.from_config_json(settings, source)
+
+
+def context_model_to_train(config: RunConfig, tokenizer: VQPTTokenizer, logdir: Path) -> CausalPerceiverIO:
+    """The perception model the ``train-context`` stage trains around the trained ``tokenizer``: the one its
+    newest checkpoint under ``logdir`` holds (built from the checkpoint's settings), else :func:`build_model`'s."""
+    trained = trained_model_config(logdir, "CausalPerceiverIO")
+    if trained is None:
+        return build_model(config, tokenizer)
+    settings, source = trained
+    current = asdict(replace(preset_config(config), tokenizer=tokenizer.config))
+    say_resumed("train-context", source, settings_changed(settings, current))
+    torch.manual_seed(config.seed)
+    return around_tokenizer(CausalPerceiverIO.from_config(config_from_json(settings, source)), tokenizer)
 
 
 def finished(manifest: dict | None, stage_command: str, steps: int, steps_flag: str) -> bool:

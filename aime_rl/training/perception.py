@@ -16,6 +16,7 @@ held-out episodes:
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,7 @@ def train_context_model(
         logdir,
         training_windows(predictor, store_dir, config, token_cache),
         evaluate,
-        model_config={"class": "CausalPerceiverIO"},
+        model_config={"class": "CausalPerceiverIO", **asdict(model.config)},  # a resume rebuilds this model
     )
     trainer.fit()
     for p in predictor.tokenizer.parameters():

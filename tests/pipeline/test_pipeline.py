@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +18,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from aime_rl.cli import main
 from aime_rl.evaluation import DEFAULT_REPRESENTATIONS
 from aime_rl.evaluation.representations import REPRESENTATIONS
-from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer, get_preset
 from aime_rl.pipeline import RunConfig
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.replay import ReplayStore
+from aime_rl.utils.io import file_digest
 from aime_rl.utils.tensorboard import read_event_images
 
 TINY = [
@@ -425,3 +427,69 @@ def test_an_unknown_env_is_one_line_with_a_suggestion(tmp_path, capsys):
 def test_a_non_image_env_points_to_its_pixel_preset(tmp_path, capsys):
     assert cli(tmp_path / "r", "collect", "--env", "CartPole-v1") == 2
     assert "cartpole_pixels" in capsys.readouterr().err
+
+
+# -- resuming after the library's presets changed ------------------------------------------------------------------
+
+
+def latest_checkpoint(stage_dir: Path) -> Path:
+    return stage_dir / "checkpoints" / (stage_dir / "checkpoints" / "latest").read_text().strip()
+
+
+@pytest.fixture
+def preset_changed(monkeypatch):
+    """The "tiny" preset as a later version of the library might define it: more latents, more codes."""
+    from aime_rl.pipeline import stage_common
+
+    def changed(name, **kwargs):
+        preset = get_preset(name, **kwargs)
+        return replace(
+            preset,
+            tokenizer=replace(preset.tokenizer, num_codes=2 * preset.tokenizer.num_codes),
+            predictor=replace(preset.predictor, num_latents=2 * preset.predictor.num_latents),
+        )
+
+    monkeypatch.setattr(stage_common, "get_preset", changed)
+
+
+def test_a_context_checkpoint_holds_the_settings_of_the_model_it_trained(finished_run):
+    checkpoint = json.loads((latest_checkpoint(finished_run / "context_model") / "config.json").read_text())
+    assert checkpoint["model"] == json.loads((finished_run / "model" / "config.json").read_text())
+
+
+def test_the_context_model_trains_further_after_the_preset_changed(run, preset_changed, capsys):
+    trained = json.loads((run / "model" / "config.json").read_text())
+    assert cli(run, "train-context", "--context-steps", "3") == 0
+    out = capsys.readouterr().out
+    assert "resuming the model the checkpoint holds" in out
+    assert f"predictor.num_latents {trained['predictor']['num_latents']}" in out
+    assert json.loads((run / "model" / "config.json").read_text()) == trained
+    assert json.loads((run / "stages" / "context.json").read_text())["steps"] == 3
+
+
+def test_a_checkpoint_without_the_model_settings_resumes_the_finished_models(run, preset_changed):
+    # checkpoints written before they carried the model's settings: {"class": ...} alone
+    checkpoint = latest_checkpoint(run / "context_model")
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["model"] = {"class": "CausalPerceiverIO"}
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    manifest["files"]["config.json"] = file_digest(checkpoint / "config.json")
+    (checkpoint / "manifest.json").write_text(json.dumps(manifest))
+    trained = json.loads((run / "model" / "config.json").read_text())
+    assert cli(run, "train-context", "--context-steps", "3") == 0
+    assert json.loads((run / "model" / "config.json").read_text()) == trained
+
+
+def test_the_tokenizer_trains_further_after_the_preset_changed(run, preset_changed, capsys):
+    trained = json.loads((run / "tokenizer" / "model" / "config.json").read_text())
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
+    assert f"num_codes {trained['num_codes']} (now {2 * trained['num_codes']})" in capsys.readouterr().out
+    assert json.loads((run / "tokenizer" / "model" / "config.json").read_text()) == trained
+
+
+def test_restart_trains_the_changed_presets_model(run, preset_changed):
+    trained = json.loads((run / "model" / "config.json").read_text())
+    assert cli(run, "train-context", "--restart") == 0
+    config = json.loads((run / "model" / "config.json").read_text())
+    assert config["predictor"]["num_latents"] == 2 * trained["predictor"]["num_latents"]
