@@ -607,11 +607,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return torch.cat([latents, *summaries], dim=2), contexts
 
     @torch.no_grad()
-    def calibrate_whitening(self, clips: Iterable[torch.Tensor], window: int | None = None) -> int:
+    def calibrate_whitening(
+        self, clips: Iterable[torch.Tensor], window: int | None = None, *, tokens: bool = False
+    ) -> int:
         """Replace the whitening statistics by those of the contexts of ``clips`` under the current weights.
 
-        ``clips``: videos ``[B, T, C, H, W]`` (uint8 or float in [0, 1]), e.g. replay windows; ``window``: the
-        frames each context sees, as the stream that will hand them out (``ContextObservation(window=…)``).
+        ``clips``: videos ``[B, T, C, H, W]`` (uint8 or float in [0, 1]), e.g. replay windows, or with
+        ``tokens=True`` their precomputed tokens ``[B, T', h, w(, G)]`` (a token cache: nothing is tokenized again;
+        ``ValueError`` for a model that reads the frames); ``window``: the frames each context sees, as the stream
+        that will hand them out (``ContextObservation(window=…)``).
         Every context of every timescale counts alike (eval mode, no gradient; the mode is restored). The running
         statistics gathered while training follow weights that kept changing; these are exact for the final
         ones (Pong, exact whitening: AtariARI score 0.54 with the running statistics, 0.70 calibrated). Returns the number of
@@ -626,16 +630,26 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         count = 0
         try:
             for clip in clips:
-                video = self.tokenizer.check_video(clip, "clips")
-                tokens, motion = self.tokenize(video), self._motion_marks(video)
-                changes = self._pixel_changes(video)
-                latents = self.encode_tokens(tokens, video.shape[1], window, motion=motion, changes=changes)
+                latents = self._token_latents(clip, window) if tokens else self._video_latents(clip, window)
                 for name, context in self.timescale_contexts(latents).items():
                     self.whitening[name].update(context, cumulative=True)
-                count += video.shape[0] * video.shape[1]
+                count += latents.shape[0] * latents.shape[1]
         finally:
             self.train(was_training)
         return count
+
+    def _video_latents(self, clip: torch.Tensor, window: int | None) -> torch.Tensor:
+        """Per-frame latents ``[B, T, N, D]`` of a video ``[B, T, C, H, W]``."""
+        video = self.tokenizer.check_video(clip, "clips")
+        motion, changes = self._motion_marks(video), self._pixel_changes(video)
+        return self.encode_tokens(
+            self.tokenize(video), video.shape[1], window, motion=motion, changes=changes
+        )
+
+    def _token_latents(self, clip: torch.Tensor, window: int | None) -> torch.Tensor:
+        """Per-frame latents ``[B, T, N, D]`` of precomputed tokens ``[B, T', h, w(, G)]``."""
+        tokens = self._cached_tokens(clip)
+        return self.encode_tokens(tokens, tokens.shape[1] * self.frames_per_token_step, window)
 
     def update_whitening(self, contexts: dict[str, torch.Tensor]) -> None:
         """Fold the contexts of a training step ``{timescale: [B, T, D]}`` into the whitening statistics (a no-op
@@ -724,6 +738,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """
         if self.perceptual_term_active():
             raise ValueError("the perceptual (LPIPS) term needs frames: train on videos, not cached tokens")
+        tokens = self._cached_tokens(tokens)
+        self._check_split(tokens.shape[1] * self.frames_per_token_step, num_context_frames)
+        return self._predict(tokens, num_context_frames, None)
+
+    def _cached_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Precomputed tokens ``[B, T', h, w(, G)]`` checked and as int64 ``[B, T', h, w, G]``; ``ValueError`` for a
+        model that also reads the frames, or tokens of another shape."""
         if self.reads_frames:
             raise ValueError(
                 "motion_attention_bias and pixel_changes read motion from the frames: train on videos, not cached "
@@ -734,8 +755,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             raise ValueError(
                 f"tokens must be [B, T', h, w, {self.tokenizer.num_quantizers}], got {tuple(tokens.shape)}"
             )
-        self._check_split(tokens.shape[1] * self.frames_per_token_step, num_context_frames)
-        return self._predict(tokens.long(), num_context_frames, None)
+        return tokens.long()
 
     def _predict(
         self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None

@@ -257,12 +257,14 @@ def train_context_model(
             writer.add_scalar(NEXT_FRAME_TAGS[name], value, step)
         log_open_loop_rollout(module, frames[:4], context, writer, step)
 
+    windows = training_windows(predictor, store_dir, config, token_cache)
+    cached = token_cache if isinstance(windows, TokenWindowDataset) else None
     trainer = Trainer(
         predictor,
         predictor_loss_fn(context),
         config,
         logdir,
-        training_windows(predictor, store_dir, config, token_cache),
+        windows,
         evaluate,
         model_config={"class": "CausalPerceiverIO", **asdict(model.config)},  # a resume rebuilds this model
     )
@@ -270,7 +272,7 @@ def train_context_model(
     for p in predictor.tokenizer.parameters():
         p.requires_grad_(True)
     window = predictor.window if context_window is None else context_window
-    calibrate_whitening(predictor, store_dir, config, window, calibration_contexts)
+    calibrate_whitening(predictor, store_dir, config, window, calibration_contexts, token_cache=cached)
     return results
 
 
@@ -281,36 +283,43 @@ def calibrate_whitening(
     window: int | None,
     num_contexts: int = 4096,
     batch_size: int = 16,
+    token_cache: str | os.PathLike | None = None,
 ) -> int:
     """The whitening statistics of a trained predictor (``context_whitening``) from about ``num_contexts``
     contexts of replay windows of the training episodes (drawn with ``config.seed``), each computed with ``window``
     frames (:meth:`PerceiverTokenPredictor.calibrate_whitening`). The windows are 4 × ``window`` frames long (at
     least ``config.sequence_length``; shorter when no episode is that long), so that most contexts see a whole
-    window, as a stream's do. Returns the contexts counted per timescale (0 without whitening)."""
+    window, as a stream's do. With ``token_cache`` (a cache :func:`build_token_cache` built for this tokenizer),
+    the windows' tokens are read from it instead of tokenizing their frames again. Returns the contexts counted
+    per timescale (0 without whitening)."""
     if predictor.whitening is None or num_contexts < 1:
         return 0
     lengths = [config.sequence_length]
     if window is not None and 4 * window > config.sequence_length:
         lengths.insert(0, 4 * window)
+    key = "frames" if token_cache is None else "tokens"
     for length in lengths:
         try:
-            windows = ReplayWindowDataset(
-                store_dir,
-                batch_size,
-                length,
+            options = dict(
                 seed=config.seed,
                 subset="train" if config.holdout_fraction > 0 else "all",
                 holdout_fraction=config.holdout_fraction,
             )
-            first = windows[0]["frames"]
+            if token_cache is None:
+                windows = ReplayWindowDataset(store_dir, batch_size, length, **options)
+            else:
+                windows = TokenWindowDataset(store_dir, token_cache, batch_size, length, **options)
+            first = windows[0][key]
             break
         except ValueError:
             if length == lengths[-1]:
                 raise
     device = _device(predictor)
     batches = max(1, -(-num_contexts // (batch_size * length)))
-    clips = (first if i == 0 else windows[i]["frames"] for i in range(batches))
-    return predictor.calibrate_whitening((clip.to(device) for clip in clips), window)
+    clips = (first if i == 0 else windows[i][key] for i in range(batches))
+    return predictor.calibrate_whitening(
+        (clip.to(device) for clip in clips), window, tokens=token_cache is not None
+    )
 
 
 def training_windows(

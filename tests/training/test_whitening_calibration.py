@@ -8,6 +8,7 @@ import torch
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.training import TrainerConfig
 from aime_rl.training.perception import calibrate_whitening, train_context_model
+from aime_rl.training.token_cache import build_token_cache
 from tests.helpers import collect_catch
 
 
@@ -55,3 +56,49 @@ def test_windows_longer_than_every_episode_fall_back_to_the_training_length(stor
 def test_a_model_without_whitening_is_not_calibrated(store_dir):
     model = CausalPerceiverIO.from_preset("tiny", video_shape=(4, 3, 32, 32))
     assert calibrate_whitening(model.predictor, store_dir, config(), 2) == 0
+
+
+def test_calibration_from_cached_tokens_equals_calibration_from_frames(store_dir, tmp_path):
+    model = CausalPerceiverIO.from_preset(
+        "tiny", video_shape=(4, 3, 32, 32), context_whitening=True, use_3d_conv=False
+    )
+    build_token_cache(store_dir, model.tokenizer, tmp_path / "cache")
+    counted = calibrate_whitening(model.predictor, store_dir, config(), 2, num_contexts=64)
+    from_frames = {k: v.clone() for k, v in model.predictor.whitening.state_dict().items()}
+    cached = calibrate_whitening(
+        model.predictor, store_dir, config(), 2, num_contexts=64, token_cache=tmp_path / "cache"
+    )
+    assert cached == counted
+    for key, value in model.predictor.whitening.state_dict().items():
+        torch.testing.assert_close(value, from_frames[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_training_from_a_token_cache_calibrates_from_it(store_dir, tmp_path):
+    # a causal 3D tokenizer: a window cut from mid-episode and tokenized alone starts differently from the cache,
+    # which holds the tokens the agent's stream sees, so the two calibrations differ
+    model = whitened_model()
+    assert model.tokenizer.config.use_3d_conv
+    cache = tmp_path / "cache"
+    train_context_model(
+        model,
+        store_dir,
+        config(),
+        tmp_path / "run",
+        token_cache=cache,
+        context_window=2,
+        calibration_contexts=64,
+    )
+    trained = {k: v.clone() for k, v in model.predictor.whitening.state_dict().items()}
+    calibrate_whitening(model.predictor, store_dir, config(), 2, num_contexts=64, token_cache=cache)
+    assert all(torch.equal(v, trained[k]) for k, v in model.predictor.whitening.state_dict().items())
+    calibrate_whitening(model.predictor, store_dir, config(), 2, num_contexts=64)
+    assert not torch.equal(model.predictor.whitening.state_dict()["fast.running_mean"], trained["fast.running_mean"])
+
+
+def test_a_model_that_reads_the_frames_refuses_calibration_from_tokens(store_dir):
+    model = CausalPerceiverIO.from_preset(
+        "tiny", video_shape=(4, 3, 32, 32), context_whitening=True, motion_attention_bias=1.0
+    )
+    tokens = torch.zeros(1, 4, 4, 4, model.tokenizer.num_quantizers, dtype=torch.long)
+    with pytest.raises(ValueError, match="read motion from the frames"):
+        model.predictor.calibrate_whitening([tokens], 2, tokens=True)
