@@ -40,6 +40,9 @@ VARIANTS: dict[str, dict] = {
     "seed-objective": {"context_prediction_weight": 0.0},
     "ctx": {"context_prediction_weight": 1.0},
     "ctx+change1": {"context_prediction_weight": 1.0, "change_weight": 1.0},
+    # the pooled context's own next-frame term weighted up: it alone trains the pooling (the latents hold more)
+    "ctx2": {"context_prediction_weight": 2.0},
+    "ctx4": {"context_prediction_weight": 4.0},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
     "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},
