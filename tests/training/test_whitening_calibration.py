@@ -92,7 +92,9 @@ def test_training_from_a_token_cache_calibrates_from_it(store_dir, tmp_path):
     calibrate_whitening(model.predictor, store_dir, config(), 2, num_contexts=64, token_cache=cache)
     assert all(torch.equal(v, trained[k]) for k, v in model.predictor.whitening.state_dict().items())
     calibrate_whitening(model.predictor, store_dir, config(), 2, num_contexts=64)
-    assert not torch.equal(model.predictor.whitening.state_dict()["fast.running_mean"], trained["fast.running_mean"])
+    assert not torch.equal(
+        model.predictor.whitening.state_dict()["fast.running_mean"], trained["fast.running_mean"]
+    )
 
 
 def test_a_model_that_reads_the_frames_refuses_calibration_from_tokens(store_dir):
