@@ -112,15 +112,17 @@ def trained_model_config(logdir: Path, model_class: str) -> tuple[dict[str, Any]
     latest = CheckpointManager(logdir / "checkpoints").latest_path()
     if latest is None:
         return None
-    for source in (
-        latest / CONFIG_NAME,
-        logdir / "model" / CONFIG_NAME,
-        logdir.parent / "model" / CONFIG_NAME,
-    ):
+    candidates = (  # (file, key of the model's settings in it: the trainer writes {"model": …, "trainer": …})
+        (latest / CONFIG_NAME, "model"),
+        (logdir / "model" / CONFIG_NAME, None),
+        (logdir.parent / "model" / CONFIG_NAME, None),
+    )
+    for source, key in candidates:
         if not source.is_file():
             continue
         settings = read_json(source)
-        if settings.pop("class", None) == model_class and settings:
+        settings = settings.get(key) if key else settings
+        if isinstance(settings, dict) and settings.pop("class", None) == model_class and settings:
             return settings, source
     return None
 

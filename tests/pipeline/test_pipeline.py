@@ -493,3 +493,14 @@ def test_restart_trains_the_changed_presets_model(run, preset_changed):
     assert cli(run, "train-context", "--restart") == 0
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["predictor"]["num_latents"] == 2 * trained["predictor"]["num_latents"]
+
+
+def test_a_partly_trained_context_model_resumes_after_the_preset_changed(run, preset_changed, capsys):
+    # killed before its first finish: checkpoints, no model/ yet
+    trained = json.loads((run / "model" / "config.json").read_text())
+    shutil.rmtree(run / "model")
+    manifest = json.loads((run / "stages" / "context.json").read_text())
+    (run / "stages" / "context.json").write_text(json.dumps({**manifest, "status": "running"}))
+    assert cli(run, "train-context", "--context-steps", "3") == 0
+    assert "context_model/checkpoints/step_00000002/config.json" in capsys.readouterr().out
+    assert json.loads((run / "model" / "config.json").read_text()) == trained
