@@ -24,7 +24,9 @@ from torch.utils.tensorboard import SummaryWriter
 
 from ..replay.dataset import ReplayWindowDataset
 from ..replay.store import ReplayStore
+from ..training.checkpoint import CONFIG_NAME, CheckpointManager
 from ..training.trainer import Trainer, TrainerConfig
+from ..utils.io import read_json
 from ..utils.tensorboard import ROLLOUT_PREFIX
 from .imagination import log_open_loop
 from .vrnn import VRNN
@@ -143,6 +145,16 @@ class OpenLoopEvaluator:
         return scalars
 
 
+def trained_vrnn_settings(logdir: str | os.PathLike) -> dict[str, Any]:
+    """The ``VRNN`` arguments (``action_dim``, ``discrete``, …) the newest checkpoint under ``logdir/checkpoints``
+    was trained with (its ``config.json["model"]``), or ``{}`` without a checkpoint."""
+    latest = CheckpointManager(Path(logdir) / "checkpoints").latest_path()
+    if latest is None:
+        return {}
+    settings = dict(read_json(latest / CONFIG_NAME).get("model") or {})
+    return settings if settings.pop("class", None) == "VRNN" else {}
+
+
 def train_world_model(
     store_dir: str | os.PathLike,
     perceiver: nn.Module,
@@ -166,12 +178,14 @@ def train_world_model(
         config: :class:`TrainerConfig` (``batch_size`` windows of ``sequence_length`` rows per step, ...).
         logdir: TensorBoard events, checkpoints (``logdir/checkpoints``, resumed automatically) and the final model.
         vrnn_kwargs: ``VRNN`` arguments (``action_dim``, ``discrete``, ``hidden_dim``, ...); the action spec is
-            inferred from the store when missing (:func:`infer_action_spec`).
+            inferred from the store when missing (:func:`infer_action_spec`). A resume starts from the settings
+            the newest checkpoint was trained with (:func:`trained_vrnn_settings`), ``vrnn_kwargs`` laid on top,
+            so a run resumes the model it trained even when the ``VRNN`` defaults have changed since.
         observe_k, horizon: open-loop eval split (default: half of ``sequence_length`` each).
         eval_batch_size: held-out sequences per evaluation.
         progress: tqdm bar (``None``: when stderr is a terminal).
     """
-    kwargs = dict(vrnn_kwargs or {})
+    kwargs = {**trained_vrnn_settings(logdir), **dict(vrnn_kwargs or {})}
     if "action_dim" not in kwargs:
         kwargs["action_dim"], inferred_discrete = infer_action_spec(ReplayStore.open(store_dir))
         kwargs.setdefault("discrete", inferred_discrete)

@@ -263,3 +263,12 @@ def test_ddp_only_rank_zero_writes_checkpoints_the_model_and_logs(ddp_run):
         "step_00000002",
         "step_00000004",
     ]
+
+
+def test_a_resume_rebuilds_the_vrnn_its_checkpoint_holds(tmp_path, store_dir, perceiver_dir, finished_run):
+    # e.g. a run trained before the VRNN's defaults changed: the resume is called without the old arguments
+    logdir, _ = finished_run
+    shutil.copytree(logdir / "checkpoints", tmp_path / "checkpoints")
+    perceiver = CausalPerceiverIO.from_pretrained(perceiver_dir).eval()
+    resumed = train_world_model(store_dir, perceiver, make_config(steps=STEPS + 1), tmp_path, progress=False)
+    assert resumed.config == VRNN(perceiver, **VRNN_KWARGS).config != VRNN(perceiver, action_dim=3).config
