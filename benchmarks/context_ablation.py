@@ -5,10 +5,12 @@ variant on the run's replay with that tokenizer frozen, and probes each variant'
 labelled random-policy frames (``aime_rl.evaluation``; Catch: R² of a ridge probe per state variable; Atari: F1 per
 RAM variable). Optionally trains PPO on each variant's context (``--agent-steps``) and reports the mean return.
 ``--model-seeds`` trains each variant's context model once per seed: PPO's spread over agent seeds on one model
-misses the spread between models, which is as large (``benchmarks/README.md``, tenth session).
+misses the spread between models, which is as large (``benchmarks/README.md``, tenth session). ``--baselines
+random_cnn pixels`` adds rows for representations that need no model, probed on the same frames.
 
     python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
         [--probe-steps 3000] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
+        [--baselines random_cnn pixels]
 
 Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
 """
@@ -395,7 +397,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run directory with a trained tokenizer")
     parser.add_argument("--steps", type=int, default=None, help="context-model steps (default: the run's)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        default=[],
+        help="also probe these representations on the same frames (e.g. random_cnn pixels frame_stack)",
+    )
     parser.add_argument("--probe-steps", type=int, default=3000)
     parser.add_argument(
         "--probe-episode-steps", type=int, default=None, help="cut probe episodes (long Atari games)"
@@ -426,6 +434,23 @@ def main() -> None:
         max_episode_steps=args.probe_episode_steps,
     )
     results = {}
+    if args.baselines:
+        report = probe_model(
+            None,
+            env_fn,
+            steps=args.probe_steps,
+            window=config.window,
+            data=data,
+            representations=args.baselines,
+        )
+        for name in args.baselines:
+            probed = report.representations[name]
+            scores = {var: round(result.score, 3) for var, result in probed.variables.items()}
+            results[f"baseline: {name}"] = {
+                "scores": {**scores, "overall": round(probed.score, 3)},
+                "returns": [],
+            }
+            print(f"baseline: {name}", json.dumps(results[f"baseline: {name}"]), flush=True)
     for name in args.variants:
         runs = [
             train_and_measure(
