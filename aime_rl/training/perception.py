@@ -298,13 +298,13 @@ def calibrate_whitening(
     if window is not None and 4 * window > config.sequence_length:
         lengths.insert(0, 4 * window)
     key = "frames" if token_cache is None else "tokens"
+    options = dict(
+        seed=config.seed,
+        subset="train" if config.holdout_fraction > 0 else "all",
+        holdout_fraction=config.holdout_fraction,
+    )
     for length in lengths:
         try:
-            options = dict(
-                seed=config.seed,
-                subset="train" if config.holdout_fraction > 0 else "all",
-                holdout_fraction=config.holdout_fraction,
-            )
             if token_cache is None:
                 windows = ReplayWindowDataset(store_dir, batch_size, length, **options)
             else:
