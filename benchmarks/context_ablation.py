@@ -44,6 +44,9 @@ VARIANTS: dict[str, dict] = {
     "ctx+change1": {"context_prediction_weight": 1.0, "change_weight": 1.0},
     # the pooled context's own next-frame term weighted up: it alone trains the pooling (the latents hold more)
     "ctx2": {"context_prediction_weight": 2.0},
+    "memory1": {"latent_memory": 1},
+    "memory2": {"latent_memory": 2},
+    "memory4": {"latent_memory": 4},
     "ctx4": {"context_prediction_weight": 4.0},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},

@@ -234,6 +234,11 @@ class PredictorConfig:
             reads the latents through its cross-attention's key/value maps, and its output adapter maps each
             position to the code embeddings' width to score the codes.
             None is the seed's model (the latents' width).
+        latent_memory: after its own pass, each frame's latents attend to those of the ``latent_memory`` frames
+            before it (and their own; a rotary time position gives each key's age): a latent that found a sprite
+            at t − 1 meets where it is at t, so a displacement is one attention and one MLP away, where from the
+            tokens alone it must be assembled from two cells' codes. The receptive field grows by that many frames
+            beyond ``window``; the stream keeps the last frames' latents (``[B, k, N, D]``). 0 is the seed's model.
     """
 
     num_latents: int = 128
@@ -265,6 +270,7 @@ class PredictorConfig:
     spatial_attention_bias: float = 0.0
     encoder_iterations: int = 1
     decoder_channels: int | None = None
+    latent_memory: int = 0
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -342,6 +348,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.spatial_attention_bias",
     "predictor.encoder_iterations",
     "predictor.decoder_channels",
+    "predictor.latent_memory",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -60,6 +60,11 @@ class ContextStream:
         # with motion_attention_bias or pixel_changes: each row's frame of its last emitted token step [B, C, H, W]
         # (float in [0, 1])
         self._previous_frame: torch.Tensor | None = None
+        # with latent_memory k: each row's latents of its last k frames [B, k, N, D] (index j: j + 1 frames ago,
+        # as the encoder's step returned them) and which of them are in this episode [B, k]
+        memory = predictor.encoder.memory_frames
+        self._past_latents: torch.Tensor | None = None
+        self._past_valid = torch.zeros(batch_size, memory, dtype=torch.bool, device=self._device)
         span = TIMESCALES[timescale]
         self._summary_cache = (
             self._new_cache(predictor.timescales[timescale].attention, 1, span) if span else None
@@ -140,10 +145,26 @@ class ContextStream:
             self.condition,
             key_bias=self._key_bias(cache, tuple(tokens.shape[1:3])),
         )
+        latents = self._recall(latents)
         self.last_latents = latents  # [B, N, D]
         fast = p.frame_context(latents)
         context = fast if self._summary_cache is None else self._summarise(fast)
         return p.output_context(context, self.timescale)
+
+    def _recall(self, latents: torch.Tensor) -> torch.Tensor:
+        """This frame's latents ``[B, N, D]`` after they attended to the last frames' (``latent_memory``); the
+        frame's own are remembered for the next steps."""
+        encoder = self.predictor.encoder
+        if encoder.memory is None:
+            return latents
+        if self._past_latents is None:
+            b, n, d = latents.shape
+            self._past_latents = latents.new_zeros(b, encoder.memory_frames, n, d)
+        recalled = encoder.recall_step(latents, self._past_latents, self._past_valid)
+        now = torch.ones_like(self._past_valid[:, :1])
+        self._past_latents = torch.cat([latents.unsqueeze(1), self._past_latents[:, :-1]], dim=1)
+        self._past_valid = torch.cat([now, self._past_valid[:, :-1]], dim=1)
+        return recalled
 
     def _key_bias(self, cache: WindowKVCache, grid: tuple[int, int]) -> torch.Tensor | None:
         """The cross-attention score bias of every cached key ``[B, heads, P + L]``: the motion bonus written with
@@ -242,6 +263,8 @@ class ContextStream:
         selected._previous = _rows_of(self._previous, index)
         selected._previous_frame = _rows_of(self._previous_frame, index)
         selected._has_previous = self._has_previous[index]
+        selected._past_latents = _rows_of(self._past_latents, index)
+        selected._past_valid = self._past_valid[index]
         selected._token_cache = None if self._token_cache is None else self._token_cache.select(index)
         selected._summary_cache = None if self._summary_cache is None else self._summary_cache.select(index)
         return selected
@@ -255,6 +278,7 @@ class ContextStream:
             raise ValueError(f"mask must be bool [{self.batch_size}], got shape {tuple(mask.shape)}")
         self.tokens.reset(mask)
         self._has_previous = self._has_previous & ~mask
+        self._past_valid = self._past_valid & ~mask.unsqueeze(1)
         for cache in (self._token_cache, self._summary_cache):
             if cache is not None:
                 cache.reset(mask)
@@ -262,7 +286,9 @@ class ContextStream:
     def nbytes(self) -> int:
         """Bytes held by all caches (tokenizer conv state and attention keys/values)."""
         caches = [c for c in (self._token_cache, self._summary_cache) if c is not None]
-        return self.tokens.cache.nbytes() + sum(c.nbytes() for c in caches)
+        past = self._past_latents
+        memory = 0 if past is None else past.numel() * past.element_size()
+        return self.tokens.cache.nbytes() + sum(c.nbytes() for c in caches) + memory
 
 
 def _rows_of(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:

@@ -136,6 +136,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         spatial_attention_bias: float = 0.0,
         encoder_iterations: int = 1,
         decoder_channels: int | None = None,
+        latent_memory: int = 0,
     ):
         super().__init__()
         check_window(window)
@@ -187,6 +188,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             spatial_attention_bias=spatial_attention_bias,
             encoder_iterations=encoder_iterations,
             decoder_channels=decoder_channels,
+            latent_memory=latent_memory,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -231,6 +233,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             widening_factor,
             dropout,
             encoder_iterations,
+            latent_memory,
         )
         # "projection": one linear map of the N latents side by side (latent i keeps its own weights) → D
         self.context_projection = nn.Linear(num_latents * d, d) if context_pooling == "projection" else None

@@ -5,6 +5,11 @@ For every frame t a copy of the ``N`` learned latent queries (plus an optional c
 embeddings of the frames in its window (a banded causal mask; rotary time positions make it depend only on how old
 a key is), then the ``N`` latents of that frame self-attend among themselves. No information flows from frames
 after t, so the encoder is causal by construction.
+
+With ``memory_frames`` k > 0, each frame's latents then attend once more, to the latents of frames t − k … t (their
+own included, a rotary time position telling each key's age), so what a latent found in an earlier frame (where a
+sprite was) meets what it finds now: a displacement is one attention and one MLP away. The receptive field grows by
+k frames beyond the token window, and stays bounded.
 """
 
 from __future__ import annotations
@@ -30,10 +35,13 @@ class PerceiverEncoder(nn.Module):
         widening_factor: int,
         dropout: float,
         iterations: int = 1,
+        memory_frames: int = 0,
     ):
         super().__init__()
         if iterations < 1:
             raise ValueError(f"encoder_iterations must be >= 1, got {iterations}")
+        if isinstance(memory_frames, bool) or not isinstance(memory_frames, int) or memory_frames < 0:
+            raise ValueError(f"latent_memory must be an int >= 0, got {memory_frames!r}")
         # how many times the latents cross-attend to the tokens and self-attend (the same layers each time)
         self.iterations = iterations
         self.latents = nn.Parameter(torch.randn(num_latents, num_latent_channels) * 0.02)
@@ -49,6 +57,20 @@ class PerceiverEncoder(nn.Module):
         self.self_attention = nn.ModuleList(
             SelfAttentionLayer(num_latent_channels, num_self_attention_heads, widening_factor, dropout)
             for _ in range(num_self_attention_layers)
+        )
+        self.memory_frames = memory_frames
+        # each frame's latents over the latents of the last memory_frames frames and their own (None: off)
+        self.memory = (
+            CrossAttentionLayer(
+                num_latent_channels,
+                num_latent_channels,
+                num_self_attention_heads,
+                widening_factor,
+                dropout,
+                rotary_time=True,
+            )
+            if memory_frames
+            else None
         )
 
     @property
@@ -84,7 +106,37 @@ class PerceiverEncoder(nn.Module):
         for _ in range(self.iterations):
             latents = self._self_attend(self.cross_attention.attend(q, keys, values, mask, **times), b, t)
             q = rearrange(latents, "b t n d -> b (t n) d")  # the next pass queries with what this one found
-        return latents
+        return self.recall(latents, query_time)
+
+    def recall(self, latents: torch.Tensor, query_time: torch.Tensor) -> torch.Tensor:
+        """Latents ``[B, T, N, D]`` of frames ``query_time`` ``[T]`` → the same after each frame's latents attended
+        to those of the ``memory_frames`` frames before it and their own (unchanged without ``memory_frames``)."""
+        if self.memory is None:
+            return latents
+        t, n = latents.shape[1:3]
+        age = query_time.unsqueeze(1) - query_time.unsqueeze(0)  # [T query, T key]
+        mask = repeat((age >= 0) & (age <= self.memory_frames), "q k -> 1 (q i) (k j)", i=n, j=n)
+        flat = rearrange(latents, "b t n d -> b (t n) d")
+        time = repeat(query_time, "t -> (t n)", n=n)
+        recalled = self.memory(flat, flat, mask, q_time=time, k_time=time)
+        return rearrange(recalled, "b (t n) d -> b t n d", t=t)
+
+    def recall_step(
+        self, latents: torch.Tensor, past: torch.Tensor, past_valid: torch.Tensor
+    ) -> torch.Tensor:
+        """Streaming :meth:`recall` of one frame: its latents ``[B, N, D]``, the latents of the ``memory_frames``
+        frames before it as :meth:`step` returned them ``[B, k, N, D]`` (index j: j + 1 frames ago) and which of
+        those exist ``[B, k]`` bool (False before an episode's first frame) → latents ``[B, N, D]``."""
+        if self.memory is None:
+            return latents
+        b, n = latents.shape[:2]
+        keys = rearrange(torch.cat([latents.unsqueeze(1), past], dim=1), "b a n d -> b (a n) d")
+        valid = torch.cat([past_valid.new_ones(b, 1), past_valid], dim=1)
+        mask = repeat(valid, "b a -> b q (a n)", q=n, n=n)
+        age = torch.arange(past.shape[1] + 1, device=latents.device)
+        k_time = repeat(-age, "a -> (a n)", n=n)
+        q_time = torch.zeros(n, dtype=age.dtype, device=latents.device)
+        return self.memory(latents, keys, mask, q_time=q_time, k_time=k_time)
 
     def cross_attention_weights(
         self,
