@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict] = {
     "memory1": {"latent_memory": 1},
     "memory2": {"latent_memory": 2},
     "memory4": {"latent_memory": 4},
+    "readout4": {"context_readout_tokens": 4},
+    "readout8": {"context_readout_tokens": 8},
     "ctx4": {"context_prediction_weight": 4.0},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},

@@ -239,6 +239,12 @@ class PredictorConfig:
             at t − 1 meets where it is at t, so a displacement is one attention and one MLP away, where from the
             tokens alone it must be assembled from two cells' codes. The receptive field grows by that many frames
             beyond ``window``; the stream keeps the last frames' latents (``[B, k, N, D]``). 0 is the seed's model.
+        context_readout_tokens: the context-prediction term's decoder reads the pooled context as this many memory
+            tokens (one learned linear map ``[D] → [k, D]``). With one token, every output query's cross-attention
+            returns the same value vector, so the term reads the context through one value map, at most
+            ``decoder_channels`` wide: a 64-wide decoder asks a 64-dimensional image of the context for the whole
+            next frame, and the rest of the context is not held to anything. With k tokens each query reads its own
+            mix of k such images. A training head only: the context is computed the same way. 1 is the seed's.
     """
 
     num_latents: int = 128
@@ -271,6 +277,7 @@ class PredictorConfig:
     encoder_iterations: int = 1
     decoder_channels: int | None = None
     latent_memory: int = 0
+    context_readout_tokens: int = 1
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -349,6 +356,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.encoder_iterations",
     "predictor.decoder_channels",
     "predictor.latent_memory",
+    "predictor.context_readout_tokens",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -137,6 +137,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         encoder_iterations: int = 1,
         decoder_channels: int | None = None,
         latent_memory: int = 0,
+        context_readout_tokens: int = 1,
     ):
         super().__init__()
         check_window(window)
@@ -145,6 +146,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
                 f"context_prediction_horizon must be in [1, sequence_length={sequence_length}], "
                 f"got {context_prediction_horizon}"
             )
+        if (
+            isinstance(context_readout_tokens, bool)
+            or not isinstance(context_readout_tokens, int)
+            or context_readout_tokens < 1
+        ):
+            raise ValueError(f"context_readout_tokens must be an int >= 1, got {context_readout_tokens!r}")
         if context_pooling not in CONTEXT_POOLINGS:
             raise ValueError(f"context_pooling must be one of {CONTEXT_POOLINGS}, got {context_pooling!r}")
         weights = (
@@ -189,6 +196,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             encoder_iterations=encoder_iterations,
             decoder_channels=decoder_channels,
             latent_memory=latent_memory,
+            context_readout_tokens=context_readout_tokens,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -265,6 +273,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             num_kv_channels=d,
         )
         self.output_adapter = TiedTokenOutputAdapter(self.input_adapter, in_channels=dc)
+        # the context-prediction term's map of a context [D] to its decoder's memory tokens [k, D] (None: k = 1,
+        # the context itself)
+        self.context_readout = (
+            nn.Linear(d, context_readout_tokens * d) if context_readout_tokens > 1 else None
+        )
         # the contrastive term's map from a context to the token-embedding space (only when it is on)
         self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
 
@@ -789,7 +802,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             else logits.new_zeros(())
         )
         next_frame = self._next_frame_loss(memory, tokens[:, :context_steps], self.next_frame_weight)
-        context_only = contexts["fast"].unsqueeze(2)  # [B, T, 1, D]: the context as the only memory
+        context_only = self.context_readout_memory(contexts["fast"])  # [B, T, k, D]: the only memory
         horizon = self.config.context_prediction_horizon
         context_prediction = self._next_frame_loss(
             context_only,
@@ -821,6 +834,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             accuracy=accuracy,
             mask=mask,
         )
+
+    def context_readout_memory(self, context: torch.Tensor) -> torch.Tensor:
+        """Contexts ``[B, T, D]`` → the context-prediction term's decoder memory ``[B, T, k, D]`` (k =
+        ``context_readout_tokens``; the context itself when k is 1)."""
+        if self.context_readout is None:
+            return context.unsqueeze(2)
+        k = self.config.context_readout_tokens
+        return rearrange(self.context_readout(context), "b t (k d) -> b t k d", k=k)
 
     def _check_split(self, num_frames: int, num_context_frames: int) -> int:
         """Validate the split; returns the number of context token steps."""
