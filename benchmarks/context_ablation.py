@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict] = {
     "memory4": {"latent_memory": 4},
     "readout4": {"context_readout_tokens": 4},
     "readout8": {"context_readout_tokens": 8},
+    "readout16": {"context_readout_tokens": 16},
+    "memory2+readout4": {"latent_memory": 2, "context_readout_tokens": 4},
     "ctx4": {"context_prediction_weight": 4.0},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},

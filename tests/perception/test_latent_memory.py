@@ -55,13 +55,20 @@ def test_the_memory_reaches_that_many_frames_beyond_the_window_and_no_further(cl
     assert torch.allclose(unseen, reference, atol=1e-6)
 
 
-def test_a_reset_row_starts_without_memory(clip):
-    torch.manual_seed(0)
-    model = tiny(latent_memory=2)
+def stream_after_four_frames(model, clip):
+    """A stream (window 3) of both rows of ``clip`` after its first four frames."""
     stream = model.stream(clip.shape[0], window=3)
     with torch.no_grad():
         for t in range(4):
             stream.step(clip[:, t])
+    return stream
+
+
+def test_a_reset_row_starts_without_memory(clip):
+    torch.manual_seed(0)
+    model = tiny(latent_memory=2)
+    stream = stream_after_four_frames(model, clip)
+    with torch.no_grad():
         stream.reset(torch.tensor([True, False]))
         resumed = torch.stack([stream.step(clip[:, t]) for t in range(4, 8)], dim=1)
         fresh = stream_contexts(model, clip[:1, 4:8], 3)
@@ -72,11 +79,8 @@ def test_a_reset_row_starts_without_memory(clip):
 
 def test_a_selected_stream_keeps_its_rows_memory(clip):
     torch.manual_seed(0)
-    model = tiny(latent_memory=2)
-    stream = model.stream(clip.shape[0], window=3)
+    stream = stream_after_four_frames(tiny(latent_memory=2), clip)
     with torch.no_grad():
-        for t in range(4):
-            stream.step(clip[:, t])
         selected = stream.select(torch.tensor([1]))
         assert torch.allclose(selected.step(clip[1:, 4]), stream.step(clip[:, 4])[1:], atol=1e-5)
 
