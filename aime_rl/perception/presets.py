@@ -99,6 +99,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # Freeway, Space Invaders, Breakout and Catch, and the context model trains ≈ 2× faster (issue 13,
             # benchmarks/README.md, sixteenth session)
             decoder_channels=64,
+            # each frame's latents also attend to the last 2 frames' latents: with the 64-wide decoder alone a longer
+            # training lost the ball again (Catch, 2000 steps: ball x 0.61; with the memory 0.86), and at the demo's
+            # budget 9 agents −2.13 → −1.63, ball vx 0.49 → 0.52; Pong 0.822 → 0.819; ≈ 6 % more training time
+            # (issue 13, benchmarks/README.md, eighteenth session)
+            latent_memory=2,
             # embeddings_from_codes stays off: it lifts Catch (2 tokenizers × 3 models: ball x / y 0.868 / 0.889 →
             # 0.897 / 0.925, agent −2.56 → −1.68) but costs Pong 0.014 and its lead over the random CNN (3 seeds,
             # 0.806 → 0.792; issue 13, benchmarks/README.md)
