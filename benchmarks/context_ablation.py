@@ -6,11 +6,12 @@ labelled random-policy frames (``aime_rl.evaluation``; Catch: R² of a ridge pro
 RAM variable). Optionally trains PPO on each variant's context (``--agent-steps``) and reports the mean return.
 ``--model-seeds`` trains each variant's context model once per seed: PPO's spread over agent seeds on one model
 misses the spread between models, which is as large (``benchmarks/README.md``, tenth session). ``--baselines
-random_cnn pixels`` adds rows for representations that need no model, probed on the same frames.
+random_cnn pixels`` adds rows for representations that need no model, probed on the same frames; ``--also-probe
+latents`` probes each trained model's latents side by side as well (what the latents lose vs what the pooling loses).
 
     python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
         [--probe-steps 3000] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
-        [--baselines random_cnn pixels]
+        [--baselines random_cnn pixels] [--also-probe latents]
 
 Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
 """
@@ -44,6 +45,9 @@ VARIANTS: dict[str, dict] = {
     "ctx+change1": {"context_prediction_weight": 1.0, "change_weight": 1.0},
     # the pooled context's own next-frame term weighted up: it alone trains the pooling (the latents hold more)
     "ctx2": {"context_prediction_weight": 2.0},
+    "memory0": {
+        "latent_memory": 0
+    },  # the seventeenth session's model, on a run of the preset with the memory
     "memory1": {"latent_memory": 1},
     "memory2": {"latent_memory": 2},
     "memory4": {"latent_memory": 4},
@@ -343,12 +347,18 @@ def train_and_measure(
             steps=args.probe_steps,
             window=config.window,
             data=data,
-            representations=("context",),
+            representations=("context", *args.also_probe),
             seed=0,
         )
         context = report.representations["context"]
         scores = {var: round(result.score, 3) for var, result in context.variables.items()}
         scores["overall"] = round(context.score, 3)  # not "score": a game's RAM variable may be called that
+        also = {
+            name: {
+                var: round(result.score, 3) for var, result in report.representations[name].variables.items()
+            }
+            for name in args.also_probe
+        }
         returns = (
             [agent_return(config, Path(tmp) / "model", args.agent_steps, s) for s in args.seeds]
             if args.agent_steps
@@ -357,6 +367,7 @@ def train_and_measure(
     result = {
         "model_seed": config.seed,
         "scores": scores,
+        **{f"scores_{name}": value for name, value in also.items()},
         "tokenizer": tokenizer_metrics,
         "accuracy": metrics.get("next_frame_accuracy"),
         "copy_last": metrics.get("copy_last_accuracy"),
@@ -372,9 +383,15 @@ def summarise(runs: list[dict]) -> dict:
     """One variant over several model seeds: the mean probe scores, every return (model-major) and their mean."""
     scores = {k: round(float(np.mean([r["scores"][k] for r in runs])), 3) for k in runs[0]["scores"]}
     returns = [x for r in runs for x in r["returns"]]
+    also = {  # the --also-probe representations' mean scores
+        key: {k: round(float(np.mean([r[key][k] for r in runs])), 3) for k in runs[0][key]}
+        for key in runs[0]
+        if key.startswith("scores_")
+    }
     return {
         "model_seeds": [r["model_seed"] for r in runs],
         "scores": scores,
+        **also,
         "returns": returns,
         "mean_return": round(float(np.mean(returns)), 3) if returns else None,
         "model_mean_returns": [round(float(np.mean(r["returns"])), 3) for r in runs if r["returns"]],
@@ -410,6 +427,13 @@ def main() -> None:
         nargs="*",
         default=[],
         help="also probe these representations on the same frames (e.g. random_cnn pixels frame_stack)",
+    )
+    parser.add_argument(
+        "--also-probe",
+        nargs="*",
+        default=[],
+        help="also probe these representations of each trained model (e.g. latents: its latents side by side, "
+        "to tell what the latents lose from what the pooling loses)",
     )
     parser.add_argument("--probe-steps", type=int, default=3000)
     parser.add_argument(
