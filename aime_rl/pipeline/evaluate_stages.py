@@ -18,7 +18,7 @@ from ..utils.io import atomic_write
 from ..world_model import VRNN
 from .agent_stage import load_agent, make_context_venv
 from .config import RunConfig, flag
-from .environment import make_single_env
+from .environment import make_single_env, make_venv
 from .progress import Progress
 from .report import write_report
 from .rundir import RunDir, weights_fingerprint
@@ -75,6 +75,9 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     if stats.is_file():
         venv = load_normalization(venv, stats)
     agent_returns = episode_returns(venv, agent, config.eval_episodes, seed, "evaluate (agent)", progress)
+    venv.close()
+    # the same envs and seeds without the context stream: a random policy does not look at its observations
+    venv = make_venv(config, min(config.num_envs, 4), seed, training=False)
     random_returns = episode_returns(venv, None, config.eval_episodes, seed, "evaluate (random)", progress)
     venv.close()
     report = {

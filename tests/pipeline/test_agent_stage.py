@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stable_baselines3.common.vec_env import VecNormalize
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 
 from aime_rl.agents import NORMALIZATION_NAME, load_normalization
 from aime_rl.pipeline import RunConfig, RunDir, build_model, evaluate_stages, stages
+from aime_rl.pipeline.environment import make_venv
 from aime_rl.pipeline.rundir import weights_fingerprint
+from aime_rl.wrappers import VecContextObservation
 
 AGENT_KWARGS = dict(n_steps=16, batch_size=32, n_epochs=1)
 
@@ -37,8 +39,8 @@ def run_config(tmp_path) -> RunConfig:
     return config
 
 
-def evaluated_venv(config: RunConfig, monkeypatch):
-    """Run ``evaluate`` with short fake episodes; returns the vec env the agent was evaluated on."""
+def evaluated_venvs(config: RunConfig, monkeypatch) -> list:
+    """Run ``evaluate`` with short fake episodes; returns the vec envs the agent and the random policy played on."""
     seen = []
 
     def episode_returns(venv, policy, episodes, seed, what="", progress=True):
@@ -48,7 +50,12 @@ def evaluated_venv(config: RunConfig, monkeypatch):
 
     monkeypatch.setattr(evaluate_stages, "episode_returns", episode_returns)  # what evaluate calls
     stages.evaluate(config, RunDir(config.run_dir), progress=False)
-    return seen[0]
+    return seen
+
+
+def evaluated_venv(config: RunConfig, monkeypatch):
+    """The vec env ``evaluate`` evaluated the agent on."""
+    return evaluated_venvs(config, monkeypatch)[0]
 
 
 def train(config: RunConfig) -> None:
@@ -88,3 +95,19 @@ def test_a_stale_statistics_file_is_removed(run_config):
     venv = stages.make_context_venv(run_config, run_config.run_dir / "model", 2, 0, run_config.window)
     learn(run_config, RunDir(run_config.run_dir), venv, progress=False)
     assert not stale.exists()
+
+
+def test_the_random_policy_plays_without_the_context_stream(run_config, monkeypatch):
+    train(run_config)
+    agent_venv, random_venv = evaluated_venvs(run_config, monkeypatch)
+    assert isinstance(agent_venv.venv, VecContextObservation)  # under the saved standardisation
+    assert not isinstance(random_venv, VecEnvWrapper)  # no stream computes contexts it would not look at
+    assert random_venv.observation_space == make_venv(run_config, 1, 0).observation_space
+
+
+def test_the_random_policy_scores_the_same_with_or_without_the_context_stream(run_config):
+    model = run_config.run_dir / "model"
+    with_stream = stages.make_context_venv(run_config, model, 2, 7, run_config.window, training=False)
+    without = make_venv(run_config, 2, 7, training=False)
+    returns = [evaluate_stages.episode_returns(v, None, 3, 7, progress=False) for v in (with_stream, without)]
+    assert returns[0] == returns[1]
