@@ -10,7 +10,7 @@ random_cnn pixels`` adds rows for representations that need no model, probed on 
 latents`` probes each trained model's latents side by side as well (what the latents lose vs what the pooling loses).
 
     python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
-        [--probe-steps 3000] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
+        [--probe-steps 3000] [--probe-seed 1234] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
         [--baselines random_cnn pixels] [--also-probe latents]
 
 Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
@@ -437,6 +437,13 @@ def main() -> None:
     )
     parser.add_argument("--probe-steps", type=int, default=3000)
     parser.add_argument(
+        "--probe-seed",
+        type=int,
+        default=1234,
+        help="seed of the labelled probe frames (a ridge probe's ball vx on 3000 frames moves by a few hundredths "
+        "with them: compare variants on the same frames, and check a small difference on another seed's)",
+    )
+    parser.add_argument(
         "--probe-episode-steps", type=int, default=None, help="cut probe episodes (long Atari games)"
     )
     parser.add_argument("--agent-steps", type=int, default=0)
@@ -461,7 +468,7 @@ def main() -> None:
         env_fn,
         default_label_fn(probe_env),
         args.probe_steps,
-        seed=1234,
+        seed=args.probe_seed,
         max_episode_steps=args.probe_episode_steps,
     )
     results = {}
