@@ -56,6 +56,9 @@ VARIANTS: dict[str, dict] = {
     "readout16": {"context_readout_tokens": 16},
     "memory2+readout4": {"latent_memory": 2, "context_readout_tokens": 4},
     "ctx4": {"context_prediction_weight": 4.0},
+    # the pooled context also reconstructs the frame's latents through a linear map (what the latents hold, kept)
+    "recon0.1": {"latent_reconstruction_weight": 0.1},
+    "recon1": {"latent_reconstruction_weight": 1.0},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
     "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},

@@ -138,6 +138,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         decoder_channels: int | None = None,
         latent_memory: int = 0,
         context_readout_tokens: int = 1,
+        latent_reconstruction_weight: float = 0.0,
     ):
         super().__init__()
         check_window(window)
@@ -159,6 +160,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             ("contrastive_weight", contrastive_weight),
             ("recency_bias", recency_bias),
             ("spatial_attention_bias", spatial_attention_bias),
+            ("latent_reconstruction_weight", latent_reconstruction_weight),
         )
         for name, weight in weights:
             if not weight >= 0:
@@ -197,6 +199,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             decoder_channels=decoder_channels,
             latent_memory=latent_memory,
             context_readout_tokens=context_readout_tokens,
+            latent_reconstruction_weight=latent_reconstruction_weight,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -278,6 +281,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.context_readout = (
             nn.Linear(d, context_readout_tokens * d) if context_readout_tokens > 1 else None
         )
+        # the latent-reconstruction term's map of a context [D] to the N latents side by side [N · D] (only when on)
+        # (no bias: the term scores the latents' deviations from their batch mean; zero at the start, so the term
+        # starts at 1 and pulls the pooling only as far as the map learns to read it)
+        self.latent_readout = (
+            nn.Linear(d, num_latents * d, bias=False) if latent_reconstruction_weight > 0 else None
+        )
+        if self.latent_readout is not None:
+            nn.init.zeros_(self.latent_readout.weight)
         # the contrastive term's map from a context to the token-embedding space (only when it is on)
         self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
 
@@ -812,10 +823,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             horizon=horizon,
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
+        reconstruction = self._latent_reconstruction_loss(latents)
         loss = (
             token_loss
             + self.next_frame_weight * next_frame
             + self.context_prediction_weight * context_prediction
+            + self.config.latent_reconstruction_weight * reconstruction
             + self.config.contrastive_weight * contrastive
             + self.perceptual_weight * perceptual
         )
@@ -829,6 +842,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             next_frame_loss=next_frame,
             context_prediction_loss=context_prediction,
             contrastive_loss=contrastive,
+            latent_reconstruction_loss=reconstruction,
             perceptual=perceptual,
             perceptual_enabled=self.perceptual_term_active(),
             accuracy=accuracy,
@@ -902,6 +916,21 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )
         changed = (target != last.unsqueeze(1)).any(-1)  # [(B j), horizon, h, w]
         return self._cross_entropy(logits, target, changed)
+
+    def _latent_reconstruction_loss(self, latents: torch.Tensor) -> torch.Tensor:
+        """How much of the latents ``[B, T, N, D]`` a linear map of their pooled context misses: the squared error
+        of the reconstructed deviations from the batch mean (over its B · T frames) over the latents' variance there
+        (1: no better than their mean). The term trains the pooling and the map only: the latents are pooled
+        detached (otherwise the easiest way to a small error is latents that hold less). Zero (nothing computed)
+        without ``latent_reconstruction_weight``."""
+        if self.latent_readout is None:
+            return latents.new_zeros(())
+        latents = latents.detach()
+        reconstruction = self.latent_readout(self.frame_context(latents).flatten(0, 1))  # [B · T, N · D]
+        target = latents.flatten(-2).flatten(0, 1)
+        target = target - target.mean(0)
+        error = (reconstruction - reconstruction.mean(0) - target).square().mean()
+        return error / target.square().mean().clamp_min(1e-12)
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context

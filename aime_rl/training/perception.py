@@ -193,6 +193,7 @@ def predictor_loss_fn(num_context_frames: int):
             "next_frame_loss",
             "context_prediction_loss",
             "contrastive_loss",
+            "latent_reconstruction_loss",
             "perceptual",
             "accuracy",
         )
