@@ -59,6 +59,10 @@ VARIANTS: dict[str, dict] = {
     # the pooled context also reconstructs the frame's latents through a linear map (what the latents hold, kept)
     "recon0.1": {"latent_reconstruction_weight": 0.1},
     "recon1": {"latent_reconstruction_weight": 1.0},
+    "recon4": {"latent_reconstruction_weight": 4.0},
+    # ... of how the latents changed since the frame before (what moves), from the context alone
+    "recon-changes1": {"latent_reconstruction_weight": 1.0, "_reconstruct_changes": True},
+    "recon-changes0.1": {"latent_reconstruction_weight": 0.1, "_reconstruct_changes": True},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
     "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},
@@ -234,6 +238,7 @@ def build(
     context_memory = overrides.pop("_context_memory", False)
     code_share = overrides.pop("_code_share", None)
     code_geometry = overrides.pop("_code_geometry", None)
+    reconstruct_changes = overrides.pop("_reconstruct_changes", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -277,6 +282,13 @@ def build(
             return torch.cat([fast.unsqueeze(2), *summaries], dim=2)
 
         object.__setattr__(predictor, "memory", memory)
+    if reconstruct_changes:
+        predictor = model.predictor
+        object.__setattr__(
+            predictor,
+            "_latent_reconstruction_loss",
+            lambda latents: change_reconstruction_loss(predictor, latents),
+        )
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     if model.config.predictor.embeddings_from_codes:
@@ -291,6 +303,20 @@ def build(
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
     return model, tokenizer_metrics
+
+
+def change_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.Tensor:
+    """The latent-reconstruction term on what changed: a linear map of frame t's context (latents pooled detached)
+    reconstructs how the latents ``[B, T, N, D]`` changed from t − 1 to t, over the variance of those changes."""
+    latents = latents.detach()
+    if latents.shape[1] < 2:
+        return latents.new_zeros(())
+    context = predictor.frame_context(latents)[:, 1:]
+    reconstruction = predictor.latent_readout(context.flatten(0, 1))
+    target = (latents[:, 1:] - latents[:, :-1]).flatten(-2).flatten(0, 1)
+    target = target - target.mean(0)
+    error = (reconstruction - reconstruction.mean(0) - target).square().mean()
+    return error / target.square().mean().clamp_min(1e-12)
 
 
 def geometry_rows(codebook: torch.Tensor, channels: int, kind: str, bandwidth: float = 0.1) -> torch.Tensor:

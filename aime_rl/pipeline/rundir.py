@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils.io import atomic_write_json, read_json
-from .config import SHAPING, STAGES, RunConfig, flag_setting
+from .config import SHAPING, STAGES, RunConfig, flag_setting, layer
 
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "collect": ("replay",),
@@ -115,9 +115,13 @@ def reconcile(
 
     A change of a data-shaping setting (:data:`SHAPING`) is refused while outputs made with the old value exist,
     unless ``restart`` and the setting shapes ``stage`` or a later one (then this stage and its downstream are
-    discarded and redone). A setting that shapes an earlier stage must be changed by restarting that stage.
+    discarded and redone). A setting that shapes an earlier stage must be changed by restarting that stage. The
+    keyword tables (``--predictor-kwarg``, ``--agent-kwarg``) are laid over the stored ones key by key, as they are
+    when a run is made: one new key does not drop the run's others (the Atari recipe's
+    ``motion_attention_bias=0``).
     """
     values = stored.to_dict()
+    explicit = {key: layer(values, {key: value})[key] for key, value in explicit.items()}
     discard = downstream(stage) if restart else []
     for key, value in explicit.items():
         if key not in SHAPING or value == values[key]:

@@ -145,6 +145,22 @@ def test_a_predictor_kwarg_is_refused_on_a_trained_context_model_and_redone_on_r
     assert not (run / "agent").exists()  # made from the old context model: discarded with it
 
 
+def test_a_new_predictor_kwarg_keeps_the_runs_others(run):
+    assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
+    assert cli(run, "train-context", "--restart", "--predictor-kwarg", "context_prediction_weight=0.5") == 0
+    stored = json.loads((run / "config.json").read_text())["predictor_kwargs"]
+    assert stored == {"recency_bias": 2.0, "context_prediction_weight": 0.5}
+    predictor = CausalPerceiverIO.from_pretrained(run / "model").config.predictor
+    assert (predictor.recency_bias, predictor.context_prediction_weight) == (2.0, 0.5)
+
+
+def test_a_predictor_kwarg_the_run_already_has_is_no_change(run):
+    assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
+    model = digest(run / "model" / "model.safetensors")
+    assert cli(run, "train-context", "--predictor-kwarg", "recency_bias=2.0") == 0
+    assert digest(run / "model" / "model.safetensors") == model
+
+
 def test_a_predictor_kwarg_leaves_the_tokenizer_alone(run):
     tokenizer = digest(run / "tokenizer" / "model" / "model.safetensors")
     assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
