@@ -253,8 +253,8 @@ class PredictorConfig:
             a random 256-d projection of the same latents does (Catch, three demo models: ball x / ball y / paddle x
             0.883 / 0.870 / 0.900 from the context, 0.897 / 0.872 / 0.894 random, 0.904 / 0.898 / 0.921 the latents'
             256 principal components). At 0.1: Catch at the demo's budget, 18 agents −2.07 → −0.94, probes
-            unchanged; Pong −0.010 on each of three seeds; Breakout 0.783 → 0.707 (a squared error weighs the
-            latents' directions by their variance, and there the score and the blocks outweigh the ball;
+            unchanged; Pong −0.010 on each of three seeds; Breakout 0.787 → 0.708 (a squared error weighs the
+            latents' directions by their variance, and there the score and the blocks likely outweigh the ball;
             ``benchmarks/README.md``, twentieth session). A training head only. 0 is the seed's model.
     """
 
