@@ -247,10 +247,11 @@ class PredictorConfig:
             mix of k such images. A training head only: the context is computed the same way. 1 is the seed's.
         latent_reconstruction_weight: weight of a term that asks the pooled context to keep what the frame's
             latents hold: a learned linear map of the context ``[D]`` reconstructs the N latents side by side
-            ``[N · D]`` (no gradient into the latents), scored by the squared error over their variance in the batch.
+            ``[N · D]`` (the latents pooled detached: the term trains the pooling and the map), scored by the squared error
+            over their variance in the batch.
             The other terms ask the context only for the next frame, read through one decoder-wide value map, so
-            nothing holds the rest of the pooling to what the latents know, and it keeps less of the positions than
-            a random 256-d projection of the same latents does (Catch, three demo models: ball x / ball y / paddle x
+            nothing holds the rest of the pooling to what the latents know, and it keeps less of the ball's position
+            than a random 256-d projection of the same latents does (Catch, three demo models: ball x / ball y / paddle x
             0.883 / 0.870 / 0.900 from the context, 0.897 / 0.872 / 0.894 random, 0.904 / 0.898 / 0.921 the latents'
             256 principal components). At 0.1: Catch at the demo's budget, 18 agents −2.07 → −0.94, probes
             unchanged; Pong −0.010 on each of three seeds; Breakout 0.787 → 0.708 (a squared error weighs the
