@@ -7,10 +7,11 @@ RAM variable). Optionally trains PPO on each variant's context (``--agent-steps`
 ``--model-seeds`` trains each variant's context model once per seed: PPO's spread over agent seeds on one model
 misses the spread between models, which is as large (``benchmarks/README.md``, tenth session). ``--baselines
 random_cnn pixels`` adds rows for representations that need no model, probed on the same frames; ``--also-probe
-latents`` probes each trained model's latents side by side as well (what the latents lose vs what the pooling loses).
+latents`` probes each trained model's latents side by side as well (what the latents lose vs what the pooling loses);
+``--landing`` (Catch) adds the ball's landing column, what a catching policy acts on.
 
     python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
-        [--probe-steps 3000] [--probe-seed 1234] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
+        [--probe-steps 3000] [--probe-seed 1234] [--landing] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
         [--baselines random_cnn pixels] [--also-probe latents]
 
 Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
@@ -33,6 +34,7 @@ import torch.nn.functional as F
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.envs import make_env
 from aime_rl.evaluation import collect_labelled, default_label_fn, probe_model
+from aime_rl.evaluation.labels import VariableInfo, catch_labels
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
@@ -446,6 +448,19 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def catch_labels_with_landing(env, obs=None, info=None) -> dict[str, float]:
+    """Catch's true state plus ``landing_x``: the column (in ``[0, 1]`` of the screen) where the ball will reach the
+    paddle row, walls unfolded (``CatchEnv.predicted_landing_x``) — what a catching policy acts on."""
+    catch = env.unwrapped
+    return {**catch_labels(env, obs, info), "landing_x": catch.predicted_landing_x() / (catch.size - 1)}
+
+
+catch_labels_with_landing.variables = {
+    **catch_labels.variables,
+    "landing_x": VariableInfo("continuous", ("small_object_localization",)),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run directory with a trained tokenizer")
@@ -465,6 +480,12 @@ def main() -> None:
         "to tell what the latents lose from what the pooling loses)",
     )
     parser.add_argument("--probe-steps", type=int, default=3000)
+    parser.add_argument(
+        "--landing",
+        action="store_true",
+        help="Catch only: also probe the ball's landing column (what a catching policy acts on; the issue's ridge "
+        "probes of position and velocity can stand still while the agents move)",
+    )
     parser.add_argument(
         "--probe-seed",
         type=int,
@@ -493,9 +514,11 @@ def main() -> None:
     steps = args.steps or config.context_steps
     env_fn = lambda: make_env(config.env, training=False)  # noqa: E731
     probe_env = env_fn()
+    if args.landing and config.env != "catch":
+        parser.error(f"--landing is for Catch runs, not {config.env!r}")
     data = collect_labelled(
         env_fn,
-        default_label_fn(probe_env),
+        catch_labels_with_landing if args.landing else default_label_fn(probe_env),
         args.probe_steps,
         seed=args.probe_seed,
         max_episode_steps=args.probe_episode_steps,
