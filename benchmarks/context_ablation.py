@@ -65,6 +65,11 @@ VARIANTS: dict[str, dict] = {
     # ... of how the latents changed since the frame before (what moves), from the context alone
     "recon-changes1": {"latent_reconstruction_weight": 1.0, "_reconstruct_changes": True},
     "recon-changes0.1": {"latent_reconstruction_weight": 0.1, "_reconstruct_changes": True},
+    # ... with every latent channel standardised (each of the N · D directions weighs the same, not by its variance)
+    "recon-std0.1": {"latent_reconstruction_weight": 0.1, "_reconstruct_standardised": True},
+    "recon-std1": {"latent_reconstruction_weight": 1.0, "_reconstruct_standardised": True},
+    # the next-frame terms decode from one of each clip's earlier frames per step, drawn per clip (a cheaper step)
+    "samples1": {"next_frame_samples": 1},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
     "ctx-horizon2": {"context_prediction_weight": 1.0, "context_prediction_horizon": 2},
     "ctx-horizon3": {"context_prediction_weight": 1.0, "context_prediction_horizon": 3},
@@ -241,6 +246,7 @@ def build(
     code_share = overrides.pop("_code_share", None)
     code_geometry = overrides.pop("_code_geometry", None)
     reconstruct_changes = overrides.pop("_reconstruct_changes", False)
+    reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -291,6 +297,13 @@ def build(
             "_latent_reconstruction_loss",
             lambda latents: change_reconstruction_loss(predictor, latents),
         )
+    if reconstruct_standardised:
+        predictor = model.predictor
+        object.__setattr__(
+            predictor,
+            "_latent_reconstruction_loss",
+            lambda latents: standardised_reconstruction_loss(predictor, latents),
+        )
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     if model.config.predictor.embeddings_from_codes:
@@ -319,6 +332,17 @@ def change_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.Tensor
     target = target - target.mean(0)
     error = (reconstruction - reconstruction.mean(0) - target).square().mean()
     return error / target.square().mean().clamp_min(1e-12)
+
+
+def standardised_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.Tensor:
+    """The latent-reconstruction term with each of the latents' N · D channels ``[B, T, N, D]`` standardised over the
+    batch's frames: every channel weighs the same, where the plain term weighs each by its variance."""
+    latents = latents.detach()
+    reconstruction = predictor.latent_readout(predictor.frame_context(latents).flatten(0, 1))
+    target = latents.flatten(-2).flatten(0, 1)
+    target = target - target.mean(0)
+    scale = target.square().mean(0).clamp_min(1e-12).sqrt()
+    return ((reconstruction - reconstruction.mean(0)) / scale - target / scale).square().mean()
 
 
 def geometry_rows(codebook: torch.Tensor, channels: int, kind: str, bandwidth: float = 0.1) -> torch.Tensor:

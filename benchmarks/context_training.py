@@ -1,13 +1,16 @@
-"""Context-model training throughput: re-tokenizing every window (frames) vs a token cache vs a narrower decoder.
+"""Context-model training throughput: re-tokenizing every window (frames) vs a token cache, a narrower decoder and
+fewer next-frame decodes.
 
 The tokenizer is frozen while the context model trains; the token cache (``aime_rl.training.token_cache``)
 tokenizes the replay once. The decoder (``PredictorConfig.decoder_channels``) is a training head with one query per
-predicted token position, which at an Atari frame's 120 positions holds most of a step's work. This trains the
+predicted token position, which at an Atari frame's 120 positions holds most of a step's work; the next-frame terms
+decode from every earlier frame of a clip, or from ``next_frame_samples`` of them. This trains the
 run's context model for ``--steps`` steps each way on one replay, in one run (the machines are shared and noisy:
 compare the ratios), and prints frames/s, the time to build the cache, and the held-out next-frame accuracy of each
 (equal results are the point).
 
     python benchmarks/context_training.py --run runs/pong [--steps 60] [--batch-size 8] [--decoder-channels 64]
+        [--next-frame-samples 1]
 
 ``--run``: a run directory with a replay and a trained tokenizer (``aime-rl collect`` + ``train-tokenizer``), whose
 context model can train from cached tokens (no ``motion_attention_bias`` or ``pixel_changes``: those read the
@@ -33,12 +36,20 @@ from aime_rl.training.perception import train_context_model
 from aime_rl.training.token_cache import build_token_cache
 
 
-def build(config: RunConfig, tokenizer_dir: Path, decoder_channels: int | None = None) -> CausalPerceiverIO:
+def build(
+    config: RunConfig,
+    tokenizer_dir: Path,
+    decoder_channels: int | None = None,
+    next_frame_samples: int | None = None,
+) -> CausalPerceiverIO:
     """The run's context model around its trained tokenizer, its decoder ``decoder_channels`` wide (None: the
-    latents' width, the seed's; a checkout from before the setting existed builds its only decoder)."""
+    latents' width, the seed's) and its next-frame terms decoding ``next_frame_samples`` frames of each clip (None:
+    every frame, the seed's). A checkout from before a setting existed builds without it."""
     kwargs = dict(config.predictor_kwargs)
-    if "decoder_channels" in {f.name for f in fields(PredictorConfig)}:
-        kwargs["decoder_channels"] = decoder_channels
+    known = {f.name for f in fields(PredictorConfig)}
+    for name, value in (("decoder_channels", decoder_channels), ("next_frame_samples", next_frame_samples)):
+        if name in known:
+            kwargs[name] = value
     return build_model(replace(config, predictor_kwargs=kwargs), VQPTTokenizer.from_pretrained(tokenizer_dir))
 
 
@@ -49,6 +60,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument(
         "--decoder-channels", type=int, nargs="*", default=[64], help="a row from the cache for each width"
+    )
+    parser.add_argument(
+        "--next-frame-samples",
+        type=int,
+        nargs="*",
+        default=[1],
+        help="for each decoder width, a row from the cache for each number of frames the next-frame terms decode",
     )
     args = parser.parse_args()
     run = RunDir(Path(args.run))
@@ -65,11 +83,16 @@ def main() -> None:
         build_token_cache(run.path / "replay", build(config, tokenizer_dir).tokenizer, cache)
         cache_seconds = time.perf_counter() - start
         width = "the latents' width"
-        variants = [(f"frames (re-tokenize each window), decoder at {width}", None, None)]
-        variants += [(f"token cache, decoder at {width}", cache, None)]
-        variants += [(f"token cache, decoder_channels={c}", cache, c) for c in args.decoder_channels]
-        for index, (name, token_cache, channels) in enumerate(variants):
-            model = build(config, tokenizer_dir, channels)
+        variants = [(f"frames (re-tokenize each window), decoder at {width}", None, None, None)]
+        variants += [(f"token cache, decoder at {width}", cache, None, None)]
+        for c in args.decoder_channels:
+            variants += [(f"token cache, decoder_channels={c}", cache, c, None)]
+            variants += [
+                (f"token cache, decoder_channels={c}, next_frame_samples={k}", cache, c, k)
+                for k in args.next_frame_samples
+            ]
+        for index, (name, token_cache, channels, samples) in enumerate(variants):
+            model = build(config, tokenizer_dir, channels, samples)
             start = time.perf_counter()
             metrics = train_context_model(
                 model, run.path / "replay", train_config, Path(tmp) / f"log{index}", token_cache=token_cache

@@ -257,6 +257,12 @@ class PredictorConfig:
             unchanged; Pong −0.010 on each of three seeds; Breakout 0.787 → 0.708 (a squared error weighs the
             latents' directions by their variance, and there the score and the blocks likely outweigh the ball;
             ``benchmarks/README.md``, twentieth session). A training head only. 0 is the seed's model.
+        next_frame_samples: how many of a clip's earlier frames the next-frame and context-prediction terms decode
+            from at each training step, drawn without replacement for each clip (every frame in eval mode, and when
+            k is at least their number). Each of those decodes is a whole frame of token queries, so on an Atari
+            frame the two terms are about a third of a training step, while consecutive frames of one clip ask
+            nearly the same question (the copy prior covers what did not move); a different k frames each step
+            covers the same frames over training. None (every frame) is the seed's objective.
     """
 
     num_latents: int = 128
@@ -291,6 +297,7 @@ class PredictorConfig:
     latent_memory: int = 0
     context_readout_tokens: int = 1
     latent_reconstruction_weight: float = 0.0
+    next_frame_samples: int | None = None
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -371,6 +378,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.latent_memory",
     "predictor.context_readout_tokens",
     "predictor.latent_reconstruction_weight",
+    "predictor.next_frame_samples",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

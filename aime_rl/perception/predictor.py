@@ -139,9 +139,16 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         latent_memory: int = 0,
         context_readout_tokens: int = 1,
         latent_reconstruction_weight: float = 0.0,
+        next_frame_samples: int | None = None,
     ):
         super().__init__()
         check_window(window)
+        if next_frame_samples is not None and (
+            isinstance(next_frame_samples, bool)
+            or not isinstance(next_frame_samples, int)
+            or next_frame_samples < 1
+        ):
+            raise ValueError(f"next_frame_samples must be None or an int >= 1, got {next_frame_samples!r}")
         if not 1 <= context_prediction_horizon <= sequence_length:
             raise ValueError(
                 f"context_prediction_horizon must be in [1, sequence_length={sequence_length}], "
@@ -200,6 +207,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             latent_memory=latent_memory,
             context_readout_tokens=context_readout_tokens,
             latent_reconstruction_weight=latent_reconstruction_weight,
+            next_frame_samples=next_frame_samples,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -907,15 +915,27 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         if last_start < 1 or weight == 0:
             return memory.new_zeros(())
         tokens = tokens[:, : last_start + horizon]
-        starts = torch.arange(1, last_start + 1, device=tokens.device)
-        mem = rearrange(memory[:, starts * self.frames_per_token_step - 1], "b j m d -> (b j) m d")
-        target = rearrange(tokens[:, 1:].unfold(1, horizon, 1), "b j h w g f -> (b j) f h w g")
-        last = rearrange(tokens[:, starts - 1], "b j h w g -> (b j) h w g")
+        starts = self._next_frame_starts(tokens.shape[0], last_start, tokens.device)  # [B, j]
+        rows = torch.arange(tokens.shape[0], device=tokens.device).unsqueeze(1)
+        mem = rearrange(memory[rows, starts * self.frames_per_token_step - 1], "b j m d -> (b j) m d")
+        windows = tokens[:, 1:].unfold(
+            1, horizon, 1
+        )  # [B, last_start, h, w, G, horizon]: steps s … s + horizon − 1
+        target = rearrange(windows[rows, starts - 1], "b j h w g f -> (b j) f h w g")
+        last = rearrange(tokens[rows, starts - 1], "b j h w g -> (b j) h w g")
         logits = self.predict_logits(
             mem, torch.full_like(target, self.input_adapter.mask_id), last if copy_prior else None
         )
         changed = (target != last.unsqueeze(1)).any(-1)  # [(B j), horizon, h, w]
         return self._cross_entropy(logits, target, changed)
+
+    def _next_frame_starts(self, batch_size: int, num_starts: int, device: torch.device) -> torch.Tensor:
+        """The token steps ``[B, j]`` (1 … ``num_starts``) the next-frame terms decode from: all of them, or in
+        training, with ``next_frame_samples`` k, k of them drawn without replacement for each clip."""
+        samples = self.config.next_frame_samples
+        if not self.training or samples is None or samples >= num_starts:
+            return torch.arange(1, num_starts + 1, device=device).expand(batch_size, -1)
+        return torch.rand(batch_size, num_starts, device=device).argsort(-1)[:, :samples] + 1
 
     def _latent_reconstruction_loss(self, latents: torch.Tensor) -> torch.Tensor:
         """How much of the latents ``[B, T, N, D]`` a linear map of their pooled context misses: the squared error
