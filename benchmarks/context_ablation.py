@@ -61,6 +61,7 @@ VARIANTS: dict[str, dict] = {
     # the pooled context also reconstructs the frame's latents through a linear map (what the latents hold, kept)
     "recon0.1": {"latent_reconstruction_weight": 0.1},
     "recon1": {"latent_reconstruction_weight": 1.0},
+    "recon0.01": {"latent_reconstruction_weight": 0.01},
     "recon4": {"latent_reconstruction_weight": 4.0},
     # ... of how the latents changed since the frame before (what moves), from the context alone
     "recon-changes1": {"latent_reconstruction_weight": 1.0, "_reconstruct_changes": True},

@@ -15,7 +15,7 @@ on where it stopped; a probe of the same model and settings is read back, not ru
 at once (each stage's threads are divided between them). The defaults are the shipped Atari recipe
 (``aime_rl/experiments/atari.toml``, ``--config atari``; ``docs/atari.md``): 96 × 80 frames, about Atari's
 210 × 160 screen shape (``--frame-height 0`` gives square ``--frame-size`` frames), 12 000 frames, 1200 + 300
-steps, no motion bonus.
+steps, no motion bonus, one next-frame decode per clip and step.
 """
 
 from __future__ import annotations

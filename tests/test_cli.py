@@ -114,7 +114,7 @@ def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
     config = prepare("collect", explicit, Options())[0]
     assert config.env == "pong" and config.frame_shape == (96, 80)
     assert (config.collect_steps, config.tokenizer_steps, config.context_steps) == (12000, 1200, 300)
-    assert config.predictor_kwargs == {"motion_attention_bias": 0.0}
+    assert config.predictor_kwargs == {"motion_attention_bias": 0.0, "next_frame_samples": 1}
     assert config.preset == "small"  # what the recipe does not set comes from the built-in experiment
 
 
