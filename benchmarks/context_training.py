@@ -50,6 +50,8 @@ def build(
     for name, value in (("decoder_channels", decoder_channels), ("next_frame_samples", next_frame_samples)):
         if name in known:
             kwargs[name] = value
+        else:  # a run made with a newer recipe, measured on an older checkout
+            kwargs.pop(name, None)
     return build_model(replace(config, predictor_kwargs=kwargs), VQPTTokenizer.from_pretrained(tokenizer_dir))
 
 

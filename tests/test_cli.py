@@ -98,6 +98,7 @@ def test_predictor_kwargs_from_the_command_line_and_a_config_file_merge_key_by_k
         ("num_latentz=4", "num_latentz"),
         ('motion_attention_bias="high"', "motion_attention_bias"),
         ("context_pooling=max", "context_pooling"),
+        ("next_frame_samples=0", "next_frame_samples"),
     ],
 )
 def test_a_bad_predictor_kwarg_is_refused_before_anything_is_written(tmp_path, capsys, kwarg, named):

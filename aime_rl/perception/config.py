@@ -133,10 +133,11 @@ class PredictorConfig:
             compatibility but never trained, so a condition would only add noise).
         label_smoothing: for the token cross-entropy.
         perceptual_weight: λ of the LPIPS term on predicted frames (off when LPIPS weights are unavailable).
-        next_frame_weight: weight of next-frame prediction from every earlier frame's latents.
+        next_frame_weight: weight of next-frame prediction from every earlier frame's latents (or, in training,
+            ``next_frame_samples`` of them).
         window: default causal window (frames) of the encoder during training; None = all past frames.
         context_prediction_weight: weight of next-frame prediction from every earlier frame's pooled context alone
-            (one 256-d vector, no latents, and no copy of the previous frame's tokens): a bottleneck that makes the
+            (or, in training, ``next_frame_samples`` of them; one 256-d vector, no latents, and no copy of the previous frame's tokens): a bottleneck that makes the
             context — what agents and the world model see — carry the state of the next frame, static objects
             included (with the copy prior of the main objective, the latents only need to carry what changes).
             0 (the seed's model) turns it off.
@@ -259,10 +260,10 @@ class PredictorConfig:
             ``benchmarks/README.md``, twentieth session). A training head only. 0 is the seed's model.
         next_frame_samples: how many of a clip's earlier frames the next-frame and context-prediction terms decode
             from at each training step, drawn without replacement for each clip (every frame in eval mode, and when
-            k is at least their number). Each of those decodes is a whole frame of token queries, so on an Atari
-            frame the two terms are about a third of a training step, while consecutive frames of one clip ask
-            nearly the same question (the copy prior covers what did not move); a different k frames each step
-            covers the same frames over training. The Atari recipe uses 1 (``aime_rl/experiments/atari.toml``: Pong
+            k is at least their number; each term draws its own). Each of those decodes is a whole frame of token
+            queries, so on an Atari frame the two terms' decodes are ≈ 28 % of a training step, while consecutive
+            frames of one clip ask nearly the same question (the copy prior covers what did not move); a different
+            k frames each step covers the same frames over training. The Atari recipe uses 1 (``aime_rl/experiments/atari.toml``: Pong
             0.834 → 0.833 over three seeds, Breakout 0.787 → 0.784, steps ≈ 16 % faster; on Catch's 32×32 frames a
             decode is 16 queries and it saves nothing; ``benchmarks/README.md``, twenty-first session). None (every
             frame) is the seed's objective.

@@ -907,7 +907,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     ) -> torch.Tensor:
         """CE of token steps j … j + horizon − 1 predicted (fully masked) from the memory ``[B, T, M, D]`` of the
         frame just before step j, for every j = 1 … T' − horizon of ``tokens [B, T', h, w, G]`` whose memory is
-        given (``memory`` may cover fewer steps than ``tokens``: the later ones serve as targets only). Zero,
+        given (``memory`` may cover fewer steps than ``tokens``: the later ones serve as targets only) — in training
+        with ``next_frame_samples`` k, for k of those j drawn per clip (:meth:`_next_frame_starts`). Zero,
         without computing anything, when ``weight`` is 0 or no step qualifies. ``copy_prior``: the decoder also
         sees the tokens of step j − 1 (see :meth:`predict_logits`)."""
         memory_steps = memory.shape[1] // self.frames_per_token_step

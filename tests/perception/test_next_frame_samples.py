@@ -74,6 +74,39 @@ def test_the_term_on_each_single_frame_averages_to_the_full_term(clip):
     torch.testing.assert_close(torch.stack(single).mean(), full)
 
 
+def test_the_context_term_two_steps_ahead_from_each_single_frame_averages_to_the_full_term(clip):
+    """The same with the context-prediction term asked two token steps ahead: each sampled frame's targets are
+    the two steps after it."""
+    model = tiny(
+        change_weight=0.0, context_prediction_weight=1.0, context_prediction_horizon=2, next_frame_samples=1
+    )
+    predictor = model.predictor
+    with torch.no_grad():
+        full = predictor(clip[:, :6], SPLIT).context_prediction_loss
+        single = []
+        for start in (1, 2, 3):
+            predictor._next_frame_starts = lambda batch, num, device, j=start: torch.full((batch, 1), j)
+            single.append(predictor(clip[:, :6], SPLIT).context_prediction_loss)
+        del predictor._next_frame_starts
+    torch.testing.assert_close(torch.stack(single).mean(), full)
+
+
+def test_each_clip_is_decoded_from_its_own_frame(clip):
+    """Clip 0 from frame 1 and clip 1 from frame 3 in one batch: the term is the mean of each clip's term alone."""
+    model = tiny(change_weight=0.0, next_frame_samples=1)
+    predictor = model.predictor
+
+    def term(clips, starts):
+        predictor._next_frame_starts = lambda batch, num, device: torch.tensor(starts).view(batch, 1)
+        return predictor(clips[:, :6], SPLIT).next_frame_loss
+
+    with torch.no_grad():
+        together = term(clip[:2], [1, 3])
+        alone = torch.stack([term(clip[:1], [1]), term(clip[1:2], [3])])
+    del predictor._next_frame_starts
+    torch.testing.assert_close(together, alone.mean())
+
+
 def test_each_clip_draws_its_own_frames():
     predictor = tiny(next_frame_samples=2).train().predictor
     torch.manual_seed(0)
