@@ -255,18 +255,19 @@ class PredictorConfig:
             than a random 256-d projection of the same latents does (Catch, three demo models: ball x / ball y / paddle x
             0.883 / 0.870 / 0.900 from the context, 0.897 / 0.872 / 0.894 random, 0.904 / 0.898 / 0.921 the latents'
             256 principal components). At 0.1: Catch at the demo's budget, 18 agents −2.07 → −0.94, probes
-            unchanged; Pong −0.010 on each of three seeds; Breakout 0.787 → 0.708 (a squared error weighs the
-            latents' directions by their variance, and there the score and the blocks likely outweigh the ball;
-            ``benchmarks/README.md``, twentieth session). A training head only. 0 is the seed's model.
+            unchanged; Pong −0.010 on each of three seeds; Breakout 0.787 → 0.708, the ball and the paddle lost —
+            also at w = 0.01 (0.732) and with every latent channel standardised (0.711), so it is not the squared
+            error's weighting by variance (``benchmarks/README.md``, twentieth and twenty-first sessions). A
+            training head only. 0 is the seed's model.
         next_frame_samples: how many of a clip's earlier frames the next-frame and context-prediction terms decode
             from at each training step, drawn without replacement for each clip (every frame in eval mode, and when
             k is at least their number; each term draws its own). Each of those decodes is a whole frame of token
             queries, so on an Atari frame the two terms' decodes are ≈ 28 % of a training step, while consecutive
             frames of one clip ask nearly the same question (the copy prior covers what did not move); a different
-            k frames each step covers the same frames over training. The Atari recipe uses 1 (``aime_rl/experiments/atari.toml``: Pong
-            0.834 → 0.833 over three seeds, Breakout 0.787 → 0.784, steps ≈ 16 % faster; on Catch's 32×32 frames a
-            decode is 16 queries and it saves nothing; ``benchmarks/README.md``, twenty-first session). None (every
-            frame) is the seed's objective.
+            k frames each step covers the same frames over training. The Atari recipe uses 1
+            (``aime_rl/experiments/atari.toml``: Pong 0.834 → 0.833 over three seeds, four games not tuned on 0.606
+            → 0.615, steps ≈ 16 % faster; on Catch's 32×32 frames a decode is 16 queries and it saves nothing;
+            ``benchmarks/README.md``, twenty-first session). None (every frame) is the seed's objective.
     """
 
     num_latents: int = 128
