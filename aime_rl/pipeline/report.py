@@ -9,8 +9,10 @@ from ..utils.io import atomic_write, atomic_write_json
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
-    """``report.json`` (everything) and ``report.md`` (a table a person reads, with verdicts in words)."""
-    atomic_write_json(run_dir / "report.json", report)
+    """``report.json`` (everything) and ``report.md`` (a table a person reads, with verdicts in words).
+    ``report.json`` keeps the report's own order, so that a rerun's summary, read back from it, lists the probed
+    representations and variables as the first run did (the context first, the variables as the env names them)."""
+    atomic_write_json(run_dir / "report.json", report, sort_keys=False)
     text = "\n".join(report_lines(run_dir.name, report)) + "\n"
     atomic_write(run_dir / "report.md", lambda tmp: Path(tmp).write_text(text))
 

@@ -127,12 +127,12 @@ def verify_file_digest(path: str | os.PathLike, expected: Any, kind: str = "chec
         )
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as pretty JSON, atomically."""
+def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = True) -> Path:
+    """Write ``obj`` as pretty JSON, atomically (keys sorted, or in ``obj``'s own order with ``sort_keys=False``)."""
 
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+            json.dump(obj, f, indent=2, sort_keys=sort_keys)
             f.write("\n")
 
     return atomic_write(path, write)

@@ -306,10 +306,11 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     assert main(demo) == 0
     run = tmp_path / "demo-quick"
     first = {name: digest(run / name) for name in ("report.json", "probe.json")}
-    capsys.readouterr()
+    first_summary = capsys.readouterr().out.split("== aime-rl demo summary ==")[1]
     assert main(demo) == 0
     out = capsys.readouterr().out
     assert out.count("(done: nothing it measures changed)") == 2 and "== aime-rl demo summary ==" in out
+    assert out.split("== aime-rl demo summary ==")[1] == first_summary  # the same table, in the same order
     assert {name: digest(run / name) for name in first} == first
     evaluate = ["evaluate", "--runs-dir", str(tmp_path), "--name", "demo-quick"]
     assert main(evaluate) == 0  # rewrites report.json
