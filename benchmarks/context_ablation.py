@@ -291,19 +291,17 @@ def build(
             return torch.cat([fast.unsqueeze(2), *summaries], dim=2)
 
         object.__setattr__(predictor, "memory", memory)
-    if reconstruct_changes:
+    reconstruction = (
+        change_reconstruction_loss
+        if reconstruct_changes
+        else standardised_reconstruction_loss
+        if reconstruct_standardised
+        else None
+    )
+    if reconstruction is not None:  # the term on another target (shadows the method on this instance)
         predictor = model.predictor
         object.__setattr__(
-            predictor,
-            "_latent_reconstruction_loss",
-            lambda latents: change_reconstruction_loss(predictor, latents),
-        )
-    if reconstruct_standardised:
-        predictor = model.predictor
-        object.__setattr__(
-            predictor,
-            "_latent_reconstruction_loss",
-            lambda latents: standardised_reconstruction_loss(predictor, latents),
+            predictor, "_latent_reconstruction_loss", lambda latents: reconstruction(predictor, latents)
         )
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())

@@ -59,19 +59,25 @@ def test_k_at_least_the_number_of_frames_is_the_full_term(clip):
     torch.testing.assert_close(sampled.predictor(clip[:, :6], SPLIT).next_frame_loss, expected)
 
 
-def test_the_term_on_each_single_frame_averages_to_the_full_term(clip):
-    """Decoding from frame j alone, for j = 1, 2, 3, and averaging gives the term over all three frames: the
-    sampled frames' memories, targets and copied tokens are gathered from the same frame."""
-    model = tiny(change_weight=0.0, next_frame_samples=1)  # eval: every query masked, no dropout
-    predictor = model.predictor
+def full_and_single_frame_terms(predictor, clip, term: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``term`` of one eval-mode pass (every query masked, no dropout) decoded from every frame, and the mean of the
+    same term decoded from frame j alone, j = 1, 2, 3."""
     with torch.no_grad():
-        full = predictor(clip[:, :6], SPLIT).next_frame_loss
+        full = predictor(clip[:, :6], SPLIT)[term]
         single = []
         for start in (1, 2, 3):
             predictor._next_frame_starts = lambda batch, num, device, j=start: torch.full((batch, 1), j)
-            single.append(predictor(clip[:, :6], SPLIT).next_frame_loss)
+            single.append(predictor(clip[:, :6], SPLIT)[term])
         del predictor._next_frame_starts
-    torch.testing.assert_close(torch.stack(single).mean(), full)
+    return full, torch.stack(single).mean()
+
+
+def test_the_term_on_each_single_frame_averages_to_the_full_term(clip):
+    """Decoding from frame j alone, for j = 1, 2, 3, and averaging gives the term over all three frames: the
+    sampled frames' memories, targets and copied tokens are gathered from the same frame."""
+    predictor = tiny(change_weight=0.0, next_frame_samples=1).predictor
+    full, single = full_and_single_frame_terms(predictor, clip, "next_frame_loss")
+    torch.testing.assert_close(single, full)
 
 
 def test_the_context_term_two_steps_ahead_from_each_single_frame_averages_to_the_full_term(clip):
@@ -80,15 +86,8 @@ def test_the_context_term_two_steps_ahead_from_each_single_frame_averages_to_the
     model = tiny(
         change_weight=0.0, context_prediction_weight=1.0, context_prediction_horizon=2, next_frame_samples=1
     )
-    predictor = model.predictor
-    with torch.no_grad():
-        full = predictor(clip[:, :6], SPLIT).context_prediction_loss
-        single = []
-        for start in (1, 2, 3):
-            predictor._next_frame_starts = lambda batch, num, device, j=start: torch.full((batch, 1), j)
-            single.append(predictor(clip[:, :6], SPLIT).context_prediction_loss)
-        del predictor._next_frame_starts
-    torch.testing.assert_close(torch.stack(single).mean(), full)
+    full, single = full_and_single_frame_terms(model.predictor, clip, "context_prediction_loss")
+    torch.testing.assert_close(single, full)
 
 
 def test_each_clip_is_decoded_from_its_own_frame(clip):
