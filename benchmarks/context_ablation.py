@@ -104,6 +104,8 @@ VARIANTS: dict[str, dict] = {
     # "_train_tokenizer": a fresh tokenizer with the variant's overrides, trained for the run's tokenizer steps
     # the preset's tokenizer trained again, the row to compare the variants below with
     "retrained-tokenizer": {"_train_tokenizer": True},
+    # 4×4-pixel token cells, the tokenizer trained for the variant on the run's replay (a finer grid)
+    "downsample4-trained": {"downsample": 4, "_train_tokenizer": True},
     "foreground10": {"foreground_weight": 10.0, "_train_tokenizer": True},
     "stability0": {"stability_weight": 0.0, "_train_tokenizer": True},
     "stability1": {"stability_weight": 1.0, "_train_tokenizer": True},
