@@ -8,10 +8,11 @@ RAM variable). Optionally trains PPO on each variant's context (``--agent-steps`
 misses the spread between models, which is as large (``benchmarks/README.md``, tenth session). ``--baselines
 random_cnn pixels`` adds rows for representations that need no model, probed on the same frames; ``--also-probe
 latents`` probes each trained model's latents side by side as well (what the latents lose vs what the pooling loses);
-``--landing`` (Catch) adds the ball's landing column, what a catching policy acts on.
+``--landing`` (Catch) adds the ball's landing column, what a catching policy acts on; ``--probe-policy`` (with it)
+plays fixed policies that read the context only through those ridge probes (an agent-free return per model).
 
     python benchmarks/context_ablation.py --run runs/demo [--steps 200] [--variants seed ctx ctx+pos]
-        [--probe-steps 3000] [--probe-seed 1234] [--landing] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
+        [--probe-steps 3000] [--probe-seed 1234] [--landing [--probe-policy]] [--agent-steps 20000] [--seeds 0 1 2] [--model-seeds 0 1 2]
         [--baselines random_cnn pixels] [--also-probe latents]
 
 Variants (model arguments over the run's preset): see ``VARIANTS``. Prints a markdown table.
@@ -35,6 +36,7 @@ import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.envs import make_env
 from aime_rl.evaluation import collect_labelled, default_label_fn, probe_model
 from aime_rl.evaluation.labels import VariableInfo, catch_labels
+from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
@@ -69,6 +71,12 @@ VARIANTS: dict[str, dict] = {
     # ... with every latent channel standardised (each of the N · D directions weighs the same, not by its variance)
     "recon-std0.1": {"latent_reconstruction_weight": 0.1, "_reconstruct_standardised": True},
     "recon-std1": {"latent_reconstruction_weight": 1.0, "_reconstruct_standardised": True},
+    # a linear map of the context names every cell's tokens of the same step and the next (horizons 0 and 1), its
+    # gradient through the whole model: the ridge probes' reader, trained (weight on the term)
+    "linear-tokens1": {"latent_reconstruction_weight": 1.0, "_linear_tokens": (0, 1)},
+    "linear-tokens0.3": {"latent_reconstruction_weight": 0.3, "_linear_tokens": (0, 1)},
+    "linear-next1": {"latent_reconstruction_weight": 1.0, "_linear_tokens": (1,)},
+    "linear-now1": {"latent_reconstruction_weight": 1.0, "_linear_tokens": (0,)},
     # the next-frame terms decode from one of each clip's earlier frames per step, drawn per clip (a cheaper step)
     "samples1": {"next_frame_samples": 1},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
@@ -250,6 +258,7 @@ def build(
     code_geometry = overrides.pop("_code_geometry", None)
     reconstruct_changes = overrides.pop("_reconstruct_changes", False)
     reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
+    linear_tokens = overrides.pop("_linear_tokens", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -305,6 +314,8 @@ def build(
         object.__setattr__(
             predictor, "_latent_reconstruction_loss", lambda latents: reconstruction(predictor, latents)
         )
+    if linear_tokens is not None:
+        attach_linear_token_readout(model, tuple(linear_tokens))
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     if model.config.predictor.embeddings_from_codes:
@@ -319,6 +330,62 @@ def build(
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
     return model, tokenizer_metrics
+
+
+class LinearTokenReadout(torch.nn.Module):
+    """Experiment: logits of every cell's tokens ``[..., h, w, G, K]`` as a bilinear form of the context ``[..., D]``
+    (a linear map per cell and quantizer, against a learned embedding per code): linear in the context."""
+
+    def __init__(self, channels: int, grid: tuple[int, int], quantizers: int, codes: int, width: int = 32):
+        super().__init__()
+        self.shape = (*grid, quantizers, width)
+        self.project = torch.nn.Linear(channels, math.prod(self.shape))
+        self.codes = torch.nn.Parameter(torch.randn(quantizers, codes, width) / width**0.5)
+        self.bias = torch.nn.Parameter(torch.zeros(*grid, quantizers, codes))
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        cells = self.project(context).view(*context.shape[:-1], *self.shape)
+        return torch.einsum("...hwgc,gkc->...hwgk", cells, self.codes) + self.bias
+
+
+def attach_linear_token_readout(model: CausalPerceiverIO, horizons: tuple[int, ...]) -> None:
+    """Replace the latent-reconstruction term (its weight is the variant's) by the CE of :class:`LinearTokenReadout`
+    from frame t's context against the tokens of steps t + h, h in ``horizons``; the gradient reaches the encoder."""
+    predictor = model.predictor
+    tokenizer = model.tokenizer
+    seen: dict[str, torch.Tensor] = {}
+    original = predictor._predict
+
+    def predict(tokens, num_context_frames, video):
+        seen["tokens"] = tokens if tokens.dim() == 5 else tokens.unsqueeze(-1)
+        return original(tokens, num_context_frames, video)
+
+    def loss(latents: torch.Tensor) -> torch.Tensor:
+        tokens = seen["tokens"]  # [B, T', h, w, G]
+        context = predictor.frame_context(latents)  # [B, T, D]
+        steps = context.shape[1]
+        terms = []
+        for h in horizons:
+            usable = min(steps, tokens.shape[1] - h)
+            if usable < 1:
+                continue
+            logits = predictor.linear_token_readout(context[:, :usable])
+            target = tokens[:, h : h + usable]
+            terms.append(F.cross_entropy(logits.flatten(0, -2).float(), target.flatten()))
+        return torch.stack(terms).mean()
+
+    h, w = _grid_of(model)
+    predictor.linear_token_readout = LinearTokenReadout(
+        predictor.num_latent_channels, (h, w), tokenizer.num_quantizers, tokenizer.num_codes
+    )
+    object.__setattr__(predictor, "_predict", predict)
+    object.__setattr__(predictor, "_latent_reconstruction_loss", loss)
+
+
+def _grid_of(model: CausalPerceiverIO) -> tuple[int, int]:
+    with torch.no_grad():
+        tokens = model.predictor.tokenize(torch.zeros(1, *model.config.video_shape))
+    return tuple(tokens.shape[2:4])
 
 
 def change_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.Tensor:
@@ -379,6 +446,51 @@ def agent_return(config: RunConfig, model_dir: Path, steps: int, seed: int) -> f
     return float(np.mean(returns))
 
 
+PROBE_POLICY_TARGETS = ("ball_x", "landing_x")  # chase the ball / move to where it will land
+
+
+def probe_policy_returns(
+    config: RunConfig, model_dir: Path, model: CausalPerceiverIO, data, episodes: int = 32
+) -> dict[str, float]:
+    """Catch: the mean return of fixed policies that read the context ``[D]`` only through ridge probes fit on the
+    labelled frames ``data`` (its ``landing_x`` included: ``--landing``): each step the paddle moves towards the probed
+    ball column ("ball_x") or landing column ("landing_x") from the probed paddle column, as
+    ``CatchEnv.chaser_action`` / ``oracle_action`` do from the true state. What the context's linear read-out of
+    the state is worth to a policy, without PPO's noise (one deterministic evaluation per model)."""
+    from aime_rl.evaluation.fitting import fit_ridge
+    from aime_rl.evaluation.split import split_by_episode, standardise
+    from aime_rl.pipeline import episode_returns, make_context_venv
+
+    features = compute_representations(data, ["context"], model=model, window=config.window)["context"]
+    split = split_by_episode(data.episode_ids)
+    train = np.concatenate([split.train, split.val])  # the heads' alphas by validation, then kept
+    mean, std = features[train].mean(0), np.where(features[train].std(0) > 1e-8, features[train].std(0), 1.0)
+    x = standardise(features, train)
+    names = ("paddle_x", *PROBE_POLICY_TARGETS)
+    y = np.stack([np.asarray(data.labels[name], dtype=np.float64) for name in names], axis=1)
+    weight, intercept, _ = fit_ridge(x[split.train], y[split.train], x[split.val], y[split.val])
+    catch = make_env(config.env, training=False).unwrapped
+    dead_zone = catch.paddle_speed / (catch.size - 1) / 2
+
+    class ProbePolicy:
+        def __init__(self, target: int):
+            self.target = target
+
+        def predict(self, obs: np.ndarray, deterministic: bool = True):
+            probed = ((obs - mean) / std) @ weight + intercept  # [n_envs, len(names)]
+            gap = probed[:, self.target] - probed[:, 0]
+            return np.where(gap > dead_zone, 2, np.where(gap < -dead_zone, 0, 1)), None
+
+    returns = {}
+    for index, name in enumerate(PROBE_POLICY_TARGETS, start=1):
+        venv = make_context_venv(config, model_dir, 4, 1000, config.window, training=False)
+        returns[name] = round(
+            float(np.mean(episode_returns(venv, ProbePolicy(index), episodes, 1000, progress=False))), 2
+        )
+        venv.close()
+    return returns
+
+
 def train_and_measure(
     config: RunConfig, run: RunDir, name: str, steps: int, data, env_fn, args: argparse.Namespace
 ) -> dict:
@@ -415,6 +527,9 @@ def train_and_measure(
             }
             for name in args.also_probe
         }
+        probe_policy = (
+            probe_policy_returns(config, Path(tmp) / "model", model, data) if args.probe_policy else {}
+        )
         returns = (
             [agent_return(config, Path(tmp) / "model", args.agent_steps, s) for s in args.seeds]
             if args.agent_steps
@@ -428,6 +543,7 @@ def train_and_measure(
         "accuracy": metrics.get("next_frame_accuracy"),
         "copy_last": metrics.get("copy_last_accuracy"),
         "returns": returns,
+        **({"probe_policy": probe_policy} if probe_policy else {}),
         "seconds": round(time.time() - start, 1),
         "train_seconds": round(train_seconds, 1),
     }
@@ -451,6 +567,15 @@ def summarise(runs: list[dict]) -> dict:
         "returns": returns,
         "mean_return": round(float(np.mean(returns)), 3) if returns else None,
         "model_mean_returns": [round(float(np.mean(r["returns"])), 3) for r in runs if r["returns"]],
+        **(
+            {  # --probe-policy: each policy's return per model and their mean
+                "probe_policy": {
+                    name: [r["probe_policy"][name] for r in runs] for name in runs[0]["probe_policy"]
+                }
+            }
+            if "probe_policy" in runs[0]
+            else {}
+        ),
         "seconds": round(sum(r["seconds"] for r in runs), 1),
     }
 
@@ -458,19 +583,28 @@ def summarise(runs: list[dict]) -> dict:
 def markdown_table(results: dict[str, dict]) -> str:
     """The variants side by side: every probe score, the mean return and the returns (model-major)."""
     variables = list(next(iter(results.values()))["scores"])
+    policies = list(next(iter(results.values())).get("probe_policy", {}))
     lines = [
-        "| variant | " + " | ".join(variables) + " | mean return | returns |",
-        "|---|" + "---:|" * len(variables) + "---:|---|",
+        "| variant | "
+        + " | ".join(variables + [f"probe policy: {p}" for p in policies])
+        + " | mean return | returns |",
+        "|---|" + "---:|" * (len(variables) + len(policies)) + "---:|---|",
     ]
     for name, result in results.items():
         returns = result["returns"]
         mean = f"{np.mean(returns):.2f}" if returns else "–"
+        played = [_returns_cell(np.atleast_1d(result["probe_policy"][p])) for p in policies]
         lines.append(
             f"| {name} | "
-            + " | ".join(f"{result['scores'][v]:.3f}" for v in variables)
+            + " | ".join([f"{result['scores'][v]:.3f}" for v in variables] + played)
             + f" | {mean} | {', '.join(f'{r:+.2f}' for r in returns) or '–'} |"
         )
     return "\n".join(lines)
+
+
+def _returns_cell(returns: np.ndarray) -> str:
+    """The mean of returns ``[M]`` (one per model), then each one: ``-0.69 (-0.69)``."""
+    return f"{returns.mean():.2f} ({', '.join(f'{r:+.2f}' for r in returns)})"
 
 
 def catch_labels_with_landing(env, obs=None, info=None) -> dict[str, float]:
@@ -512,6 +646,12 @@ def main() -> None:
         "probes of position and velocity can stand still while the agents move)",
     )
     parser.add_argument(
+        "--probe-policy",
+        action="store_true",
+        help="Catch, with --landing: also play 32 episodes with fixed policies that read the context only through "
+        "ridge probes (paddle towards the probed ball column / landing column): an agent-free return per model",
+    )
+    parser.add_argument(
         "--probe-seed",
         type=int,
         default=1234,
@@ -541,6 +681,8 @@ def main() -> None:
     probe_env = env_fn()
     if args.landing and config.env != "catch":
         parser.error(f"--landing is for Catch runs, not {config.env!r}")
+    if args.probe_policy and not args.landing:
+        parser.error("--probe-policy needs --landing (its landing-column policy reads that probe)")
     data = collect_labelled(
         env_fn,
         catch_labels_with_landing if args.landing else default_label_fn(probe_env),
