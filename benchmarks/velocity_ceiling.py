@@ -10,8 +10,9 @@ it, the model has computed the velocity itself.
     python benchmarks/velocity_ceiling.py [--steps 3000] [--frames 1 2 3 4] [--seed 0]
 
 Prints a markdown table: R² per state variable for each k, features = (ball x, ball y, paddle x) of frames t…t−k+1
-(the first frames of an episode repeat its first frame, as a context stream does). Positions are the env's own
-(normalised to [0, 1]), so the frame size plays no part.
+(the first frames of an episode repeat its first frame, as a context stream does), and one more row: the exact
+velocity of the frame before (what a model that computed the velocity, one frame late, would hold). Positions are the
+env's own (normalised to [0, 1]), so the frame size plays no part.
 """
 
 from __future__ import annotations
@@ -38,6 +39,16 @@ def position_history(labels: dict, episode_ids: np.ndarray, frames: int) -> np.n
     return np.concatenate([positions[np.maximum(index - k, first)] for k in range(frames)], axis=1)
 
 
+def previous_velocity(labels: dict, episode_ids: np.ndarray) -> np.ndarray:
+    """float32 ``[N, 2]``: the exact (ball vx, ball vy) of frame t − 1 (an episode's first frame: its own)."""
+    velocity = np.stack(
+        [np.asarray(labels[name], dtype=np.float32) for name in ("ball_vx", "ball_vy")], axis=1
+    )
+    first = np.searchsorted(episode_ids, episode_ids)
+    index = np.arange(len(velocity))
+    return velocity[np.maximum(index - 1, first)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3000, help="random-policy frames (the demo probes 3000)")
@@ -58,6 +69,8 @@ def main() -> None:
         )
         for k in args.frames
     }
+    # a representation that had computed the velocity, one frame late: still broken by every bounce and new ball
+    features["exact velocity of the frame before"] = previous_velocity(data.labels, data.episode_ids)
     report = probe_representations(data, features)
     print(f"Catch, {len(data)} random-policy frames, seed {args.seed}\n")
     print(report.to_markdown())
