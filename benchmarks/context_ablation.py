@@ -34,8 +34,7 @@ import torch.nn.functional as F
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.envs import make_env
-from aime_rl.evaluation import collect_labelled, default_label_fn, probe_model
-from aime_rl.evaluation.labels import VariableInfo, catch_labels
+from aime_rl.evaluation import catch_landing_labels, collect_labelled, default_label_fn, probe_model
 from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
 from aime_rl.pipeline import RunConfig, RunDir
@@ -607,19 +606,6 @@ def _returns_cell(returns: np.ndarray) -> str:
     return f"{returns.mean():.2f} ({', '.join(f'{r:+.2f}' for r in returns)})"
 
 
-def catch_labels_with_landing(env, obs=None, info=None) -> dict[str, float]:
-    """Catch's true state plus ``landing_x``: the column (in ``[0, 1]`` of the screen) where the ball will reach the
-    paddle row, walls unfolded (``CatchEnv.predicted_landing_x``) — what a catching policy acts on."""
-    catch = env.unwrapped
-    return {**catch_labels(env, obs, info), "landing_x": catch.predicted_landing_x() / (catch.size - 1)}
-
-
-catch_labels_with_landing.variables = {
-    **catch_labels.variables,
-    "landing_x": VariableInfo("continuous", ("small_object_localization",)),
-}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="run directory with a trained tokenizer")
@@ -685,7 +671,7 @@ def main() -> None:
         parser.error("--probe-policy needs --landing (its landing-column policy reads that probe)")
     data = collect_labelled(
         env_fn,
-        catch_labels_with_landing if args.landing else default_label_fn(probe_env),
+        catch_landing_labels if args.landing else default_label_fn(probe_env),
         args.probe_steps,
         seed=args.probe_seed,
         max_episode_steps=args.probe_episode_steps,

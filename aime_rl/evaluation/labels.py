@@ -10,7 +10,8 @@ and records, for every frame it sees (the reset frame and each step's frame, ter
 - the episode id, the step within the episode, and the action taken at the frame (what the policy did next;
   the last frame of an episode, where no action was taken, holds 0).
 
-Labelling functions: :func:`catch_labels` (Catch's true state: continuous, scored by R²) and
+Labelling functions: :func:`catch_labels` (Catch's true state: continuous, scored by R²; :func:`catch_landing_labels`
+adds the column where the ball will land) and
 :func:`atari_ram_labels` (RAM bytes of an annotated ALE game, read with ``env.unwrapped.ale.getRAM()``: discrete,
 256 classes, scored by weighted F1). Any callable ``label_fn(env, obs, info) -> dict`` works; it may carry a
 ``variables`` attribute (``{name: VariableInfo}``) saying what each label is, otherwise integer/bool labels are
@@ -49,6 +50,7 @@ __all__ = [
     "VariableInfo",
     "atari_ram_labels",
     "catch_labels",
+    "catch_landing_labels",
     "collect_labelled",
     "env_id_of",
     "frame_hashes",
@@ -82,6 +84,26 @@ catch_labels.variables = {  # type: ignore[attr-defined]
     "ball_vx": VariableInfo("continuous", ("small_object_velocity",)),
     "ball_vy": VariableInfo("continuous", ("small_object_velocity",)),
     "paddle_x": VariableInfo("continuous", ("agent_localization",)),
+}
+
+
+def catch_landing_labels(env: gym.Env, obs: Any = None, info: dict | None = None) -> dict[str, float]:
+    """:func:`catch_labels` plus ``landing_x``: the column (in ``[0, 1]`` of the screen) where the current ball
+    will reach the paddle row, wall bounces included (``CatchEnv.predicted_landing_x``).
+
+    It is the column a catching policy moves to (``CatchEnv.oracle_action``), a non-linear function of the ball's
+    position and velocity: a probe of it says how much of what the agent acts on a representation carries, where
+    the position probes can stand still while agents move (``benchmarks/README.md``, issue 13). Raises
+    ``ValueError`` when ``env`` is not (a wrapper of) :class:`CatchEnv`.
+    """
+    labels = catch_labels(env, obs, info)
+    catch = env.unwrapped
+    return {**labels, "landing_x": float(catch.predicted_landing_x() / (catch.size - 1))}
+
+
+catch_landing_labels.variables = {  # type: ignore[attr-defined]
+    **catch_labels.variables,
+    "landing_x": VariableInfo("continuous", ("small_object_localization",)),
 }
 
 

@@ -11,6 +11,7 @@ from aime_rl.evaluation import (
     VariableInfo,
     atari_ram_labels,
     catch_labels,
+    catch_landing_labels,
     collect_labelled,
     expand_ram_variables,
 )
@@ -38,6 +39,19 @@ def test_catch_labels_match_the_true_state(catch_data):
     )  # not spawning nor landing (y 57)
     assert falling.sum() > 30
     assert np.allclose(dy[falling], data.labels["ball_vy"][nxt][falling] * 5.0, atol=1e-4)
+
+
+def test_catch_landing_column_is_where_each_ball_lands():
+    data = collect_labelled(short_catch, catch_landing_labels, 80, seed=5)  # one ball per episode
+    assert set(data.labels) == {"ball_x", "ball_y", "ball_vx", "ball_vy", "paddle_x", "landing_x"}
+    assert data.variables["landing_x"].kind == "continuous"
+    bounced = 0
+    for episode in np.unique(data.episode_ids)[:-1]:  # the last one is cut by the frame budget
+        rows = np.flatnonzero(data.episode_ids == episode)
+        landed_at = data.labels["ball_x"][rows[-1]]  # the last frame: the ball on the paddle row
+        assert np.allclose(data.labels["landing_x"][rows], landed_at, atol=1e-6)
+        bounced += np.any(np.diff(np.sign(data.labels["ball_vx"][rows])) != 0)
+    assert bounced >= 1  # the unfolding of wall bounces was exercised
 
 
 def test_pong_ram_labels_read_the_right_bytes(pong_data):
