@@ -152,6 +152,7 @@ VARIANTS: dict[str, dict] = {
     "motion1": {"motion_attention_bias": 1.0},
     "motion2": {"motion_attention_bias": 2.0},
     "motion3": {"motion_attention_bias": 3.0},
+    "motion4": {"motion_attention_bias": 4.0},
     "motion2+change1": {"motion_attention_bias": 2.0, "change_weight": 1.0},
     "motion1+latents32": {"motion_attention_bias": 1.0, "num_latents": 32},
     "motion2+latents32": {"motion_attention_bias": 2.0, "num_latents": 32},
