@@ -26,7 +26,7 @@ from typing import Any
 
 from .experiments import EXPERIMENTS_DIR, resolve_config
 from .perception.presets import PRESET_ALIASES
-from .pipeline import COMMAND_ALIASES, COMMANDS, Options, RunConfig, load_toml, run_command
+from .pipeline import COMMAND_ALIASES, COMMANDS, Options, RunConfig, RunInUseError, load_toml, run_command
 from .pipeline.config import KWARG_SETTINGS, default_values
 
 __all__ = ["COMMANDS", "COMMAND_ALIASES", "EXPERIMENTS_DIR", "main", "make_parser", "explicit_settings"]
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_line(err: BaseException) -> str:
-    if isinstance(err, ValueError):
+    if isinstance(err, (ValueError, RunInUseError)):
         text = str(err)
     elif isinstance(err, OSError):
         text = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")

@@ -5,10 +5,12 @@
 - :mod:`~aime_rl.pipeline.stages`: collect, train the tokenizer / context model / world model / agent, evaluate
   (one module per stage group, every name importable from ``stages``).
 - :mod:`~aime_rl.pipeline.commands`: one CLI command = validate everything, then write.
+- :mod:`~aime_rl.pipeline.lock`: one command at a time per run directory (:class:`RunLock`).
 """
 
 from .commands import COMMAND_ALIASES, Options, prepare, run_command, run_demo
 from .config import RunConfig, load_toml
+from .lock import RunInUseError, RunLock
 from .rundir import RunDir
 from .stages import build_model, episode_returns, evaluate, make_context_venv
 
@@ -28,6 +30,8 @@ __all__ = [
     "COMMAND_ALIASES",
     "Options",
     "RunConfig",
+    "RunInUseError",
+    "RunLock",
     "RunDir",
     "build_model",
     "episode_returns",

@@ -21,6 +21,7 @@ from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write_json
 from .config import RunConfig, check_name, default_values, layer
 from .environment import check_env
+from .lock import RunLock
 from .report import print_summary, write_report
 from .rundir import RunDir, file_sha256, reconcile, weights_fingerprint
 from .stages import (
@@ -85,9 +86,7 @@ def prepare(
     if explicit.get("preset") in PRESET_ALIASES:  # "seed" → "paper": the same preset, not a change of the run
         explicit["preset"] = resolve_preset(explicit["preset"], stacklevel=2)
     base = default_values(options.quick)
-    name = explicit.get("name", base["name"])
-    check_name(name)
-    run = RunDir(Path(explicit.get("runs_dir", base["runs_dir"])) / name)
+    run = locate_run(explicit, options)
     stored = run.stored_config()
     stage = COMMAND_STAGE[command]
     if command == "probe":  # --env / --window choose what to probe; they do not change the run
@@ -106,6 +105,14 @@ def prepare(
         check_agent_kwargs(config.algo, config.agent_kwargs)
     check_prerequisites(command, run, options, discard)
     return config, run, discard, stored is None
+
+
+def locate_run(explicit: dict[str, Any], options: Options) -> RunDir:
+    """The run directory the settings name (``--runs-dir`` / ``--name``), the name checked; nothing is created."""
+    base = default_values(options.quick)
+    name = explicit.get("name", base["name"])
+    check_name(name)
+    return RunDir(Path(explicit.get("runs_dir", base["runs_dir"])) / name)
 
 
 def check_prerequisites(command: str, run: RunDir, options: Options, discard: list[str]) -> None:
@@ -130,12 +137,19 @@ def check_prerequisites(command: str, run: RunDir, options: Options, discard: li
 
 
 def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any:
-    """Prepare, then write and run; a run directory this command created is removed if it fails."""
+    """Lock the run, prepare, then write and run; a run directory this command created is removed if it fails.
+
+    The run's lock (:class:`~aime_rl.pipeline.lock.RunLock`) is held from before its settings are read until the
+    command ends, so a second command on the same run stops with :class:`~aime_rl.pipeline.lock.RunInUseError`
+    before it reads or writes anything.
+    """
     command = canonical_command(command)
-    config, run, discard, new = prepare(command, explicit, options)
-    created = not run.path.exists()
+    run = locate_run(explicit, options)
+    made = [p for p in (run.path, *run.path.parents) if not p.exists()]  # what a failure removes again
+    run.path.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run.path, f"aime-rl {command}").acquire()  # a run in use is not ours to remove
     try:
-        run.path.mkdir(parents=True, exist_ok=True)
+        config, run, discard, new = prepare(command, explicit, options)
         if new:
             atomic_write_json(run.config_path, config.to_dict())
         removed = run.discard(discard)
@@ -147,9 +161,22 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
             atomic_write_json(run.config_path, config.to_dict())
         return result
     except BaseException:
-        if created and run.path.exists():
-            shutil.rmtree(run.path, ignore_errors=True)
+        remove_made(made)
         raise
+    finally:
+        lock.release()
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the run directory a failed command created, and the parents it created if they are empty now."""
+    if not made:
+        return
+    shutil.rmtree(made[0], ignore_errors=True)
+    for parent in made[1:]:
+        try:
+            parent.rmdir()
+        except OSError:  # another run lives there now
+            return
 
 
 def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> Any:

@@ -54,7 +54,9 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.start, 1e-9)
         rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = (
+            max(self.total - self.done, 0) / rate if rate > 0 else float("inf")
+        )  # PPO ends a rollout past total
         percent = 100 * self.done / max(self.total, 1)
         return (
             f"{self.what}: {self.done}/{self.total} {self.unit} ({percent:.0f}%), {rate:.0f} {self.unit}/s, "

@@ -21,6 +21,7 @@ from aime_rl.evaluation.representations import REPRESENTATIONS
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer, get_preset
 from aime_rl.pipeline import RunConfig
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
+from aime_rl.pipeline.lock import LOCK_NAME
 from aime_rl.replay import ReplayStore
 from aime_rl.utils.io import file_digest
 from aime_rl.utils.tensorboard import read_event_images
@@ -60,11 +61,16 @@ def run(finished_run, tmp_path):
     return copy
 
 
+def outputs(run) -> dict:
+    """Every file of the run but the lock (which names its last holder) → its digest."""
+    return {p: digest(p) for p in run.rglob("*") if p.is_file() and p.name != LOCK_NAME}
+
+
 def test_rerunning_a_finished_stage_is_a_noop_that_says_so(run, capsys):
-    before = {p: digest(p) for p in run.rglob("*") if p.is_file()}
+    before = outputs(run)
     assert cli(run, "train-tokenizer") == 0
     assert "already trained 2 steps; --tokenizer-steps N to train further" in capsys.readouterr().out
-    assert {p: digest(p) for p in run.rglob("*") if p.is_file()} == before
+    assert outputs(run) == before
 
 
 def test_training_the_tokenizer_further_never_touches_the_context_model(run):
