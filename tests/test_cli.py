@@ -78,6 +78,18 @@ def test_a_config_file_is_layered_on_the_defaults(tmp_path):
     assert config.agent_kwargs["gamma"] == 0.9 and config.agent_kwargs["n_steps"] == 64  # merged key by key
 
 
+def test_another_algorithm_starts_without_the_demos_ppo_settings(tmp_path):
+    def new_run(*flags):  # the settings a first command would write (train-agent's flags, checked as collect)
+        return prepare("collect", settings(["train-agent", *flags, "--runs-dir", str(tmp_path)]), Options())[
+            0
+        ]
+
+    config = new_run("--algo", "dqn")
+    assert config.algo == "dqn" and config.agent_kwargs == {}
+    assert new_run("--algo", "a2c", "--agent-kwarg", "n_steps=8").agent_kwargs == {"n_steps": 8}
+    assert new_run("--algo", "ppo").agent_kwargs["n_epochs"] == 10  # the demo's own algorithm keeps them
+
+
 def test_agent_kwargs_from_the_command_line(tmp_path):
     values = settings(
         ["train-agent", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "policy_kwargs={net_arch=[8]}"]
@@ -191,9 +203,16 @@ def test_unknown_agent_kwargs_are_refused_before_anything_is_written(tmp_path, c
     assert code == 2 and "n_stepz" in err and not (tmp_path / "r").exists()
 
 
+def test_an_agent_kwarg_typo_in_a_config_file_is_refused_by_any_command(tmp_path, capsys):
+    config_file = tmp_path / "exp.toml"
+    config_file.write_text("[agent_kwargs]\nn_step = 3\n")
+    code, err = run_cli(["collect", "--config", str(config_file), "--runs-dir", str(tmp_path / "r")], capsys)
+    assert code == 2 and "n_step" in err and not (tmp_path / "r").exists()
+
+
 def test_train_agent_without_a_model_says_what_to_do_and_leaves_nothing(tmp_path, capsys):
     code, err = run_cli(["train-agent", "--runs-dir", str(tmp_path), "--name", "empty"], capsys)
-    assert code == 2 and "train-context" in err
+    assert code == 2 and f"aime-rl train-context --name empty --runs-dir {tmp_path}`" in err
     assert not (tmp_path / "empty").exists()
 
 

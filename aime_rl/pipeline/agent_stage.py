@@ -59,6 +59,17 @@ def agent_settings(config: RunConfig, in_imagination: bool) -> dict[str, Any]:
     }
 
 
+def agent_difference(manifest: dict[str, Any], inputs: dict[str, Any], settings: dict[str, Any]) -> str:
+    """What the run's agent (its ``manifest``) was trained with that this command would change, in words."""
+    old_inputs, old_settings = manifest.get("inputs", {}), manifest.get("settings", {})
+    if old_inputs.get("model") != inputs.get("model"):
+        return "perception model"
+    if old_inputs.get("world_model") != inputs.get("world_model"):
+        return "world model (in imagination or not: --in-imagination)"
+    keys = [key for key in settings if old_settings.get(key) != settings[key]]
+    return "value of " + ", ".join(f"{key} ({old_settings.get(key)!r} → {settings[key]!r})" for key in keys)
+
+
 def train_agent_stage(config: RunConfig, run: RunDir, in_imagination: bool = False, progress: bool = True):
     """Train an SB3 agent on the context (or only inside the world model); saves ``agent/``."""
     perception_dir = model_dir(run)
@@ -70,14 +81,14 @@ def train_agent_stage(config: RunConfig, run: RunDir, in_imagination: bool = Fal
     manifest = run.manifest("agent")
     if manifest and manifest.get("status") == "done":
         if manifest.get("inputs") == inputs and manifest.get("settings") == settings:
+            run.check_outputs("agent")
             say(
                 f"train-agent: already trained {config.algo} for {config.agent_steps} steps; --restart to train again"
             )
             return manifest
-        changed = "perception model" if manifest.get("inputs") != inputs else "settings"
         raise ValueError(
-            f"run {run.path.name!r} already has an agent trained with other {changed}; "
-            "`train-agent --restart` replaces it"
+            f"run {run.path.name!r} already has an agent trained with another {agent_difference(manifest, inputs, settings)}; "
+            "`train-agent --restart` replaces it (an agent does not train further)"
         )
     check_agent_kwargs(config.algo, config.agent_kwargs)
     run.write_manifest("agent", {"status": "running", "inputs": inputs, "settings": settings})

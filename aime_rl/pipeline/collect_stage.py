@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,12 +25,18 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     """
     manifest = run.manifest("collect") or {"sessions": 0}
     replay_dir = run.path / "replay"
-    have = ReplayStore.open(replay_dir).num_steps if replay_dir.exists() else 0
-    if (
-        manifest.get("status") == "done"
-        and manifest.get("target") == config.collect_steps
-        or have >= config.collect_steps
-    ):
+    have = open_for_collecting(replay_dir)
+    done = manifest.get("status") == "done"
+    recorded = manifest.get("replay", {}).get("steps", 0) if done else 0
+    if have < recorded:
+        say(
+            f"collect: the replay has {have} steps, {recorded} when collect last finished (files were removed); "
+            f"topping it up to {config.collect_steps}"
+        )
+    elif done and manifest.get("target") == config.collect_steps or have >= config.collect_steps:
+        if not done:  # a stopped collect that had already reached this target
+            manifest = finished_manifest(config, replay_dir, int(manifest["sessions"]))
+            run.write_manifest("collect", manifest)
         say(
             f"collect: the replay already has {have} steps (target {config.collect_steps}); "
             f"--collect-steps N to collect more, --restart to collect again"
@@ -59,14 +66,32 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
         bar.update(config.num_envs)
     bar.close()
     recorder.close()
+    manifest = finished_manifest(config, replay_dir, session + 1)
+    run.write_manifest("collect", manifest)
+    say(
+        f"collect: {manifest['replay']['steps']} steps in {manifest['replay']['episodes']} episodes → {replay_dir}"
+    )
+    return manifest
+
+
+def open_for_collecting(replay_dir: Path) -> int:
+    """The steps the replay holds (0 when there is none), after deleting what a stopped collect left half-written
+    (the run's lock keeps every other writer out)."""
+    if not replay_dir.exists():
+        return 0
     store = ReplayStore.open(replay_dir)
-    manifest = {
+    removed = store.remove_orphans()
+    if removed:
+        say(f"collect: removed {len(removed)} unfinished files a stopped collect left in the replay")
+    return int(store.num_steps)
+
+
+def finished_manifest(config: RunConfig, replay_dir: Path, sessions: int) -> dict[str, Any]:
+    """The manifest of a collect that reached its target, with the replay's fingerprint."""
+    return {
         "status": "done",
-        "sessions": session + 1,
+        "sessions": sessions,
         "target": config.collect_steps,
         "inputs": {"env": config.env, "frame_size": config.frame_size, "frame_height": config.frame_height},
-        "replay": replay_fingerprint(store),
+        "replay": replay_fingerprint(ReplayStore.open(replay_dir)),
     }
-    run.write_manifest("collect", manifest)
-    say(f"collect: {store.num_steps} steps in {len(store)} episodes → {replay_dir}")
-    return manifest

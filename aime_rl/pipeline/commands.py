@@ -101,8 +101,7 @@ def prepare(
             discard = list(COMMAND_STAGE.values())
     if command in ENV_COMMANDS:
         check_env(replace(config, **options.extra))
-    if command in ("train-agent", "demo"):
-        check_agent_kwargs(config.algo, config.agent_kwargs)
+    check_agent_kwargs(config.algo, config.agent_kwargs)  # every command: a typo is never stored in the run
     check_prerequisites(command, run, options, discard)
     return config, run, discard, stored is None
 
@@ -130,7 +129,7 @@ def check_prerequisites(command: str, run: RunDir, options: Options, discard: li
         if stage == "collect":
             if run.manifest("collect") is None or stage in discard:
                 raise ValueError(
-                    f"run {run.path.name!r} has no replay: run `aime-rl collect --name {run.path.name}` first"
+                    f"run {run.path.name!r} has no replay: run `{run.command_line('collect')}` first"
                 )
         else:
             require_done(run, stage, stage_command)
@@ -152,11 +151,18 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
         config, run, discard, new = prepare(command, explicit, options)
         if new:
             atomic_write_json(run.config_path, config.to_dict())
-        removed = run.discard(discard)
+        removed = run.set_aside(discard)
         if removed:
             print(f"aime-rl {command}: --restart discarded {', '.join(removed)}", flush=True)
         seed_everything(config)
-        result = dispatch(command, replace(config, **options.extra), run, options)
+        try:
+            result = dispatch(command, replace(config, **options.extra), run, options)
+        except Exception:  # not an interrupt: a stopped restart resumes from what it trained so far
+            if removed:
+                run.restore_aside(discard)
+                print(f"aime-rl {command}: failed; restored {', '.join(removed)} as they were", flush=True)
+            raise
+        run.drop_aside()
         if not new:
             atomic_write_json(run.config_path, config.to_dict())
         return result
@@ -212,7 +218,8 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
             lambda: collect(config, run, progress=progress),
         ),
         (
-            f"training the tokenizer ({config.tokenizer_steps} steps)",
+            f"training the tokenizer ({config.tokenizer_steps} steps"
+            + (f", then {config.decoder_steps} of its decoder alone)" if config.decoder_steps else ")"),
             lambda: train_tokenizer_stage(config, run),
         ),
         (

@@ -49,6 +49,7 @@ ADDED_SETTINGS = (
     "tokenizer_lr",
     "frame_height",
     "predictor_kwargs",
+    "decoder_steps",
 )
 STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
 SHAPING: dict[str, str] = {
@@ -128,6 +129,12 @@ class RunConfig:
     sequence_length: int = setting(8, "frames per training window", TRAINING)
     tokenizer_steps: int = setting(
         600, "tokenizer training steps (a total: more than before trains further)", ("train-tokenizer",)
+    )
+    decoder_steps: int = setting(
+        0,
+        "steps that then train the tokenizer's decoder alone on its frozen codes (a total): sharper reconstructions, "
+        "the same tokens",
+        ("train-tokenizer",),
     )
     context_steps: int = setting(600, "context-model training steps (a total)", ("train-context",))
     batch_size: int = setting(8, "windows per training batch", TRAINING)
@@ -247,8 +254,9 @@ class RunConfig:
         ):
             if getattr(self, key) < 1:
                 raise ValueError(f"{flag(key)} must be a positive integer, got {getattr(self, key)}")
-        if self.probe_episode_steps < 0:
-            raise ValueError(f"{flag('probe_episode_steps')} must be >= 0, got {self.probe_episode_steps}")
+        for key in ("probe_episode_steps", "decoder_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{flag(key)} must be >= 0, got {getattr(self, key)}")
         self.probe_representation_names()
         if self.sequence_length < 2:
             raise ValueError(f"{flag('sequence_length')} must be at least 2 (context and a next frame)")
@@ -390,9 +398,15 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def layer(base: dict[str, Any], *overlays: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with each overlay laid on top; the tables of :data:`KWARG_SETTINGS` are merged key by key."""
+    """``base`` with each overlay laid on top; the tables of :data:`KWARG_SETTINGS` are merged key by key.
+
+    ``agent_kwargs`` belong to an algorithm: an overlay that sets another ``algo`` than the one so far starts the
+    table afresh (PPO's ``n_epochs`` from ``demo.toml`` is not a DQN setting), with only the overlay's own keys.
+    """
     out = dict(base)
     for overlay in overlays:
+        if "algo" in overlay and overlay["algo"] != out.get("algo"):
+            out["agent_kwargs"] = {}
         for key, value in overlay.items():
             if key in KWARG_SETTINGS and isinstance(out.get(key), dict) and isinstance(value, dict):
                 out[key] = {**out[key], **value}

@@ -12,7 +12,7 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from ..agents import NORMALIZATION_NAME, load_normalization
-from ..evaluation import probe_model
+from ..evaluation import LabelledFrames, collect_labelled, default_label_fn, probe_model
 from ..perception import CausalPerceiverIO
 from ..utils.io import atomic_write
 from ..world_model import VRNN
@@ -65,14 +65,21 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     agent_manifest = run.manifest("agent")
     if agent_manifest["inputs"]["model"] != weights_fingerprint(perception_dir):
         raise ValueError(
-            "the perception model changed since the agent was trained; `train-agent --restart` first"
+            "the perception model changed since the agent was trained (or its file is damaged); "
+            "`train-agent --restart` trains an agent on it"
         )
     seed = config.seed + 1000
     venv = make_context_venv(
         config, perception_dir, min(config.num_envs, 4), seed, settings["window"], training=False
     )
     stats = run.path / "agent" / NORMALIZATION_NAME
-    if stats.is_file():
+    if settings.get("normalize_observations", stats.is_file()):  # older agents: the file says
+        if not stats.is_file():
+            venv.close()
+            raise ValueError(
+                f"the agent was trained on standardised contexts and their statistics are missing ({stats}); "
+                "`train-agent --restart` trains it again"
+            )
         venv = load_normalization(venv, stats)
     agent_returns = episode_returns(venv, agent, config.eval_episodes, seed, "evaluate (agent)", progress)
     venv.close()
@@ -154,13 +161,12 @@ def probe(config: RunConfig, run: RunDir, progress: bool = True, verbose: bool =
     say(f"probe: {config.probe_steps} random-policy frames of {config.env}{cut}, window {config.window}")
     report = probe_model(
         perception_dir,
-        lambda: make_single_env(config),
-        steps=config.probe_steps,
+        None,
         window=config.window,
         world_model=world_model,
         representations=names,
-        max_episode_steps=config.probe_episode_steps or None,
         seed=config.seed,
+        data=labelled_probe_frames(config),
         device=config.device,
         logdir=run.path / "probe",
     )
@@ -169,6 +175,38 @@ def probe(config: RunConfig, run: RunDir, progress: bool = True, verbose: bool =
     atomic_write(run.path / "probe.md", lambda tmp: Path(tmp).write_text(markdown))
     say(markdown if verbose else f"probe: → {run.path / 'probe.md'}")
     return {"probe": str(run.path / "probe.json")}
+
+
+def labelled_probe_frames(config: RunConfig) -> LabelledFrames:
+    """The probe's random-policy frames of the run's env with their true state; ``ValueError`` (naming the flags)
+    for an env without known labels, or for frames of fewer episodes than the probe's split needs, before any
+    representation is computed."""
+    env = make_single_env(config)
+    try:
+        try:
+            label_fn = default_label_fn(env)
+        except ValueError:
+            raise ValueError(
+                f"aime-rl probe knows the true state of Catch and of the Atari games with RAM annotations "
+                f"(AtariARI), not of {config.env!r}"
+            ) from None
+        data = collect_labelled(
+            env,
+            label_fn,
+            config.probe_steps,
+            seed=config.seed,
+            max_episode_steps=config.probe_episode_steps or None,
+        )
+    finally:
+        env.close()
+    episodes = len(np.unique(data.episode_ids))
+    if episodes < 3:
+        raise ValueError(
+            f"the probe's {config.probe_steps} frames ({flag('probe_steps')}) hold {episodes} episode(s), and its "
+            f"train / validation / test split needs at least 3: raise {flag('probe_steps')}, or cut the episodes "
+            f"shorter with {flag('probe_episode_steps')} N"
+        )
+    return data
 
 
 def probe_summary(path: Path) -> dict[str, dict[str, float]]:

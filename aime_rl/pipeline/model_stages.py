@@ -3,12 +3,24 @@
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
+import numpy as np
+from gymnasium import spaces
+
 from ..perception import CausalPerceiverIO, VQPTTokenizer
-from ..training.perception import summarize, train_context_model, train_tokenizer
+from ..training.checkpoint import CheckpointManager
+from ..training.perception import (
+    held_out_tokenizer_metrics,
+    summarize,
+    train_context_model,
+    train_tokenizer,
+    train_tokenizer_decoder,
+)
 from ..world_model import train_world_model
 from .config import RunConfig
+from .environment import make_single_env
 from .rundir import RunDir, replay_fingerprint, weights_fingerprint
 from .stage_common import (
     begin_training_stage,
@@ -22,28 +34,53 @@ from .stage_common import (
     world_model_dir,
 )
 
+#: where ``train-tokenizer`` keeps the decoder's own steps (TensorBoard, checkpoints), under ``tokenizer/``
+DECODER_DIR = "decoder"
+
 
 def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
-    """Train the tokenizer on the replay; saves ``tokenizer/model``."""
+    """Train the tokenizer on the replay, then (``decoder_steps``) its decoder alone on the frozen codes; saves
+    ``tokenizer/model``.
+
+    The decoder's own steps resume from ``tokenizer/decoder``; they are redone from the tokenizer's weights when the
+    tokenizer trains further (its codes change), and train further on their own when only ``decoder_steps`` grew.
+    """
     store = open_replay(run)
     inputs = {"replay": replay_fingerprint(store)}
-    done = begin_training_stage(
-        run, "tokenizer", "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps", inputs
-    )
-    if done:
-        return done
+    if not decoder_steps_to_train(run, config):
+        done = begin_training_stage(
+            run, "tokenizer", "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps", inputs
+        )
+        if done:
+            return done
+    else:
+        run.write_manifest(
+            "tokenizer", {"status": "running", "steps": config.tokenizer_steps, "inputs": inputs}
+        )
     logdir = run.path / "tokenizer"
     tokenizer = tokenizer_to_train(config, logdir)
+    if CheckpointManager(logdir / "checkpoints").latest_step() < config.tokenizer_steps:
+        shutil.rmtree(logdir / DECODER_DIR, ignore_errors=True)  # made on codes that are about to change
     metrics = train_tokenizer(
         tokenizer,
         store.directory,
         trainer_config(config, config.tokenizer_steps, lr=config.tokenizer_lr),
         logdir,
     )
+    if config.decoder_steps:
+        metrics |= train_tokenizer_decoder(
+            tokenizer,
+            store.directory,
+            trainer_config(config, config.decoder_steps, lr=config.tokenizer_lr),
+            logdir / DECODER_DIR,
+        )
+    if not metrics:  # resumed from final checkpoints: nothing trained, nothing evaluated
+        metrics = held_out_tokenizer_metrics(tokenizer, store.directory, trainer_config(config, 1))
     tokenizer.save_pretrained(logdir / "model")
     manifest = {
         "status": "done",
         "steps": config.tokenizer_steps,
+        "decoder_steps": config.decoder_steps,
         "inputs": inputs,
         "outputs": {"tokenizer": weights_fingerprint(logdir / "model")},
         "metrics": summarize(metrics),
@@ -53,6 +90,24 @@ def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
         f"train-tokenizer: reconstruction PSNR {manifest['metrics'].get('psnr', float('nan')):.2f} dB → {logdir / 'model'}"
     )
     return manifest
+
+
+def decoder_steps_to_train(run: RunDir, config: RunConfig) -> bool:
+    """Whether only the decoder's own steps are left to train: the tokenizer trained ``tokenizer_steps`` and its
+    decoder fewer than ``decoder_steps`` (it says so). ``ValueError`` when the decoder trained more than asked."""
+    manifest = run.manifest("tokenizer")
+    if not manifest or manifest.get("status") != "done" or manifest.get("steps") != config.tokenizer_steps:
+        return False
+    trained = int(manifest.get("decoder_steps", 0))  # a run from before the setting trained none
+    if trained > config.decoder_steps:
+        raise ValueError(
+            f"the tokenizer's decoder already trained {trained} steps on its own, more than --decoder-steps "
+            f"{config.decoder_steps}; `train-tokenizer --restart` trains the tokenizer again from scratch"
+        )
+    if trained == config.decoder_steps:
+        return False
+    say(f"train-tokenizer: training the decoder further, from {trained} to {config.decoder_steps} steps")
+    return True
 
 
 def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
@@ -123,7 +178,11 @@ def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
         return done
     perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
     train_world_model(
-        store.directory, perceiver, trainer_config(config, config.world_model_steps), run.path / "world_model"
+        store.directory,
+        perceiver,
+        trainer_config(config, config.world_model_steps),
+        run.path / "world_model",
+        vrnn_kwargs=action_spec(config),
     )
     manifest = {
         "status": "done",
@@ -134,3 +193,16 @@ def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     run.write_manifest("world_model", manifest)
     say(f"train-world-model: → {world_model_dir(run)}")
     return manifest
+
+
+def action_spec(config: RunConfig) -> dict[str, Any]:
+    """The run env's actions as the VRNN takes them: ``{"action_dim": n, "discrete": True}`` for ``Discrete(n)``,
+    the flattened size of a ``Box`` otherwise (the replay alone holds only the actions a random policy chose)."""
+    env = make_single_env(config)
+    try:
+        space = env.action_space
+    finally:
+        env.close()
+    if isinstance(space, spaces.Discrete):
+        return {"action_dim": int(space.n), "discrete": True}
+    return {"action_dim": int(np.prod(space.shape, dtype=np.int64)), "discrete": False}

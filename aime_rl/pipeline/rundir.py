@@ -6,12 +6,13 @@
       config.json                 the run's settings: written by the first stage, read by every later one
       stages/<stage>.json         each stage's manifest: status, steps, settings, input fingerprints, metrics
       replay/                     collect
-      tokenizer/                  train-tokenizer: TensorBoard, checkpoints/, model/ (the trained tokenizer)
+      tokenizer/                  train-tokenizer: TensorBoard, checkpoints/, decoder/ (the decoder's own steps),
+                                  model/ (the trained tokenizer)
       context_model/ model/       train-context: TensorBoard + checkpoints; the whole CausalPerceiverIO
       world_model/                train-world-model
       agent/                      train-agent: agent.zip, agent.json, observation statistics, TensorBoard
       report.json, report.md      evaluate
-      probe.json, probe.md        probe
+      probe.json, probe.md        probe (probe/: its TensorBoard scalars)
 
 A stage writes only its own outputs. Its manifest records fingerprints of what it was made from (the replay's
 size, the SHA-256 of upstream weights), so a later run of the stage can tell when its inputs changed.
@@ -35,8 +36,18 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "context": ("context_model", "model"),
     "world_model": ("world_model",),
     "agent": ("agent",),
-    "evaluate": ("report.json", "report.md"),
+    # evaluate's and probe's: measurements of the models and the agent, stale once any of them is redone
+    "evaluate": ("report.json", "report.md", "probe.json", "probe.md", "probe"),
 }
+#: the file each training stage's later readers need: a finished stage without it is a damaged run
+STAGE_FILES: dict[str, str] = {
+    "tokenizer": "tokenizer/model/model.safetensors",
+    "context": "model/model.safetensors",
+    "world_model": "world_model/world_model/model.safetensors",
+    "agent": "agent/agent.zip",
+}
+#: where ``--restart`` keeps the outputs it discards until the command has succeeded (see :meth:`RunDir.set_aside`)
+ASIDE = ".discarded"
 STAGE_COMMANDS = {
     "collect": "collect",
     "tokenizer": "train-tokenizer",
@@ -75,6 +86,20 @@ class RunDir:
     def write_manifest(self, stage: str, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path(stage), {"stage": stage, "updated": time.time(), **manifest})
 
+    def command_line(self, command: str) -> str:
+        """``aime-rl <command> --name <name>``, with ``--runs-dir`` when the run is not under the default ``runs``."""
+        runs_dir = "" if self.path.parent == Path("runs") else f" --runs-dir {self.path.parent}"
+        return f"aime-rl {command} --name {self.path.name}{runs_dir}"
+
+    def check_outputs(self, stage: str) -> None:
+        """``ValueError`` naming the command that rebuilds it when a stage's file (:data:`STAGE_FILES`) is missing."""
+        name = STAGE_FILES.get(stage)
+        if name is not None and not (self.path / name).is_file():
+            raise ValueError(
+                f"run {self.path.name!r} lacks {name}, which {STAGE_COMMANDS[stage]} made: "
+                f"`{self.command_line(STAGE_COMMANDS[stage])} --restart` makes it again"
+            )
+
     def has_outputs(self, stage: str) -> bool:
         return self.manifest_path(stage).exists() or any(
             (self.path / o).exists() for o in STAGE_OUTPUTS[stage]
@@ -82,19 +107,51 @@ class RunDir:
 
     def discard(self, stages: list[str]) -> list[str]:
         """Remove the outputs and manifests of ``stages``; returns the stages that had any."""
-        removed = []
+        removed = self.set_aside(stages)
+        self.drop_aside()
+        return removed
+
+    def set_aside(self, stages: list[str]) -> list[str]:
+        """Move the outputs and manifests of ``stages`` into ``<run>/.discarded`` (renames: nothing is copied), where
+        :meth:`restore_aside` brings them back and :meth:`drop_aside` deletes them; returns the stages that had
+        any. What an earlier, killed command left there is deleted first."""
+        self.drop_aside()
+        moved = []
         for stage in stages:
             if not self.has_outputs(stage):
                 continue
-            for name in STAGE_OUTPUTS[stage]:
-                target = self.path / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-            self.manifest_path(stage).unlink(missing_ok=True)
-            removed.append(stage)
-        return removed
+            for name in (*STAGE_OUTPUTS[stage], f"stages/{stage}.json"):
+                if (self.path / name).exists():
+                    target = self.path / ASIDE / name
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    (self.path / name).rename(target)
+            moved.append(stage)
+        return moved
+
+    def restore_aside(self, stages: list[str]) -> None:
+        """Put what :meth:`set_aside` moved back in place, after removing whatever a failed command wrote for
+        ``stages`` (those it set aside, and later ones it had begun to make) since."""
+        aside = self.path / ASIDE
+        if not aside.is_dir():
+            return
+        for stage in stages:
+            for name in (*STAGE_OUTPUTS[stage], f"stages/{stage}.json"):
+                current = self.path / name
+                if current.is_dir():
+                    shutil.rmtree(current)
+                elif current.exists():
+                    current.unlink()
+        manifests = aside / "stages"
+        items = [p for p in aside.iterdir() if p != manifests]
+        items += list(manifests.iterdir()) if manifests.is_dir() else []
+        for item in items:
+            current = self.path / item.relative_to(aside)
+            current.parent.mkdir(parents=True, exist_ok=True)
+            item.rename(current)
+        self.drop_aside()
+
+    def drop_aside(self) -> None:
+        shutil.rmtree(self.path / ASIDE, ignore_errors=True)
 
     def stored_config(self) -> RunConfig | None:
         """The run's ``config.json`` (validated), or ``None`` for a new run."""
@@ -121,7 +178,11 @@ def reconcile(
     ``motion_attention_bias=0``).
     """
     values = stored.to_dict()
+    if "algo" in explicit and explicit["algo"] != values["algo"]:
+        values["agent_kwargs"] = {}  # the run's agent settings were another algorithm's (see layer)
     explicit = {key: layer(values, {key: value})[key] for key, value in explicit.items()}
+    # a bad value is named as such before it can be called a contradiction
+    RunConfig.from_dict({**values, **explicit}, "the settings")
     discard = downstream(stage) if restart else []
     for key, value in explicit.items():
         if key not in SHAPING or value == values[key]:

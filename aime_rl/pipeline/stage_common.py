@@ -40,9 +40,7 @@ def seed_everything(config: RunConfig) -> None:
 
 def open_replay(run: RunDir) -> ReplayStore:
     if not (run.path / "replay").exists() or run.manifest("collect") is None:
-        raise ValueError(
-            f"run {run.path.name!r} has no replay: run `aime-rl collect --name {run.path.name}` first"
-        )
+        raise ValueError(f"run {run.path.name!r} has no replay: run `{run.command_line('collect')}` first")
     return ReplayStore.open(run.path / "replay")
 
 
@@ -236,6 +234,7 @@ def begin_training_stage(
     if upstream:
         refuse_changed_inputs(manifest, inputs, command, *upstream)
     if finished(manifest, command, steps, steps_flag):
+        run.check_outputs(stage)
         return manifest
     log_replay_change(manifest, inputs["replay"], command)
     run.write_manifest(stage, {"status": "running", "steps": steps, "inputs": inputs})
@@ -247,8 +246,9 @@ def require_done(run: RunDir, stage: str, command: str) -> dict[str, Any]:
     if not manifest or manifest.get("status") != "done":
         what = {"context": "context model", "world_model": "world model"}.get(stage, stage)
         raise ValueError(
-            f"run {run.path.name!r} has no finished {what}: run `aime-rl {command} --name {run.path.name}` first"
+            f"run {run.path.name!r} has no finished {what}: run `{run.command_line(command)}` first"
         )
+    run.check_outputs(stage)
     return manifest
 
 

@@ -4,8 +4,9 @@
 TensorBoard scalars, a tqdm bar, periodic evaluation and checkpoints, and resumes exactly from
 ``logdir/checkpoints``; :class:`aime_rl.replay.ReplayWindowDataset` feeds it deterministic per-step batches.
 ``CheckpointManager`` writes safetensors weights + ``weights_only``-loadable state atomically and keeps the last k.
-``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group. ``train_tokenizer`` and
-``train_context_model`` train the perception stack from a replay store; :mod:`aime_rl.pipeline` (the layer
+``init_distributed`` / ``cleanup`` join and leave a ``torchrun`` process group. ``train_tokenizer`` (then,
+optionally, ``train_tokenizer_decoder`` on its frozen codes) and ``train_context_model`` train the perception stack
+from a replay store; :mod:`aime_rl.pipeline` (the layer
 above) is what the CLI runs.
 """
 
@@ -19,7 +20,7 @@ from aime_rl.training.distributed import (
     is_distributed,
     is_main_process,
 )
-from aime_rl.training.perception import train_context_model, train_tokenizer
+from aime_rl.training.perception import train_context_model, train_tokenizer, train_tokenizer_decoder
 from aime_rl.training.trainer import (
     Trainer,
     TrainerConfig,
@@ -31,6 +32,7 @@ from aime_rl.training.trainer import (
 __all__ = [
     "train_context_model",
     "train_tokenizer",
+    "train_tokenizer_decoder",
     "CheckpointManager",
     "Trainer",
     "TrainerConfig",

@@ -222,6 +222,11 @@ class CheckpointManager:
         listed = self.checkpoints()
         return listed[-1] if listed else None
 
+    def latest_step(self) -> int:
+        """The number of training steps the newest checkpoint holds (0 when there is none)."""
+        path = self.latest_path()
+        return 0 if path is None else int(_STEP_DIR.match(path.name).group(1))
+
     # -- saving --------------------------------------------------------------------------------------------------
 
     def save(

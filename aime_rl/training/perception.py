@@ -142,11 +142,38 @@ def train_tokenizer(
 
     Returns the last held-out metrics (``psnr``, ``perplexity``, ``usage``).
     """
+    return fit_tokenizer(tokenizer, tokenizer_loss, store_dir, config, logdir)
+
+
+def fit_tokenizer(
+    tokenizer: VQPTTokenizer,
+    loss_fn,
+    store_dir: str | os.PathLike,
+    config: TrainerConfig,
+    logdir: str | os.PathLike,
+) -> dict[str, Any]:
+    """The tokenizer trained with ``loss_fn`` by a :class:`Trainer` (resumed from ``logdir``), evaluated on a fixed
+    held-out batch; returns the last held-out metrics."""
     held_out = holdout_batch(store_dir, config, batch_size=min(config.batch_size, 8))
     results: dict[str, Any] = {}
+    trainer = Trainer(
+        tokenizer,
+        loss_fn,
+        config,
+        logdir,
+        ReplayWindowDataset.from_config(store_dir, config),
+        tokenizer_evaluator(held_out["frames"], results),
+    )
+    trainer.fit()
+    return results
+
+
+def tokenizer_evaluator(frames: torch.Tensor, results: dict[str, Any]):
+    """A :class:`Trainer` ``eval_fn`` that puts the held-out metrics of ``frames`` (uint8 ``[B, T, 3, H, W]``) into
+    ``results`` and TensorBoard (scalars, per-head perplexity and usage, a grid of reconstructions)."""
 
     def evaluate(model: VQPTTokenizer, step: int, writer: SummaryWriter | None) -> None:
-        metrics = tokenizer_metrics(model, held_out["frames"].to(_device(model)))
+        metrics = tokenizer_metrics(model, frames.to(_device(model)))
         results.update({k: v for k, v in metrics.items() if k != "reconstructed"})
         if writer is None:
             return
@@ -159,21 +186,62 @@ def train_tokenizer(
         ):
             writer.add_scalar(f"eval/perplexity/{g}", p, step)
             writer.add_scalar(f"eval/usage/{g}", u, step)
-        truth = as_unit_float(held_out["frames"][:4, 0])
+        truth = as_unit_float(frames[:4, 0])
         grid = torch.cat([truth, metrics["reconstructed"][:4, 0].cpu()])
         add_image_grid(writer, "eval/reconstruction", grid, step, nrow=4)
         add_text_once(writer, "status/lpips", model.perceptual.status)
 
-    trainer = Trainer(
-        tokenizer,
-        tokenizer_loss,
-        config,
-        logdir,
-        ReplayWindowDataset.from_config(store_dir, config),
-        evaluate,
+    return evaluate
+
+
+def held_out_tokenizer_metrics(
+    tokenizer: VQPTTokenizer, store_dir: str | os.PathLike, config: TrainerConfig
+) -> dict[str, Any]:
+    """The held-out metrics :func:`train_tokenizer` reports (its evaluation batch), without the reconstructions."""
+    frames = holdout_batch(store_dir, config, batch_size=min(config.batch_size, 8))["frames"]
+    with torch.no_grad():
+        metrics = tokenizer_metrics(tokenizer.eval(), frames.to(_device(tokenizer)))
+    return {k: v for k, v in metrics.items() if k != "reconstructed"}
+
+
+def decoder_loss(model: VQPTTokenizer, batch: dict) -> dict[str, Any]:
+    """Trainer loss of the decoder alone: the reconstruction terms of the tokenizer's loss (MSE plus the
+    foreground-weighted MSE) of frames ``batch["frames"]`` (uint8 ``[B, T, 3, H, W]``) decoded from their tokens,
+    which are computed without a gradient and without touching the codebook."""
+    video = as_unit_float(model.check_video(batch["frames"]))
+    with torch.no_grad():
+        latents = model.embed_tokens(model.encode(video).tokens)
+    reconstructed = model.decode_latents(latents)
+    reconstruction = torch.nn.functional.mse_loss(reconstructed, video)
+    foreground = (
+        foreground_mse(reconstructed, video, foreground_mask(video))
+        if model.config.foreground_weight > 0
+        else video.new_zeros(())
     )
-    trainer.fit()
-    return results
+    total = reconstruction + model.config.foreground_weight * foreground
+    return {"total": total, "reconstruction": reconstruction, "foreground": foreground}
+
+
+def train_tokenizer_decoder(
+    tokenizer: VQPTTokenizer, store_dir: str | os.PathLike, config: TrainerConfig, logdir: str | os.PathLike
+) -> dict[str, Any]:
+    """Train only the decoder of a trained ``tokenizer`` for ``config.steps`` steps on its frozen codes
+    (:func:`decoder_loss`); TensorBoard and checkpoints under ``logdir``, resumed from there.
+
+    The encoder and the codebooks do not change, so the tokens of every frame — and whatever was made from them —
+    stay as they are, while the reconstructions keep improving: at a small training budget the decoder is still far
+    from converged when the codes have settled (``benchmarks/README.md``). Returns the last held-out metrics, as
+    :func:`train_tokenizer` does.
+    """
+    decoder = {id(p) for p in tokenizer.decoder.parameters()}
+    trainable = {name: p.requires_grad for name, p in tokenizer.named_parameters()}
+    for p in tokenizer.parameters():
+        p.requires_grad_(id(p) in decoder)
+    try:
+        return fit_tokenizer(tokenizer, decoder_loss, store_dir, config, logdir)
+    finally:
+        for name, p in tokenizer.named_parameters():
+            p.requires_grad_(trainable[name])
 
 
 # -- context model -----------------------------------------------------------------------------------------------

@@ -195,6 +195,10 @@ def load_module_dir(directory: str | os.PathLike) -> tuple[dict, dict[str, torch
     directory = Path(directory)
     if not directory.is_dir():
         raise ValueError(f"checkpoint directory not found: {directory}")
+    if not (directory / WEIGHTS_NAME).exists() and (directory / "model" / WEIGHTS_NAME).is_file():
+        raise ValueError(
+            f"{directory} holds no {WEIGHTS_NAME}; {directory / 'model'} does (a run's model is its model/)"
+        )
     config = read_json(directory / CONFIG_NAME)
     verify_module_manifest(directory)
     state = read_safetensors(directory / WEIGHTS_NAME)

@@ -64,7 +64,19 @@ def frame_source_from(observation_space: gym.Space, render_mode: str | None, wha
         f"{what} has no frames: its observation space {observation_space} is not a uint8 image "
         "([H, W], [H, W, 1] or [H, W, 3]) and its render_mode is "
         f"{render_mode!r}; make it with render_mode='rgb_array' to use the rendered frames"
+        + image_space_hint(observation_space)
     )
+
+
+def image_space_hint(space: gym.Space) -> str:
+    """What to change in an image-like observation space that is not the uint8 ``[H, W, C]`` frames taken."""
+    if not isinstance(space, spaces.Box) or len(space.shape) != 3:
+        return ""
+    if space.shape[0] in (1, 3) and space.shape[-1] not in (1, 3):
+        return ", or give channels-last frames (transpose [C, H, W] to [H, W, C])"
+    if space.dtype != np.uint8 and space.shape[-1] in (1, 3):
+        return ", or give uint8 frames (scale float images in [0, 1] by 255)"
+    return ""
 
 
 def _is_four_channel_image_space(space: gym.Space) -> bool:

@@ -228,6 +228,8 @@ def make_context_vec_env(
     Raises:
         ValueError: an unknown env, ale-py missing for an Atari id, an env without frames, or a bad checkpoint.
     """
+    if n_envs < 1:
+        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     spec = resolve_env(env_id)
     if make_kwargs:
         spec = spec.with_overrides(**make_kwargs)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from aime_rl.cli import main
@@ -22,14 +24,15 @@ from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer, get_preset
 from aime_rl.pipeline import RunConfig
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.pipeline.lock import LOCK_NAME
-from aime_rl.replay import ReplayStore
+from aime_rl.replay import ReplayStore, ReplayWindowDataset
+from aime_rl.training import CheckpointManager
 from aime_rl.utils.io import file_digest
 from aime_rl.utils.tensorboard import read_event_images
 
 TINY = [
     "--frame-size", "32", "--collect-steps", "120", "--num-envs", "2",
 ]  # fmt: skip
-TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2"]
+TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2", "--decoder-steps", "2"]
 AGENT = ["--agent-steps", "32", "--window", "4", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "batch_size=32",
          "--agent-kwarg", "n_epochs=1"]  # fmt: skip
 
@@ -82,6 +85,65 @@ def test_training_the_tokenizer_further_never_touches_the_context_model(run):
     assert json.loads((run / "stages" / "tokenizer.json").read_text())["steps"] == 3
 
 
+def tree_digest(directory: Path) -> dict:
+    return {p.relative_to(directory): digest(p) for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def held_out_tokens(run: Path):
+    tokenizer = VQPTTokenizer.from_pretrained(run / "tokenizer" / "model")
+    frames = ReplayWindowDataset(run / "replay", 4, 4, seed=3, subset="all")[0]["frames"]  # [B, T, 3, H, W]
+    return tokenizer.encode(frames).tokens
+
+
+def test_more_decoder_steps_train_the_decoder_alone_and_keep_the_tokens(run, capsys):
+    main_checkpoints, tokens = tree_digest(run / "tokenizer" / "checkpoints"), held_out_tokens(run)
+    weights = digest(run / "tokenizer" / "model" / "model.safetensors")
+    assert cli(run, "train-tokenizer", "--decoder-steps", "4") == 0
+    assert "training the decoder further, from 2 to 4 steps" in capsys.readouterr().out
+    assert tree_digest(run / "tokenizer" / "checkpoints") == main_checkpoints
+    assert digest(run / "tokenizer" / "model" / "model.safetensors") != weights
+    assert torch.equal(held_out_tokens(run), tokens)
+    manifest = json.loads((run / "stages" / "tokenizer.json").read_text())
+    assert (manifest["steps"], manifest["decoder_steps"], manifest["status"]) == (2, 4, "done")
+
+
+def test_fewer_decoder_steps_than_trained_are_refused(run, capsys):
+    assert cli(run, "train-tokenizer", "--decoder-steps", "1") == 2
+    assert "--decoder-steps 1" in capsys.readouterr().err
+
+
+def test_training_the_tokenizer_further_redoes_the_decoder_steps_on_the_new_codes(run):
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
+    latest = CheckpointManager(run / "tokenizer" / "checkpoints").latest_path()
+    trained = load_file(latest / "model.safetensors")
+    saved = load_file(run / "tokenizer" / "model" / "model.safetensors")
+    outside_the_decoder = [k for k in trained if not k.startswith("decoder.")]
+    assert outside_the_decoder and all(torch.equal(saved[k], trained[k]) for k in outside_the_decoder)
+    assert CheckpointManager(run / "tokenizer" / "decoder" / "checkpoints").latest_step() == 2
+    assert json.loads((run / "stages" / "tokenizer.json").read_text())["steps"] == 3
+
+
+def test_a_killed_decoder_training_resumes_without_training_the_tokenizer_again(run, monkeypatch):
+    from aime_rl.training import Trainer
+
+    main_checkpoints = tree_digest(run / "tokenizer" / "checkpoints")
+    original = Trainer.train_step
+
+    def die_in_the_decoder_steps(self, batch):
+        if self.logdir.name == "decoder" and self.step == 5:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", die_in_the_decoder_steps)
+    assert cli(run, "train-tokenizer", "--decoder-steps", "8") == 130
+    assert json.loads((run / "stages" / "tokenizer.json").read_text())["status"] == "running"
+    monkeypatch.setattr(Trainer, "train_step", original)
+    assert cli(run, "train-tokenizer", "--decoder-steps", "8") == 0
+    assert tree_digest(run / "tokenizer" / "checkpoints") == main_checkpoints
+    assert CheckpointManager(run / "tokenizer" / "decoder" / "checkpoints").latest_step() == 8
+    assert json.loads((run / "stages" / "tokenizer.json").read_text())["decoder_steps"] == 8
+
+
 def checkpoint_lr(stage_dir: Path) -> float:
     """The learning rate the stage's latest checkpoint was trained with."""
     latest = (stage_dir / "checkpoints" / "latest").read_text().strip()
@@ -120,6 +182,38 @@ def test_the_old_command_name_still_trains_the_context_model(run, capsys):
     assert json.loads((run / "stages" / "context.json").read_text())["steps"] == 3
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train-agent", "--restart", "--agent-kwarg", "n_steps=0"],  # SB3 refuses it once the agent is built
+        ["train-tokenizer", "--restart", "--sequence-length", "100"],  # longer than any episode of the replay
+    ],
+    ids=["agent", "tokenizer and everything after it"],
+)
+def test_a_restart_that_fails_puts_back_everything_it_discarded(run, capsys, argv):
+    before = outputs(run)
+    assert cli(run, *argv) == 2
+    out = capsys.readouterr().out
+    assert "--restart discarded" in out and "restored" in out
+    assert outputs(run) == before
+    assert not (run / ".discarded").exists()
+
+
+def test_an_agent_of_another_algorithm_trains_without_the_runs_ppo_settings(run):
+    argv = ["--restart", "--algo", "a2c", "--agent-steps", "32", "--agent-kwarg", "n_steps=8"]
+    assert cli(run, "train-agent", *argv) == 0
+    stored = json.loads((run / "config.json").read_text())
+    assert (stored["algo"], stored["agent_kwargs"]) == ("a2c", {"n_steps": 8})
+    assert cli(run, "evaluate", "--eval-episodes", "1") == 0
+
+
+def test_evaluate_refuses_an_agent_whose_observation_statistics_are_missing(run, capsys):
+    (run / "agent" / "observation_normalization.json").unlink()
+    assert cli(run, "evaluate", "--restart", "--eval-episodes", "1") == 2
+    assert "observation_normalization.json" in capsys.readouterr().err
+    assert (run / "report.json").is_file()  # the report of before is kept
+
+
 def test_fewer_steps_than_trained_is_refused(run, capsys):
     assert cli(run, "train-tokenizer", "--tokenizer-steps", "1") == 2
     assert "--restart" in capsys.readouterr().err
@@ -133,6 +227,54 @@ def test_a_data_shaping_flag_that_contradicts_the_run_is_refused(run, capsys):
     assert "frame_size=32" in capsys.readouterr().err
     assert cli(run, "evaluate", "--env", "cartpole_pixels") == 2
     assert (run / "config.json").read_text() == config
+
+
+@pytest.mark.parametrize(
+    ("missing", "command", "rebuilds"),
+    [
+        ("tokenizer/model", "train-tokenizer", "train-tokenizer"),
+        ("model", "train-context", "train-context"),
+        ("agent/agent.zip", "train-agent", "train-agent"),
+        ("agent/agent.zip", "evaluate", "train-agent"),
+    ],
+)
+def test_a_finished_stage_whose_file_is_gone_says_what_rebuilds_it(run, capsys, missing, command, rebuilds):
+    target = run / missing
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    assert cli(run, command) == 2
+    err = capsys.readouterr().err
+    assert f"`aime-rl {rebuilds} --name r --runs-dir {run.parent} --restart` makes it again" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_agent_refused_for_other_settings_names_them(run, capsys):
+    assert cli(run, "train-agent", "--agent-steps", "48") == 2
+    assert "steps (32 → 48)" in capsys.readouterr().err
+
+
+def test_a_bad_value_is_named_before_it_is_called_a_contradiction(run, capsys):
+    assert cli(run, "train-agent", "--window", "-3") == 2
+    err = capsys.readouterr().err
+    assert "--window must be a positive integer" in err and "--restart" not in err
+
+
+def test_a_restart_discards_the_probe_results_of_the_model_it_replaces(run, capsys):
+    assert (
+        cli(
+            run,
+            "probe",
+            "--probe-steps",
+            "300",
+            "--probe-episode-steps",
+            "50",
+            "--probe-representations",
+            "context",
+        )
+        == 0
+    )
+    assert (run / "probe.json").is_file()
+    assert cli(run, "train-context", "--restart") == 0
+    assert not (run / "probe.json").exists() and not (run / "probe").exists()
 
 
 def test_a_shaping_setting_of_an_earlier_stage_cannot_be_restarted_from_a_later_one(run, capsys):
@@ -177,7 +319,18 @@ def test_later_stages_read_the_run_config(tmp_path):
     run = tmp_path / "r"
     assert cli(run, "collect", "--frame-size", "64", "--collect-steps", "40", "--num-envs", "2") == 0
     assert (
-        cli(run, "train-tokenizer", "--preset", "tiny", "--tokenizer-steps", "1", "--sequence-length", "4")
+        cli(
+            run,
+            "train-tokenizer",
+            "--preset",
+            "tiny",
+            "--tokenizer-steps",
+            "1",
+            "--sequence-length",
+            "4",
+            "--decoder-steps",
+            "1",
+        )
         == 0
     )
     assert json.loads((run / "config.json").read_text())["frame_size"] == 64
@@ -248,6 +401,29 @@ def test_collect_tops_up_to_a_target_with_fresh_seeds(run, capsys):
     assert store.num_steps >= 300
     keys = episode_keys(store)
     assert len(set(keys)) == len(keys)  # no episode recorded twice
+
+
+def test_collect_tops_up_a_replay_that_lost_files_and_clears_what_they_left(run, capsys):
+    next(
+        iter(sorted((run / "replay" / "chunks").glob("*.commit.json")))
+    ).unlink()  # one episode's record gone
+    left = ReplayStore.open(run / "replay").num_steps
+    capsys.readouterr()
+    assert cli(run, "collect") == 0
+    out = capsys.readouterr().out
+    assert "unfinished files" in out and "files were removed" in out
+    store = ReplayStore.open(run / "replay")
+    assert store.num_steps > left and not store.recovery_report.orphan_files
+    assert json.loads((run / "stages" / "collect.json").read_text())["replay"]["steps"] == store.num_steps
+
+
+def test_a_stopped_collect_past_a_smaller_target_is_finished_by_it(run):
+    manifest = json.loads((run / "stages" / "collect.json").read_text())
+    (run / "stages" / "collect.json").write_text(
+        json.dumps({**manifest, "status": "running", "target": 10**6})
+    )
+    assert cli(run, "collect", "--collect-steps", "16") == 0
+    assert json.loads((run / "stages" / "collect.json").read_text())["status"] == "done"
 
 
 def test_a_killed_collect_is_topped_up_without_duplicates(tmp_path, monkeypatch):
@@ -353,9 +529,12 @@ def test_quick_demo_runs_the_whole_pipeline(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_world_model_and_an_agent_trained_in_imagination(run):
+def test_world_model_and_an_agent_trained_in_imagination(run, caplog):
     assert cli(run, "train-world-model", "--world-model-steps", "3") == 0
+    assert "action_dim not given" not in caplog.text  # the stage tells the VRNN the env's actions
     assert (run / "world_model" / "world_model" / "model.safetensors").is_file()
+    vrnn = json.loads((run / "world_model" / "world_model" / "config.json").read_text())
+    assert (vrnn["action_dim"], vrnn["discrete"]) == (3, True)  # Catch's actions, from the env itself
     assert cli(run, "train-world-model", "--world-model-steps", "3") == 0  # a no-op
     assert cli(run, "train-agent", "--in-imagination", "--agent-steps", "32") == 2  # an agent exists already
     assert cli(run, "train-agent", "--restart", "--in-imagination", "--agent-steps", "32") == 0
@@ -417,6 +596,7 @@ def test_probe_takes_the_representations_and_episode_length_it_is_given(run):
         (("--probe-representations", "context,pixls"), "--probe-representations"),
         (("--probe-representations", "belief"), "world model"),
         (("--probe-episode-steps", "-1"), "--probe-episode-steps"),
+        (("--probe-episode-steps", "0"), "--probe-episode-steps N"),  # 100 frames of one Catch episode
     ],
 )
 def test_bad_probe_settings_fail_in_one_line(run, capsys, flags, named):

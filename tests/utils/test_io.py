@@ -65,3 +65,10 @@ def test_matching_weights_load():
     model, source = nn.Linear(3, 2), nn.Linear(3, 2)
     load_state_dict_strict(model, source.state_dict(), "ckpt")
     assert torch.equal(model.weight, source.weight)
+
+
+def test_a_run_directory_given_for_a_model_points_to_its_model(tmp_path, model):
+    model.save_pretrained(tmp_path / "run" / "model")
+    (tmp_path / "run" / "config.json").write_text("{}")  # a run's own settings file
+    with pytest.raises(ValueError, match=r"run/model does \(a run's model is its model/\)"):
+        CausalPerceiverIO.from_pretrained(tmp_path / "run")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
-from aime_rl.wrappers.preprocessing import frame_source_for, to_model_frames
+from aime_rl.wrappers.preprocessing import frame_source_for, frame_source_from, to_model_frames
 from tests.wrappers.helpers import short_catch
 
 
@@ -38,3 +38,16 @@ def test_frame_source_from_observation_or_render():
     assert frame_source_for(gym.make("aime_rl/CatchState-v0", render_mode="rgb_array")) == "render"
     with pytest.raises(ValueError, match="render_mode"):
         frame_source_for(gym.make("aime_rl/CatchState-v0"))
+
+
+@pytest.mark.parametrize(
+    ("space", "hint"),
+    [
+        (gym.spaces.Box(0, 255, (3, 64, 64), np.uint8), r"transpose \[C, H, W\] to \[H, W, C\]"),
+        (gym.spaces.Box(0.0, 1.0, (64, 64, 3), np.float32), "scale float images"),
+    ],
+    ids=["channels first", "float"],
+)
+def test_frames_in_another_layout_say_how_to_fix_them(space, hint):
+    with pytest.raises(ValueError, match=hint):
+        frame_source_from(space, None, "env X")

@@ -246,3 +246,8 @@ def test_reset_context_restarts_the_context_and_the_belief_as_at_an_episode_star
     assert np.allclose(after_restart, after_start, atol=1e-5)
     for venv in venvs:
         venv.close()
+
+
+def test_no_envs_is_a_clear_error(model_dir):
+    with pytest.raises(ValueError, match="n_envs must be >= 1, got 0"):
+        make_context_vec_env("catch", model_dir, n_envs=0)
