@@ -249,7 +249,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         if cached is None:
             report = stage()
     if cached is not None:
-        print_summary(run.path, cached)
+        print_summary(run.path, cached, reused=True)
         return cached
     report["probe"] = probe_summary(run.path / "probe.json")
     report["seconds"] = round(time.time() - start, 1)

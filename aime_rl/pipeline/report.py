@@ -95,7 +95,8 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(run_dir: Path, report: dict[str, Any]) -> None:
+def print_summary(run_dir: Path, report: dict[str, Any], reused: bool = False) -> None:
+    """The demo's summary of ``report``; ``reused``: the report of an earlier demo (its time is that run's)."""
     tok = report["perception"].get("tokenizer", {})
     ctx = report["perception"].get("context_model", {})
     print("\n== aime-rl demo summary ==")
@@ -119,5 +120,10 @@ def print_summary(run_dir: Path, report: dict[str, Any]) -> None:
         print("what the context knows (R² per state variable; probe.md has the protocol):")
         for row in probe_table(report["probe"]):
             print(row)
-    print(f"report: {run_dir / 'report.md'}   ({report.get('seconds', 0):.0f} s)")
+    took = (
+        f"the demo that made it took {report.get('seconds', 0):.0f} s"
+        if reused
+        else f"{report.get('seconds', 0):.0f} s"
+    )
+    print(f"report: {run_dir / 'report.md'}   ({took})")
     print(f"TensorBoard: tensorboard --logdir {run_dir}")
