@@ -11,7 +11,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from ..agents import NORMALIZATION_NAME, make_agent, normalize_observations, save_normalization
 from ..perception import CausalPerceiverIO
-from ..utils.io import atomic_write, atomic_write_json
+from ..utils.io import atomic_write, atomic_write_json, read_json
 from ..world_model import VRNN, WorldModelEnv
 from ..wrappers import VecContextObservation
 from .config import RunConfig
@@ -36,12 +36,20 @@ def make_context_venv(
     return VecContextObservation(venv, perception_dir, window=window, device=config.device)
 
 
-def check_agent_kwargs(algo: str, kwargs: dict[str, Any]) -> None:
-    """Unknown SB3 arguments are refused before anything is written."""
+def check_agent_kwargs(algo: str, kwargs: dict[str, Any], run: RunDir | None = None) -> None:
+    """Unknown SB3 arguments are refused before anything is written (for an existing ``run``, the message says
+    where they are stored: a flag can add a key, not remove one)."""
     accepted = set(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "policy", "env"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
-        raise ValueError(f"{algo.upper()} has no setting {', '.join(unknown)} (--agent-kwarg / agent_kwargs)")
+        saved = (
+            read_json(run.config_path).get("agent_kwargs", {}) if run and run.config_path.is_file() else {}
+        )
+        stored = [k for k in unknown if k in saved]
+        where = f"; remove {', '.join(stored)} from agent_kwargs in {run.config_path}" if stored else ""
+        raise ValueError(
+            f"{algo.upper()} has no setting {', '.join(unknown)} (--agent-kwarg / agent_kwargs){where}"
+        )
 
 
 def agent_settings(config: RunConfig, in_imagination: bool) -> dict[str, Any]:
@@ -67,6 +75,8 @@ def agent_difference(manifest: dict[str, Any], inputs: dict[str, Any], settings:
     if old_inputs.get("world_model") != inputs.get("world_model"):
         return "world model (in imagination or not: --in-imagination)"
     keys = [key for key in settings if old_settings.get(key) != settings[key]]
+    if not keys:
+        return "version of its settings (agent.json)"
     return "value of " + ", ".join(f"{key} ({old_settings.get(key)!r} → {settings[key]!r})" for key in keys)
 
 

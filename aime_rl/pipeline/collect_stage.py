@@ -30,11 +30,17 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     recorded = manifest.get("replay", {}).get("steps", 0) if done else 0
     if have < recorded:
         say(
-            f"collect: the replay has {have} steps, {recorded} when collect last finished (files were removed); "
-            f"topping it up to {config.collect_steps}"
+            f"collect: the replay has {have} steps, {recorded} when collect last finished (files were removed)"
         )
-    elif done and manifest.get("target") == config.collect_steps or have >= config.collect_steps:
-        if not done:  # a stopped collect that had already reached this target
+    if (
+        have >= config.collect_steps
+        or have >= recorded
+        and done
+        and manifest.get("target") == config.collect_steps
+    ):
+        if (
+            not done or have < recorded
+        ):  # a stopped collect that reached the target, or a replay that lost files
             manifest = finished_manifest(config, replay_dir, int(manifest["sessions"]))
             run.write_manifest("collect", manifest)
         say(

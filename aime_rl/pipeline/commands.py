@@ -23,7 +23,7 @@ from .config import RunConfig, check_name, default_values, layer
 from .environment import check_env
 from .lock import RunLock
 from .report import print_summary, write_report
-from .rundir import RunDir, file_sha256, reconcile, weights_fingerprint
+from .rundir import ASIDE, RunDir, file_sha256, reconcile, weights_fingerprint
 from .stages import (
     check_agent_kwargs,
     collect,
@@ -46,7 +46,7 @@ COMMAND_STAGE = {
     "train-world-model": "world_model",
     "train-agent": "agent",
     "evaluate": "evaluate",
-    "probe": "evaluate",
+    "probe": "probe",
     "demo": "collect",
 }
 ENV_COMMANDS = ("collect", "train-agent", "evaluate", "probe", "demo")
@@ -101,7 +101,8 @@ def prepare(
             discard = list(COMMAND_STAGE.values())
     if command in ENV_COMMANDS:
         check_env(replace(config, **options.extra))
-    check_agent_kwargs(config.algo, config.agent_kwargs)  # every command: a typo is never stored in the run
+    if stored is None or {"algo", "agent_kwargs"} & set(explicit) or command in ("train-agent", "demo"):
+        check_agent_kwargs(config.algo, config.agent_kwargs, run)  # a typo is never stored in a run
     check_prerequisites(command, run, options, discard)
     return config, run, discard, stored is None
 
@@ -154,23 +155,38 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
         removed = run.set_aside(discard)
         if removed:
             print(f"aime-rl {command}: --restart discarded {', '.join(removed)}", flush=True)
+            if not new:  # what is made from now on follows the new settings, even if it is interrupted
+                shutil.copy2(run.config_path, run.path / ASIDE / run.config_path.name)
+                atomic_write_json(run.config_path, config.to_dict())
         seed_everything(config)
         try:
             result = dispatch(command, replace(config, **options.extra), run, options)
         except Exception:  # not an interrupt: a stopped restart resumes from what it trained so far
             if removed:
-                run.restore_aside(discard)
-                print(f"aime-rl {command}: failed; restored {', '.join(removed)} as they were", flush=True)
+                undo_restart(command, run, discard)
             raise
         run.drop_aside()
         if not new:
             atomic_write_json(run.config_path, config.to_dict())
         return result
     except BaseException:
+        lock.release()  # first: an open lock file cannot be deleted on every platform
         remove_made(made)
         raise
     finally:
         lock.release()
+
+
+def undo_restart(command: str, run: RunDir, discard: list[str]) -> None:
+    """After a failed ``--restart``: put back what it discarded (and the settings), unless it had already redone a
+    stage — the demo's earlier stages — whose outputs the old later ones would no longer match."""
+    redone = [stage for stage in discard if (run.manifest(stage) or {}).get("status") == "done"]
+    if redone:
+        run.drop_aside()
+        print(f"aime-rl {command}: failed after redoing {', '.join(redone)}, which the run keeps", flush=True)
+        return
+    run.restore_aside(discard)
+    print(f"aime-rl {command}: failed; restored the run as it was before --restart", flush=True)
 
 
 def remove_made(made: list[Path]) -> None:

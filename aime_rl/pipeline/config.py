@@ -51,7 +51,7 @@ ADDED_SETTINGS = (
     "predictor_kwargs",
     "decoder_steps",
 )
-STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate")
+STAGES = ("collect", "tokenizer", "context", "world_model", "agent", "evaluate", "probe")
 SHAPING: dict[str, str] = {
     "env": "collect",
     "frame_size": "collect",

@@ -21,10 +21,11 @@ from ..training.perception import (
 from ..world_model import train_world_model
 from .config import RunConfig
 from .environment import make_single_env
-from .rundir import RunDir, replay_fingerprint, weights_fingerprint
+from .rundir import RunDir, codes_fingerprint, replay_fingerprint, weights_fingerprint
 from .stage_common import (
     begin_training_stage,
     context_model_to_train,
+    log_replay_change,
     model_dir,
     open_replay,
     require_done,
@@ -47,26 +48,29 @@ def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     """
     store = open_replay(run)
     inputs = {"replay": replay_fingerprint(store)}
-    if not decoder_steps_to_train(run, config):
+    logdir = run.path / "tokenizer"
+    if decoder_steps_to_train(run, config):  # the tokenizer is done: start from it, train its decoder further
+        log_replay_change(run.manifest("tokenizer"), inputs["replay"], "train-tokenizer")
+        run.write_manifest(
+            "tokenizer", {"status": "running", "steps": config.tokenizer_steps, "inputs": inputs}
+        )
+        tokenizer = VQPTTokenizer.from_pretrained(logdir / "model")
+        metrics: dict[str, Any] = {}
+    else:
         done = begin_training_stage(
             run, "tokenizer", "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps", inputs
         )
         if done:
             return done
-    else:
-        run.write_manifest(
-            "tokenizer", {"status": "running", "steps": config.tokenizer_steps, "inputs": inputs}
+        tokenizer = tokenizer_to_train(config, logdir)
+        if CheckpointManager(logdir / "checkpoints").latest_step() < config.tokenizer_steps:
+            shutil.rmtree(logdir / DECODER_DIR, ignore_errors=True)  # made on codes that are about to change
+        metrics = train_tokenizer(
+            tokenizer,
+            store.directory,
+            trainer_config(config, config.tokenizer_steps, lr=config.tokenizer_lr),
+            logdir,
         )
-    logdir = run.path / "tokenizer"
-    tokenizer = tokenizer_to_train(config, logdir)
-    if CheckpointManager(logdir / "checkpoints").latest_step() < config.tokenizer_steps:
-        shutil.rmtree(logdir / DECODER_DIR, ignore_errors=True)  # made on codes that are about to change
-    metrics = train_tokenizer(
-        tokenizer,
-        store.directory,
-        trainer_config(config, config.tokenizer_steps, lr=config.tokenizer_lr),
-        logdir,
-    )
     if config.decoder_steps:
         metrics |= train_tokenizer_decoder(
             tokenizer,
@@ -115,15 +119,16 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     require_done(run, "tokenizer", "train-tokenizer")
     store = open_replay(run)
     tokenizer_dir = run.path / "tokenizer" / "model"
-    inputs = {"tokenizer": weights_fingerprint(tokenizer_dir), "replay": replay_fingerprint(store)}
+    # the tokenizer's codes, not its decoder: more decoder steps leave the tokens, and this model, valid
+    inputs = {"tokenizer_codes": codes_fingerprint(tokenizer_dir), "replay": replay_fingerprint(store)}
+    upstream = ("tokenizer_codes", "tokenizer")
+    if "tokenizer_codes" not in ((run.manifest("context") or {}).get("inputs") or {"tokenizer_codes": 0}):
+        inputs["tokenizer"] = weights_fingerprint(
+            tokenizer_dir
+        )  # a model made before codes were fingerprinted
+        upstream = ("tokenizer", "tokenizer")
     done = begin_training_stage(
-        run,
-        "context",
-        "train-context",
-        config.context_steps,
-        "--context-steps",
-        inputs,
-        ("tokenizer", "tokenizer"),
+        run, "context", "train-context", config.context_steps, "--context-steps", inputs, upstream
     )
     if done:
         return done
@@ -177,12 +182,16 @@ def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     if done:
         return done
     perceiver = CausalPerceiverIO.from_pretrained(perception_dir, map_location=config.device).eval()
+    logdir = run.path / "world_model"
+    resuming = (
+        CheckpointManager(logdir / "checkpoints").latest_path() is not None
+    )  # keeps its own action spec
     train_world_model(
         store.directory,
         perceiver,
         trainer_config(config, config.world_model_steps),
-        run.path / "world_model",
-        vrnn_kwargs=action_spec(config),
+        logdir,
+        vrnn_kwargs=None if resuming else action_spec(config),
     )
     manifest = {
         "status": "done",

@@ -21,13 +21,16 @@ size, the SHA-256 of upstream weights), so a later run of the stage can tell whe
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..utils.io import atomic_write_json, read_json
+import torch
+
+from ..utils.io import atomic_write_json, read_json, read_safetensors
 from .config import SHAPING, STAGES, RunConfig, flag_setting, layer
 
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -36,8 +39,8 @@ STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "context": ("context_model", "model"),
     "world_model": ("world_model",),
     "agent": ("agent",),
-    # evaluate's and probe's: measurements of the models and the agent, stale once any of them is redone
-    "evaluate": ("report.json", "report.md", "probe.json", "probe.md", "probe"),
+    "evaluate": ("report.json", "report.md"),
+    "probe": ("probe.json", "probe.md", "probe"),
 }
 #: the file each training stage's later readers need: a finished stage without it is a damaged run
 STAGE_FILES: dict[str, str] = {
@@ -55,13 +58,18 @@ STAGE_COMMANDS = {
     "world_model": "train-world-model",
     "agent": "train-agent",
     "evaluate": "evaluate",
+    "probe": "probe",
 }
 
 
 def downstream(stage: str) -> list[str]:
     """``stage`` and the stages whose outputs are made from it, in pipeline order."""
-    if stage == "world_model":  # an agent depends on the world model only when trained in imagination
-        return ["world_model"]
+    if (
+        stage == "world_model"
+    ):  # an agent depends on it only when trained in imagination; the probe's belief does
+        return ["world_model", "probe"]
+    if stage in ("evaluate", "probe"):  # two measurements, each of what came before, not of each other
+        return [stage]
     return list(STAGES[STAGES.index(stage) :])
 
 
@@ -88,7 +96,9 @@ class RunDir:
 
     def command_line(self, command: str) -> str:
         """``aime-rl <command> --name <name>``, with ``--runs-dir`` when the run is not under the default ``runs``."""
-        runs_dir = "" if self.path.parent == Path("runs") else f" --runs-dir {self.path.parent}"
+        runs_dir = (
+            "" if self.path.parent == Path("runs") else f" --runs-dir {shlex.quote(str(self.path.parent))}"
+        )
         return f"aime-rl {command} --name {self.path.name}{runs_dir}"
 
     def check_outputs(self, stage: str) -> None:
@@ -117,15 +127,19 @@ class RunDir:
         any. What an earlier, killed command left there is deleted first."""
         self.drop_aside()
         moved = []
-        for stage in stages:
-            if not self.has_outputs(stage):
-                continue
-            for name in (*STAGE_OUTPUTS[stage], f"stages/{stage}.json"):
-                if (self.path / name).exists():
-                    target = self.path / ASIDE / name
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    (self.path / name).rename(target)
-            moved.append(stage)
+        try:
+            for stage in stages:
+                if not self.has_outputs(stage):
+                    continue
+                for name in (*STAGE_OUTPUTS[stage], f"stages/{stage}.json"):
+                    if (self.path / name).exists():
+                        target = self.path / ASIDE / name
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        (self.path / name).rename(target)
+                moved.append(stage)
+        except BaseException:
+            self.restore_aside(moved)  # all or nothing
+            raise
         return moved
 
     def restore_aside(self, stages: list[str]) -> None:
@@ -219,6 +233,17 @@ def file_sha256(path: Path) -> str:
 def weights_fingerprint(directory: Path) -> str:
     """SHA-256 of a saved model's weights (``model.safetensors``)."""
     return file_sha256(directory / "model.safetensors")
+
+
+def codes_fingerprint(directory: Path) -> str:
+    """SHA-256 of a saved tokenizer's weights outside its decoder (``model.safetensors``): what decides the tokens.
+    Training the decoder alone (``decoder_steps``) leaves it unchanged."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(read_safetensors(directory / "model.safetensors").items()):
+        if not name.startswith("decoder."):
+            digest.update(name.encode())
+            digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def replay_fingerprint(store) -> dict[str, int]:

@@ -13,6 +13,9 @@ from aime_rl.pipeline import RunInUseError, RunLock
 from aime_rl.pipeline.lock import LOCK_NAME
 
 COLLECT = ["--collect-steps", "16", "--num-envs", "2", "--frame-size", "32"]
+pytestmark = pytest.mark.skipif(
+    sys.platform == "win32", reason="the run lock is POSIX flock; Windows takes none"
+)
 
 
 def collect(run, *extra) -> int:
@@ -46,14 +49,6 @@ def test_a_command_on_a_run_in_use_is_one_line_and_writes_nothing(tmp_path, caps
     assert "in use" in err and "aime-rl train-context" in err and "Traceback" not in err
     assert sorted(p.relative_to(run) for p in run.rglob("*") if p.name != LOCK_NAME) == before
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())
-
-
-def test_a_run_in_use_is_not_removed_by_the_refused_command(tmp_path):
-    run = tmp_path / "r"
-    run.mkdir()
-    with RunLock(run, "aime-rl collect"):
-        assert collect(run) == 2
-    assert run.is_dir()
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):

@@ -105,6 +105,21 @@ def test_more_decoder_steps_train_the_decoder_alone_and_keep_the_tokens(run, cap
     assert torch.equal(held_out_tokens(run), tokens)
     manifest = json.loads((run / "stages" / "tokenizer.json").read_text())
     assert (manifest["steps"], manifest["decoder_steps"], manifest["status"]) == (2, 4, "done")
+    assert (
+        cli(run, "train-context", "--context-steps", "3") == 0
+    )  # the same codes: the context model trains on
+
+
+def test_a_context_model_from_before_codes_fingerprints_still_checks_its_tokenizer(run, capsys):
+    path = run / "stages" / "context.json"
+    manifest = json.loads(path.read_text())
+    tokenizer = digest(run / "tokenizer" / "model" / "model.safetensors")
+    manifest["inputs"] = {"tokenizer": tokenizer, "replay": manifest["inputs"]["replay"]}  # the older format
+    path.write_text(json.dumps(manifest))
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "3") == 0
+    capsys.readouterr()
+    assert cli(run, "train-context", "--context-steps", "3") == 2
+    assert "tokenizer changed" in capsys.readouterr().err
 
 
 def test_fewer_decoder_steps_than_trained_are_refused(run, capsys):
@@ -212,6 +227,28 @@ def test_evaluate_refuses_an_agent_whose_observation_statistics_are_missing(run,
     assert cli(run, "evaluate", "--restart", "--eval-episodes", "1") == 2
     assert "observation_normalization.json" in capsys.readouterr().err
     assert (run / "report.json").is_file()  # the report of before is kept
+
+
+def test_an_interrupted_restart_keeps_the_settings_its_outputs_follow(run, monkeypatch):
+    from aime_rl.pipeline.progress import Progress
+
+    def interrupt(self, n=1):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "update", interrupt)
+    assert cli(run, "collect", "--restart", "--frame-size", "48") == 130
+    assert json.loads((run / "config.json").read_text())["frame_size"] == 48
+    assert not (run / "tokenizer").exists()  # discarded with the replay it was made from
+
+
+def test_a_demo_restart_that_fails_late_keeps_the_stages_it_redid(run, capsys):
+    tokenizer = digest(run / "tokenizer" / "model" / "model.safetensors")
+    argv = ["--restart", "--seed", "5", "--probe-steps", "60", "--probe-episode-steps", "0"]
+    assert cli(run, "demo", *argv) == 2  # 60 probe frames: one episode, too few for the probe's split
+    assert "failed after redoing collect, tokenizer, context, agent" in capsys.readouterr().out
+    assert digest(run / "tokenizer" / "model" / "model.safetensors") != tokenizer
+    assert json.loads((run / "config.json").read_text())["seed"] == 5
+    assert not (run / "report.json").exists() and not (run / ".discarded").exists()
 
 
 def test_fewer_steps_than_trained_is_refused(run, capsys):
