@@ -210,6 +210,11 @@ def test_an_agent_kwarg_typo_in_a_config_file_is_refused_by_any_command(tmp_path
     assert code == 2 and "n_step" in err and not (tmp_path / "r").exists()
 
 
+def test_an_algorithm_that_cannot_act_in_the_env_is_refused_before_anything_is_written(tmp_path, capsys):
+    code, err = run_cli(["demo", "--runs-dir", str(tmp_path / "r"), "--algo", "sac"], capsys)
+    assert code == 2 and "SAC needs a Box action space" in err and not (tmp_path / "r").exists()
+
+
 def test_train_agent_without_a_model_says_what_to_do_and_leaves_nothing(tmp_path, capsys):
     code, err = run_cli(["train-agent", "--runs-dir", str(tmp_path), "--name", "empty"], capsys)
     assert code == 2 and f"aime-rl train-context --name empty --runs-dir {tmp_path}`" in err

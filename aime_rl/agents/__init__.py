@@ -3,7 +3,14 @@ per-feature standardisation of context observations (saved as JSON), a features 
 perception model jointly with the policy, and callbacks that train the perception stack from the replay store and
 log open-loop rollout videos."""
 
-from .builders import ALGORITHMS, DEFAULT_HYPERPARAMETERS, make_agent, make_eval_callback, stack_contexts
+from .builders import (
+    ALGORITHMS,
+    DEFAULT_HYPERPARAMETERS,
+    check_action_space,
+    make_agent,
+    make_eval_callback,
+    stack_contexts,
+)
 from .callbacks import PerceptionTrainingCallback, RolloutVideoCallback
 from .features import PerceptionFeaturesExtractor, perception_policy_kwargs
 from .normalization import NORMALIZATION_NAME, load_normalization, normalize_observations, save_normalization
@@ -15,6 +22,7 @@ __all__ = [
     "PerceptionFeaturesExtractor",
     "PerceptionTrainingCallback",
     "RolloutVideoCallback",
+    "check_action_space",
     "load_normalization",
     "make_agent",
     "make_eval_callback",

@@ -21,7 +21,14 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.vec_env import VecEnv, VecFrameStack
 
-__all__ = ["ALGORITHMS", "DEFAULT_HYPERPARAMETERS", "make_agent", "make_eval_callback", "stack_contexts"]
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_HYPERPARAMETERS",
+    "check_action_space",
+    "make_agent",
+    "make_eval_callback",
+    "stack_contexts",
+]
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN, "sac": SAC}
 
@@ -66,7 +73,8 @@ _ACTION_SPACES: dict[str, tuple[type[spaces.Space], ...]] = {
 }
 
 
-def _check_action_space(algo: str, action_space: spaces.Space) -> None:
+def check_action_space(algo: str, action_space: spaces.Space) -> None:
+    """``ValueError`` when ``algo`` cannot act in ``action_space`` (DQN needs Discrete, SAC needs Box)."""
     required = _ACTION_SPACES.get(algo)
     if required is not None and not isinstance(action_space, required):
         names = " or ".join(space.__name__ for space in required)
@@ -89,7 +97,7 @@ def make_agent(
     name = algo.lower()
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algo {algo!r}; choose one of {sorted(ALGORITHMS)}")
-    _check_action_space(name, env.action_space)
+    check_action_space(name, env.action_space)
     hyperparameters = copy.deepcopy(DEFAULT_HYPERPARAMETERS[name])
     policy_kwargs = {**hyperparameters.pop("policy_kwargs"), **(overrides.pop("policy_kwargs", None) or {})}
     hyperparameters.update(overrides)

@@ -14,7 +14,7 @@ from ..perception import CausalPerceiverIO
 from ..utils.io import atomic_write, atomic_write_json, read_json
 from ..world_model import VRNN, WorldModelEnv
 from ..wrappers import VecContextObservation
-from .config import RunConfig
+from .config import RunConfig, flag_setting
 from .environment import make_venv
 from .progress import AgentProgress
 from .rundir import RunDir, weights_fingerprint
@@ -80,6 +80,28 @@ def agent_difference(manifest: dict[str, Any], inputs: dict[str, Any], settings:
     return "value of " + ", ".join(f"{key} ({old_settings.get(key)!r} → {settings[key]!r})" for key in keys)
 
 
+#: what ``agent.json`` records → the run setting a flag gives it
+AGENT_SETTING_FLAGS = {
+    "algo": "algo",
+    "steps": "agent_steps",
+    "window": "window",
+    "agent_kwargs": "agent_kwargs",
+}
+
+
+def restart_flags(config: RunConfig, manifest: dict[str, Any], in_imagination: bool) -> str:
+    """The flags that carry this command's agent settings where they differ from the run's agent (`` --algo a2c``),
+    so the suggested restart trains the agent that was asked for."""
+    old = manifest.get("settings", {})
+    flags = [
+        flag_setting(name, getattr(config, name))
+        for key, name in AGENT_SETTING_FLAGS.items()
+        if old.get(key) != agent_settings(config, in_imagination)[key] and getattr(config, name) != {}
+    ]
+    flags += ["--in-imagination"] if in_imagination else []
+    return "".join(f" {f}" for f in flags)
+
+
 def train_agent_stage(config: RunConfig, run: RunDir, in_imagination: bool = False, progress: bool = True):
     """Train an SB3 agent on the context (or only inside the world model); saves ``agent/``."""
     perception_dir = model_dir(run)
@@ -96,9 +118,11 @@ def train_agent_stage(config: RunConfig, run: RunDir, in_imagination: bool = Fal
                 f"train-agent: already trained {config.algo} for {config.agent_steps} steps; --restart to train again"
             )
             return manifest
+        difference = agent_difference(manifest, inputs, settings)
         raise ValueError(
-            f"run {run.path.name!r} already has an agent trained with another {agent_difference(manifest, inputs, settings)}; "
-            "`train-agent --restart` replaces it (an agent does not train further)"
+            f"run {run.path.name!r} already has an agent trained with another {difference}; "
+            f"`{run.command_line('train-agent')} --restart{restart_flags(config, manifest, in_imagination)}` "
+            "replaces it (an agent does not train further)"
         )
     check_agent_kwargs(config.algo, config.agent_kwargs)
     run.write_manifest("agent", {"status": "running", "inputs": inputs, "settings": settings})

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ..perception.presets import PRESET_ALIASES, resolve_preset
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_write, atomic_write_json
 from .config import RunConfig, check_name, default_values, layer
 from .environment import check_env
 from .lock import RunLock
 from .report import print_summary, write_report
-from .rundir import ASIDE, RunDir, file_sha256, reconcile, weights_fingerprint
+from .rundir import RunDir, file_sha256, reconcile, weights_fingerprint
 from .stages import (
     check_agent_kwargs,
     collect,
@@ -98,9 +98,10 @@ def prepare(
         changes = {k: v for k, v in explicit.items() if k not in ("name", "runs_dir")}
         config, discard = reconcile(stored, changes, run, stage, options.restart or False)
         if command == "demo" and options.restart:
-            discard = list(COMMAND_STAGE.values())
+            discard = list(dict.fromkeys(COMMAND_STAGE.values()))
     if command in ENV_COMMANDS:
-        check_env(replace(config, **options.extra))
+        algo = config.algo if command in ("train-agent", "demo") else None
+        check_env(replace(config, **options.extra), algo)
     if stored is None or {"algo", "agent_kwargs"} & set(explicit) or command in ("train-agent", "demo"):
         check_agent_kwargs(config.algo, config.agent_kwargs, run)  # a typo is never stored in a run
     check_prerequisites(command, run, options, discard)
@@ -150,24 +151,20 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
     lock = RunLock(run.path, f"aime-rl {command}").acquire()  # a run in use is not ours to remove
     try:
         config, run, discard, new = prepare(command, explicit, options)
-        if new:
-            atomic_write_json(run.config_path, config.to_dict())
+        previous = None if new else run.config_path.read_bytes()
         removed = run.set_aside(discard)
         if removed:
             print(f"aime-rl {command}: --restart discarded {', '.join(removed)}", flush=True)
-            if not new:  # what is made from now on follows the new settings, even if it is interrupted
-                shutil.copy2(run.config_path, run.path / ASIDE / run.config_path.name)
-                atomic_write_json(run.config_path, config.to_dict())
+        # what is made from now on follows these settings, also when it is interrupted and resumed by a plain rerun
+        atomic_write_json(run.config_path, config.to_dict())
         seed_everything(config)
         try:
             result = dispatch(command, replace(config, **options.extra), run, options)
-        except Exception:  # not an interrupt: a stopped restart resumes from what it trained so far
-            if removed:
-                undo_restart(command, run, discard)
+        except Exception:  # not an interrupt: a stopped command resumes from what it trained so far
+            if not (removed and undo_restart(command, run, discard)) and previous is not None:
+                atomic_write(run.config_path, lambda tmp: Path(tmp).write_bytes(previous))
             raise
         run.drop_aside()
-        if not new:
-            atomic_write_json(run.config_path, config.to_dict())
         return result
     except BaseException:
         lock.release()  # first: an open lock file cannot be deleted on every platform
@@ -177,16 +174,18 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
         lock.release()
 
 
-def undo_restart(command: str, run: RunDir, discard: list[str]) -> None:
-    """After a failed ``--restart``: put back what it discarded (and the settings), unless it had already redone a
-    stage — the demo's earlier stages — whose outputs the old later ones would no longer match."""
+def undo_restart(command: str, run: RunDir, discard: list[str]) -> bool:
+    """After a failed ``--restart``: put back what it discarded, unless it had already redone a stage — the demo's
+    earlier stages — whose outputs the old later ones would no longer match. True when the new outputs (and so the
+    new settings) stay."""
     redone = [stage for stage in discard if (run.manifest(stage) or {}).get("status") == "done"]
     if redone:
         run.drop_aside()
         print(f"aime-rl {command}: failed after redoing {', '.join(redone)}, which the run keeps", flush=True)
-        return
+        return True
     run.restore_aside(discard)
     print(f"aime-rl {command}: failed; restored the run as it was before --restart", flush=True)
+    return False
 
 
 def remove_made(made: list[Path]) -> None:
@@ -280,6 +279,7 @@ def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
     """What the demo's probe and evaluation depend on: the weights they measure and the settings they use."""
     world_model = world_model_dir(run) / "model.safetensors"
     return {
+        "tokenizer": weights_fingerprint(run.path / "tokenizer" / "model"),  # its decoder: the summary's PSNR
         "model": weights_fingerprint(run.path / "model"),
         "agent": file_sha256(run.path / "agent" / "agent.zip"),
         "world_model": file_sha256(world_model) if world_model.is_file() else None,

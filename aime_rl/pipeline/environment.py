@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
+from ..agents import check_action_space
 from ..envs import EnvSpec, check_env_spec, make_env, make_env_fn, resolve_env
 from .config import RunConfig
 
@@ -14,9 +15,16 @@ def env_spec(env: str) -> EnvSpec:
     return resolve_env(env)
 
 
-def check_env(config: RunConfig) -> None:
-    """Make the run's env once and check it yields image frames (``CartPole-v1`` points to ``cartpole_pixels``)."""
+def check_env(config: RunConfig, algo: str | None = None) -> None:
+    """Make the run's env once and check it yields image frames (``CartPole-v1`` points to ``cartpole_pixels``);
+    with ``algo``, also that the algorithm can act in its action space (SAC needs a Box, DQN a Discrete one)."""
     check_env_spec(env_spec(config.env))
+    if algo is not None:
+        env = make_single_env(config)
+        try:
+            check_action_space(algo, env.action_space)
+        finally:
+            env.close()
 
 
 def make_venv(config: RunConfig, n_envs: int, seed: int, training: bool = True) -> VecEnv:

@@ -28,6 +28,7 @@ from .stage_common import (
     log_replay_change,
     model_dir,
     open_replay,
+    refuse_longer_checkpoints,
     require_done,
     say,
     tokenizer_to_train,
@@ -50,15 +51,19 @@ def train_tokenizer_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
     inputs = {"replay": replay_fingerprint(store)}
     logdir = run.path / "tokenizer"
     if decoder_steps_to_train(run, config):  # the tokenizer is done: start from it, train its decoder further
+        # the manifest stays "done" meanwhile: tokenizer/model is replaced only at the end, tokens unchanged
         log_replay_change(run.manifest("tokenizer"), inputs["replay"], "train-tokenizer")
-        run.write_manifest(
-            "tokenizer", {"status": "running", "steps": config.tokenizer_steps, "inputs": inputs}
-        )
         tokenizer = VQPTTokenizer.from_pretrained(logdir / "model")
         metrics: dict[str, Any] = {}
     else:
         done = begin_training_stage(
-            run, "tokenizer", "train-tokenizer", config.tokenizer_steps, "--tokenizer-steps", inputs
+            run,
+            "tokenizer",
+            "train-tokenizer",
+            config.tokenizer_steps,
+            "--tokenizer-steps",
+            inputs,
+            checkpoints=logdir / "checkpoints",
         )
         if done:
             return done
@@ -110,6 +115,13 @@ def decoder_steps_to_train(run: RunDir, config: RunConfig) -> bool:
         )
     if trained == config.decoder_steps:
         return False
+    run.check_outputs("tokenizer")
+    refuse_longer_checkpoints(
+        run.path / "tokenizer" / DECODER_DIR / "checkpoints",
+        config.decoder_steps,
+        "train-tokenizer",
+        "--decoder-steps",
+    )
     say(f"train-tokenizer: training the decoder further, from {trained} to {config.decoder_steps} steps")
     return True
 
@@ -128,7 +140,14 @@ def train_context_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
         )  # a model made before codes were fingerprinted
         upstream = ("tokenizer", "tokenizer")
     done = begin_training_stage(
-        run, "context", "train-context", config.context_steps, "--context-steps", inputs, upstream
+        run,
+        "context",
+        "train-context",
+        config.context_steps,
+        "--context-steps",
+        inputs,
+        upstream,
+        run.path / "context_model" / "checkpoints",
     )
     if done:
         return done
@@ -178,6 +197,7 @@ def train_world_model_stage(config: RunConfig, run: RunDir) -> dict[str, Any]:
         "--world-model-steps",
         inputs,
         ("model", "perception model"),
+        run.path / "world_model" / "checkpoints",
     )
     if done:
         return done

@@ -226,19 +226,33 @@ def begin_training_stage(
     steps_flag: str,
     inputs: dict[str, Any],
     upstream: tuple[str, str] | None = None,
+    checkpoints: Path | None = None,
 ) -> dict[str, Any] | None:
     """The common start of a training stage: refuse a changed ``upstream`` artifact ``(input key, what)``, return
-    the manifest when the stage already trained ``steps`` (a no-op), else say what changed in the replay, mark the
-    stage running and return ``None``."""
+    the manifest when the stage already trained ``steps`` (a no-op), refuse ``checkpoints`` that hold more steps
+    than asked (an interrupted longer training), else say what changed in the replay, mark the stage running and
+    return ``None``."""
     manifest = run.manifest(stage)
     if upstream:
         refuse_changed_inputs(manifest, inputs, command, *upstream)
     if finished(manifest, command, steps, steps_flag):
         run.check_outputs(stage)
         return manifest
+    refuse_longer_checkpoints(checkpoints, steps, command, steps_flag)
     log_replay_change(manifest, inputs["replay"], command)
     run.write_manifest(stage, {"status": "running", "steps": steps, "inputs": inputs})
     return None
+
+
+def refuse_longer_checkpoints(checkpoints: Path | None, steps: int, command: str, steps_flag: str) -> None:
+    """``ValueError`` when the newest checkpoint under ``checkpoints`` holds more than ``steps`` steps: a longer
+    training was stopped there, and resuming it cannot give fewer."""
+    trained = CheckpointManager(checkpoints).latest_step() if checkpoints is not None else 0
+    if trained > steps:
+        raise ValueError(
+            f"{command}'s checkpoint holds {trained} steps (a longer training was stopped there), more than "
+            f"{steps_flag} {steps}: {steps_flag} {trained} or more resumes it, --restart trains again from scratch"
+        )
 
 
 def require_done(run: RunDir, stage: str, command: str) -> dict[str, Any]:

@@ -151,7 +151,12 @@ def test_a_killed_decoder_training_resumes_without_training_the_tokenizer_again(
 
     monkeypatch.setattr(Trainer, "train_step", die_in_the_decoder_steps)
     assert cli(run, "train-tokenizer", "--decoder-steps", "8") == 130
-    assert json.loads((run / "stages" / "tokenizer.json").read_text())["status"] == "running"
+    manifest = json.loads((run / "stages" / "tokenizer.json").read_text())
+    assert (manifest["status"], manifest["decoder_steps"]) == (
+        "done",
+        2,
+    )  # the saved tokenizer is still that one
+    assert cli(run, "train-context", "--context-steps", "3") == 0  # so what reads it goes on
     monkeypatch.setattr(Trainer, "train_step", original)
     assert cli(run, "train-tokenizer", "--decoder-steps", "8") == 0
     assert tree_digest(run / "tokenizer" / "checkpoints") == main_checkpoints
@@ -251,6 +256,28 @@ def test_a_demo_restart_that_fails_late_keeps_the_stages_it_redid(run, capsys):
     assert not (run / "report.json").exists() and not (run / ".discarded").exists()
 
 
+def test_a_plain_rerun_resumes_an_interrupted_longer_training_and_fewer_steps_are_refused(
+    run, capsys, monkeypatch
+):
+    from aime_rl.training import Trainer
+
+    original = Trainer.train_step
+
+    def stop_at_step_5(self, batch):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_5)
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "6") == 130  # a checkpoint at step 3
+    monkeypatch.setattr(Trainer, "train_step", original)
+    capsys.readouterr()
+    assert cli(run, "train-tokenizer", "--tokenizer-steps", "2") == 2
+    assert "checkpoint holds 3 steps" in capsys.readouterr().err
+    assert cli(run, "train-tokenizer") == 0  # the run's settings say 6: resumed there
+    assert json.loads((run / "stages" / "tokenizer.json").read_text())["steps"] == 6
+
+
 def test_fewer_steps_than_trained_is_refused(run, capsys):
     assert cli(run, "train-tokenizer", "--tokenizer-steps", "1") == 2
     assert "--restart" in capsys.readouterr().err
@@ -286,7 +313,8 @@ def test_a_finished_stage_whose_file_is_gone_says_what_rebuilds_it(run, capsys, 
 
 def test_an_agent_refused_for_other_settings_names_them(run, capsys):
     assert cli(run, "train-agent", "--agent-steps", "48") == 2
-    assert "steps (32 → 48)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "steps (32 → 48)" in err and f"--name r --runs-dir {run.parent} --restart --agent-steps 48`" in err
 
 
 def test_a_bad_value_is_named_before_it_is_called_a_contradiction(run, capsys):
@@ -543,6 +571,9 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     assert main([*demo, "--eval-episodes", "3"]) == 0  # another setting of the evaluation: measured again
     assert "(done: nothing it measures changed)" not in capsys.readouterr().out
     assert json.loads((run / "report.json").read_text())["episodes"] == 3
+    psnr = json.loads((run / "report.json").read_text())["perception"]["tokenizer"]["psnr"]
+    assert main([*demo, "--eval-episodes", "3", "--decoder-steps", "20"]) == 0  # a better decoder: reported
+    assert json.loads((run / "report.json").read_text())["perception"]["tokenizer"]["psnr"] != psnr
 
 
 @pytest.mark.slow
