@@ -114,6 +114,12 @@ def train_agent_stage(config: RunConfig, run: RunDir, in_imagination: bool = Fal
     if manifest and manifest.get("status") == "done":
         if manifest.get("inputs") == inputs and manifest.get("settings") == settings:
             run.check_outputs("agent")
+            stats = run.path / "agent" / NORMALIZATION_NAME
+            if settings["normalize_observations"] and not stats.is_file():
+                raise ValueError(
+                    f"run {run.path.name!r} lacks {stats.relative_to(run.path)}, the statistics its agent was "
+                    f"trained with: `{run.command_line('train-agent')} --restart` trains it again"
+                )
             say(
                 f"train-agent: already trained {config.algo} for {config.agent_steps} steps; --restart to train again"
             )

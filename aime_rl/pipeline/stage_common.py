@@ -235,8 +235,9 @@ def begin_training_stage(
     manifest = run.manifest(stage)
     if upstream:
         refuse_changed_inputs(manifest, inputs, command, *upstream)
+    if manifest and manifest.get("status") == "done":
+        run.check_outputs(stage)  # before any "already trained": a no-op on a damaged run would mislead
     if finished(manifest, command, steps, steps_flag):
-        run.check_outputs(stage)
         return manifest
     refuse_longer_checkpoints(checkpoints, steps, command, steps_flag)
     log_replay_change(manifest, inputs["replay"], command)

@@ -232,6 +232,9 @@ def test_evaluate_refuses_an_agent_whose_observation_statistics_are_missing(run,
     assert cli(run, "evaluate", "--restart", "--eval-episodes", "1") == 2
     assert "observation_normalization.json" in capsys.readouterr().err
     assert (run / "report.json").is_file()  # the report of before is kept
+    assert cli(run, "train-agent") == 2  # not "already trained"
+    err = capsys.readouterr().err
+    assert "observation_normalization.json" in err and "train-agent --name r" in err
 
 
 def test_an_interrupted_restart_keeps_the_settings_its_outputs_follow(run, monkeypatch):
@@ -305,10 +308,11 @@ def test_a_data_shaping_flag_that_contradicts_the_run_is_refused(run, capsys):
 def test_a_finished_stage_whose_file_is_gone_says_what_rebuilds_it(run, capsys, missing, command, rebuilds):
     target = run / missing
     shutil.rmtree(target) if target.is_dir() else target.unlink()
+    capsys.readouterr()
     assert cli(run, command) == 2
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert f"`aime-rl {rebuilds} --name r --runs-dir {run.parent} --restart` makes it again" in err
-    assert len(err.strip().splitlines()) == 1
+    assert len(err.strip().splitlines()) == 1 and "already trained" not in out
 
 
 def test_an_agent_refused_for_other_settings_names_them(run, capsys):
