@@ -12,7 +12,7 @@ from .config import RunConfig
 from .environment import env_spec, make_venv
 from .progress import Progress
 from .rundir import RunDir, replay_fingerprint
-from .stage_common import say
+from .stage_common import open_replay_dir, say
 
 COLLECT_SESSION_SEED_STRIDE = 100_003  # each collect session (a top-up) gets env seeds no earlier one used
 
@@ -25,7 +25,7 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     """
     manifest = run.manifest("collect") or {"sessions": 0}
     replay_dir = run.path / "replay"
-    have = open_for_collecting(replay_dir)
+    have = open_for_collecting(run, replay_dir)
     done = manifest.get("status") == "done"
     recorded = manifest.get("replay", {}).get("steps", 0) if done else 0
     if have < recorded:
@@ -80,12 +80,12 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     return manifest
 
 
-def open_for_collecting(replay_dir: Path) -> int:
+def open_for_collecting(run: RunDir, replay_dir: Path) -> int:
     """The steps the replay holds (0 when there is none), after deleting what a stopped collect left half-written
     (the run's lock keeps every other writer out)."""
     if not replay_dir.exists():
         return 0
-    store = ReplayStore.open(replay_dir)
+    store = open_replay_dir(run)
     removed = store.remove_orphans()
     if removed:
         say(f"collect: removed {len(removed)} unfinished files a stopped collect left in the replay")

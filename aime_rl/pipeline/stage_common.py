@@ -41,7 +41,19 @@ def seed_everything(config: RunConfig) -> None:
 def open_replay(run: RunDir) -> ReplayStore:
     if not (run.path / "replay").exists() or run.manifest("collect") is None:
         raise ValueError(f"run {run.path.name!r} has no replay: run `{run.command_line('collect')}` first")
-    return ReplayStore.open(run.path / "replay")
+    return open_replay_dir(run)
+
+
+def open_replay_dir(run: RunDir) -> ReplayStore:
+    """The run's replay store; a damaged one (a file missing or corrupted) is a ``ValueError`` that names the file
+    and the command that collects the replay again."""
+    try:
+        return ReplayStore.open(run.path / "replay")
+    except ValueError as err:
+        raise ValueError(
+            f"{err}; `{run.command_line('collect')} --restart` collects the replay again (and discards what was "
+            "trained on it)"
+        ) from err
 
 
 def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> TrainerConfig:

@@ -486,6 +486,18 @@ def test_collect_tops_up_a_replay_that_lost_files_and_clears_what_they_left(run,
     assert json.loads((run / "stages" / "collect.json").read_text())["replay"]["steps"] == store.num_steps
 
 
+def test_a_replay_file_that_is_gone_names_the_command_that_collects_again(run, capsys):
+    next(iter(sorted((run / "replay" / "chunks").glob("*.frames.npy")))).unlink()
+    for command in ("collect", "train-tokenizer"):
+        assert cli(run, command) == 2
+        err = capsys.readouterr().err
+        assert (
+            "frames.npy" in err
+            and "collect --name r" in err
+            and "--restart` collects the replay again" in err
+        )
+
+
 def test_a_stopped_collect_past_a_smaller_target_is_finished_by_it(run):
     manifest = json.loads((run / "stages" / "collect.json").read_text())
     (run / "stages" / "collect.json").write_text(
