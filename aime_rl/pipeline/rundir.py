@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from ..utils.io import atomic_write_json, read_json, read_safetensors
+from ..utils.io import atomic_write_json, read_json, read_safetensors, verify_module_manifest
 from .config import SHAPING, STAGES, RunConfig, flag_setting, layer
 
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -102,13 +102,22 @@ class RunDir:
         return f"aime-rl {command} --name {self.path.name}{runs_dir}"
 
     def check_outputs(self, stage: str) -> None:
-        """``ValueError`` naming the command that rebuilds it when a stage's file (:data:`STAGE_FILES`) is missing."""
+        """``ValueError`` naming the command that rebuilds it when a stage's file (:data:`STAGE_FILES`) is missing,
+        or is a saved model whose weights fail the checksum of its ``manifest.json``."""
         name = STAGE_FILES.get(stage)
-        if name is not None and not (self.path / name).is_file():
+        if name is None:
+            return
+        again = f"`{self.command_line(STAGE_COMMANDS[stage])} --restart` makes it again"
+        path = self.path / name
+        if not path.is_file():
             raise ValueError(
-                f"run {self.path.name!r} lacks {name}, which {STAGE_COMMANDS[stage]} made: "
-                f"`{self.command_line(STAGE_COMMANDS[stage])} --restart` makes it again"
+                f"run {self.path.name!r} lacks {name}, which {STAGE_COMMANDS[stage]} made: {again}"
             )
+        if path.suffix == ".safetensors":
+            try:
+                verify_module_manifest(path.parent)
+            except ValueError as err:
+                raise ValueError(f"{err}: {again}") from err
 
     def has_outputs(self, stage: str) -> bool:
         return self.manifest_path(stage).exists() or any(

@@ -315,6 +315,15 @@ def test_a_finished_stage_whose_file_is_gone_says_what_rebuilds_it(run, capsys, 
     assert len(err.strip().splitlines()) == 1 and "already trained" not in out
 
 
+def test_a_damaged_model_file_is_not_taken_for_a_finished_stage(run, capsys):
+    weights = run / "tokenizer" / "model" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    capsys.readouterr()
+    assert cli(run, "train-tokenizer") == 2
+    out, err = capsys.readouterr()
+    assert "model.safetensors" in err and "train-tokenizer --name r" in err and "already trained" not in out
+
+
 def test_an_agent_refused_for_other_settings_names_them(run, capsys):
     assert cli(run, "train-agent", "--agent-steps", "48") == 2
     err = capsys.readouterr().err
