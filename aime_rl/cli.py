@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         quick=getattr(args, "quick", False),
         restart=args.restart,
         in_imagination=getattr(args, "in_imagination", False),
+        config=args.config,
     )
     try:
         run_command(args.command, explicit_settings(args), options)

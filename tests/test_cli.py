@@ -131,6 +131,47 @@ def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
     assert config.preset == "small"  # what the recipe does not set comes from the built-in experiment
 
 
+def new_run_settings(tmp_path, *argv: str):
+    """The settings a first ``collect`` with these flags would write (nothing is written)."""
+    args = make_parser().parse_args(["collect", *argv, "--runs-dir", str(tmp_path)])
+    return prepare("collect", explicit_settings(args), Options(config=args.config))[0]
+
+
+def test_a_new_atari_run_starts_from_the_atari_recipe(tmp_path):
+    config = new_run_settings(tmp_path, "--env", "breakout")
+    assert config.env == "breakout" and config.name == "demo"  # the run's game and name, not the recipe's
+    assert config.frame_shape == (96, 80) and config.tokenizer_steps == 1200 and config.probe_steps == 50000
+    assert config.predictor_kwargs == {"motion_attention_bias": 0.0, "next_frame_samples": 1}
+
+
+def test_a_catch_run_keeps_the_demo_settings(tmp_path):
+    config = new_run_settings(tmp_path, "--env", "catch")
+    assert config.frame_shape == (32, 32) and config.predictor_kwargs == {} and config.tokenizer_steps == 600
+
+
+def test_a_frame_size_flag_under_the_atari_recipe_means_square_frames(tmp_path):
+    assert new_run_settings(tmp_path, "--env", "pong", "--frame-size", "64").frame_shape == (64, 64)
+    shaped = new_run_settings(tmp_path, "--env", "pong", "--frame-size", "64", "--frame-height", "80")
+    assert shaped.frame_shape == (80, 64)
+
+
+def test_config_demo_starts_an_atari_run_from_the_catch_settings(tmp_path):
+    config = new_run_settings(tmp_path, "--env", "pong", "--config", "demo")
+    assert config.frame_shape == (32, 32) and config.predictor_kwargs == {} and config.env == "pong"
+
+
+def test_an_own_config_file_is_laid_over_the_atari_recipe(tmp_path):
+    config_file = tmp_path / "mine.toml"
+    config_file.write_text("tokenizer_steps = 7\n[predictor_kwargs]\nrecency_bias = 2.0\n")
+    config = new_run_settings(tmp_path, "--env", "pong", "--config", str(config_file))
+    assert config.tokenizer_steps == 7 and config.frame_shape == (96, 80)
+    assert config.predictor_kwargs == {
+        "motion_attention_bias": 0.0,
+        "next_frame_samples": 1,
+        "recency_bias": 2.0,
+    }
+
+
 def test_a_flag_overrides_the_shipped_experiment():
     values = settings(["train-tokenizer", "--config", "atari", "--tokenizer-steps", "300"])
     assert values["tokenizer_steps"] == 300 and values["frame_height"] == 96

@@ -1,8 +1,9 @@
 """Experiment files (TOML) the ``aime-rl`` command runs, shipped as package data.
 
 ``demo.toml`` is the built-in default (``aime-rl demo`` and every stage without ``--config``); ``quick.toml`` is
-``aime-rl demo --quick``; ``atari.toml`` is the Atari recipe of ``docs/atari.md`` (``--config atari``). A user's
-``--config FILE`` (or the name of a shipped experiment) is layered on top of the default, then flags on top of that.
+``aime-rl demo --quick``; ``atari.toml`` is the Atari recipe of ``docs/atari.md``, laid over ``demo.toml`` for every
+new run of an Atari game (``--config atari`` names it). A user's ``--config FILE`` is layered on top of the default
+of the run's kind of env, then flags on top of that; the name of a shipped experiment is a run's whole base.
 """
 
 from pathlib import Path
@@ -13,6 +14,11 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent
 def experiment_path(name: str) -> Path:
     """``<package>/experiments/<name>.toml``."""
     return EXPERIMENTS_DIR / f"{name}.toml"
+
+
+def is_shipped(path: Path) -> bool:
+    """Whether ``path`` (a :func:`resolve_config` answer) is one of the shipped experiment files."""
+    return path.resolve().parent == EXPERIMENTS_DIR and path.suffix == ".toml"
 
 
 def shipped_experiments() -> list[str]:

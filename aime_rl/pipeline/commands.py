@@ -1,7 +1,8 @@
 """What one ``aime-rl`` command does to a run directory, in the order that keeps runs trustworthy:
 
-1. build the settings (a new run: defaults ← experiment file ← ``--config`` ← flags; an existing run: its
-   ``config.json`` ← what the user set explicitly) and validate every one of them, the env included;
+1. build the settings (a new run: defaults ← the built-in experiment — ``demo.toml``, with the Atari recipe over it
+   for an Atari game — ← ``--config`` ← flags; an existing run: its ``config.json`` ← what the user set explicitly)
+   and validate every one of them, the env included;
 2. check the command's prerequisites (``train-context`` needs a trained tokenizer, ...);
 3. only then write: ``config.json`` of a new run, the outputs ``--restart`` discards, the stage's outputs;
 4. a command that fails leaves nothing behind in a run directory it created.
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..envs import resolve_env
+from ..experiments import is_shipped, resolve_config
 from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write, atomic_write_json
 from .config import RunConfig, check_name, default_values, layer
@@ -76,6 +79,32 @@ class Options:
     in_imagination: bool = False
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the ``--config`` given, if any: a shipped experiment (``demo``, ``atari``) is a new run's whole base, where
+    #: a file of one's own is laid over the built-in experiment of the run's kind of env (:func:`starts_from_atari`)
+    config: str | None = None
+
+
+def starts_from_atari(explicit: dict[str, Any], options: Options) -> bool:
+    """Whether a new run starts from the Atari recipe (``aime_rl/experiments/atari.toml``): its env is an Atari game,
+    and neither ``--quick`` nor a shipped experiment (``--config demo``) chose its base. Cheap: makes no env."""
+    if options.quick or (options.config is not None and is_shipped(resolve_config(options.config))):
+        return False
+    try:
+        return resolve_env(explicit.get("env", default_values()["env"])).atari is not None
+    except ValueError:  # an unknown env: check_env names it, with close matches
+        return False
+
+
+def base_values(explicit: dict[str, Any], options: Options) -> dict[str, Any]:
+    """What a new run's explicit settings are laid over (:func:`~aime_rl.pipeline.config.default_values`).
+
+    Under the Atari recipe a ``--frame-size`` given without ``--frame-height`` means square frames, as it does
+    everywhere else: the recipe's 96-pixel height is for its own 80-pixel width."""
+    atari = starts_from_atari(explicit, options)
+    values = default_values(options.quick, atari=atari)
+    if atari and "frame_size" in explicit and "frame_height" not in explicit:
+        values["frame_height"] = 0
+    return values
 
 
 def prepare(
@@ -85,7 +114,7 @@ def prepare(
     command = canonical_command(command)
     if explicit.get("preset") in PRESET_ALIASES:  # "seed" → "paper": the same preset, not a change of the run
         explicit["preset"] = resolve_preset(explicit["preset"], stacklevel=2)
-    base = default_values(options.quick)
+    base = base_values(explicit, options)
     run = locate_run(explicit, options)
     stored = run.stored_config()
     stage = COMMAND_STAGE[command]
@@ -150,7 +179,15 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
     run.path.mkdir(parents=True, exist_ok=True)
     lock = RunLock(run.path, f"aime-rl {command}").acquire()  # a run in use is not ours to remove
     try:
+        atari = starts_from_atari(explicit, options)
         config, run, discard, new = prepare(command, explicit, options)
+        if new and atari:
+            print(
+                f"aime-rl {command}: {config.env} is an Atari game: the run starts from the Atari recipe "
+                "(aime_rl/experiments/atari.toml, docs/atari.md); `--config demo` starts it from the demo's "
+                "Catch settings instead",
+                flush=True,
+            )
         previous = None if new else run.config_path.read_bytes()
         removed = run.set_aside(discard)
         if removed:

@@ -415,6 +415,18 @@ def layer(base: dict[str, Any], *overlays: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def default_values(quick: bool = False) -> dict[str, Any]:
-    """The dataclass defaults with the built-in experiment laid on top (``quick.toml`` for ``demo --quick``)."""
-    return layer(DEFAULTS, load_toml(experiment_path("quick" if quick else "demo")))
+# what the Atari recipe does not lay under a run of another game: the run's name and its game are the user's
+RECIPE_OWN_KEYS = ("name", "env")
+
+
+def default_values(quick: bool = False, atari: bool = False) -> dict[str, Any]:
+    """The dataclass defaults with the built-in experiment laid on top: ``quick.toml`` for ``demo --quick``, else
+    ``demo.toml`` — and for a run of an Atari game (``atari``) the Atari recipe ``atari.toml`` over that, all but
+    its run name and game (:data:`RECIPE_OWN_KEYS`)."""
+    if quick:
+        return layer(DEFAULTS, load_toml(experiment_path("quick")))
+    values = layer(DEFAULTS, load_toml(experiment_path("demo")))
+    if atari:
+        recipe = load_toml(experiment_path("atari"))
+        values = layer(values, {k: v for k, v in recipe.items() if k not in RECIPE_OWN_KEYS})
+    return values

@@ -707,15 +707,18 @@ def test_the_probe_defaults_match_the_evaluation_package():
     assert set(KNOWN_REPRESENTATIONS) == set(REPRESENTATIONS)
 
 
-def test_atari_through_the_cli_with_no_manual_registration(tmp_path):
+def test_atari_through_the_cli_with_no_manual_registration(tmp_path, capsys):
     run = tmp_path / "pong"
     assert (
         cli(run, "collect", "--env", "pong", "--frame-size", "32", "--collect-steps", "32", "--num-envs", "2")
         == 0
     )
+    assert "starts from the Atari recipe" in capsys.readouterr().out  # said once, when the run is made
     store = ReplayStore.open(run / "replay")
     assert store.num_steps >= 16 and tuple(store.frame_shape) == (32, 32, 3)
     assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0
+    assert "Atari recipe" not in capsys.readouterr().out
+    assert json.loads((run / "config.json").read_text())["predictor_kwargs"]["motion_attention_bias"] == 0.0
 
 
 def test_an_unknown_env_is_one_line_with_a_suggestion(tmp_path, capsys):
