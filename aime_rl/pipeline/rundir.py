@@ -24,6 +24,7 @@ import hashlib
 import shlex
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,8 @@ class RunDir:
 
     def check_outputs(self, stage: str) -> None:
         """``ValueError`` naming the command that rebuilds it when a stage's file (:data:`STAGE_FILES`) is missing,
-        or is a saved model whose weights fail the checksum of its ``manifest.json``."""
+        is a saved model whose weights fail the checksum of its ``manifest.json``, or is an agent's zip archive that
+        does not open or fails its members' CRCs."""
         name = STAGE_FILES.get(stage)
         if name is None:
             return
@@ -118,6 +120,14 @@ class RunDir:
                 verify_module_manifest(path.parent)
             except ValueError as err:
                 raise ValueError(f"{err}: {again}") from err
+        elif path.suffix == ".zip":
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    damaged = archive.testzip()
+            except (zipfile.BadZipFile, OSError) as err:
+                damaged = str(err)
+            if damaged is not None:
+                raise ValueError(f"run {self.path.name!r} has a damaged {name} ({damaged}): {again}")
 
     def has_outputs(self, stage: str) -> bool:
         return self.manifest_path(stage).exists() or any(

@@ -315,13 +315,22 @@ def test_a_finished_stage_whose_file_is_gone_says_what_rebuilds_it(run, capsys, 
     assert len(err.strip().splitlines()) == 1 and "already trained" not in out
 
 
-def test_a_damaged_model_file_is_not_taken_for_a_finished_stage(run, capsys):
-    weights = run / "tokenizer" / "model" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:1000])
+@pytest.mark.parametrize(
+    ("damaged", "command", "rebuilds"),
+    [
+        ("tokenizer/model/model.safetensors", "train-tokenizer", "train-tokenizer"),
+        ("agent/agent.zip", "train-agent", "train-agent"),
+        ("agent/agent.zip", "evaluate", "train-agent"),
+    ],
+)
+def test_a_damaged_file_is_not_taken_for_a_finished_stage(run, capsys, damaged, command, rebuilds):
+    path = run / damaged
+    path.write_bytes(path.read_bytes()[:1000])  # a copy cut short
     capsys.readouterr()
-    assert cli(run, "train-tokenizer") == 2
+    assert cli(run, command) == 2
     out, err = capsys.readouterr()
-    assert "model.safetensors" in err and "train-tokenizer --name r" in err and "already trained" not in out
+    assert path.name in err and f"{rebuilds} --name r" in err and "already trained" not in out
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_an_agent_refused_for_other_settings_names_them(run, capsys):
