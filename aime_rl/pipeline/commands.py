@@ -5,7 +5,9 @@
    and validate every one of them, the env included;
 2. check the command's prerequisites (``train-context`` needs a trained tokenizer, ...);
 3. only then write: ``config.json`` of a new run, the outputs ``--restart`` discards, the stage's outputs;
-4. a command that fails leaves nothing behind in a run directory it created.
+4. a command that fails leaves nothing behind in a run directory it created — unless a stage had begun there: a
+   first ``demo`` stopped at its probe, or interrupted while training, keeps what it made, and a plain rerun
+   resumes it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ..envs import resolve_env
 from ..experiments import is_shipped, resolve_config
 from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write, atomic_write_json
-from .config import RunConfig, check_name, default_values, layer
+from .config import STAGES, RunConfig, check_name, default_values, layer
 from .environment import check_env
 from .lock import RunLock
 from .report import print_summary, write_report
@@ -167,7 +169,8 @@ def check_prerequisites(command: str, run: RunDir, options: Options, discard: li
 
 
 def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any:
-    """Lock the run, prepare, then write and run; a run directory this command created is removed if it fails.
+    """Lock the run, prepare, then write and run; a run directory this command created is removed if it fails
+    before any stage began (a stage's manifest marks it: what a stage made is kept, to resume).
 
     The run's lock (:class:`~aime_rl.pipeline.lock.RunLock`) is held from before its settings are read until the
     command ends, so a second command on the same run stops with :class:`~aime_rl.pipeline.lock.RunInUseError`
@@ -205,7 +208,12 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
         return result
     except BaseException:
         lock.release()  # first: an open lock file cannot be deleted on every platform
-        remove_made(made)
+        if not any(run.manifest_path(stage).exists() for stage in STAGES):
+            remove_made(made)
+        elif made:
+            print(
+                f"aime-rl {command}: {run.path} keeps what its stages made; the command run again resumes it"
+            )
         raise
     finally:
         lock.release()

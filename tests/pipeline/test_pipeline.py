@@ -259,6 +259,23 @@ def test_a_demo_restart_that_fails_late_keeps_the_stages_it_redid(run, capsys):
     assert not (run / "report.json").exists() and not (run / ".discarded").exists()
 
 
+def test_a_first_demo_that_fails_late_keeps_what_it_trained(tmp_path, capsys):
+    run = tmp_path / "new"
+    flags = [*TINY, *TRAIN, "--tokenizer-steps", "2", "--context-steps", "2", *AGENT, "--eval-episodes", "2"]
+    assert cli(run, "demo", *flags, "--probe-steps", "60", "--probe-episode-steps", "0") == 2  # one episode
+    assert "keeps what its stages made" in capsys.readouterr().out
+    tokenizer = digest(run / "tokenizer" / "model" / "model.safetensors")
+    assert cli(run, "demo", "--probe-steps", "300", "--probe-episode-steps", "50") == 0
+    out = capsys.readouterr().out
+    assert "train-tokenizer: already trained" in out and "train-agent: already trained" in out
+    assert digest(run / "tokenizer" / "model" / "model.safetensors") == tokenizer
+
+
+def test_a_new_run_whose_command_fails_before_any_stage_is_removed(tmp_path):
+    assert cli(tmp_path / "new", "collect", "--frame-size", "33") == 2
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_plain_rerun_resumes_an_interrupted_longer_training_and_fewer_steps_are_refused(
     run, capsys, monkeypatch
 ):
