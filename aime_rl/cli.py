@@ -24,7 +24,7 @@ from dataclasses import fields
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from .experiments import EXPERIMENTS_DIR, resolve_config
+from .experiments import EXPERIMENTS_DIR, is_shipped, resolve_config
 from .perception.presets import PRESET_ALIASES
 from .pipeline import COMMAND_ALIASES, COMMANDS, Options, RunConfig, RunInUseError, load_toml, run_command
 from .pipeline.config import KWARG_SETTINGS, default_values
@@ -140,7 +140,8 @@ def make_parser() -> argparse.ArgumentParser:
             p = sub.add_parser(alias, description=description, allow_abbrev=False)
         p.add_argument(
             "--config",
-            help="TOML file of settings, or a shipped experiment (atari), laid over the defaults (flags override it)",
+            help="TOML file of settings laid over the defaults (flags override it), or a shipped experiment as the "
+            "whole base (atari, demo; an Atari game starts from atari without it)",
         )
         p.add_argument(
             "--restart",
@@ -164,8 +165,19 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What the user set: the ``--config`` file's values, then the flags given on the command line."""
-    values = load_toml(resolve_config(args.config)) if args.config else {}
+    """What the user set: the ``--config`` file's values, then the flags given on the command line.
+
+    A shipped experiment's frame height goes with its frame size: ``--config atari --frame-size 64`` is 64×64, as
+    ``--frame-size 64`` alone is under the Atari recipe an Atari game gets by default."""
+    path = resolve_config(args.config) if args.config else None
+    values = load_toml(path) if path else {}
+    if (
+        path
+        and is_shipped(path)
+        and getattr(args, "frame_size", None)
+        and not getattr(args, "frame_height", None)
+    ):
+        values.pop("frame_height", None)
     for f in fields(RunConfig):
         value = getattr(args, f.name, None)
         if value is None:

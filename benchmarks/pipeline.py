@@ -1,6 +1,9 @@
 """Sample efficiency on the built-in Catch env: PPO on the learned context vs on pixels vs on the true state.
 
-Same PPO settings, step budget and seeds for the three observation types:
+The same step budget and seeds for the three observation types, each agent with its own PPO settings: the true
+state and the pixels with :data:`PPO_KWARGS` (learning rate 1e-3, the true state's best measured at 20k steps), the
+context with the demo's own agent settings (:data:`CONTEXT_PPO_KWARGS`, from ``aime_rl/experiments/demo.toml``:
+SB3's 3e-4); ``--same-settings`` gives every agent :data:`PPO_KWARGS`, the protocol before the twenty-fourth session:
 
 - ``context``: ``VecContextObservation`` over a perception model pre-trained on random-policy frames (``--model``,
   e.g. ``runs/demo/model`` written by ``aime-rl demo``), standardised per feature (``normalize_observations``;
@@ -12,7 +15,7 @@ Prints a markdown table of the mean evaluation return (deterministic policy, ``-
 observation type, seed and budget, with a random-policy row. Run::
 
     python benchmarks/pipeline.py --model runs/demo/model [--steps 20000 50000] [--seeds 0 1 2] [--quick]
-        [--raw-context]
+        [--raw-context] [--same-settings]
 
 ``--steps`` are budgets: each agent is trained once up to the largest and evaluated at every one. After the
 per-seed table comes the normalised score per budget, (return − random) / (true-state return − random), of the
@@ -32,11 +35,13 @@ from stable_baselines3.common.vec_env import VecFrameStack, VecTransposeImage
 import aime_rl  # noqa: F401  (registers the envs)
 from aime_rl.agents import normalize_observations
 from aime_rl.pipeline import episode_returns
+from aime_rl.pipeline.config import default_values
 from aime_rl.wrappers import VecContextObservation
 
 PPO_KWARGS = dict(
     n_steps=64, batch_size=128, n_epochs=10, learning_rate=1e-3, gamma=0.95, gae_lambda=0.95, ent_coef=0.01
 )
+CONTEXT_PPO_KWARGS = {**PPO_KWARGS, **default_values()["agent_kwargs"]}
 
 
 def make_env(kind: str, model: str | None, n_envs: int, seed: int, normalize: bool = True):
@@ -68,6 +73,7 @@ def run(
     episodes: int,
     n_envs: int,
     normalize: bool = True,
+    same_settings: bool = False,
 ) -> tuple[list[float], float]:
     """Train PPO once up to the largest budget, evaluating at each of ``budgets`` (sorted env steps).
 
@@ -76,7 +82,8 @@ def run(
     start = time.time()
     venv = make_env(kind, model, n_envs, seed, normalize)
     policy = "CnnPolicy" if kind == "pixels" else "MlpPolicy"
-    agent = PPO(policy, venv, seed=seed, verbose=0, **PPO_KWARGS)
+    settings = CONTEXT_PPO_KWARGS if kind == "context" and not same_settings else PPO_KWARGS
+    agent = PPO(policy, venv, seed=seed, verbose=0, **settings)
     means = []
     for budget in budgets:
         agent.learn(budget - agent.num_timesteps, reset_num_timesteps=False)
@@ -110,13 +117,18 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="2,000 steps, 2 episodes")
     parser.add_argument("--raw-context", action="store_true", help="do not standardise the context features")
+    parser.add_argument(
+        "--same-settings", action="store_true", help="the context agent with the true state's PPO settings"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.eval_episodes = [2_000], 2
     budgets = sorted(set(args.steps))
     kinds = [k for k in args.kinds if k != "context" or args.model]
+    context_lr = (PPO_KWARGS if args.same_settings else CONTEXT_PPO_KWARGS)["learning_rate"]
     print(
-        f"PPO on aime_rl/Catch-v0 · budgets {budgets} · seeds {args.seeds} · {args.eval_episodes} eval episodes"
+        f"PPO on aime_rl/Catch-v0 · budgets {budgets} · seeds {args.seeds} · {args.eval_episodes} eval episodes · "
+        f"learning rate {PPO_KWARGS['learning_rate']} (state, pixels), {context_lr} (context)"
     )
     header = " | ".join(f"{b // 1000}k" for b in budgets)
     print(f"\n| observation | seed | {header} | seconds |\n|---|---:|{'---:|' * len(budgets)}---:|")
@@ -127,7 +139,14 @@ def main() -> None:
         print(f"| random policy | {seed} | {' | '.join(f'{rand:.2f}' for _ in budgets)} | – |", flush=True)
         for kind in kinds:
             means, seconds = run(
-                kind, args.model, budgets, seed, args.eval_episodes, args.n_envs, not args.raw_context
+                kind,
+                args.model,
+                budgets,
+                seed,
+                args.eval_episodes,
+                args.n_envs,
+                not args.raw_context,
+                args.same_settings,
             )
             results.setdefault(kind, []).append(means)
             print(

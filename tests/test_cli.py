@@ -13,6 +13,13 @@ from aime_rl.experiments import experiment_path
 from aime_rl.pipeline import Options, prepare
 from aime_rl.pipeline.config import ADDED_SETTINGS
 
+DEMO_PREDICTOR_KWARGS = {"embeddings_from_codes": True}
+ATARI_PREDICTOR_KWARGS = {
+    "motion_attention_bias": 0.0,
+    "next_frame_samples": 1,
+    "embeddings_from_codes": False,
+}
+
 
 def help_text(command: str, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
@@ -127,7 +134,7 @@ def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
     config = prepare("collect", explicit, Options())[0]
     assert config.env == "pong" and config.frame_shape == (96, 80)
     assert (config.collect_steps, config.tokenizer_steps, config.context_steps) == (12000, 1200, 300)
-    assert config.predictor_kwargs == {"motion_attention_bias": 0.0, "next_frame_samples": 1}
+    assert config.predictor_kwargs == ATARI_PREDICTOR_KWARGS
     assert config.preset == "small"  # what the recipe does not set comes from the built-in experiment
 
 
@@ -141,12 +148,13 @@ def test_a_new_atari_run_starts_from_the_atari_recipe(tmp_path):
     config = new_run_settings(tmp_path, "--env", "breakout")
     assert config.env == "breakout" and config.name == "demo"  # the run's game and name, not the recipe's
     assert config.frame_shape == (96, 80) and config.tokenizer_steps == 1200 and config.probe_steps == 50000
-    assert config.predictor_kwargs == {"motion_attention_bias": 0.0, "next_frame_samples": 1}
+    assert config.predictor_kwargs == ATARI_PREDICTOR_KWARGS
 
 
 def test_a_catch_run_keeps_the_demo_settings(tmp_path):
     config = new_run_settings(tmp_path, "--env", "catch")
-    assert config.frame_shape == (32, 32) and config.predictor_kwargs == {} and config.tokenizer_steps == 600
+    assert config.frame_shape == (32, 32) and config.predictor_kwargs == DEMO_PREDICTOR_KWARGS
+    assert config.tokenizer_steps == 600
 
 
 def test_a_frame_size_flag_under_the_atari_recipe_means_square_frames(tmp_path):
@@ -155,9 +163,15 @@ def test_a_frame_size_flag_under_the_atari_recipe_means_square_frames(tmp_path):
     assert shaped.frame_shape == (80, 64)
 
 
+def test_a_frame_size_flag_with_the_shipped_atari_recipe_means_square_frames(tmp_path):
+    config = new_run_settings(tmp_path, "--config", "atari", "--env", "breakout", "--frame-size", "64")
+    assert config.frame_shape == (64, 64)
+
+
 def test_config_demo_starts_an_atari_run_from_the_catch_settings(tmp_path):
     config = new_run_settings(tmp_path, "--env", "pong", "--config", "demo")
-    assert config.frame_shape == (32, 32) and config.predictor_kwargs == {} and config.env == "pong"
+    assert config.frame_shape == (32, 32) and config.predictor_kwargs == DEMO_PREDICTOR_KWARGS
+    assert config.env == "pong"
 
 
 def test_an_own_config_file_is_laid_over_the_atari_recipe(tmp_path):
@@ -165,11 +179,7 @@ def test_an_own_config_file_is_laid_over_the_atari_recipe(tmp_path):
     config_file.write_text("tokenizer_steps = 7\n[predictor_kwargs]\nrecency_bias = 2.0\n")
     config = new_run_settings(tmp_path, "--env", "pong", "--config", str(config_file))
     assert config.tokenizer_steps == 7 and config.frame_shape == (96, 80)
-    assert config.predictor_kwargs == {
-        "motion_attention_bias": 0.0,
-        "next_frame_samples": 1,
-        "recency_bias": 2.0,
-    }
+    assert config.predictor_kwargs == {**ATARI_PREDICTOR_KWARGS, "recency_bias": 2.0}
 
 
 def test_a_flag_overrides_the_shipped_experiment():

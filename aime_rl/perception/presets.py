@@ -104,9 +104,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # budget 9 agents −2.13 → −1.63, ball vx 0.49 → 0.52; Pong 0.822 → 0.819; ≈ 6 % more training time
             # (issue 13, benchmarks/README.md, eighteenth session)
             latent_memory=2,
-            # embeddings_from_codes stays off: it lifts Catch (2 tokenizers × 3 models: ball x / y 0.868 / 0.889 →
-            # 0.897 / 0.925, agent −2.56 → −1.68) but costs Pong 0.014 and its lead over the random CNN (3 seeds,
-            # 0.806 → 0.792; issue 13, benchmarks/README.md)
+            # embeddings_from_codes stays off here (it needs a trained tokenizer, which the pipeline has): the demo's
+            # recipe turns it on (Catch ball x / y 0.896 / 0.866 → 0.918 / 0.904), the Atari recipe keeps it off
+            # (Pong 0.806 → 0.792); aime_rl/experiments/*.toml, issue 13, benchmarks/README.md
             perceptual_weight=0.0,  # see the tokenizer's
         ),
     },

@@ -24,7 +24,7 @@ from ..envs import resolve_env
 from ..experiments import is_shipped, resolve_config
 from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write, atomic_write_json
-from .config import STAGES, RunConfig, check_name, default_values, layer
+from .config import STAGES, RunConfig, check_name, default_values, layer, load_toml
 from .environment import check_env
 from .lock import RunLock
 from .report import print_summary, write_report
@@ -97,6 +97,13 @@ def starts_from_atari(explicit: dict[str, Any], options: Options) -> bool:
         return False
 
 
+def shipped_env(options: Options) -> str | None:
+    """The ``env`` line of the shipped experiment ``--config`` names (``atari``: ``"pong"``), if it names one."""
+    if options.config is None or not is_shipped(path := resolve_config(options.config)):
+        return None
+    return load_toml(path).get("env")
+
+
 def base_values(explicit: dict[str, Any], options: Options) -> dict[str, Any]:
     """What a new run's explicit settings are laid over (:func:`~aime_rl.pipeline.config.default_values`).
 
@@ -119,6 +126,8 @@ def prepare(
     base = base_values(explicit, options)
     run = locate_run(explicit, options)
     stored = run.stored_config()
+    if stored is not None and "env" in explicit and explicit["env"] == shipped_env(options):
+        explicit.pop("env")  # the experiment's example game, not this run's (nor one to probe instead)
     stage = COMMAND_STAGE[command]
     if command == "probe":  # --env / --window choose what to probe; they do not change the run
         options.extra = {k: explicit.pop(k) for k in ("env", "window") if k in explicit}
@@ -212,7 +221,9 @@ def run_command(command: str, explicit: dict[str, Any], options: Options) -> Any
             remove_made(made)
         elif made:
             print(
-                f"aime-rl {command}: {run.path} keeps what its stages made; the command run again resumes it"
+                f"aime-rl {command}: {run.path} keeps what its stages made: the command run again resumes it "
+                "(with the setting that failed changed, if one did; --restart starts it afresh)",
+                flush=True,
             )
         raise
     finally:

@@ -1,7 +1,8 @@
 """The settings of one pipeline run: :class:`RunConfig`, its validation, and the layers it is built from.
 
-A new run's settings are layered: the dataclass defaults ← the built-in experiment (``demo.toml``, or
-``quick.toml`` for ``demo --quick``) ← a user's ``--config FILE`` ← command-line flags. Once the first stage has
+A new run's settings are layered: the dataclass defaults ← the built-in experiment (``demo.toml``, with the Atari
+recipe ``atari.toml`` over it for an Atari game; ``quick.toml`` for ``demo --quick``; a shipped experiment named by
+``--config`` instead) ← a user's ``--config FILE`` ← command-line flags. Once the first stage has
 written ``runs/<name>/config.json``, that file is the run's source of truth: later stages read it, and only what
 the user sets explicitly (``--config FILE`` or a flag) is laid on top (see :mod:`aime_rl.pipeline.rundir` for which
 changes are refused).

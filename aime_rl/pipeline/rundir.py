@@ -31,8 +31,9 @@ from typing import Any
 
 import torch
 
+from ..perception.presets import get_preset
 from ..utils.io import atomic_write_json, read_json, read_safetensors, verify_module_manifest
-from .config import SHAPING, STAGES, RunConfig, flag_setting, layer
+from .config import KWARG_SETTINGS, SHAPING, STAGES, RunConfig, flag_setting, layer
 
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "collect": ("replay",),
@@ -121,11 +122,12 @@ class RunDir:
             except ValueError as err:
                 raise ValueError(f"{err}: {again}") from err
         elif path.suffix == ".zip":
+            # a damaged archive fails in many ways: BadZipFile, EOFError, zlib.error, NotImplementedError, ...
             try:
                 with zipfile.ZipFile(path) as archive:
                     damaged = archive.testzip()
-            except (zipfile.BadZipFile, OSError) as err:
-                damaged = str(err)
+            except Exception as err:
+                damaged = f"{type(err).__name__}: {err}"
             if damaged is not None:
                 raise ValueError(f"run {self.path.name!r} has a damaged {name} ({damaged}): {again}")
 
@@ -198,6 +200,26 @@ class RunDir:
             raise ValueError(f"{where}{err} (fix the file, or start a new run with another --name)") from err
 
 
+def same_setting(key: str, value: Any, stored: Any, preset: str) -> bool:
+    """Whether ``value`` asks for what the run was made with: equal, or — a ``predictor_kwargs`` table — a table whose
+    keys missing on one side hold the preset's own value there (an Atari recipe's ``embeddings_from_codes=false``
+    against a run made before the recipe named it)."""
+    if value == stored:
+        return True
+    if key != "predictor_kwargs":
+        return False
+    own = get_preset(preset).predictor
+    return all(
+        value.get(k, getattr(own, k, None)) == stored.get(k, getattr(own, k, None)) for k in {*value, *stored}
+    )
+
+
+def changed_keys(table: dict[str, Any], stored: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a merged keyword table that differ from the run's own: what a suggested command must give, since
+    the rest is kept key by key."""
+    return {k: v for k, v in table.items() if k not in stored or stored[k] != v}
+
+
 def reconcile(
     stored: RunConfig, explicit: dict[str, Any], run: RunDir, stage: str, restart: bool
 ) -> tuple[RunConfig, list[str]]:
@@ -218,17 +240,18 @@ def reconcile(
     RunConfig.from_dict({**values, **explicit}, "the settings")
     discard = downstream(stage) if restart else []
     for key, value in explicit.items():
-        if key not in SHAPING or value == values[key]:
+        if key not in SHAPING or same_setting(key, value, values[key], stored.preset):
             continue
         first = SHAPING[key]
         affected = [s for s in downstream(first) if run.has_outputs(s)]
         if first == "collect":  # env and frame size shape every model too
             affected = [s for s in STAGES if run.has_outputs(s)]
         if affected and not (restart and STAGES.index(first) >= STAGES.index(stage)):
+            given = flag_setting(key, changed_keys(value, values[key]) if key in KWARG_SETTINGS else value)
             raise ValueError(
-                f"run {run.path.name!r} was made with {key}={values[key]!r}; {flag_setting(key, value)} contradicts "
+                f"run {run.path.name!r} was made with {key}={values[key]!r}; {given} contradicts "
                 f"it ({', '.join(STAGE_COMMANDS[s] for s in affected)} used it). Start a new --name, or run "
-                f"{STAGE_COMMANDS[first]} --restart {flag_setting(key, value)} to redo it and everything after it"
+                f"{STAGE_COMMANDS[first]} --restart {given} to redo it and everything after it"
             )
         if restart:
             extra = list(STAGES) if first == "collect" else downstream(first)

@@ -17,11 +17,11 @@ import torch
 from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from aime_rl.cli import main
+from aime_rl.cli import explicit_settings, main, make_parser
 from aime_rl.evaluation import DEFAULT_REPRESENTATIONS
 from aime_rl.evaluation.representations import REPRESENTATIONS
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer, get_preset
-from aime_rl.pipeline import RunConfig
+from aime_rl.pipeline import Options, RunConfig, prepare
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.pipeline.lock import LOCK_NAME
 from aime_rl.replay import ReplayStore, ReplayWindowDataset
@@ -32,6 +32,7 @@ from aime_rl.utils.tensorboard import read_event_images
 TINY = [
     "--frame-size", "32", "--collect-steps", "120", "--num-envs", "2",
 ]  # fmt: skip
+DEMO_PREDICTOR_KWARGS = {"embeddings_from_codes": True}  # aime_rl/experiments/demo.toml
 TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2", "--decoder-steps", "2"]
 AGENT = ["--agent-steps", "32", "--window", "4", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "batch_size=32",
          "--agent-kwarg", "n_epochs=1"]  # fmt: skip
@@ -340,9 +341,15 @@ def test_a_finished_stage_whose_file_is_gone_says_what_rebuilds_it(run, capsys, 
         ("agent/agent.zip", "evaluate", "train-agent"),
     ],
 )
-def test_a_damaged_file_is_not_taken_for_a_finished_stage(run, capsys, damaged, command, rebuilds):
+@pytest.mark.parametrize("damage", ["cut short", "bytes changed"])
+def test_a_damaged_file_is_not_taken_for_a_finished_stage(run, capsys, damaged, command, rebuilds, damage):
     path = run / damaged
-    path.write_bytes(path.read_bytes()[:1000])  # a copy cut short
+    data = bytearray(path.read_bytes())
+    if damage == "cut short":
+        data = data[:1000]
+    else:  # inside the stored data, past the first header: what only a checksum finds
+        data[len(data) // 3 : len(data) // 3 + 64] = bytes(64)
+    path.write_bytes(bytes(data))
     capsys.readouterr()
     assert cli(run, command) == 2
     out, err = capsys.readouterr()
@@ -393,15 +400,25 @@ def test_a_predictor_kwarg_is_refused_on_a_trained_context_model_and_redone_on_r
     assert digest(run / "model" / "model.safetensors") == model
     assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
     assert CausalPerceiverIO.from_pretrained(run / "model").config.predictor.recency_bias == 2.0
-    assert json.loads((run / "config.json").read_text())["predictor_kwargs"] == {"recency_bias": 2.0}
+    stored = json.loads((run / "config.json").read_text())["predictor_kwargs"]
+    assert stored == {**DEMO_PREDICTOR_KWARGS, "recency_bias": 2.0}  # the run's own keys stay
     assert not (run / "agent").exists()  # made from the old context model: discarded with it
+
+
+def test_a_predictor_kwarg_that_names_the_presets_own_value_is_no_change(run, capsys):
+    config = json.loads((run / "config.json").read_text())
+    config["predictor_kwargs"] = {}  # a run made before its recipe named embeddings_from_codes
+    (run / "config.json").write_text(json.dumps(config))
+    assert cli(run, "train-context", "--predictor-kwarg", "embeddings_from_codes=false") == 0
+    assert "already trained" in capsys.readouterr().out
+    assert cli(run, "train-context", "--predictor-kwarg", "embeddings_from_codes=true") == 2  # a real change
 
 
 def test_a_new_predictor_kwarg_keeps_the_runs_others(run):
     assert cli(run, "train-context", "--restart", "--predictor-kwarg", "recency_bias=2.0") == 0
     assert cli(run, "train-context", "--restart", "--predictor-kwarg", "context_prediction_weight=0.5") == 0
     stored = json.loads((run / "config.json").read_text())["predictor_kwargs"]
-    assert stored == {"recency_bias": 2.0, "context_prediction_weight": 0.5}
+    assert stored == {**DEMO_PREDICTOR_KWARGS, "recency_bias": 2.0, "context_prediction_weight": 0.5}
     predictor = CausalPerceiverIO.from_pretrained(run / "model").config.predictor
     assert (predictor.recency_bias, predictor.context_prediction_weight) == (2.0, 0.5)
 
@@ -745,6 +762,16 @@ def test_atari_through_the_cli_with_no_manual_registration(tmp_path, capsys):
     assert cli(run, "train-tokenizer", *TRAIN, "--tokenizer-steps", "1") == 0
     assert "Atari recipe" not in capsys.readouterr().out
     assert json.loads((run / "config.json").read_text())["predictor_kwargs"]["motion_attention_bias"] == 0.0
+
+
+def test_config_atari_on_an_existing_run_keeps_the_runs_game(tmp_path):
+    run = tmp_path / "brk"
+    flags = ["--frame-size", "32", "--collect-steps", "32", "--num-envs", "2"]
+    assert cli(run, "collect", "--env", "breakout", *flags) == 0
+    argv = ["collect", "--config", "atari", "--name", "brk", "--runs-dir", str(tmp_path), *flags]
+    args = make_parser().parse_args(argv)
+    config = prepare("collect", explicit_settings(args), Options(config=args.config))[0]
+    assert config.env == "breakout"  # not atari.toml's example game, pong
 
 
 def test_an_unknown_env_is_one_line_with_a_suggestion(tmp_path, capsys):
