@@ -69,15 +69,22 @@ def preset_name(text: str) -> str:
     return text
 
 
-def describe(f, defaults: dict[str, Any]) -> str:
+def describe(f, defaults: dict[str, Any], atari_defaults: dict[str, Any]) -> str:
+    """A flag's help: its meaning, its default — and the Atari recipe's, where a new run of an Atari game starts
+    from another value — and its choices."""
     text = f"{f.metadata['help']} (default: {defaults[f.name]!r}"
+    if atari_defaults[f.name] != defaults[f.name]:
+        text += f"; an Atari game's: {atari_defaults[f.name]!r}"
     if f.metadata.get("choices"):
         text += f"; choices: {', '.join(f.metadata['choices'])}"
     return text + ")"
 
 
-def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[str, Any]) -> None:
-    """The :class:`RunConfig` fields ``command`` uses, as flags with their meaning, default and choices."""
+def add_settings(
+    parser: argparse.ArgumentParser, command: str, defaults: dict[str, Any], atari_defaults: dict[str, Any]
+) -> None:
+    """The :class:`RunConfig` fields ``command`` uses, as flags with their meaning, default (and the Atari
+    recipe's) and choices."""
     for f in fields(RunConfig):
         if command != "demo" and command not in f.metadata["commands"]:
             continue
@@ -91,7 +98,7 @@ def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[s
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=describe(f, defaults),
+                help=describe(f, defaults, atari_defaults),
             )
         else:
             kind = preset_name if f.name == "preset" else {"int": int, "float": float, "str": str}[f.type]
@@ -102,7 +109,7 @@ def add_settings(parser: argparse.ArgumentParser, command: str, defaults: dict[s
                 type=kind,
                 choices=choices,
                 metavar=f.name.upper(),
-                help=describe(f, defaults),
+                help=describe(f, defaults, atari_defaults),
             )
 
 
@@ -130,7 +137,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, parser_class=OneLineParser, metavar="{" + ",".join(COMMANDS) + "}"
     )
-    defaults = default_values()
+    defaults, atari_defaults = default_values(), default_values(atari=True)
     for alias in (*COMMANDS, *COMMAND_ALIASES):
         name = COMMAND_ALIASES.get(alias, alias)
         if alias == name:
@@ -149,7 +156,7 @@ def make_parser() -> argparse.ArgumentParser:
             help="discard this stage's outputs (and everything made from them) and redo it, with new settings",
         )
         p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-        add_settings(p, name, defaults)
+        add_settings(p, name, defaults, atari_defaults)
         if name == "demo":
             p.add_argument(
                 "--quick", action="store_true", help="tiny preset: a 30-second smoke run of the pipeline"

@@ -43,6 +43,12 @@ def test_help_lists_only_the_commands_own_settings(capsys):
     assert "--predictor-kwarg" in help_text("train-context", capsys)
 
 
+def test_help_gives_the_atari_recipes_default_where_it_differs(capsys):
+    collect = help_text("collect", capsys)
+    assert "(default: 32; an Atari game's: 80)" in collect  # --frame-size
+    assert "(default: 8)" in collect  # --num-envs: the same under both recipes
+
+
 def test_version(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
