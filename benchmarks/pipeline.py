@@ -3,7 +3,7 @@
 The same step budget and seeds for the three observation types, each agent with its own PPO settings: the true
 state and the pixels with :data:`PPO_KWARGS` (learning rate 1e-3, the true state's best measured at 20k steps), the
 context with the demo's own agent settings (:data:`CONTEXT_PPO_KWARGS`, from ``aime_rl/experiments/demo.toml``:
-SB3's 3e-4); ``--same-settings`` gives every agent :data:`PPO_KWARGS`, the protocol before the twenty-fourth session:
+SB3's 3e-4, GAE λ 0.9); ``--same-settings`` gives every agent :data:`PPO_KWARGS`, the protocol before the twenty-fourth session:
 
 - ``context``: ``VecContextObservation`` over a perception model pre-trained on random-policy frames (``--model``,
   e.g. ``runs/demo/model`` written by ``aime-rl demo``), standardised per feature (``normalize_observations``;
@@ -125,10 +125,11 @@ def main() -> None:
         args.steps, args.eval_episodes = [2_000], 2
     budgets = sorted(set(args.steps))
     kinds = [k for k in args.kinds if k != "context" or args.model]
-    context_lr = (PPO_KWARGS if args.same_settings else CONTEXT_PPO_KWARGS)["learning_rate"]
+    context = PPO_KWARGS if args.same_settings else CONTEXT_PPO_KWARGS
     print(
         f"PPO on aime_rl/Catch-v0 · budgets {budgets} · seeds {args.seeds} · {args.eval_episodes} eval episodes · "
-        f"learning rate {PPO_KWARGS['learning_rate']} (state, pixels), {context_lr} (context)"
+        f"learning rate {PPO_KWARGS['learning_rate']} (state, pixels), {context['learning_rate']} (context) · "
+        f"GAE λ {PPO_KWARGS['gae_lambda']} (state, pixels), {context['gae_lambda']} (context)"
     )
     header = " | ".join(f"{b // 1000}k" for b in budgets)
     print(f"\n| observation | seed | {header} | seconds |\n|---|---:|{'---:|' * len(budgets)}---:|")
