@@ -75,6 +75,8 @@ def describe(f, defaults: dict[str, Any], atari_defaults: dict[str, Any]) -> str
     text = f"{f.metadata['help']} (default: {defaults[f.name]!r}"
     if atari_defaults[f.name] != defaults[f.name]:
         text += f"; an Atari game's: {atari_defaults[f.name]!r}"
+        if f.name == "frame_height":  # --frame-size alone means a square frame under either recipe
+            text += " unless --frame-size is given"
     if f.metadata.get("choices"):
         text += f"; choices: {', '.join(f.metadata['choices'])}"
     return text + ")"

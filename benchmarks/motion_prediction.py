@@ -5,7 +5,10 @@ which needs the same thing. This checks that objective where it matters. Random-
 frame size: frames t − k … t − 1 seen, frame t predicted with every token masked (as in evaluation), clips in which a
 ball landed skipped (a new ball's motion cannot be known). The prediction is decoded two ways: the most likely codes
 ("argmax", what ``reconstructed`` shows) and the expected code vectors ("soft", the mean the token distribution
-says); the true frame's own tokens, decoded, are the reference (a perfect prediction of the tokens). The ball's column in a frame is the centroid of its pixels (Catch's ball is the only yellow thing).
+says); the true frame's own tokens, decoded, are the reference (a perfect prediction of the tokens). The ball's
+column in a frame is the centroid of its pixels (Catch's ball is the only yellow thing). Each predicted step is
+decoded on its own, as the per-frame patch decoder of the "small" preset does; a decoder with 3-D convolutions
+would see only that step.
 
 Per model, a markdown row per decoding: the share of predicted frames that show the ball (at least 30 % of the true
 frame's yellow), and on those frames the mean error of the predicted column against the true one, copy-last's (the
@@ -54,12 +57,12 @@ def yellowness(frames: torch.Tensor) -> torch.Tensor:
 
 
 def ball_columns(frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``[N, 3, H, W]`` → the ball's column (centroid of its pixels, NaN without any) and its yellow mass,
-    ``[N]`` each."""
+    """Frames ``[N, 3, H, W]`` → the ball's column (centroid of its pixels, NaN without any) and its yellow mass
+    (over the same pixels: a faint yellow haze is not a ball), ``[N]`` each."""
     yellow = yellowness(frames)
     weight = torch.where(yellow > YELLOW, yellow, torch.zeros_like(yellow)).sum(1)  # [N, W]
     columns = (weight * torch.arange(weight.shape[-1])).sum(-1) / weight.sum(-1)
-    return columns.numpy(), yellow.sum((1, 2)).numpy()
+    return columns.numpy(), weight.sum(-1).numpy()
 
 
 def predicted_frames(model: CausalPerceiverIO, clips: torch.Tensor, context: int) -> tuple[torch.Tensor, ...]:

@@ -3,7 +3,8 @@
 The same step budget and seeds for the three observation types, each agent with its own PPO settings: the true
 state and the pixels with :data:`PPO_KWARGS` (learning rate 1e-3, the true state's best measured at 20k steps), the
 context with the demo's own agent settings (:data:`CONTEXT_PPO_KWARGS`, from ``aime_rl/experiments/demo.toml``:
-SB3's 3e-4, GAE λ 0.9); ``--same-settings`` gives every agent :data:`PPO_KWARGS`, the protocol before the twenty-fourth session:
+SB3's 3e-4, GAE λ 0.9); ``--same-settings`` gives every agent :data:`PPO_KWARGS`, the protocol before the
+twenty-fourth session:
 
 - ``context``: ``VecContextObservation`` over a perception model pre-trained on random-policy frames (``--model``,
   e.g. ``runs/demo/model`` written by ``aime-rl demo``), standardised per feature (``normalize_observations``;
