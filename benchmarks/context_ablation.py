@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import json
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -98,6 +99,15 @@ VARIANTS: dict[str, dict] = {
     "embed-codes-centered": {"embeddings_from_codes": True, "_code_geometry": "centered"},
     "embed-codes-local": {"embeddings_from_codes": True, "_code_geometry": "local"},
     "pixel-changes": {"pixel_changes": True},
+    # each key also carries its cell's motion: a 3×3 conv over the last k token steps' code embeddings, trained by its
+    # own head to name the next tokens of the cell's 3×3 neighbourhood (local_motion_weight, default 1); "keys0":
+    # the map of those features into the keys starts at zero (the model starts as the preset's)
+    "local-motion2": {"local_motion_frames": 2},
+    "local-motion3": {"local_motion_frames": 3},
+    "local-motion4": {"local_motion_frames": 4},
+    "local-motion3-w0.3": {"local_motion_frames": 3, "local_motion_weight": 0.3},
+    "local-motion3-w3": {"local_motion_frames": 3, "local_motion_weight": 3.0},
+    "local-motion3-keys0": {"local_motion_frames": 3, "_local_keys_zero": True},
     "spatial4": {"spatial_attention_bias": 4.0},
     "spatial8": {"spatial_attention_bias": 8.0},
     "spatial16": {"spatial_attention_bias": 16.0},
@@ -259,6 +269,7 @@ def build(
     reconstruct_changes = overrides.pop("_reconstruct_changes", False)
     reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
     linear_tokens = overrides.pop("_linear_tokens", None)
+    local_keys_zero = overrides.pop("_local_keys_zero", False)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -316,6 +327,10 @@ def build(
         )
     if linear_tokens is not None:
         attach_linear_token_readout(model, tuple(linear_tokens))
+    if local_keys_zero:
+        with torch.no_grad():
+            model.predictor.local_motion_keys.weight.zero_()
+            model.predictor.local_motion_keys.bias.zero_()
     if not untrained_tokenizer:
         model.tokenizer.load_state_dict(VQPTTokenizer.from_pretrained(tokenizer_dir).state_dict())
     if model.config.predictor.embeddings_from_codes:
@@ -509,6 +524,8 @@ def train_and_measure(
         )
         train_seconds = time.time() - train_start
         model.save_pretrained(Path(tmp) / "model")
+        if args.save_models:
+            shutil.copytree(Path(tmp) / "model", Path(args.save_models) / f"{name}-seed{config.seed}")
         report = probe_model(
             model.eval(),
             env_fn,
@@ -659,6 +676,11 @@ def main() -> None:
         "itself a draw, and one model per variant cannot tell its variant from its draw",
     )
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--save-models",
+        help="keep each trained context model in this directory, as <variant>-seed<model seed> (e.g. for "
+        "benchmarks/motion_prediction.py)",
+    )
     args = parser.parse_args()
 
     run = RunDir(Path(args.run))

@@ -5,10 +5,11 @@ which needs the same thing. This checks that objective where it matters. Random-
 frame size: frames t − k … t − 1 seen, frame t predicted with every token masked (as in evaluation), clips in which a
 ball landed skipped (a new ball's motion cannot be known). The prediction is decoded two ways: the most likely codes
 ("argmax", what ``reconstructed`` shows) and the expected code vectors ("soft", the mean the token distribution
-says); the true frame's own tokens, decoded, are the reference (a perfect prediction of the tokens). The ball's
-column in a frame is the centroid of its pixels (Catch's ball is the only yellow thing). Each predicted step is
-decoded on its own, as the per-frame patch decoder of the "small" preset does; a decoder with 3-D convolutions
-would see only that step.
+says); the true frame's own tokens, decoded, are the reference (a perfect prediction of the tokens). A model with
+``local_motion_frames`` gets a fourth row: its local motion encoder's own head, each cell's next tokens from the
+seen frames' tokens (expected code vectors). The ball's column in a frame is the centroid of its pixels (Catch's
+ball is the only yellow thing). Each predicted step is decoded on its own, as the per-frame patch decoder of the
+"small" preset does; a decoder with 3-D convolutions would see only that step.
 
 Per model, a markdown row per decoding: the share of predicted frames that show the ball (at least 30 % of the true
 frame's yellow), and on those frames the mean error of the predicted column against the true one, copy-last's (the
@@ -68,7 +69,8 @@ def ball_columns(frames: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def predicted_frames(model: CausalPerceiverIO, clips: torch.Tensor, context: int) -> tuple[torch.Tensor, ...]:
     """Clips ``[B, context + 1, 3, H, W]`` → each last frame ``[B, 3, H, W]`` three ways: the model's prediction
     decoded from the most likely codes and from the expected code vectors, and — the reference — the true frame
-    through the tokenizer (what a perfect prediction of the tokens would show)."""
+    through the tokenizer (what a perfect prediction of the tokens would show); a fourth for a model with
+    ``local_motion_frames``: its local motion encoder's own head, decoded from the expected code vectors."""
     predictor, tokenizer = model.predictor, model.predictor.tokenizer
     with torch.no_grad():
         out = predictor(clips, num_context_frames=context)
@@ -76,7 +78,18 @@ def predicted_frames(model: CausalPerceiverIO, clips: torch.Tensor, context: int
         soft = tokenizer.quantizer.soft_lookup(out["logits"][:, -1:].float().softmax(-1))
         soft = tokenizer.decode_latents(rearrange(soft, "b t h w c -> b c t h w"))[:, -1]
         true = tokenizer.decode(tokenizer.encode(clips)[0])[:, -1]
-    return argmax, soft.clamp(0, 1), true
+        frames = [argmax, soft.clamp(0, 1), true]
+        if (
+            predictor.local_motion is not None
+        ):  # the local motion encoder's own head, from the seen frames' tokens
+            seen = predictor.tokenize(clips[:, :context])
+            features = predictor.local_motion_features(seen)[:, -1:]
+            logits = predictor.local_motion_logits(features)[..., 4, :, :]  # each cell's own next tokens
+            local = tokenizer.quantizer.soft_lookup(logits.float().softmax(-1))
+            frames.append(
+                tokenizer.decode_latents(rearrange(local, "b t h w c -> b c t h w"))[:, -1].clamp(0, 1)
+            )
+    return tuple(frames)
 
 
 def measure(model: CausalPerceiverIO, frames: torch.Tensor, new_ball: np.ndarray, context: int) -> dict:
@@ -85,6 +98,8 @@ def measure(model: CausalPerceiverIO, frames: torch.Tensor, new_ball: np.ndarray
     truth, true_mass = ball_columns(frames[ends])
     last, _ = ball_columns(frames[[t - 1 for t in ends]])
     predictions: dict[str, list[torch.Tensor]] = {"argmax": [], "soft": [], "the true frame's tokens": []}
+    if model.predictor.local_motion is not None:
+        predictions["local motion head (soft)"] = []
     for start in range(0, len(ends), 64):
         batch = torch.stack([frames[t - context : t + 1] for t in ends[start : start + 64]])
         for name, frame in zip(predictions, predicted_frames(model, batch, context), strict=True):

@@ -268,6 +268,19 @@ class PredictorConfig:
             (``aime_rl/experiments/atari.toml``: Pong 0.834 → 0.833 over three seeds, four games not tuned on 0.606
             → 0.615, steps ≈ 16 % faster; on Catch's 32×32 frames a decode is 16 queries and it saves nothing;
             ``benchmarks/README.md``, twenty-first session). None (every frame) is the seed's objective.
+        local_motion_frames: k ≥ 2 turns on a local motion encoder
+            (:class:`~aime_rl.perception.modules.local_motion.LocalMotionEncoder`): a small convolution over the code
+            embeddings of each cell's 3×3 neighbourhood in the last k token steps (stacked as channels, so it knows
+            which step each code is from; the clip's or episode's first step stands in before it), whose features are
+            added, through a learned linear map, to the cell's key input. The latents read tokens through attention,
+            a weighted average of values that do not say how old they are, so a velocity must be assembled from two
+            cells' code identities, and at small budgets it is not (Catch: the predicted next frame keeps the ball
+            where it was). The convolution learns the motion from the same tokens over a short gradient path, and
+            one key then says what moved there and from where. The stream keeps each row's last k − 1 token steps.
+            0 is the seed's model.
+        local_motion_weight: weight of the local motion encoder's own term: a head on its features of step s names
+            each cell's tokens of step s + 1 (the token cross-entropy, with ``label_smoothing`` and
+            ``change_weight``). A training head only.
     """
 
     num_latents: int = 128
@@ -303,6 +316,8 @@ class PredictorConfig:
     context_readout_tokens: int = 1
     latent_reconstruction_weight: float = 0.0
     next_frame_samples: int | None = None
+    local_motion_frames: int = 0
+    local_motion_weight: float = 1.0
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -384,6 +399,8 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.context_readout_tokens",
     "predictor.latent_reconstruction_weight",
     "predictor.next_frame_samples",
+    "predictor.local_motion_frames",
+    "predictor.local_motion_weight",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

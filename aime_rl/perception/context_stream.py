@@ -60,6 +60,10 @@ class ContextStream:
         # with motion_attention_bias or pixel_changes: each row's frame of its last emitted token step [B, C, H, W]
         # (float in [0, 1])
         self._previous_frame: torch.Tensor | None = None
+        # with local_motion_frames k: each row's tokens of its last k − 1 token steps [B, k − 1, h, w, G] (index j:
+        # j + 1 steps ago) and how many of them are in this episode [B]
+        self._history: torch.Tensor | None = None
+        self._history_count = torch.zeros(batch_size, dtype=torch.long, device=self._device)
         # with latent_memory k: each row's latents of its last k frames [B, k, N, D] (index j: j + 1 frames ago,
         # as the encoder's step returned them) and which of them are in this episode [B, k]
         memory = predictor.encoder.memory_frames
@@ -131,7 +135,11 @@ class ContextStream:
             if p.reads_frames:  # the motion marks and pixel changes compare pixels in [0, 1]
                 frames = p.tokenizer.check_frames(frames, "frames")
             inputs = p.embed_inputs(
-                tokens, self._marks(tokens), self._previous_tokens(tokens), self._pixel_changes(frames)
+                tokens,
+                self._marks(tokens),
+                self._previous_tokens(tokens),
+                self._pixel_changes(frames),
+                self._local_motion(tokens),
             )
             keys, values = cross.keys_values(inputs)
             bias = p.key_bias(self._motion_marks(frames, tuple(tokens.shape[1:3])))
@@ -202,6 +210,20 @@ class ContextStream:
             return tokens
         return torch.where(self._has_previous.view(-1, 1, 1, 1), self._previous, tokens)
 
+    def _local_motion(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """This step's local motion features ``[B, h, w, C]`` from its tokens ``[B, h, w, G]`` and each row's last
+        ones (the episode's first step standing in before it, as offline); None without ``local_motion_frames``."""
+        p = self.predictor
+        if p.local_motion is None:
+            return None
+        k = p.local_motion.frames
+        if self._history is None:
+            self._history = tokens.unsqueeze(1).repeat(1, k - 1, 1, 1, 1)
+        known = torch.cat([tokens.unsqueeze(1), self._history], dim=1)  # [B, k, h, w, G], newest first
+        back = torch.minimum(torch.arange(k, device=self._device), self._history_count.unsqueeze(1))  # [B, k]
+        rows = torch.arange(self.batch_size, device=self._device).unsqueeze(1)
+        return p.local_motion(p.input_adapter.embed_ids(known[rows, back]))
+
     def _motion_marks(self, frames: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
         """Pixel motion marks ``[B, h, w]`` of this frame ``[B, C, H, W]`` (float in [0, 1]) against each row's
         frame of its previous token step (``FIRST`` at an episode's first step, as offline). None without the
@@ -233,6 +255,11 @@ class ContextStream:
         if self.predictor.reads_frames:
             previous = frames if self._previous_frame is None else self._previous_frame
             self._previous_frame = torch.where(emitted.view(-1, 1, 1, 1), frames, previous)
+        if self._history is not None:
+            shifted = torch.cat([tokens.unsqueeze(1), self._history[:, :-1]], dim=1)
+            self._history = torch.where(emitted.view(-1, 1, 1, 1, 1), shifted, self._history)
+            grown = (self._history_count + 1).clamp_max(self._history.shape[1])
+            self._history_count = torch.where(emitted, grown, self._history_count)
         self._has_previous = self._has_previous | emitted
 
     def _summarise(self, fast: torch.Tensor) -> torch.Tensor:
@@ -263,6 +290,8 @@ class ContextStream:
         selected._previous = _rows_of(self._previous, index)
         selected._previous_frame = _rows_of(self._previous_frame, index)
         selected._has_previous = self._has_previous[index]
+        selected._history = _rows_of(self._history, index)
+        selected._history_count = self._history_count[index]
         selected._past_latents = _rows_of(self._past_latents, index)
         selected._past_valid = self._past_valid[index]
         selected._token_cache = None if self._token_cache is None else self._token_cache.select(index)
@@ -278,6 +307,7 @@ class ContextStream:
             raise ValueError(f"mask must be bool [{self.batch_size}], got shape {tuple(mask.shape)}")
         self.tokens.reset(mask)
         self._has_previous = self._has_previous & ~mask
+        self._history_count = self._history_count.masked_fill(mask, 0)
         self._past_valid = self._past_valid & ~mask.unsqueeze(1)
         for cache in (self._token_cache, self._summary_cache):
             if cache is not None:

@@ -107,7 +107,8 @@ class PredictorOutput(ModelOutput):
     ``reconstructed`` is None (and not among the keys) for :meth:`~PerceiverTokenPredictor.forward_tokens` and for
     ``forward(..., reconstruct=False)``.
     Scalars: ``loss`` (total), ``token_loss`` (masked cross-entropy on the future), ``next_frame_loss``,
-    ``context_prediction_loss``, ``contrastive_loss``, ``latent_reconstruction_loss``, ``perceptual`` (0 when off)
+    ``context_prediction_loss``, ``contrastive_loss``, ``latent_reconstruction_loss``, ``local_motion_loss``,
+    ``perceptual`` (0 when off)
     and ``accuracy`` (on the masked future tokens).
     """
 
@@ -121,6 +122,7 @@ class PredictorOutput(ModelOutput):
     context_prediction_loss: torch.Tensor
     contrastive_loss: torch.Tensor
     latent_reconstruction_loss: torch.Tensor
+    local_motion_loss: torch.Tensor
     perceptual: torch.Tensor
     #: whether the LPIPS term was computed
     perceptual_enabled: bool

@@ -34,6 +34,7 @@ from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
 from .modules.kv_cache import check_window, window_mask
+from .modules.local_motion import NEIGHBOURS, LocalMotionEncoder, neighbourhoods, step_history
 from .modules.position import cell_centres, latent_homes
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
@@ -140,6 +141,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         context_readout_tokens: int = 1,
         latent_reconstruction_weight: float = 0.0,
         next_frame_samples: int | None = None,
+        local_motion_frames: int = 0,
+        local_motion_weight: float = 1.0,
     ):
         super().__init__()
         check_window(window)
@@ -168,6 +171,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             ("recency_bias", recency_bias),
             ("spatial_attention_bias", spatial_attention_bias),
             ("latent_reconstruction_weight", latent_reconstruction_weight),
+            ("local_motion_weight", local_motion_weight),
         )
         for name, weight in weights:
             if not weight >= 0:
@@ -208,6 +212,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_readout_tokens=context_readout_tokens,
             latent_reconstruction_weight=latent_reconstruction_weight,
             next_frame_samples=next_frame_samples,
+            local_motion_frames=local_motion_frames,
+            local_motion_weight=local_motion_weight,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -216,6 +222,23 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
         # the embedding of a cell's previous tokens → what is added to its key's input (previous_tokens)
         self.previous_proj = nn.Linear(d, d, bias=False) if previous_tokens else None
+        # each cell's motion over the last local_motion_frames token steps → what is added to its key's input, and
+        # the features' own head naming the cell's next tokens (None: off)
+        self.local_motion = LocalMotionEncoder(d, local_motion_frames) if local_motion_frames else None
+        self.local_motion_keys = (
+            nn.Linear(self.local_motion.out_channels, d) if self.local_motion is not None else None
+        )
+        # the local motion term's head: a cell's features → one vector per neighbour → scored against the codes
+        self.local_motion_spread = (
+            nn.Linear(self.local_motion.out_channels, NEIGHBOURS * self.local_motion.out_channels)
+            if self.local_motion is not None
+            else None
+        )
+        self.local_motion_head = (
+            TiedTokenOutputAdapter(self.input_adapter, in_channels=self.local_motion.out_channels)
+            if self.local_motion is not None
+            else None
+        )
         # a cell's signed difference patch [C · p · p] → what is added to its key's input (pixel_changes)
         self.change_proj = self._change_projection(tokenizer, d) if pixel_changes else None
         # cross-attention score bonus [heads, 3] per mark (UNCHANGED / CHANGED / FIRST); learned from this start
@@ -402,6 +425,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         condition: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
         changes: torch.Tensor | None = None,
+        local_motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames).
 
@@ -409,9 +433,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         (:meth:`motion_marks`), read by ``motion_attention_bias``; without them (tokens without frames, e.g.
         generated ones) the tokens' own changes stand in. ``changes``: the cells' pixel changes ``[B, T', h, w,
         C · p · p]`` of those frames (:meth:`pixel_changes`), read by ``pixel_changes``; without them nothing is
-        added (as for cells that did not change).
+        added (as for cells that did not change). ``local_motion``: the tokens' :meth:`local_motion_features`
+        ``[B, T', h, w, C]`` when already computed (None computes them, for a model with ``local_motion_frames``).
         """
-        inputs = self._encoder_inputs(tokens, num_frames, window, motion, changes)
+        inputs = self._encoder_inputs(tokens, num_frames, window, motion, changes, local_motion)
         return self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
 
     def motion_marks(self, video: torch.Tensor) -> torch.Tensor | None:
@@ -444,6 +469,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             return None
         return pixel_changes(*self._token_step_frames(video))
 
+    def local_motion_features(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Tokens ``[B, T', h, w, G]`` → each cell's motion features ``[B, T', h, w, C]`` from its neighbourhood over
+        the last ``local_motion_frames`` token steps (:class:`~aime_rl.perception.modules.local_motion.
+        LocalMotionEncoder`; the clip's first step stands in before it); None without ``local_motion_frames``."""
+        if self.local_motion is None:
+            return None
+        history = step_history(tokens, self.local_motion.frames)  # [B, T', k, h, w, G]
+        return self.local_motion(self.input_adapter.embed_ids(history))
+
     def _token_step_frames(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Video ``[B, T, C, H, W]`` → the last frame of each token step ``[B, T', C, H, W]`` and the token grid
         ``(h, w)``: what the pixel-derived inputs compare."""
@@ -457,18 +491,23 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         window: int | None,
         motion: torch.Tensor | None = None,
         changes: torch.Tensor | None = None,
+        local_motion: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Tokens ``[B, T', h, w, G]`` (and pixel motion marks ``[B, T', h, w]``, pixel changes ``[B, T', h, w,
         C · p · p]``, or None) → the encoder's keyword
         inputs: ``inputs [B, T'·h·w, D]``, ``key_time [T'·h·w]``, ``query_time [T]``, the causal window ``mask
         [T, T'·h·w]`` and ``key_bias``: ``[B, heads, T'·h·w]`` with ``motion_attention_bias``, ``[B or 1, heads,
-        T, T'·h·w]`` with ``recency_bias`` (the motion bonus plus the age penalty), None without either."""
+        T, T'·h·w]`` with ``recency_bias`` (the motion bonus plus the age penalty), None without either.
+        ``local_motion``: the tokens' :meth:`local_motion_features` (None computes them when the model has any)."""
         steps, h, w = tokens.shape[1:4]
         marks = change_marks(tokens) if self.uses_change_marks else None
         previous = (
             torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1) if self.previous_proj is not None else None
         )
-        inputs = rearrange(self.embed_inputs(tokens, marks, previous, changes), "b t n d -> b (t n) d")
+        if local_motion is None:
+            local_motion = self.local_motion_features(tokens)
+        inputs = self.embed_inputs(tokens, marks, previous, changes, local_motion)
+        inputs = rearrange(inputs, "b t n d -> b (t n) d")
         key_time = repeat(self.key_time(steps, tokens.device), "t -> (t n)", n=h * w)
         query_time = torch.arange(num_frames, device=tokens.device)
         key_bias = self.key_bias(marks if motion is None else motion)
@@ -541,12 +580,16 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         marks: torch.Tensor | None,
         previous: torch.Tensor | None = None,
         changes: torch.Tensor | None = None,
+        local_motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Encoder inputs: tokens ``[..., h, w, G]``, change marks ``[..., h, w]`` (None without ``mark_changes``),
         each cell's tokens of the step before ``[..., h, w, G]`` (None without ``previous_tokens``; the cell's own
-        tokens where there is no step before) and each cell's pixel change ``[..., h, w, C · p · p]`` (read with
-        ``pixel_changes``; None adds nothing) → ``[..., h · w, D]``."""
+        tokens where there is no step before), each cell's pixel change ``[..., h, w, C · p · p]`` (read with
+        ``pixel_changes``; None adds nothing) and each cell's :meth:`local_motion_features` ``[..., h, w, C']``
+        (None adds nothing) → ``[..., h · w, D]``."""
         inputs = self.input_adapter(tokens)
+        if self.local_motion_keys is not None and local_motion is not None:
+            inputs = inputs + self.local_motion_keys(local_motion.flatten(-3, -2))
         if self.change_embedding is not None:
             inputs = inputs + self.change_embedding[marks.flatten(-2)]
         if self.previous_proj is not None:
@@ -802,8 +845,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         seen = None if video is None else video[:, :num_context_frames]
         motion = None if seen is None else self._motion_marks(seen)
         changes = None if seen is None else self._pixel_changes(seen)
+        local_motion = self.local_motion_features(tokens[:, :context_steps])
         latents = self.encode_tokens(
-            tokens[:, :context_steps], num_context_frames, self.window, motion=motion, changes=changes
+            tokens[:, :context_steps],
+            num_context_frames,
+            self.window,
+            motion=motion,
+            changes=changes,
+            local_motion=local_motion,
         )
         memory, contexts = self._memory_and_contexts(latents)
         if self.training:
@@ -832,12 +881,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
         reconstruction = self._latent_reconstruction_loss(latents)
+        local = self._local_motion_loss(local_motion, tokens[:, : context_steps + 1])
         loss = (
             token_loss
             + self.next_frame_weight * next_frame
             + self.context_prediction_weight * context_prediction
             + self.config.latent_reconstruction_weight * reconstruction
             + self.config.contrastive_weight * contrastive
+            + self.config.local_motion_weight * local
             + self.perceptual_weight * perceptual
         )
         with torch.no_grad():
@@ -851,6 +902,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             context_prediction_loss=context_prediction,
             contrastive_loss=contrastive,
             latent_reconstruction_loss=reconstruction,
+            local_motion_loss=local,
             perceptual=perceptual,
             perceptual_enabled=self.perceptual_term_active(),
             accuracy=accuracy,
@@ -952,6 +1004,27 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         target = target - target.mean(0)
         error = (reconstruction - reconstruction.mean(0) - target).square().mean()
         return error / target.square().mean().clamp_min(1e-12)
+
+    def local_motion_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`local_motion_features` of a step ``[..., h, w, C]`` → the local motion head's logits for the next
+        step's tokens of each cell's 3×3 neighbourhood ``[..., h, w, 9, G, num_codes]`` (row-major, the cell
+        itself at index 4; see :func:`~aime_rl.perception.modules.local_motion.neighbourhoods`)."""
+        per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1))
+        return self.local_motion_head(per_neighbour)
+
+    def _local_motion_loss(self, features: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        """CE of the tokens of step s + 1 in each cell's 3×3 neighbourhood (cells outside the grid left out),
+        named by the cell's :meth:`local_motion_features` of step s through their own head, for s = 0 … S − 1:
+        features ``[B, S, h, w, C]``, tokens ``[B, S + 1, h, w, G]``. Zero (nothing computed) without
+        ``local_motion_frames``."""
+        if features is None:
+            return torch.zeros((), device=tokens.device)
+        following = neighbourhoods(tokens[:, 1:])  # [B, S, h, w, 9, G], −1 outside the grid
+        now = neighbourhoods(tokens[:, :-1])
+        inside = (following >= 0).all(-1)  # [B, S, h, w, 9]
+        changed = (following != now).any(-1)
+        logits = self.local_motion_logits(features)
+        return self._cross_entropy(logits[inside], following[inside], changed[inside])
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context

@@ -262,6 +262,7 @@ def predictor_loss_fn(num_context_frames: int):
             "context_prediction_loss",
             "contrastive_loss",
             "latent_reconstruction_loss",
+            "local_motion_loss",
             "perceptual",
             "accuracy",
         )

@@ -1,0 +1,90 @@
+"""LocalMotionEncoder: each token cell's motion, from its neighbourhood over the last few token steps.
+
+The Perceiver's latents read the tokens through attention: a weighted average of value vectors that do not say how
+old they are, so a sprite seen at two places in two frames reads as their blend, and a velocity must be assembled
+from two cells' code identities by attention heads that pick the two frames apart. At the demo's budget it never
+is (Catch: the context model's predicted next frame keeps the ball where it was; the displacement it predicts
+correlates ≈ 0.1 with the true one). A small convolution over the code embeddings of the last ``k`` token steps
+stacked as channels learns the same prediction from the same tokens quickly (a 3×3 stack trained alone for 400 steps:
+correlation 0.54; 1000 steps: 0.83), because each cell sees which frame each neighbour's code is from.
+
+This module is that convolution. Its features at cell (i, j) of step s are added to that cell's key input, and
+are trained by their own head to name the tokens of step s + 1 in the cell's whole 3×3 neighbourhood (the model's
+``local_motion_weight`` term): a moving object's next place is then a property of the cell it is in now — the one
+the motion bonus marks and the latents read — not only of the cell it will enter, which nothing marks. They learn
+the motion over a short gradient path, and the latents read it from one key (Catch, three models at the demo's
+budget: ball vx R² 0.537 → 0.660 and the probed landing column 0.332 → 0.399, where a head that names the cell's
+own next tokens only reached 0.608 and 0.268). Causal: step s sees steps s − k + 1 … s only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+#: Channels each token step's embedding is projected to before the steps are stacked.
+FRAME_CHANNELS = 32
+#: Channels of the convolution's hidden and output features.
+HIDDEN_CHANNELS = 64
+#: Cells of a 3×3 neighbourhood, whose next tokens each cell's features are trained to name.
+NEIGHBOURS = 9
+
+
+def neighbourhoods(tokens: torch.Tensor, fill: int = -1) -> torch.Tensor:
+    """Tokens ``[..., h, w, G]`` → each cell's 3×3 neighbourhood ``[..., h, w, 9, G]`` (row-major, the cell itself
+    at index 4); ``fill`` outside the grid."""
+    lead, (h, w, g) = tokens.shape[:-3], tokens.shape[-3:]
+    grid = rearrange(tokens, "... h w g -> (...) g h w")
+    padded = F.pad(grid, (1, 1, 1, 1), value=fill)
+    windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # [n, G, h, w, 3, 3]
+    cells = rearrange(windows, "n g h w i j -> n h w (i j) g")
+    return cells.reshape(*lead, h, w, NEIGHBOURS, g)
+
+
+def step_history(tokens: torch.Tensor, frames: int) -> torch.Tensor:
+    """Tokens ``[B, T', h, w, G]`` → each step with the ``frames − 1`` steps before it, newest first: ``[B, T',
+    frames, h, w, G]``. Before the clip's first step the first step stands in (an episode's first frame has no
+    history; the stream does the same)."""
+    steps = tokens.shape[1]
+    back = torch.arange(frames, device=tokens.device)
+    index = (torch.arange(steps, device=tokens.device).unsqueeze(1) - back).clamp_min(0)  # [T', frames]
+    return tokens[:, index]
+
+
+class LocalMotionEncoder(nn.Module):
+    """Code embeddings of a cell's 3×3 neighbourhood over ``frames`` token steps → motion features per cell.
+
+    Args:
+        embedding_channels: width ``D`` of the code embeddings it reads (the model's input adapter's).
+        frames: ``k``, the token steps seen (this one and ``k − 1`` before).
+    """
+
+    def __init__(self, embedding_channels: int, frames: int):
+        super().__init__()
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+            raise ValueError(f"local_motion_frames must be 0 (off) or an int >= 2, got {frames!r}")
+        self.frames = frames
+        # the code embeddings start at 0.02 per entry: normalised, the convolution sees them at unit scale from the
+        # first step instead of waiting for them to grow
+        self.norm = nn.LayerNorm(embedding_channels)
+        self.frame_proj = nn.Linear(embedding_channels, FRAME_CHANNELS)
+        self.convs = nn.Sequential(
+            nn.Conv2d(frames * FRAME_CHANNELS, HIDDEN_CHANNELS, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(HIDDEN_CHANNELS, HIDDEN_CHANNELS, 3, padding=1),
+            nn.GELU(),
+        )
+
+    @property
+    def out_channels(self) -> int:
+        return HIDDEN_CHANNELS
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        """Code embeddings ``[..., k, h, w, D]`` (newest step first, see :func:`step_history`) → features ``[...,
+        h, w, C]`` (``C = out_channels``) of the newest step."""
+        lead = embedded.shape[:-4]
+        x = rearrange(self.frame_proj(self.norm(embedded)), "... k h w c -> (...) (k c) h w")
+        features = rearrange(self.convs(x), "n c h w -> n h w c")
+        return features.reshape(*lead, *features.shape[1:])

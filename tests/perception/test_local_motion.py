@@ -1,0 +1,169 @@
+"""``local_motion_frames``: each key also carries its cell's motion — a small convolution over the code embeddings of
+its 3×3 neighbourhood in the last k token steps, trained by its own head to name the cell's next tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aime_rl.perception import get_preset
+from aime_rl.perception.modules.local_motion import LocalMotionEncoder, neighbourhoods, step_history
+from tests.perception.helpers import (
+    assert_stream_equals_offline,
+    load_without_predictor_key,
+    stream_contexts,
+    tiny,
+    two_clips_that_end_alike,
+)
+
+
+def moving_object_tokens(num_clips: int = 16, steps: int = 4) -> torch.Tensor:
+    """Tokens ``[B, steps, 4, 4, 2]`` of a 4×4 grid: background code 0, one object (code 1 in both heads) that
+    crosses a row one cell per step, left to right or right to left (the last frame alone cannot tell which)."""
+    tokens = torch.zeros(num_clips, steps, 4, 4, 2, dtype=torch.long)
+    for clip in range(num_clips):
+        row, rightwards = clip % 4, clip % 8 < 4
+        for step in range(steps):
+            tokens[clip, step, row, step if rightwards else 3 - step] = 1
+    return tokens
+
+
+def named_next_place_accuracy(model, tokens: torch.Tensor) -> float:
+    """How often the local motion head, read at the object's cell, names the object (code 1, head 0) in the
+    neighbour it moves to next — the cell to its right (neighbour 5) or to its left (neighbour 3)."""
+    predictor = model.predictor
+    with torch.no_grad():
+        logits = predictor.local_motion_logits(predictor.local_motion_features(tokens[:, :-1]))
+    named = logits[..., 0, :].argmax(-1)  # [B, S, h, w, 9]
+    hits = []
+    for clip in range(tokens.shape[0]):
+        for step in range(tokens.shape[1] - 1):
+            row, column = (tokens[clip, step, ..., 0] == 1).nonzero()[0].tolist()
+            next_column = (tokens[clip, step + 1, row, :, 0] == 1).nonzero()[0].item()
+            neighbour = 5 if next_column > column else 3
+            hits.append(named[clip, step, row, column, neighbour].item() == 1)
+    return sum(hits) / len(hits)
+
+
+def test_step_history_puts_the_newest_step_first_and_the_first_step_before_the_clip():
+    tokens = torch.arange(4).view(1, 4, 1, 1, 1)
+    history = step_history(tokens, 3)[0, :, :, 0, 0, 0]
+    assert history.tolist() == [[0, 0, 0], [1, 0, 0], [2, 1, 0], [3, 2, 1]]
+
+
+def test_neighbourhoods_list_each_cells_3x3_cells_row_major_with_a_fill_outside():
+    tokens = torch.arange(6).view(2, 3, 1)  # a 2×3 grid, one head
+    cells = neighbourhoods(tokens)[..., 0]
+    assert cells[0, 0].tolist() == [-1, -1, -1, -1, 0, 1, -1, 3, 4]
+    assert cells[1, 1].tolist() == [0, 1, 2, 3, 4, 5, -1, -1, -1]
+
+
+def test_a_step_s_feature_does_not_see_later_steps(clip):
+    model = tiny(local_motion_frames=3)
+    tokens = model.predictor.tokenize(clip[:, :6])
+    changed = tokens.clone()
+    changed[:, 4:] = (changed[:, 4:] + 1) % model.tokenizer.num_codes
+    with torch.no_grad():
+        before = model.predictor.local_motion_features(tokens)
+        after = model.predictor.local_motion_features(changed)
+    assert torch.equal(before[:, :4], after[:, :4])
+    assert not torch.allclose(before[:, 4:], after[:, 4:])
+
+
+@pytest.mark.parametrize("frames", [0, 3])
+def test_a_one_frame_window_sees_how_the_frame_changed_only_with_local_motion(clip, frames):
+    model = tiny(local_motion_frames=frames, encoder="patch")  # a frame's tokens from that frame alone
+    with torch.no_grad():
+        context = model.extract_context(two_clips_that_end_alike(clip), window=1)[:, -1]
+    assert torch.allclose(context[0], context[1], atol=1e-5) != bool(frames)
+
+
+@pytest.mark.parametrize("window", [None, 4])
+def test_stream_equals_offline_with_local_motion(clip, window):
+    model = tiny(local_motion_frames=3, recency_bias=1.0, motion_attention_bias=1.0)
+    assert_stream_equals_offline(model, clip, window)
+
+
+def test_a_reset_row_starts_its_history_again(clip):
+    model = tiny(local_motion_frames=3)
+    stream = model.stream(2, window=4)
+    with torch.no_grad():
+        for t in range(5):
+            stream.step(clip[:, t])
+        stream.reset(torch.tensor([True, False]))
+        restarted = torch.stack([stream.step(clip[:, t]) for t in range(5, 9)], dim=1)
+        fresh = model.extract_context(clip[:1, 5:9], window=4)
+    assert torch.allclose(restarted[:1], fresh, atol=1e-4, rtol=0)
+
+
+def test_a_selected_stream_keeps_its_rows_history(clip):
+    model = tiny(local_motion_frames=3)
+    stream = model.stream(2, window=4)
+    with torch.no_grad():
+        for t in range(4):
+            stream.step(clip[:, t])
+        selected = stream.select(torch.tensor([1]))
+        online = torch.stack([selected.step(clip[1:, t]) for t in range(4, 8)], dim=1)
+        offline = stream_contexts(model, clip[:, :8], 4)[1:, 4:]
+    assert torch.allclose(online, offline, atol=1e-4, rtol=0)
+
+
+def test_training_from_cached_tokens_gives_the_loss_of_frames(clip):
+    model = tiny(local_motion_frames=3)
+    with torch.no_grad():
+        from_frames = model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)
+        tokens = model.predictor.tokenize(clip[:, :8])
+        from_tokens = model.predictor(None, num_context_frames=5, tokens=tokens)
+    assert from_frames["local_motion_loss"] > 0
+    assert torch.allclose(from_frames["loss"], from_tokens["loss"], atol=1e-5)
+
+
+def test_the_local_motion_term_trains_the_convolution_and_the_key_map(clip):
+    model = tiny(local_motion_frames=2).train()
+    model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)["loss"].backward()
+    predictor = model.predictor
+    assert predictor.local_motion.convs[0].weight.grad.abs().sum() > 0
+    assert predictor.local_motion_keys.weight.grad.abs().sum() > 0
+
+
+def test_the_cell_a_moving_object_is_in_learns_where_it_goes_next():
+    model = tiny(
+        local_motion_frames=2, next_frame_weight=0.0, context_prediction_weight=0.0, change_weight=1.0
+    ).train()
+    tokens = moving_object_tokens()
+    before = named_next_place_accuracy(model, tokens)
+    optimizer = torch.optim.Adam(model.predictor.trainable_parameters(), lr=3e-3)
+    for _ in range(200):
+        loss = model.predictor(None, num_context_frames=3, tokens=tokens)["local_motion_loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert before < 0.5
+    assert named_next_place_accuracy(model, tokens) == 1.0
+
+
+def test_off_by_default_and_in_the_paper_preset():
+    assert tiny().predictor.local_motion is None
+    assert get_preset("paper").predictor.local_motion_frames == 0
+
+
+def test_a_config_written_before_local_motion_loads_without_it(tmp_path):
+    assert (
+        load_without_predictor_key(tmp_path / "model", "local_motion_frames").predictor.local_motion is None
+    )
+
+
+@pytest.mark.parametrize("frames", [1, -1, 2.0, True])
+def test_a_history_of_fewer_than_two_steps_is_refused(frames):
+    with pytest.raises(ValueError, match="local_motion_frames"):
+        tiny(local_motion_frames=frames)
+
+
+def test_a_negative_weight_is_refused():
+    with pytest.raises(ValueError, match="local_motion_weight"):
+        tiny(local_motion_frames=2, local_motion_weight=-1.0)
+
+
+def test_the_encoder_maps_k_steps_of_embeddings_to_features_per_cell():
+    encoder = LocalMotionEncoder(embedding_channels=16, frames=3)
+    assert encoder(torch.randn(2, 5, 3, 4, 6, 16)).shape == (2, 5, 4, 6, encoder.out_channels)
