@@ -108,6 +108,7 @@ VARIANTS: dict[str, dict] = {
     "local-motion3-w0.3": {"local_motion_frames": 3, "local_motion_weight": 0.3},
     "local-motion3-w3": {"local_motion_frames": 3, "local_motion_weight": 3.0},
     "local-motion3-keys0": {"local_motion_frames": 3, "_local_keys_zero": True},
+    "local-motion3-keys0.02": {"local_motion_frames": 3, "_local_keys_std": 0.02},
     "spatial4": {"spatial_attention_bias": 4.0},
     "spatial8": {"spatial_attention_bias": 8.0},
     "spatial16": {"spatial_attention_bias": 16.0},
@@ -270,6 +271,7 @@ def build(
     reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
     linear_tokens = overrides.pop("_linear_tokens", None)
     local_keys_zero = overrides.pop("_local_keys_zero", False)
+    local_keys_std = overrides.pop("_local_keys_std", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -327,6 +329,10 @@ def build(
         )
     if linear_tokens is not None:
         attach_linear_token_readout(model, tuple(linear_tokens))
+    if local_keys_std is not None:
+        with torch.no_grad():
+            model.predictor.local_motion_keys.weight.normal_(0.0, local_keys_std)
+            model.predictor.local_motion_keys.bias.zero_()
     if local_keys_zero:
         with torch.no_grad():
             model.predictor.local_motion_keys.weight.zero_()
