@@ -1028,7 +1028,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         inside = (following >= 0).all(-1)  # [B, S, h, w, 9]
         changed = (following != now).any(-1)
         per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1))
-        logits = self.local_motion_head(per_neighbour[inside])  # only the neighbours inside the grid are scored
+        logits = self.local_motion_head(
+            per_neighbour[inside]
+        )  # only the neighbours inside the grid are scored
         return self._cross_entropy(logits, following[inside], changed[inside])
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

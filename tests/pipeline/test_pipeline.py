@@ -32,7 +32,10 @@ from aime_rl.utils.tensorboard import read_event_images
 TINY = [
     "--frame-size", "32", "--collect-steps", "120", "--num-envs", "2",
 ]  # fmt: skip
-DEMO_PREDICTOR_KWARGS = {"embeddings_from_codes": True, "local_motion_frames": 3}  # aime_rl/experiments/demo.toml
+DEMO_PREDICTOR_KWARGS = {
+    "embeddings_from_codes": True,
+    "local_motion_frames": 3,
+}  # aime_rl/experiments/demo.toml
 TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2", "--decoder-steps", "2"]
 AGENT = ["--agent-steps", "32", "--window", "4", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "batch_size=32",
          "--agent-kwarg", "n_epochs=1"]  # fmt: skip
