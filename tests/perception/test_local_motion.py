@@ -84,27 +84,30 @@ def test_stream_equals_offline_with_local_motion(clip, window):
     assert_stream_equals_offline(model, clip, window)
 
 
+def stream_after(model, clip: torch.Tensor, frames: int):
+    """A window-4 stream of ``model`` over both rows of ``clip``, stepped through its first ``frames`` frames."""
+    stream = model.stream(2, window=4)
+    for t in range(frames):
+        stream.step(clip[:, t])
+    return stream
+
+
+@torch.no_grad()
 def test_a_reset_row_starts_its_history_again(clip):
     model = tiny(local_motion_frames=3)
-    stream = model.stream(2, window=4)
-    with torch.no_grad():
-        for t in range(5):
-            stream.step(clip[:, t])
-        stream.reset(torch.tensor([True, False]))
-        restarted = torch.stack([stream.step(clip[:, t]) for t in range(5, 9)], dim=1)
-        fresh = model.extract_context(clip[:1, 5:9], window=4)
+    stream = stream_after(model, clip, 5)
+    stream.reset(torch.tensor([True, False]))
+    restarted = torch.stack([stream.step(clip[:, t]) for t in range(5, 9)], dim=1)
+    fresh = model.extract_context(clip[:1, 5:9], window=4)
     assert torch.allclose(restarted[:1], fresh, atol=1e-4, rtol=0)
 
 
+@torch.no_grad()
 def test_a_selected_stream_keeps_its_rows_history(clip):
     model = tiny(local_motion_frames=3)
-    stream = model.stream(2, window=4)
-    with torch.no_grad():
-        for t in range(4):
-            stream.step(clip[:, t])
-        selected = stream.select(torch.tensor([1]))
-        online = torch.stack([selected.step(clip[1:, t]) for t in range(4, 8)], dim=1)
-        offline = stream_contexts(model, clip[:, :8], 4)[1:, 4:]
+    selected = stream_after(model, clip, 4).select(torch.tensor([1]))
+    online = torch.stack([selected.step(clip[1:, t]) for t in range(4, 8)], dim=1)
+    offline = stream_contexts(model, clip[:, :8], 4)[1:, 4:]
     assert torch.allclose(online, offline, atol=1e-4, rtol=0)
 
 
