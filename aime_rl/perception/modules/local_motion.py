@@ -13,8 +13,8 @@ are trained by their own head to name the tokens of step s + 1 in the cell's who
 ``local_motion_weight`` term): a moving object's next place is then a property of the cell it is in now — the one
 the motion bonus marks and the latents read — not only of the cell it will enter, which nothing marks. They learn
 the motion over a short gradient path, and the latents read it from one key (Catch, three models at the demo's
-budget: ball vx R² 0.537 → 0.660 and the probed landing column 0.332 → 0.399, where a head that names the cell's
-own next tokens only reached 0.608 and 0.268). Causal: step s sees steps s − k + 1 … s only.
+budget: ball vx R² 0.537 → 0.63–0.67 and the probed landing column 0.332 → 0.37–0.40, where a head that names the
+cell's own next tokens only reached 0.608 and 0.268). Causal: step s sees steps s − k + 1 … s only.
 """
 
 from __future__ import annotations
