@@ -79,9 +79,8 @@ def predicted_frames(model: CausalPerceiverIO, clips: torch.Tensor, context: int
         soft = tokenizer.decode_latents(rearrange(soft, "b t h w c -> b c t h w"))[:, -1]
         true = tokenizer.decode(tokenizer.encode(clips)[0])[:, -1]
         frames = [argmax, soft.clamp(0, 1), true]
-        if (
-            predictor.local_motion is not None
-        ):  # the local motion encoder's own head, from the seen frames' tokens
+        # the local motion encoder's own head, from the seen frames' tokens
+        if predictor.local_motion is not None:
             seen = predictor.tokenize(clips[:, :context])
             features = predictor.local_motion_features(seen)[:, -1:]
             logits = predictor.local_motion_logits(features)[..., 4, :, :]  # each cell's own next tokens

@@ -276,8 +276,9 @@ class PredictorConfig:
             a weighted average of values that do not say how old they are, so a velocity must be assembled from two
             cells' code identities, and at small budgets it is not (Catch: the predicted next frame keeps the ball
             where it was). The convolution learns the motion from the same tokens over a short gradient path, and
-            one key then says what moved there and from where. The stream keeps each row's last k − 1 token steps.
-            0 is the seed's model.
+            one key then says what moved there and from where. A context of a ``window`` of w frames then depends
+            on the last w + k − 1 token steps (the oldest key's cell saw k − 1 steps before it). The stream keeps
+            each row's last k − 1 token steps. 0 is the seed's model.
         local_motion_weight: weight of the local motion encoder's own term: a head on its features of step s names
             each cell's tokens of step s + 1 (the token cross-entropy, with ``label_smoothing`` and
             ``change_weight``). A training head only.

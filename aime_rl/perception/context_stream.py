@@ -314,10 +314,11 @@ class ContextStream:
                 cache.reset(mask)
 
     def nbytes(self) -> int:
-        """Bytes held by all caches (tokenizer conv state and attention keys/values)."""
+        """Bytes held by all caches (tokenizer conv state, attention keys/values, the latents and token steps kept
+        for ``latent_memory`` and ``local_motion_frames``)."""
         caches = [c for c in (self._token_cache, self._summary_cache) if c is not None]
-        past = self._past_latents
-        memory = 0 if past is None else past.numel() * past.element_size()
+        kept = [t for t in (self._past_latents, self._history) if t is not None]
+        memory = sum(t.numel() * t.element_size() for t in kept)
         return self.tokens.cache.nbytes() + sum(c.nbytes() for c in caches) + memory
 
 

@@ -1022,15 +1022,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         features ``[B, S, h, w, C]``, tokens ``[B, S + 1, h, w, G]``. Zero (nothing computed) without
         ``local_motion_frames``."""
         if features is None:
-            return torch.zeros((), device=tokens.device)
+            return self.input_adapter.embeddings.new_zeros(())
         following = neighbourhoods(tokens[:, 1:])  # [B, S, h, w, 9, G], −1 outside the grid
         now = neighbourhoods(tokens[:, :-1])
         inside = (following >= 0).all(-1)  # [B, S, h, w, 9]
         changed = (following != now).any(-1)
         per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1))
-        logits = self.local_motion_head(
-            per_neighbour[inside]
-        )  # only the neighbours inside the grid are scored
+        # only the neighbours inside the grid are scored
+        logits = self.local_motion_head(per_neighbour[inside])
         return self._cross_entropy(logits, following[inside], changed[inside])
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

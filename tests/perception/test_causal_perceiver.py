@@ -23,8 +23,9 @@ def test_context_is_full_length_with_temporal_downsampling(clip):
 
 @pytest.mark.parametrize("timescale", TIMESCALE_NAMES)
 @pytest.mark.parametrize("temporal_downsample", [False, True])
-def test_context_before_t_ignores_frames_from_t_on(clip, timescale, temporal_downsample):
-    model = tiny(temporal_downsample=temporal_downsample)
+@pytest.mark.parametrize("local_motion_frames", [0, 3])
+def test_context_before_t_ignores_frames_from_t_on(clip, timescale, temporal_downsample, local_motion_frames):
+    model = tiny(temporal_downsample=temporal_downsample, local_motion_frames=local_motion_frames)
     t = 6
     changed = clip.clone()
     changed[:, t:] = torch.rand_like(changed[:, t:])

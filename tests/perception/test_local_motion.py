@@ -79,9 +79,29 @@ def test_a_one_frame_window_sees_how_the_frame_changed_only_with_local_motion(cl
 
 
 @pytest.mark.parametrize("window", [None, 4])
-def test_stream_equals_offline_with_local_motion(clip, window):
-    model = tiny(local_motion_frames=3, recency_bias=1.0, motion_attention_bias=1.0)
+@pytest.mark.parametrize("temporal_downsample", [False, True])
+def test_stream_equals_offline_with_local_motion(clip, window, temporal_downsample):
+    model = tiny(
+        local_motion_frames=3,
+        recency_bias=1.0,
+        motion_attention_bias=1.0,
+        temporal_downsample=temporal_downsample,
+    )
     assert_stream_equals_offline(model, clip, window)
+
+
+@torch.no_grad()
+def test_a_row_reset_at_an_odd_frame_keeps_its_own_token_steps(clip):
+    # with temporal_downsample a token step is two frames: after a reset at frame 5 the rows emit on different frames
+    model = tiny(local_motion_frames=3, temporal_downsample=True)
+    stream = model.stream(2, window=4)
+    for t in range(5):
+        stream.step(clip[:, t])
+    stream.reset(torch.tensor([True, False]))
+    online = torch.stack([stream.step(clip[:, t]) for t in range(5, 11)], dim=1)
+    assert torch.allclose(online[:1], model.extract_context(clip[:1, 5:11], window=4), atol=1e-4, rtol=0)
+    continued = model.extract_context(clip[1:], window=4)[:, 5:11]
+    assert torch.allclose(online[1:], continued, atol=1e-4, rtol=0)
 
 
 def stream_after(model, clip: torch.Tensor, frames: int):
@@ -127,6 +147,18 @@ def test_the_local_motion_term_trains_the_convolution_and_the_key_map(clip):
     predictor = model.predictor
     assert predictor.local_motion.convs[0].weight.grad.abs().sum() > 0
     assert predictor.local_motion_keys.weight.grad.abs().sum() > 0
+    assert predictor.local_motion_spread.weight.grad.abs().sum() > 0  # the term's own head
+
+
+def test_the_local_motion_term_is_part_of_the_loss(clip):
+    losses = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = tiny(local_motion_frames=2, local_motion_weight=weight).train()
+        out = model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)
+        losses[weight] = (out["loss"] - out["local_motion_loss"] * weight).item(), out["loss"].item()
+    assert losses[0.0][1] == pytest.approx(losses[1.0][0], abs=1e-5)  # the same model without the term
+    assert losses[1.0][1] > losses[1.0][0]
 
 
 def test_the_cell_a_moving_object_is_in_learns_where_it_goes_next():
