@@ -271,17 +271,26 @@ class PredictorConfig:
         local_motion_frames: k ≥ 2 turns on a local motion encoder
             (:class:`~aime_rl.perception.modules.local_motion.LocalMotionEncoder`): a small convolution over the code
             embeddings of each cell's 3×3 neighbourhood in the last k token steps (stacked as channels, so it knows
-            which step each code is from; the clip's or episode's first step stands in before it), whose features are
-            added, through a learned linear map, to the cell's key input. The latents read tokens through attention,
-            a weighted average of values that do not say how old they are, so a velocity must be assembled from two
-            cells' code identities, and at small budgets it is not (Catch: the predicted next frame keeps the ball
-            where it was). The convolution learns the motion from the same tokens over a short gradient path, and
+            which step each code is from; steps before the clip's or episode's first are the mask id, "unknown"),
+            whose features are added, through a learned linear map, to the cell's key input. The latents read
+            tokens through attention, a weighted average of values that do not say how old they are, so a velocity
+            must be assembled from two cells' code identities, and at small budgets it is not (Catch: the predicted
+            next frame keeps the ball where it was). The convolution learns the motion from the same tokens over a short gradient path, and
             one key then says what moved there and from where. A context of a ``window`` of w frames then depends
             on the last w + k − 1 token steps (the oldest key's cell saw k − 1 steps before it). The stream keeps
             each row's last k − 1 token steps. 0 is the seed's model.
         local_motion_weight: weight of the local motion encoder's own term: a head on its features of step s names
             each cell's tokens of step s + 1 (the token cross-entropy, with ``label_smoothing`` and
             ``change_weight``). A training head only.
+        local_motion_context: with ``local_motion_frames``, the motion features of every cell of the frame, side by
+            side ``[h · w · C]``, also enter its pooled context through their own linear map (added before the
+            context's LayerNorm). The convolution's features hold the motion the keys are given, but the latents
+            pass only part of it on to the pooled context (Catch: ball vx 0.69 from the features of the 16 cells,
+            0.62 from the context); this path hands the context what the convolution computed (Catch, 3 models at
+            the demo's budget, 6 agents each: see ``benchmarks/README.md``, twenty-seventh session). It adds one
+            slot to the latents ``encode_tokens`` returns (``[B, T, N + 1, D]``, the last the mapped features); the
+            decoder and the latent memory read the N latents only. Needs a tokenizer with a ``frame_size`` (the map's
+            size is the token grid's) and no temporal downsampling. False is the seed's model.
     """
 
     num_latents: int = 128
@@ -319,6 +328,7 @@ class PredictorConfig:
     next_frame_samples: int | None = None
     local_motion_frames: int = 0
     local_motion_weight: float = 1.0
+    local_motion_context: bool = False
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -402,6 +412,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.next_frame_samples",
     "predictor.local_motion_frames",
     "predictor.local_motion_weight",
+    "predictor.local_motion_context",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

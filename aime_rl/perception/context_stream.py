@@ -128,18 +128,20 @@ class ContextStream:
         if null is not None:
             cache.set_prefix(null)  # a few bytes; stays right when the weights change under a running stream
         cache.advance()
+        local_motion = None
         if bool(emitted.any()):
             # Keys are rotated once, by the frame they are emitted at; the query is rotated by the current frame.
             # The scores depend on the difference only, so no cached key is touched again.
             tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
             if p.reads_frames:  # the motion marks and pixel changes compare pixels in [0, 1]
                 frames = p.tokenizer.check_frames(frames, "frames")
+            local_motion = self._local_motion(tokens)
             inputs = p.embed_inputs(
                 tokens,
                 self._marks(tokens),
                 self._previous_tokens(tokens),
                 self._pixel_changes(frames),
-                self._local_motion(tokens),
+                local_motion,
             )
             keys, values = cross.keys_values(inputs)
             bias = p.key_bias(self._motion_marks(frames, tuple(tokens.shape[1:3])))
@@ -155,7 +157,8 @@ class ContextStream:
         )
         latents = self._recall(latents)
         self.last_latents = latents  # [B, N, D]
-        fast = p.frame_context(latents)
+        # local_motion_context: a tokenizer without temporal downsampling emits a token step every frame
+        fast = p.frame_context(p.with_motion_slot(latents, local_motion))
         context = fast if self._summary_cache is None else self._summarise(fast)
         return p.output_context(context, self.timescale)
 
@@ -212,7 +215,7 @@ class ContextStream:
 
     def _local_motion(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """This step's local motion features ``[B, h, w, C]`` from its tokens ``[B, h, w, G]`` and each row's last
-        ones (the episode's first step standing in before it, as offline); None without ``local_motion_frames``."""
+        ones (the mask id before the episode's first step, as offline); None without ``local_motion_frames``."""
         p = self.predictor
         if p.local_motion is None:
             return None
@@ -220,9 +223,9 @@ class ContextStream:
         if self._history is None:
             self._history = tokens.unsqueeze(1).repeat(1, k - 1, 1, 1, 1)
         known = torch.cat([tokens.unsqueeze(1), self._history], dim=1)  # [B, k, h, w, G], newest first
-        back = torch.minimum(torch.arange(k, device=self._device), self._history_count.unsqueeze(1))  # [B, k]
-        rows = torch.arange(self.batch_size, device=self._device).unsqueeze(1)
-        return p.local_motion(p.input_adapter.embed_ids(known[rows, back]))
+        missing = torch.arange(k, device=self._device) > self._history_count.unsqueeze(1)  # [B, k]
+        known = known.masked_fill(missing.view(self.batch_size, k, 1, 1, 1), p.input_adapter.mask_id)
+        return p.local_motion(p.input_adapter.embed_ids(known))
 
     def _motion_marks(self, frames: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
         """Pixel motion marks ``[B, h, w]`` of this frame ``[B, C, H, W]`` (float in [0, 1]) against each row's

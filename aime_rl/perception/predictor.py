@@ -143,6 +143,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         next_frame_samples: int | None = None,
         local_motion_frames: int = 0,
         local_motion_weight: float = 1.0,
+        local_motion_context: bool = False,
     ):
         super().__init__()
         check_window(window)
@@ -214,6 +215,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             next_frame_samples=next_frame_samples,
             local_motion_frames=local_motion_frames,
             local_motion_weight=local_motion_weight,
+            local_motion_context=local_motion_context,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -232,6 +234,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             self.local_motion_keys = self._local_motion_key_map(features, d)
             self.local_motion_spread = nn.Linear(features, NEIGHBOURS * features)
             self.local_motion_head = TiedTokenOutputAdapter(self.input_adapter, in_channels=features)
+        # local_motion_context: the motion features of all cells side by side [h · w · C] → a slot [D] the pooled
+        # context adds (the last of the latents encode_tokens returns)
+        self.local_motion_context = (
+            self._local_motion_context_map(tokenizer, local_motion_frames, d)
+            if local_motion_context
+            else None
+        )
         # a cell's signed difference patch [C · p · p] → what is added to its key's input (pixel_changes)
         self.change_proj = self._change_projection(tokenizer, d) if pixel_changes else None
         # cross-attention score bonus [heads, 3] per mark (UNCHANGED / CHANGED / FIRST); learned from this start
@@ -326,6 +335,22 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         nn.init.normal_(key_map.weight, std=0.02)
         nn.init.zeros_(key_map.bias)
         return key_map
+
+    def _local_motion_context_map(self, tokenizer: VQPTTokenizer, frames: int, channels: int) -> nn.Linear:
+        """The ``local_motion_context`` map ``[h · w · C] → [D]``; ``ValueError`` where it cannot be built."""
+        if not frames:
+            raise ValueError("local_motion_context needs local_motion_frames >= 2 (the features it pools)")
+        if tokenizer.frame_size is None:
+            raise ValueError(
+                "local_motion_context needs a tokenizer with a frame_size (the map is the token grid's)"
+            )
+        if tokenizer.temporal_factor != 1:
+            raise ValueError(
+                f"local_motion_context reads one token step per frame; this tokenizer has temporal_downsample "
+                f"{tokenizer.temporal_factor}"
+            )
+        height, width = tokenizer.token_grid(*tokenizer.frame_size)
+        return nn.Linear(height * width * self.local_motion.out_channels, channels)
 
     @staticmethod
     def _change_projection(tokenizer: VQPTTokenizer, channels: int) -> nn.Linear:
@@ -431,7 +456,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         changes: torch.Tensor | None = None,
         local_motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames).
+        """Tokens ``[B, T', h, w, G]`` → per-frame latents ``[B, T, N, D]`` (causal, within ``window`` frames;
+        ``[B, T, N + 1, D]`` with ``local_motion_context``, the last slot the frame's mapped motion features).
 
         ``motion``: the pixel motion marks ``[B, T', h, w]`` of the frames the tokens came from
         (:meth:`motion_marks`), read by ``motion_attention_bias``; without them (tokens without frames, e.g.
@@ -440,8 +466,27 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         added (as for cells that did not change). ``local_motion``: the tokens' :meth:`local_motion_features`
         ``[B, T', h, w, C]`` when already computed (None computes them, for a model with ``local_motion_frames``).
         """
+        if local_motion is None:
+            local_motion = self.local_motion_features(tokens)
         inputs = self._encoder_inputs(tokens, num_frames, window, motion, changes, local_motion)
-        return self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
+        latents = self.encoder(**inputs, condition=self.embed_condition(condition, tokens.shape[0]))
+        return self.with_motion_slot(latents, local_motion)
+
+    def with_motion_slot(self, latents: torch.Tensor, local_motion: torch.Tensor | None) -> torch.Tensor:
+        """Latents ``[..., N, D]`` and the same frames' :meth:`local_motion_features` ``[..., h, w, C]`` → ``[...,
+        N + 1, D]`` with ``local_motion_context`` (the features side by side, mapped to D, as the last slot: the
+        pooled context adds it); the latents unchanged otherwise."""
+        if self.local_motion_context is None:
+            return latents
+        slot = self.local_motion_context(local_motion.flatten(-3))
+        return torch.cat([latents, slot.unsqueeze(-2)], dim=-2)
+
+    def split_motion_slot(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latents of :meth:`encode_tokens` ``[..., N(+1), D]`` → the N latents ``[..., N, D]`` and the motion slot
+        ``[..., D]`` (None without ``local_motion_context``)."""
+        if self.local_motion_context is None:
+            return latents, None
+        return latents[..., :-1, :], latents[..., -1, :]
 
     def motion_marks(self, video: torch.Tensor) -> torch.Tensor | None:
         """Video ``[B, T, C, H, W]`` (uint8 or float in [0, 1], as :meth:`extract_context` takes it) → pixel motion
@@ -476,10 +521,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     def local_motion_features(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """Tokens ``[B, T', h, w, G]`` → each cell's motion features ``[B, T', h, w, C]`` from its neighbourhood over
         the last ``local_motion_frames`` token steps (:class:`~aime_rl.perception.modules.local_motion.
-        LocalMotionEncoder`; the clip's first step stands in before it); None without ``local_motion_frames``."""
+        LocalMotionEncoder`; the mask id before the clip's first step); None without ``local_motion_frames``."""
         if self.local_motion is None:
             return None
-        history = step_history(tokens, self.local_motion.frames)  # [B, T', k, h, w, G]
+        mask = self.input_adapter.mask_id
+        history = step_history(tokens, self.local_motion.frames, mask)  # [B, T', k, h, w, G]
         return self.local_motion(self.input_adapter.embed_ids(history))
 
     def _token_step_frames(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -630,11 +676,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
 
     def frame_context(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents ``[B, T, N, D]`` (or ``[B, N, D]``) → context ``[B, T, D]`` (or ``[B, D]``): the mean over the
-        N latents (the seed) or, with ``context_pooling="projection"``, a linear map of all N side by side; then
-        LayerNorm."""
+        N latents (the seed) or, with ``context_pooling="projection"``, a linear map of all N side by side; plus
+        the motion slot with ``local_motion_context`` (latents ``[..., N + 1, D]``, see :meth:`encode_tokens`);
+        then LayerNorm."""
+        latents, slot = self.split_motion_slot(latents)
         if self.context_projection is None:
-            return self.context_norm(latents.mean(-2))
-        return self.context_norm(self.context_projection(latents.flatten(-2)))
+            pooled = latents.mean(-2)
+        else:
+            pooled = self.context_projection(latents.flatten(-2))
+        return self.context_norm(pooled if slot is None else pooled + slot)
 
     def extract_context(
         self,
@@ -686,7 +736,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """:meth:`memory` and the context of every timescale ``{name: [B, T, D]}`` it was built from."""
         contexts = self.timescale_contexts(latents)
         summaries = [contexts[name].unsqueeze(2) for name in self.timescales]
-        return torch.cat([latents, *summaries], dim=2), contexts
+        return torch.cat([self.split_motion_slot(latents)[0], *summaries], dim=2), contexts
 
     @torch.no_grad()
     def calibrate_whitening(
@@ -1004,7 +1054,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             return latents.new_zeros(())
         latents = latents.detach()
         reconstruction = self.latent_readout(self.frame_context(latents).flatten(0, 1))  # [B · T, N · D]
-        target = latents.flatten(-2).flatten(0, 1)
+        target = self.split_motion_slot(latents)[0].flatten(-2).flatten(0, 1)
         target = target - target.mean(0)
         error = (reconstruction - reconstruction.mean(0) - target).square().mean()
         return error / target.square().mean().clamp_min(1e-12)
@@ -1023,14 +1073,21 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         ``local_motion_frames``."""
         if features is None:
             return self.input_adapter.embeddings.new_zeros(())
-        following = neighbourhoods(tokens[:, 1:])  # [B, S, h, w, 9, G], −1 outside the grid
-        now = neighbourhoods(tokens[:, :-1])
-        inside = (following >= 0).all(-1)  # [B, S, h, w, 9]
-        changed = (following != now).any(-1)
-        per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1))
-        # only the neighbours inside the grid are scored
-        logits = self.local_motion_head(per_neighbour[inside])
-        return self._cross_entropy(logits, following[inside], changed[inside])
+        height, width = tokens.shape[2:4]
+        # only the neighbours inside the grid are scored: which they are depends on the grid alone, so they are
+        # picked by a fixed index (a boolean mask of the batch would make a GPU wait for its count every step)
+        inside = self._inside_neighbours(height, width, tokens.device)  # [M] of h · w · 9
+        following = neighbourhoods(tokens[:, 1:]).flatten(2, 4)[:, :, inside]  # [B, S, M, G]
+        now = neighbourhoods(tokens[:, :-1]).flatten(2, 4)[:, :, inside]
+        per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1)).flatten(2, 4)
+        logits = self.local_motion_head(per_neighbour[:, :, inside])  # [B, S, M, G, K]
+        return self._cross_entropy(logits, following, (following != now).any(-1))
+
+    @staticmethod
+    def _inside_neighbours(height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Flat indices ``[M]`` into an ``[h, w, 9]`` grid of neighbourhoods of the neighbours inside the grid."""
+        cells = torch.arange(height * width).view(height, width, 1)
+        return (neighbourhoods(cells)[..., 0] >= 0).flatten().nonzero().squeeze(1).to(device)
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context

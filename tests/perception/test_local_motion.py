@@ -45,10 +45,10 @@ def named_next_place_accuracy(model, tokens: torch.Tensor) -> float:
     return sum(hits) / len(hits)
 
 
-def test_step_history_puts_the_newest_step_first_and_the_first_step_before_the_clip():
+def test_step_history_puts_the_newest_step_first_and_the_fill_before_the_clip():
     tokens = torch.arange(4).view(1, 4, 1, 1, 1)
-    history = step_history(tokens, 3)[0, :, :, 0, 0, 0]
-    assert history.tolist() == [[0, 0, 0], [1, 0, 0], [2, 1, 0], [3, 2, 1]]
+    history = step_history(tokens, 3, fill=9)[0, :, :, 0, 0, 0]
+    assert history.tolist() == [[0, 9, 9], [1, 0, 9], [2, 1, 0], [3, 2, 1]]
 
 
 def test_neighbourhoods_list_each_cells_3x3_cells_row_major_with_a_fill_outside():
@@ -159,6 +159,33 @@ def test_the_local_motion_term_is_part_of_the_loss(clip):
         losses[weight] = (out["loss"] - out["local_motion_loss"] * weight).item(), out["loss"].item()
     assert losses[0.0][1] == pytest.approx(losses[1.0][0], abs=1e-5)  # the same model without the term
     assert losses[1.0][1] > losses[1.0][0]
+
+
+@torch.no_grad()
+def test_the_local_motion_term_scores_every_neighbour_inside_the_grid_and_none_outside():
+    model = tiny(local_motion_frames=2, change_weight=1.0)
+    predictor = model.predictor
+    tokens = moving_object_tokens(num_clips=3, steps=4)
+    features = predictor.local_motion_features(tokens[:, :-1])
+    logits = predictor.local_motion_logits(features)  # [B, S, h, w, 9, G, K]
+    following, now = neighbourhoods(tokens[:, 1:]), neighbourhoods(tokens[:, :-1])
+    inside = (following >= 0).all(-1)
+    expected = predictor._cross_entropy(logits[inside], following[inside], (following != now).any(-1)[inside])
+    assert predictor._local_motion_loss(features, tokens) == pytest.approx(expected.item(), abs=1e-6)
+
+
+@torch.no_grad()
+def test_an_episode_s_first_steps_read_their_missing_history_as_unknown(clip):
+    model = tiny(local_motion_frames=3)
+    predictor = model.predictor
+    tokens = predictor.tokenize(clip[:1, :2])  # [1, 2, h, w, G]
+    mask = torch.full_like(tokens[:, 0], predictor.input_adapter.mask_id)
+    history = torch.stack([tokens[:, 1], tokens[:, 0], mask], dim=1)  # step 1: itself, step 0, unknown
+    expected = predictor.local_motion(predictor.input_adapter.embed_ids(history))
+    assert torch.allclose(predictor.local_motion_features(tokens)[:, 1], expected, atol=1e-6)
+    stream = model.stream(1, window=4)
+    stream.step(clip[:1, 0])
+    assert torch.allclose(stream._local_motion(tokens[:, 1]), expected, atol=1e-5)
 
 
 def test_the_cell_a_moving_object_is_in_learns_where_it_goes_next():

@@ -43,14 +43,15 @@ def neighbourhoods(tokens: torch.Tensor, fill: int = -1) -> torch.Tensor:
     return cells.reshape(*lead, h, w, NEIGHBOURS, g)
 
 
-def step_history(tokens: torch.Tensor, frames: int) -> torch.Tensor:
+def step_history(tokens: torch.Tensor, frames: int, fill: int) -> torch.Tensor:
     """Tokens ``[B, T', h, w, G]`` → each step with the ``frames − 1`` steps before it, newest first: ``[B, T',
-    frames, h, w, G]``. Before the clip's first step the first step stands in (an episode's first frame has no
-    history; the stream does the same)."""
+    frames, h, w, G]``. Steps before the clip's first are ``fill`` (the mask id: an episode's first frame has no
+    history, and "unknown" is not "nothing moved"; the stream does the same)."""
     steps = tokens.shape[1]
     back = torch.arange(frames, device=tokens.device)
-    index = (torch.arange(steps, device=tokens.device).unsqueeze(1) - back).clamp_min(0)  # [T', frames]
-    return tokens[:, index]
+    index = torch.arange(steps, device=tokens.device).unsqueeze(1) - back  # [T', frames]
+    history = tokens[:, index.clamp_min(0)]
+    return history.masked_fill((index < 0).view(1, steps, frames, 1, 1, 1), fill)
 
 
 class LocalMotionEncoder(nn.Module):
