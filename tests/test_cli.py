@@ -13,12 +13,17 @@ from aime_rl.experiments import experiment_path
 from aime_rl.pipeline import Options, prepare
 from aime_rl.pipeline.config import ADDED_SETTINGS
 
-DEMO_PREDICTOR_KWARGS = {"embeddings_from_codes": True, "local_motion_frames": 3}
+DEMO_PREDICTOR_KWARGS = {
+    "embeddings_from_codes": True,
+    "local_motion_frames": 3,
+    "local_motion_context": True,
+}
 ATARI_PREDICTOR_KWARGS = {
     "motion_attention_bias": 0.0,
     "next_frame_samples": 1,
     "embeddings_from_codes": False,
     "local_motion_frames": 0,
+    "local_motion_context": False,
 }
 
 

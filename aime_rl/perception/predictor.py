@@ -350,7 +350,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
                 f"{tokenizer.temporal_factor}"
             )
         height, width = tokenizer.token_grid(*tokenizer.frame_size)
-        return nn.Linear(height * width * self.local_motion.out_channels, channels)
+        context_map = nn.Linear(height * width * self.local_motion.out_channels, channels)
+        # zero at the start: the latents' pooled context leads, and the motion enters as the context's terms ask for it
+        nn.init.zeros_(context_map.weight)
+        nn.init.zeros_(context_map.bias)
+        return context_map
 
     @staticmethod
     def _change_projection(tokenizer: VQPTTokenizer, channels: int) -> nn.Linear:

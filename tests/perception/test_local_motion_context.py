@@ -11,7 +11,12 @@ from tests.perception.helpers import assert_stream_equals_offline, load_without_
 
 
 def with_motion_context(**overrides) -> CausalPerceiverIO:
-    return tiny(local_motion_frames=3, local_motion_context=True, **overrides)
+    """A tiny model with the motion in its context, its map moved off the zero it starts at (as training does)."""
+    model = tiny(local_motion_frames=3, local_motion_context=True, **overrides)
+    with torch.no_grad():
+        weight = model.predictor.local_motion_context.weight
+        weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    return model
 
 
 @pytest.mark.parametrize("window", [None, 4])
@@ -37,9 +42,13 @@ def test_the_context_before_t_ignores_frames_from_t_on(clip):
 def test_the_context_reads_the_motion_map(clip):
     model = with_motion_context()
     before = model.extract_context(clip, window=4)
-    weight = model.predictor.local_motion_context.weight
-    weight.add_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
+    model.predictor.local_motion_context.weight.zero_()
     assert not torch.allclose(before, model.extract_context(clip, window=4), atol=1e-3)
+
+
+def test_the_map_starts_at_zero_so_the_latents_lead():
+    context_map = tiny(local_motion_frames=3, local_motion_context=True).predictor.local_motion_context
+    assert not context_map.weight.any() and not context_map.bias.any()
 
 
 @torch.no_grad()

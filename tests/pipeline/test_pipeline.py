@@ -35,6 +35,7 @@ TINY = [
 DEMO_PREDICTOR_KWARGS = {
     "embeddings_from_codes": True,
     "local_motion_frames": 3,
+    "local_motion_context": True,
 }  # aime_rl/experiments/demo.toml
 TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2", "--decoder-steps", "2"]
 AGENT = ["--agent-steps", "32", "--window", "4", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "batch_size=32",
