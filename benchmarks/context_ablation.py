@@ -289,6 +289,10 @@ def build(
         tokenizer_dir = tmp / "tokenizer"
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
     if pooling == "attention":
+        if overrides.get("local_motion_context"):
+            raise ValueError(
+                "the attention-pool patch pools N latents; it does not know local_motion_context's slot"
+            )
         predictor = model.predictor
         predictor.pool = AttentionPool(predictor.num_latent_channels)
         pooled = lambda latents: predictor.context_norm(predictor.pool(latents))  # noqa: E731
@@ -419,6 +423,7 @@ def change_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.Tensor
         return latents.new_zeros(())
     context = predictor.frame_context(latents)[:, 1:]
     reconstruction = predictor.latent_readout(context.flatten(0, 1))
+    latents = predictor.split_motion_slot(latents)[0]
     target = (latents[:, 1:] - latents[:, :-1]).flatten(-2).flatten(0, 1)
     target = target - target.mean(0)
     error = (reconstruction - reconstruction.mean(0) - target).square().mean()
@@ -430,7 +435,7 @@ def standardised_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.
     batch's frames: every channel weighs the same, where the plain term weighs each by its variance."""
     latents = latents.detach()
     reconstruction = predictor.latent_readout(predictor.frame_context(latents).flatten(0, 1))
-    target = latents.flatten(-2).flatten(0, 1)
+    target = predictor.split_motion_slot(latents)[0].flatten(-2).flatten(0, 1)
     target = target - target.mean(0)
     scale = target.square().mean(0).clamp_min(1e-12).sqrt()
     return ((reconstruction - reconstruction.mean(0)) / scale - target / scale).square().mean()

@@ -121,7 +121,7 @@ def stream_features(
 
     Returns ``{"context": float32 [N, context_dim]}`` plus ``"belief": float32 [N, context_dim + belief_dim]``
     (``[c_t, h_{t-1}, z_t]``) with a world model and ``"latents": float32 [N, num_latents · context_dim]`` with
-    ``latents=True``.
+    ``latents=True`` (one slot more with ``local_motion_context``: the motion slot the pooling also reads).
     """
     model = model.to(device).eval()
     vrnn = resolve_world_model(world_model, model, device, data.action_space)

@@ -30,8 +30,9 @@ class ContextStream:
     over some of the rows (e.g. to step a few rows on other frames without touching this one).
 
     After a step, ``last_tokens`` ``[B, h, w(, G)]`` and ``last_latents`` ``[B, N, D]`` hold what the context was
-    computed from: this frame's tokens and its N latents before pooling (to probe each stage, or to feed a belief
-    filter the tokens without tokenizing twice).
+    computed from: this frame's tokens and its N latents before pooling (``[B, N + 1, D]`` with
+    ``local_motion_context``: the motion slot the pooling also reads) — to probe each stage, or to feed a belief
+    filter the tokens without tokenizing twice.
     """
 
     def __init__(
@@ -156,9 +157,12 @@ class ContextStream:
             key_bias=self._key_bias(cache, tuple(tokens.shape[1:3])),
         )
         latents = self._recall(latents)
-        self.last_latents = latents  # [B, N, D]
         # local_motion_context: a tokenizer without temporal downsampling emits a token step every frame
-        fast = p.frame_context(p.with_motion_slot(latents, local_motion))
+        latents = p.with_motion_slot(latents, local_motion)
+        self.last_latents = (
+            latents  # [B, N, D], [B, N + 1, D] with local_motion_context: what the pooling reads
+        )
+        fast = p.frame_context(latents)
         context = fast if self._summary_cache is None else self._summarise(fast)
         return p.output_context(context, self.timescale)
 

@@ -34,7 +34,13 @@ from .modules.adapter import TiedTokenOutputAdapter, TokenInputAdapter
 from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
 from .modules.kv_cache import check_window, window_mask
-from .modules.local_motion import NEIGHBOURS, LocalMotionEncoder, neighbourhoods, step_history
+from .modules.local_motion import (
+    NEIGHBOURS,
+    LocalMotionEncoder,
+    inside_neighbours,
+    neighbourhoods,
+    step_history,
+)
 from .modules.position import cell_centres, latent_homes
 from .modules.temporal import CHANGED as CHANGED
 from .modules.temporal import FIRST as FIRST
@@ -1080,18 +1086,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         height, width = tokens.shape[2:4]
         # only the neighbours inside the grid are scored: which they are depends on the grid alone, so they are
         # picked by a fixed index (a boolean mask of the batch would make a GPU wait for its count every step)
-        inside = self._inside_neighbours(height, width, tokens.device)  # [M] of h · w · 9
+        inside = inside_neighbours(height, width, tokens.device)  # [M] of h · w · 9
         following = neighbourhoods(tokens[:, 1:]).flatten(2, 4)[:, :, inside]  # [B, S, M, G]
         now = neighbourhoods(tokens[:, :-1]).flatten(2, 4)[:, :, inside]
         per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1)).flatten(2, 4)
         logits = self.local_motion_head(per_neighbour[:, :, inside])  # [B, S, M, G, K]
         return self._cross_entropy(logits, following, (following != now).any(-1))
-
-    @staticmethod
-    def _inside_neighbours(height: int, width: int, device: torch.device) -> torch.Tensor:
-        """Flat indices ``[M]`` into an ``[h, w, 9]`` grid of neighbourhoods of the neighbours inside the grid."""
-        cells = torch.arange(height * width).view(height, width, 1)
-        return (neighbourhoods(cells)[..., 0] >= 0).flatten().nonzero().squeeze(1).to(device)
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context

@@ -3,10 +3,14 @@ their own linear map — the context gets what the convolution computed, not onl
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 
 from aime_rl.perception import CausalPerceiverIO
+from aime_rl.perception.predictor import PerceiverTokenPredictor
 from tests.perception.helpers import assert_stream_equals_offline, load_without_predictor_key, tiny
 
 
@@ -62,6 +66,16 @@ def test_the_latents_carry_one_motion_slot_and_the_decoder_reads_the_n_latents_o
     assert plain.shape[2] == n and slot.shape == (2, 4, predictor.num_latent_channels)
 
 
+@torch.no_grad()
+def test_the_streams_last_latents_are_what_the_pooling_reads(clip):
+    model = with_motion_context()
+    stream = model.stream(2, window=4)
+    context = stream.step(clip[:, 0])
+    predictor = model.predictor
+    assert stream.last_latents.shape[1] == predictor.config.num_latents + 1
+    assert torch.allclose(context, predictor.output_context(predictor.frame_context(stream.last_latents)))
+
+
 def test_the_models_terms_train_the_map(clip):
     model = with_motion_context(context_pooling="projection", context_prediction_weight=1.0).train()
     model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)["loss"].backward()
@@ -88,6 +102,16 @@ def test_a_config_written_before_it_loads_without_it(tmp_path):
 def test_it_is_refused_without_local_motion_frames():
     with pytest.raises(ValueError, match="local_motion_frames"):
         tiny(local_motion_context=True)
+
+
+def test_it_is_refused_for_a_tokenizer_of_any_frame_size():
+    tokenizer = copy.deepcopy(tiny().tokenizer)
+    tokenizer.config = dataclasses.replace(tokenizer.config, frame_size=None)
+    with pytest.raises(ValueError, match="frame_size"):
+        PerceiverTokenPredictor(
+            tokenizer, num_latents=4, num_latent_channels=32, num_cross_attention_heads=2,
+            num_self_attention_layers=1, local_motion_frames=3, local_motion_context=True,
+        )  # fmt: skip
 
 
 def test_it_is_refused_with_temporal_downsampling():

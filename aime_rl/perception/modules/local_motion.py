@@ -19,6 +19,8 @@ cell's own next tokens only reached 0.608 and 0.268). Causal: step s sees steps 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -41,6 +43,14 @@ def neighbourhoods(tokens: torch.Tensor, fill: int = -1) -> torch.Tensor:
     windows = padded.unfold(2, 3, 1).unfold(3, 3, 1)  # [n, G, h, w, 3, 3]
     cells = rearrange(windows, "n g h w i j -> n h w (i j) g")
     return cells.reshape(*lead, h, w, NEIGHBOURS, g)
+
+
+@functools.lru_cache(maxsize=32)
+def inside_neighbours(height: int, width: int, device: torch.device) -> torch.Tensor:
+    """Flat indices ``[M]`` into an ``[h, w, 9]`` grid of neighbourhoods (see :func:`neighbourhoods`) of the
+    neighbours inside the grid. Built once per grid and device: they depend on the grid alone."""
+    cells = torch.arange(height * width).view(height, width, 1)
+    return (neighbourhoods(cells)[..., 0] >= 0).flatten().nonzero().squeeze(1).to(device)
 
 
 def step_history(tokens: torch.Tensor, frames: int, fill: int) -> torch.Tensor:
