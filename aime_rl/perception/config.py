@@ -284,7 +284,8 @@ class PredictorConfig:
             ``change_weight``). A training head only.
         local_motion_context: with ``local_motion_frames``, the motion features of every cell of the frame, side by
             side ``[h · w · C]``, also enter its pooled context through their own linear map (added before the
-            context's LayerNorm). The convolution's features hold the motion the keys are given, but the latents
+            context's LayerNorm; the map starts at zero, so the latents lead and the motion enters as the context's
+            terms ask for it). The convolution's features hold the motion the keys are given, but the latents
             pass only part of it on to the pooled context (Catch: ball vx 0.69 from the features of the 16 cells,
             0.62 from the context); this path hands the context what the convolution computed (Catch, 3 models at
             the demo's budget, 6 agents each: see ``benchmarks/README.md``, twenty-seventh session). It adds one
