@@ -111,6 +111,12 @@ VARIANTS: dict[str, dict] = {
     "local-motion3-keys0.02": {"local_motion_frames": 3, "_local_keys_std": 0.02},
     # the cells' motion features also enter the pooled context through their own map (twenty-seventh session)
     "local-motion3-context": {"local_motion_frames": 3, "local_motion_context": True},
+    # ... and the head also names the neighbourhood's tokens two steps ahead (twenty-eighth session)
+    "local-motion3-context-h2": {
+        "local_motion_frames": 3,
+        "local_motion_context": True,
+        "local_motion_horizon": 2,
+    },
     "spatial4": {"spatial_attention_bias": 4.0},
     "spatial8": {"spatial_attention_bias": 8.0},
     "spatial16": {"spatial_attention_bias": 16.0},

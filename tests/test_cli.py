@@ -17,6 +17,7 @@ DEMO_PREDICTOR_KWARGS = {
     "embeddings_from_codes": True,
     "local_motion_frames": 3,
     "local_motion_context": True,
+    "local_motion_horizon": 2,
 }
 ATARI_PREDICTOR_KWARGS = {
     "motion_attention_bias": 0.0,
@@ -24,6 +25,7 @@ ATARI_PREDICTOR_KWARGS = {
     "embeddings_from_codes": False,
     "local_motion_frames": 0,
     "local_motion_context": False,
+    "local_motion_horizon": 1,
 }
 
 

@@ -292,6 +292,11 @@ class PredictorConfig:
             slot to the latents ``encode_tokens`` returns (``[B, T, N + 1, D]``, the last the mapped features); the
             decoder and the latent memory read the N latents only. Needs a tokenizer with a ``frame_size`` (the map's
             size is the token grid's) and no temporal downsampling. False is the seed's model.
+        local_motion_horizon: H, how many steps ahead the local motion encoder's head names each neighbourhood's
+            tokens: from step s, those of s + 1 … s + H (a term per step ahead, summed; one map per step ahead
+            into the same tied head). Where an object will be in two steps depends on its velocity twice as much
+            as where it will be in one, so H = 2 asks the convolution for the velocity more sharply. 1 (the next
+            step only) by default; 2 in the demo's recipe (``benchmarks/README.md``, twenty-eighth session).
     """
 
     num_latents: int = 128
@@ -330,6 +335,7 @@ class PredictorConfig:
     local_motion_frames: int = 0
     local_motion_weight: float = 1.0
     local_motion_context: bool = False
+    local_motion_horizon: int = 1
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -414,6 +420,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.local_motion_frames",
     "predictor.local_motion_weight",
     "predictor.local_motion_context",
+    "predictor.local_motion_horizon",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -150,6 +150,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         local_motion_frames: int = 0,
         local_motion_weight: float = 1.0,
         local_motion_context: bool = False,
+        local_motion_horizon: int = 1,
     ):
         super().__init__()
         check_window(window)
@@ -183,6 +184,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         for name, weight in weights:
             if not weight >= 0:
                 raise ValueError(f"{name} must be >= 0, got {weight}")
+        horizon = local_motion_horizon
+        if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+            raise ValueError(f"local_motion_horizon must be an int >= 1, got {horizon!r}")
         heads_self = num_self_attention_heads or num_cross_attention_heads
         check_decoder_channels(decoder_channels, (num_cross_attention_heads, heads_self))
         self.config = PredictorConfig(
@@ -222,6 +226,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             local_motion_frames=local_motion_frames,
             local_motion_weight=local_motion_weight,
             local_motion_context=local_motion_context,
+            local_motion_horizon=local_motion_horizon,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -238,7 +243,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             self.local_motion = LocalMotionEncoder(d, local_motion_frames)
             features = self.local_motion.out_channels
             self.local_motion_keys = self._local_motion_key_map(features, d)
-            self.local_motion_spread = nn.Linear(features, NEIGHBOURS * features)
+            # one block of 9 neighbours per step ahead (local_motion_horizon)
+            self.local_motion_spread = nn.Linear(features, local_motion_horizon * NEIGHBOURS * features)
             self.local_motion_head = TiedTokenOutputAdapter(self.input_adapter, in_channels=features)
         # local_motion_context: the motion features of all cells side by side [h · w · C] → a slot [D] the pooled
         # context adds (the last of the latents encode_tokens returns)
@@ -945,7 +951,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
         reconstruction = self._latent_reconstruction_loss(latents)
-        local = self._local_motion_loss(local_motion, tokens[:, : context_steps + 1])
+        local = self._local_motion_loss(
+            local_motion, tokens[:, : context_steps + self.config.local_motion_horizon]
+        )
         loss = (
             token_loss
             + self.next_frame_weight * next_frame
@@ -1073,13 +1081,21 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """:meth:`local_motion_features` of a step ``[..., h, w, C]`` → the local motion head's logits for the next
         step's tokens of each cell's 3×3 neighbourhood ``[..., h, w, 9, G, num_codes]`` (row-major, the cell
         itself at index 4; see :func:`~aime_rl.perception.modules.local_motion.neighbourhoods`)."""
-        per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1))
+        return self._local_motion_ahead_logits(features)[..., 0, :, :, :]
+
+    def _local_motion_ahead_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Features ``[..., h, w, C]`` → logits ``[..., h, w, H, 9, G, num_codes]`` for each of the next H =
+        ``local_motion_horizon`` steps' tokens of each cell's neighbourhood."""
+        per_neighbour = self.local_motion_spread(features).unflatten(
+            -1, (self.config.local_motion_horizon, NEIGHBOURS, -1)
+        )
         return self.local_motion_head(per_neighbour)
 
     def _local_motion_loss(self, features: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
-        """CE of the tokens of step s + 1 in each cell's 3×3 neighbourhood (cells outside the grid left out),
-        named by the cell's :meth:`local_motion_features` of step s through their own head, for s = 0 … S − 1:
-        features ``[B, S, h, w, C]``, tokens ``[B, S + 1, h, w, G]``. Zero (nothing computed) without
+        """CE of the tokens of step s + a in each cell's 3×3 neighbourhood (cells outside the grid left out), named
+        by the cell's :meth:`local_motion_features` of step s through their own head, for s = 0 … S − 1 and a = 1 …
+        ``local_motion_horizon`` (summed over a; a step whose s + a is past the clip is left out): features ``[B, S,
+        h, w, C]``, tokens ``[B, S + H, h, w, G]`` (or fewer steps ahead). Zero (nothing computed) without
         ``local_motion_frames``."""
         if features is None:
             return self.input_adapter.embeddings.new_zeros(())
@@ -1087,11 +1103,20 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         # only the neighbours inside the grid are scored: which they are depends on the grid alone, so they are
         # picked by a fixed index (a boolean mask of the batch would make a GPU wait for its count every step)
         inside = inside_neighbours(height, width, tokens.device)  # [M] of h · w · 9
-        following = neighbourhoods(tokens[:, 1:]).flatten(2, 4)[:, :, inside]  # [B, S, M, G]
-        now = neighbourhoods(tokens[:, :-1]).flatten(2, 4)[:, :, inside]
-        per_neighbour = self.local_motion_spread(features).unflatten(-1, (NEIGHBOURS, -1)).flatten(2, 4)
-        logits = self.local_motion_head(per_neighbour[:, :, inside])  # [B, S, M, G, K]
-        return self._cross_entropy(logits, following, (following != now).any(-1))
+        now = neighbourhoods(tokens[:, : features.shape[1]]).flatten(2, 4)[:, :, inside]  # [B, S, M, G]
+        horizon = self.config.local_motion_horizon
+        per_neighbour = self.local_motion_spread(features).unflatten(-1, (horizon, NEIGHBOURS, -1))
+        loss = features.new_zeros(())
+        for ahead in range(1, horizon + 1):
+            steps = min(features.shape[1], tokens.shape[1] - ahead)
+            if steps < 1:
+                break
+            following = neighbourhoods(tokens[:, ahead : ahead + steps]).flatten(2, 4)[:, :, inside]
+            named = per_neighbour[:, :steps, :, :, ahead - 1].flatten(2, 4)[:, :, inside]  # [B, steps, M, C]
+            logits = self.local_motion_head(named)  # [B, steps, M, G, K]
+            changed = (following != now[:, :steps]).any(-1)
+            loss = loss + self._cross_entropy(logits, following, changed)
+        return loss
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from aime_rl.perception import get_preset
-from aime_rl.perception.modules.local_motion import LocalMotionEncoder, neighbourhoods, step_history
+from aime_rl.perception.modules.local_motion import (
+    NEIGHBOURS,
+    LocalMotionEncoder,
+    neighbourhoods,
+    step_history,
+)
 from tests.perception.helpers import (
     assert_stream_equals_offline,
     load_without_predictor_key,
@@ -229,3 +234,57 @@ def test_a_negative_weight_is_refused():
 def test_the_encoder_maps_k_steps_of_embeddings_to_features_per_cell():
     encoder = LocalMotionEncoder(embedding_channels=16, frames=3)
     assert encoder(torch.randn(2, 5, 3, 4, 6, 16)).shape == (2, 5, 4, 6, encoder.out_channels)
+
+
+def expected_local_motion_loss(predictor, features, tokens, ahead_steps):
+    """The local motion term by hand: for each step ahead a, the CE of the neighbourhoods' tokens a steps later,
+    over the steps whose s + a is in the clip and the neighbours inside the grid."""
+    logits = predictor._local_motion_ahead_logits(features)  # [B, S, h, w, H, 9, G, K]
+    total = 0.0
+    for ahead in ahead_steps:
+        steps = min(features.shape[1], tokens.shape[1] - ahead)
+        later, now = neighbourhoods(tokens[:, ahead : ahead + steps]), neighbourhoods(tokens[:, :steps])
+        inside = (later >= 0).all(-1)
+        named = logits[:, :steps, :, :, ahead - 1]
+        changed = (later != now).any(-1)
+        total += predictor._cross_entropy(named[inside], later[inside], changed[inside]).item()
+    return total
+
+
+@torch.no_grad()
+def test_a_horizon_of_two_adds_the_term_of_the_neighbourhoods_two_steps_later():
+    predictor = tiny(local_motion_frames=2, local_motion_horizon=2, change_weight=1.0).predictor
+    tokens = moving_object_tokens(num_clips=3, steps=4)
+    features = predictor.local_motion_features(tokens[:, :2])
+    loss = predictor._local_motion_loss(features, tokens)
+    assert loss == pytest.approx(expected_local_motion_loss(predictor, features, tokens, (1, 2)), abs=1e-5)
+
+
+@torch.no_grad()
+def test_steps_whose_later_tokens_are_past_the_clip_are_left_out():
+    predictor = tiny(local_motion_frames=2, local_motion_horizon=2).predictor
+    tokens = moving_object_tokens(num_clips=3, steps=4)
+    features = predictor.local_motion_features(tokens[:, :3])  # step 2's tokens two steps later are not there
+    loss = predictor._local_motion_loss(features, tokens)
+    assert loss == pytest.approx(expected_local_motion_loss(predictor, features, tokens, (1, 2)), abs=1e-5)
+
+
+def test_the_training_step_trains_the_map_of_each_step_ahead(clip):
+    model = tiny(local_motion_frames=3, local_motion_horizon=2).train()
+    model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)["loss"].backward()
+    grad = model.predictor.local_motion_spread.weight.grad.unflatten(0, (2, -1))  # [H, 9 · C, C]
+    assert grad[0].abs().sum() > 0 and grad[1].abs().sum() > 0
+
+
+def test_a_horizon_of_one_names_the_next_step_only_as_before(tmp_path):
+    predictor = tiny(local_motion_frames=3).predictor
+    features = predictor.local_motion.out_channels
+    assert predictor.local_motion_spread.out_features == NEIGHBOURS * features
+    loaded = load_without_predictor_key(tmp_path / "model", "local_motion_horizon")
+    assert loaded.config.predictor.local_motion_horizon == 1
+
+
+@pytest.mark.parametrize("horizon", [0, 2.0, True])
+def test_a_horizon_that_is_not_a_positive_int_is_refused(horizon):
+    with pytest.raises(ValueError, match="local_motion_horizon"):
+        tiny(local_motion_frames=3, local_motion_horizon=horizon)
