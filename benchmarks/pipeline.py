@@ -8,15 +8,17 @@ twenty-fourth session:
 
 - ``context``: ``VecContextObservation`` over a perception model pre-trained on random-policy frames (``--model``,
   e.g. ``runs/demo/model`` written by ``aime-rl demo``), standardised per feature (``normalize_observations``;
-  ``--raw-context`` turns that off);
+  ``--raw-context`` turns that off). ``--model`` takes several models (e.g. the demo's recipe run with three seeds):
+  each trains its own agents (rows ``context 0``, ``context 1``, …), and the normalised score also gets the mean
+  over all of them (``context, mean of N models``) — one model's draw of the recipe is not the recipe;
 - ``pixels``: SB3 ``CnnPolicy`` on 4 stacked 64×64 frames (``VecFrameStack`` + ``VecTransposeImage``);
 - ``state``: ``MlpPolicy`` on ``aime_rl/CatchState-v0`` (ball x, y, vx, vy, paddle x).
 
 Prints a markdown table of the mean evaluation return (deterministic policy, ``--eval-episodes`` episodes) per
 observation type, seed and budget, with a random-policy row. Run::
 
-    python benchmarks/pipeline.py --model runs/demo/model [--steps 20000 50000] [--seeds 0 1 2] [--quick]
-        [--raw-context] [--same-settings]
+    python benchmarks/pipeline.py --model runs/demo/model [runs/demo_s1/model …] [--steps 20000 50000]
+        [--seeds 0 1 2] [--quick] [--raw-context] [--same-settings] [--kinds state context pixels]
 
 ``--steps`` are budgets: each agent is trained once up to the largest and evaluated at every one. After the
 per-seed table comes the normalised score per budget, (return − random) / (true-state return − random), of the
@@ -92,6 +94,20 @@ def run(
     return means, time.time() - start
 
 
+def observation_runs(kinds: list[str], models: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Row label → (observation kind, model directory) of every agent to train per seed: ``context`` once per
+    model (``context`` alone for one model, ``context 0``, ``context 1``, … for several; none without a model)."""
+    runs: dict[str, tuple[str, str | None]] = {}
+    for kind in kinds:
+        if kind != "context":
+            runs[kind] = (kind, None)
+        elif len(models) == 1:
+            runs["context"] = ("context", models[0])
+        else:
+            runs.update({f"context {i}": ("context", model) for i, model in enumerate(models)})
+    return runs
+
+
 def random_return(episodes: int, seed: int) -> float:
     venv = make_env("state", None, 4, seed + 1000)
     return float(np.mean(episode_returns(venv, None, episodes, seed + 1000, progress=False)))
@@ -104,7 +120,12 @@ def normalised(value: float, random: float, state: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="perception model directory for the 'context' runs")
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        default=[],
+        help="perception model directories for the 'context' runs (several: agents on each, and their mean)",
+    )
     parser.add_argument(
         "--steps",
         type=int,
@@ -125,7 +146,10 @@ def main() -> None:
     if args.quick:
         args.steps, args.eval_episodes = [2_000], 2
     budgets = sorted(set(args.steps))
-    kinds = [k for k in args.kinds if k != "context" or args.model]
+    runs = observation_runs(args.kinds, args.model)
+    for label, (_, model) in runs.items():
+        if label.startswith("context "):
+            print(f"{label}: {model}")
     context = PPO_KWARGS if args.same_settings else CONTEXT_PPO_KWARGS
     print(
         f"PPO on aime_rl/Catch-v0 · budgets {budgets} · seeds {args.seeds} · {args.eval_episodes} eval episodes · "
@@ -139,10 +163,10 @@ def main() -> None:
         rand = random_return(args.eval_episodes, seed)
         results["random"].append([rand] * len(budgets))
         print(f"| random policy | {seed} | {' | '.join(f'{rand:.2f}' for _ in budgets)} | – |", flush=True)
-        for kind in kinds:
+        for label, (kind, model) in runs.items():
             means, seconds = run(
                 kind,
-                args.model,
+                model,
                 budgets,
                 seed,
                 args.eval_episodes,
@@ -150,20 +174,27 @@ def main() -> None:
                 not args.raw_context,
                 args.same_settings,
             )
-            results.setdefault(kind, []).append(means)
+            results.setdefault(label, []).append(means)
             print(
-                f"| {kind} | {seed} | {' | '.join(f'{m:.2f}' for m in means)} | {seconds:.0f} |", flush=True
+                f"| {label} | {seed} | {' | '.join(f'{m:.2f}' for m in means)} | {seconds:.0f} |", flush=True
             )
     if "state" not in results:
         return
-    mean = {kind: np.mean(rows, axis=0) for kind, rows in results.items()}
+    mean = {label: np.mean(rows, axis=0) for label, rows in results.items()}
+    contexts = [label for label in runs if label.startswith("context ")]
+    if contexts:  # every model's agents count alike: the recipe's score, not one draw's
+        mean[f"context, mean of {len(contexts)} models"] = np.mean(
+            [mean[label] for label in contexts], axis=0
+        )
     print(
         f"\nnormalised score (mean over seeds; (return − random) / (state − random))\n\n| observation | {header} |"
     )
     print(f"|---|{'---:|' * len(budgets)}")
-    for kind in kinds:
-        scores = [normalised(mean[kind][i], mean["random"][i], mean["state"][i]) for i in range(len(budgets))]
-        print(f"| {kind} | {' | '.join(f'{s:.2f}' for s in scores)} |")
+    for label in [*runs, *(key for key in mean if key.startswith("context, mean"))]:
+        scores = [
+            normalised(mean[label][i], mean["random"][i], mean["state"][i]) for i in range(len(budgets))
+        ]
+        print(f"| {label} | {' | '.join(f'{s:.2f}' for s in scores)} |")
 
 
 if __name__ == "__main__":

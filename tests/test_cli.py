@@ -17,7 +17,7 @@ DEMO_PREDICTOR_KWARGS = {
     "embeddings_from_codes": True,
     "local_motion_frames": 3,
     "local_motion_context": True,
-    "local_motion_horizon": 2,
+    "local_motion_horizon": 3,
 }
 ATARI_PREDICTOR_KWARGS = {
     "motion_attention_bias": 0.0,

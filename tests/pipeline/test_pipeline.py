@@ -36,7 +36,7 @@ DEMO_PREDICTOR_KWARGS = {
     "embeddings_from_codes": True,
     "local_motion_frames": 3,
     "local_motion_context": True,
-    "local_motion_horizon": 2,
+    "local_motion_horizon": 3,
 }  # aime_rl/experiments/demo.toml
 TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2", "--decoder-steps", "2"]
 AGENT = ["--agent-steps", "32", "--window", "4", "--agent-kwarg", "n_steps=16", "--agent-kwarg", "batch_size=32",
