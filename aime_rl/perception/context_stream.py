@@ -65,10 +65,12 @@ class ContextStream:
         # j + 1 steps ago) and how many of them are in this episode [B]
         self._history: torch.Tensor | None = None
         self._history_count = torch.zeros(batch_size, dtype=torch.long, device=self._device)
-        # with latent_memory k: each row's latents of its last k frames [B, k, N, D] (index j: j + 1 frames ago,
-        # as the encoder's step returned them) and which of them are in this episode [B, k]
+        # with latent_memory k: the memory's keys and values of each row's last k frames [B, heads, k · N, d]
+        # (newest first, rotated by their frame's clock; PerceiverEncoder.recall_keys_values) and which of those
+        # frames are in this episode [B, k]
         memory = predictor.encoder.memory_frames
-        self._past_latents: torch.Tensor | None = None
+        self._past_keys: torch.Tensor | None = None
+        self._past_values: torch.Tensor | None = None
         self._past_valid = torch.zeros(batch_size, memory, dtype=torch.bool, device=self._device)
         span = TIMESCALES[timescale]
         self._summary_cache = (
@@ -156,7 +158,7 @@ class ContextStream:
             self.condition,
             key_bias=self._key_bias(cache, tuple(tokens.shape[1:3])),
         )
-        latents = self._recall(latents)
+        latents = self._recall(latents, cache.clock)
         # local_motion_context: a tokenizer without temporal downsampling emits a token step every frame
         latents = p.with_motion_slot(latents, local_motion)
         self.last_latents = (
@@ -166,18 +168,23 @@ class ContextStream:
         context = fast if self._summary_cache is None else self._summarise(fast)
         return p.output_context(context, self.timescale)
 
-    def _recall(self, latents: torch.Tensor) -> torch.Tensor:
+    def _recall(self, latents: torch.Tensor, clock: torch.Tensor) -> torch.Tensor:
         """This frame's latents ``[B, N, D]`` after they attended to the last frames' (``latent_memory``); the
-        frame's own are remembered for the next steps."""
+        frame's memory keys and values are kept for the next steps. ``clock`` ``[B]``: the frame's time."""
         encoder = self.predictor.encoder
         if encoder.memory is None:
             return latents
-        if self._past_latents is None:
-            b, n, d = latents.shape
-            self._past_latents = latents.new_zeros(b, encoder.memory_frames, n, d)
-        recalled = encoder.recall_step(latents, self._past_latents, self._past_valid)
+        n = latents.shape[1]
+        if self._past_keys is None:
+            attention = encoder.memory.attention
+            shape = (self.batch_size, attention.num_heads, encoder.memory_frames * n, attention.head_dim)
+            self._past_keys, self._past_values = latents.new_zeros(shape), latents.new_zeros(shape)
+        recalled, keys, values = encoder.recall_step(
+            latents, self._past_keys, self._past_values, self._past_valid, clock
+        )
         now = torch.ones_like(self._past_valid[:, :1])
-        self._past_latents = torch.cat([latents.unsqueeze(1), self._past_latents[:, :-1]], dim=1)
+        self._past_keys = torch.cat([keys, self._past_keys[:, :, :-n]], dim=2)
+        self._past_values = torch.cat([values, self._past_values[:, :, :-n]], dim=2)
         self._past_valid = torch.cat([now, self._past_valid[:, :-1]], dim=1)
         return recalled
 
@@ -299,7 +306,8 @@ class ContextStream:
         selected._has_previous = self._has_previous[index]
         selected._history = _rows_of(self._history, index)
         selected._history_count = self._history_count[index]
-        selected._past_latents = _rows_of(self._past_latents, index)
+        selected._past_keys = _rows_of(self._past_keys, index)
+        selected._past_values = _rows_of(self._past_values, index)
         selected._past_valid = self._past_valid[index]
         selected._token_cache = None if self._token_cache is None else self._token_cache.select(index)
         selected._summary_cache = None if self._summary_cache is None else self._summary_cache.select(index)
@@ -321,10 +329,10 @@ class ContextStream:
                 cache.reset(mask)
 
     def nbytes(self) -> int:
-        """Bytes held by all caches (tokenizer conv state, attention keys/values, the latents and token steps kept
-        for ``latent_memory`` and ``local_motion_frames``)."""
+        """Bytes held by all caches (tokenizer conv state, attention keys/values, the memory keys/values and token
+        steps kept for ``latent_memory`` and ``local_motion_frames``)."""
         caches = [c for c in (self._token_cache, self._summary_cache) if c is not None]
-        kept = [t for t in (self._past_latents, self._history) if t is not None]
+        kept = [t for t in (self._past_keys, self._past_values, self._history) if t is not None]
         memory = sum(t.numel() * t.element_size() for t in kept)
         return self.tokens.cache.nbytes() + sum(c.nbytes() for c in caches) + memory
 

@@ -1,6 +1,6 @@
 """``latent_memory``: each frame's latents attend to the latents of the frames before it (a bounded memory).
 
-The stream keeps the last frames' latents and must equal the offline pass; the memory reaches exactly
+The stream keeps the memory keys and values of the last frames and must equal the offline pass; the memory reaches exactly
 ``latent_memory`` frames beyond the token window; a reset row starts without memory, as a fresh stream does.
 """
 
@@ -91,7 +91,8 @@ def test_the_memory_is_held_in_the_streams_bytes(clip):
     for stream in (without, with_memory):
         stream.step(clip[:, 0])
     n, d = with_memory.last_latents.shape[1:]
-    assert with_memory.nbytes() - without.nbytes() == 2 * 2 * n * d * 4
+    rows, frames, keys_and_values = 2, 2, 2
+    assert with_memory.nbytes() - without.nbytes() == rows * frames * keys_and_values * n * d * 4
 
 
 @pytest.mark.parametrize("value", [-1, 1.5, True])
@@ -108,3 +109,16 @@ def test_no_memory_adds_no_weights():
 def test_a_config_written_before_the_memory_loads_without_one(tmp_path):
     model = load_without_predictor_key(tmp_path / "model", "latent_memory")
     assert model.config.predictor.latent_memory == 0 and model.predictor.encoder.memory is None
+
+
+def test_the_stream_projects_each_frames_latents_for_the_memory_once(clip):
+    torch.manual_seed(0)
+    model = tiny(latent_memory=2)
+    projected = []
+    key_map = model.predictor.encoder.memory.attention.k_proj
+    key_map.register_forward_hook(lambda module, inputs, output: projected.append(inputs[0].shape[1]))
+    stream = model.stream(clip.shape[0], window=3)
+    with torch.no_grad():
+        for t in range(4):
+            stream.step(clip[:, t])
+    assert projected == [model.predictor.encoder.num_latents] * 4

@@ -121,22 +121,45 @@ class PerceiverEncoder(nn.Module):
         recalled = self.memory(flat, flat, mask, q_time=time, k_time=time)
         return rearrange(recalled, "b (t n) d -> b t n d", t=t)
 
+    def recall_keys_values(
+        self, latents: torch.Tensor, clock: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame's latents ``[B, N, D]`` → the memory's keys, rotated by the frame's time ``clock`` ``[B]``, and
+        values ``[B, heads, N, head_dim]``: what a stream keeps of a frame for the ``memory_frames`` frames after
+        it (rotated once, like the token keys: the scores depend on the difference of the clocks only)."""
+        keys, values = self.memory.keys_values(latents)
+        return self.memory.attention.rotate_keys(keys, clock), values
+
     def recall_step(
-        self, latents: torch.Tensor, past: torch.Tensor, past_valid: torch.Tensor
-    ) -> torch.Tensor:
-        """Streaming :meth:`recall` of one frame: its latents ``[B, N, D]``, the latents of the ``memory_frames``
-        frames before it as :meth:`step` returned them ``[B, k, N, D]`` (index j: j + 1 frames ago) and which of
-        those exist ``[B, k]`` bool (False before an episode's first frame) → latents ``[B, N, D]``."""
-        if self.memory is None:
-            return latents
+        self,
+        latents: torch.Tensor,
+        past_keys: torch.Tensor,
+        past_values: torch.Tensor,
+        past_valid: torch.Tensor,
+        clock: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Streaming :meth:`recall` of one frame (with ``memory_frames`` k).
+
+        ``latents`` ``[B, N, D]`` of the frame; ``past_keys``/``past_values`` ``[B, heads, k · N, head_dim]``: the
+        :meth:`recall_keys_values` of the k frames before it, newest first (positions ``j · N … (j + 1) · N − 1``:
+        ``j + 1`` frames ago); ``past_valid`` bool ``[B, k]``: which of those exist (False before an episode's first
+        frame); ``clock`` ``[B]``: the frame's time on the clock the past keys were rotated by → the recalled
+        latents ``[B, N, D]`` and this frame's keys and values ``[B, heads, N, head_dim]`` (the next steps' past).
+        Each frame's latents are projected once, not once per frame that remembers them.
+        """
         b, n = latents.shape[:2]
-        keys = rearrange(torch.cat([latents.unsqueeze(1), past], dim=1), "b a n d -> b (a n) d")
+        keys, values = self.recall_keys_values(latents, clock)
         valid = torch.cat([past_valid.new_ones(b, 1), past_valid], dim=1)
-        mask = repeat(valid, "b a -> b q (a n)", q=n, n=n)
-        age = torch.arange(past.shape[1] + 1, device=latents.device)
-        k_time = repeat(-age, "a -> (a n)", n=n)
-        q_time = torch.zeros(n, dtype=age.dtype, device=latents.device)
-        return self.memory(latents, keys, mask, q_time=q_time, k_time=k_time)
+        mask = repeat(valid, "b a -> b 1 (a n)", n=n)
+        q_time = clock.unsqueeze(1).expand(b, n)
+        recalled = self.memory.attend_prepared(
+            latents,
+            torch.cat([keys, past_keys], dim=2),
+            torch.cat([values, past_values], dim=2),
+            mask,
+            q_time,
+        )
+        return recalled, keys, values
 
     def cross_attention_weights(
         self,
