@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
 
 from .modules.temporal import UNCHANGED, motion_marks
 
@@ -60,11 +59,13 @@ class _Backbone:
 
 
 # Names follow lpips' ``net=`` argument. Minimum sizes measured on lpips 0.1.4 (smaller inputs make a pooling
-# layer produce an empty map).
+# layer produce an empty map). The URLs are torchvision's ``IMAGENET1K_V1`` weights of AlexNet, VGG16 and
+# SqueezeNet 1.1, written out: importing ``torchvision.models`` to read them costs every command a second.
+_TORCHVISION_MODELS = "https://download.pytorch.org/models"
 _BACKBONES: dict[str, _Backbone] = {
-    "alex": _Backbone(AlexNet_Weights.IMAGENET1K_V1.url, min_size=31),
-    "vgg": _Backbone(VGG16_Weights.IMAGENET1K_V1.url, min_size=16),
-    "squeeze": _Backbone(SqueezeNet1_1_Weights.IMAGENET1K_V1.url, min_size=17),
+    "alex": _Backbone(f"{_TORCHVISION_MODELS}/alexnet-owt-7be5be79.pth", min_size=31),
+    "vgg": _Backbone(f"{_TORCHVISION_MODELS}/vgg16-397923af.pth", min_size=16),
+    "squeeze": _Backbone(f"{_TORCHVISION_MODELS}/squeezenet1_1-b8a52dc0.pth", min_size=17),
 }
 _ALIASES = {"vgg16": "vgg"}
 

@@ -6,6 +6,8 @@ torchvision would cache, in a temporary hub dir; nothing is ever downloaded.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -79,6 +81,24 @@ def test_weights_path_follows_hub_dir(empty_hub: Path):
     assert lpips_weights_path("vgg16") == lpips_weights_path("vgg")
     with pytest.raises(ValueError, match="net must be one of"):
         lpips_weights_path("resnet")
+
+
+def test_the_weights_files_are_the_ones_torchvision_would_cache(empty_hub: Path):
+    from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights, VGG16_Weights
+
+    for net, weights in (
+        ("alex", AlexNet_Weights),
+        ("vgg", VGG16_Weights),
+        ("squeeze", SqueezeNet1_1_Weights),
+    ):
+        filename = weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+        assert lpips_weights_path(net) == empty_hub / "checkpoints" / filename
+
+
+def test_importing_the_cli_does_not_import_torchvision():
+    code = "import sys, aime_rl.cli; print('torchvision' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 # ---------------------------------------------------------------------------------------------- absent
