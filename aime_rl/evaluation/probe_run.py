@@ -75,7 +75,7 @@ def probe_model(
     config: ProbeConfig | None = None,
     data: LabelledFrames | None = None,
     device: str | torch.device = "cpu",
-    lanes: int = 16,
+    lanes: int = 64,
     logdir: str | os.PathLike | None = None,
 ) -> ProbeReport:
     """Probe what a perception model's context (and baselines) know about the env's true state.

@@ -52,6 +52,12 @@ def episode_returns(
     return returns[:episodes]
 
 
+def evaluation_envs(config: RunConfig) -> int:
+    """Envs the evaluation runs in parallel: ``num_envs``, or ``eval_episodes`` when fewer (then each env plays
+    one episode, all at once: one batched context step serves every episode)."""
+    return max(1, min(config.num_envs, config.eval_episodes))
+
+
 def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     """The agent against a random policy on the env it was trained for, with the window it was trained with.
 
@@ -69,9 +75,8 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
             "`train-agent --restart` trains an agent on it"
         )
     seed = config.seed + 1000
-    venv = make_context_venv(
-        config, perception_dir, min(config.num_envs, 4), seed, settings["window"], training=False
-    )
+    envs = evaluation_envs(config)
+    venv = make_context_venv(config, perception_dir, envs, seed, settings["window"], training=False)
     stats = run.path / "agent" / NORMALIZATION_NAME
     if settings.get("normalize_observations", stats.is_file()):  # older agents: the file says
         if not stats.is_file():
@@ -84,7 +89,7 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     agent_returns = episode_returns(venv, agent, config.eval_episodes, seed, "evaluate (agent)", progress)
     venv.close()
     # the same envs and seeds without the context stream: a random policy does not look at its observations
-    venv = make_venv(config, min(config.num_envs, 4), seed, training=False)
+    venv = make_venv(config, envs, seed, training=False)
     random_returns = episode_returns(venv, None, config.eval_episodes, seed, "evaluate (random)", progress)
     venv.close()
     report = {
