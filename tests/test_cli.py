@@ -54,7 +54,7 @@ def test_help_lists_only_the_commands_own_settings(capsys):
 def test_help_gives_the_atari_recipes_default_where_it_differs(capsys):
     collect = help_text("collect", capsys)
     assert "(default: 32; an Atari game's: 80)" in collect  # --frame-size
-    assert "(default: 8)" in collect  # --num-envs: the same under both recipes
+    assert "(default: 16)" in collect  # --num-envs: the same under both recipes
     assert "an Atari game's: 96 unless --frame-size is given" in collect  # --frame-height
 
 
