@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ProbeConfig"]
+__all__ = ["RIDGE_SELECTIONS", "ProbeConfig"]
+
+#: How a continuous variable's ridge strength can be chosen (:attr:`ProbeConfig.ridge_selection`).
+RIDGE_SELECTIONS = ("episodes", "validation")
 
 
 @dataclass
@@ -21,6 +24,12 @@ class ProbeConfig:
         max_group_parameters: variables are trained together (one einsum) in groups of at most this many
             classifier weights, which bounds memory for wide features (raw pixels).
         ridge_alphas: ridge strengths tried for continuous variables (features standardised).
+        ridge_selection: how a continuous variable's ridge strength is chosen. ``"episodes"``: fitted on the
+            training and validation episodes, the strength by leaving out one of them at a time (exact, from one
+            eigendecomposition); ``"validation"``: fitted on the training split, the strength chosen on the
+            validation split, as the classifiers stop. With a few dozen episodes the validation split is one or
+            two, and a variable that is constant within an episode (Catch's ball speeds) can then score far
+            below zero on the test split; the README's tables before the thirty-first session used it.
         seed: the episode split, the minibatch order.
         device: where the classifiers train.
     """
@@ -34,6 +43,7 @@ class ProbeConfig:
     patience: int = 15
     max_group_parameters: int = 8_000_000
     ridge_alphas: tuple[float, ...] = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6)
+    ridge_selection: str = "episodes"
     seed: int = 0
     device: str = "cpu"
 
@@ -47,3 +57,7 @@ class ProbeConfig:
             raise ValueError(f"ProbeConfig.lr must be > 0, got {self.lr}")
         if not self.ridge_alphas or any(a <= 0 for a in self.ridge_alphas):
             raise ValueError(f"ProbeConfig.ridge_alphas must be positive numbers, got {self.ridge_alphas}")
+        if self.ridge_selection not in RIDGE_SELECTIONS:
+            raise ValueError(
+                f"ProbeConfig.ridge_selection must be one of {RIDGE_SELECTIONS}, got {self.ridge_selection!r}"
+            )

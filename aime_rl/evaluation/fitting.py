@@ -1,5 +1,6 @@
 """The linear probes themselves: softmax classifiers trained together with early stopping (discrete variables) and
-ridge regression in closed form with the ridge strength chosen on the validation split (continuous ones)."""
+ridge regression in closed form (continuous ones), its strength chosen by leaving out one episode at a time
+(:func:`fit_ridge_grouped`) or on the validation split (:func:`fit_ridge`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from .config import ProbeConfig
 from .metrics import r2_score, weighted_f1
 
-__all__ = ["LinearProbes", "fit_linear_probes", "fit_ridge"]
+__all__ = ["LinearProbes", "fit_linear_probes", "fit_ridge", "fit_ridge_grouped", "leave_one_group_out_r2"]
 
 
 @dataclass
@@ -134,26 +135,12 @@ def fit_ridge(
     ``D ≤ N``, else of ``x xᵀ``); ``alpha`` is chosen per variable by validation R². Returns ``(weight [D, V],
     intercept [V], alpha [V])``.
     """
-    n, d = x_train.shape
-    dtype = np.float64 if min(n, d) <= 4096 else np.float32
-    x = np.asarray(x_train, dtype=dtype)
-    y = np.asarray(y_train, dtype=np.float64).reshape(n, -1)
+    x = np.asarray(x_train)
+    y = np.asarray(y_train, dtype=np.float64).reshape(len(x), -1)
     intercept = y.mean(axis=0)
-    yc = (y - intercept).astype(dtype)
-    if d <= n:
-        eigenvalues, basis = np.linalg.eigh(x.T @ x)  # [D], [D, D]
-        projected = basis.T @ (x.T @ yc)  # [D, V]
-
-        def weights(alpha: float) -> np.ndarray:
-            return basis @ (projected / (np.maximum(eigenvalues, 0) + alpha)[:, None])
-
-    else:
-        eigenvalues, basis = np.linalg.eigh(x @ x.T)  # [N], [N, N]
-        projected = basis.T @ yc  # [N, V]
-
-        def weights(alpha: float) -> np.ndarray:
-            return x.T @ (basis @ (projected / (np.maximum(eigenvalues, 0) + alpha)[:, None]))
-
+    ridge = _RidgePath(x, y - intercept)
+    d, dtype = ridge.d, ridge.dtype
+    weights = ridge.weights
     xv = np.asarray(x_val, dtype=dtype)
     yv = np.asarray(y_val, dtype=np.float64).reshape(len(xv), -1)
     best_score = np.full(y.shape[1], -np.inf)
@@ -168,3 +155,109 @@ def fit_ridge(
         best_weight[:, better] = w[:, better]
         best_alpha[better] = alpha
     return best_weight, intercept, best_alpha
+
+
+def fit_ridge_grouped(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    alphas: tuple[float, ...] = (1e-6, 1e-4, 1e-2, 1.0, 1e2, 1e4, 1e6),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge regression of every column of ``y`` ``[N, V]`` on ``x`` ``[N, D]`` (features standardised), ``alpha``
+    chosen per variable by leave-one-group-out R² (``groups`` ``[N]``: e.g. episode ids; at least 2 groups).
+
+    Every group is held out in turn, and the fit on the others predicts it; the pooled predictions are scored
+    against ``y``. Exact and cheap: with ``H`` the fit's hat matrix on all rows (the intercept included), a held-out
+    group's residuals are ``(I − H_gg)⁻¹ e_g`` (``e`` the residuals of the fit on all rows), so one
+    eigendecomposition serves every group and every ``alpha``. Against one validation split this uses every
+    episode: on a few dozen episodes, a strength picked on two can fit the training episodes' values of a
+    variable that is constant within an episode (Catch's ball speeds) and miss the others'. The weights are then
+    fitted on all rows. Returns ``(weight [D, V], intercept [V], alpha [V])``.
+    """
+    x, y, members = _grouped_rows(x, y, groups)
+    mean, intercept = x.mean(axis=0), y.mean(axis=0)
+    ridge = _RidgePath(x - mean, y - intercept)
+    scores = _held_out_r2(ridge, y - intercept, members, alphas)
+    best_alpha = np.asarray(alphas, dtype=np.float64)[
+        scores.argmax(axis=0)
+    ]  # ties: the weakest, as fit_ridge
+    weight = np.stack([ridge.weights(a)[:, j] for j, a in enumerate(best_alpha)], axis=1).astype(np.float64)
+    return weight, intercept - mean @ weight, best_alpha
+
+
+def leave_one_group_out_r2(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas: tuple[float, ...]
+) -> np.ndarray:
+    """R² ``[A, V]`` of each ``alpha``'s pooled leave-one-group-out predictions of ``y`` ``[N, V]`` from ``x`` ``[N,
+    D]`` by ridge regression with an unpenalised intercept (what :func:`fit_ridge_grouped` chooses by)."""
+    x, y, members = _grouped_rows(x, y, groups)
+    centred = y - y.mean(axis=0)
+    return _held_out_r2(_RidgePath(x - x.mean(axis=0), centred), centred, members, alphas)
+
+
+def _grouped_rows(x, y, groups) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=np.float64).reshape(len(x), -1)
+    groups = np.asarray(groups)
+    if groups.shape != (len(x),):
+        raise ValueError(f"groups must be [N={len(x)}], got shape {groups.shape}")
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+    if len(members) < 2:
+        raise ValueError(f"leave-one-group-out needs at least 2 groups, got {len(members)}")
+    return x, y, members
+
+
+def _held_out_r2(
+    ridge: _RidgePath, centred: np.ndarray, members: list[np.ndarray], alphas: tuple[float, ...]
+) -> np.ndarray:
+    """R² ``[A, V]`` of the held-out residuals ``(I − H_gg)⁻¹ e_g`` of every group, for every alpha."""
+    shrinks = [ridge.eigenvalues / (ridge.eigenvalues + alpha) for alpha in alphas]  # [A] of [r]
+    residuals = [centred - ridge.x @ ridge.weights(alpha) for alpha in alphas]  # [A] of [N, V]
+    held_out = np.empty((len(alphas), *centred.shape))
+    for rows in members:
+        part = ridge.left_basis(rows)  # U_g [n_g, r]
+        for a, shrink in enumerate(shrinks):
+            hat = (part * shrink) @ part.T + 1.0 / len(
+                centred
+            )  # H_gg: the ridge part plus the intercept's 1/N
+            held_out[a, rows] = _solve(np.eye(len(rows)) - hat, residuals[a][rows])
+    total = (centred**2).sum(axis=0)
+    return 1.0 - (held_out**2).sum(axis=1) / np.where(total > 0, total, np.inf)
+
+
+class _RidgePath:
+    """One eigendecomposition of centred features ``x`` ``[N, D]`` for ridge weights ``[D, V]`` of centred targets
+    ``y`` ``[N, V]`` at any strength (of ``xᵀx`` when ``D ≤ N``, else of ``x xᵀ``)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        n, self.d = x.shape
+        self.dtype = np.float64 if min(n, self.d) <= 4096 else np.float32
+        self.x = np.asarray(x, dtype=self.dtype)
+        y = np.asarray(y, dtype=np.float64).astype(self.dtype)
+        self.primal = self.d <= n
+        gram = self.x.T @ self.x if self.primal else self.x @ self.x.T
+        eigenvalues, self.basis = np.linalg.eigh(gram)
+        self.eigenvalues = np.maximum(eigenvalues, 0)
+        self.projected = self.basis.T @ (self.x.T @ y if self.primal else y)
+
+    def weights(self, alpha: float) -> np.ndarray:
+        """Ridge weights ``[D, V]`` at strength ``alpha``."""
+        scaled = self.basis @ (self.projected / (self.eigenvalues + alpha)[:, None])
+        return scaled if self.primal else self.x.T @ scaled
+
+    def left_basis(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of ``U`` ``[len(rows), r]`` in ``x = U S Vᵀ`` (directions of zero variance are 0): the hat
+        matrix at strength ``alpha`` is ``U diag(s² / (s² + alpha)) Uᵀ``, ``s²`` = :attr:`eigenvalues`. Built per
+        group of rows, so a wide ``x`` of many rows never holds all of ``U``."""
+        positive = self.eigenvalues > self.eigenvalues.max(initial=0.0) * 1e-12
+        if not self.primal:
+            return np.where(positive, self.basis[rows], 0.0).astype(np.float64)
+        scale = np.where(positive, 1.0 / np.sqrt(np.where(positive, self.eigenvalues, 1.0)), 0.0)
+        return (self.x[rows] @ self.basis).astype(np.float64) * scale
+
+
+def _solve(matrix: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(matrix, rhs)
+    except np.linalg.LinAlgError:  # a group the others cannot predict at all: its residuals, least squares
+        return np.linalg.lstsq(matrix, rhs, rcond=None)[0]

@@ -8,8 +8,10 @@
 5. One linear probe per variable. Discrete: a softmax classifier over the variable's classes (all 256 values for
    RAM bytes), trained with Adam on minibatches of the training split, with early stopping on the validation
    split (weighted F1 first, cross-entropy to break ties; ``patience`` epochs; the best epoch's weights are
-   kept), scored by weighted F1 on the test split. Continuous: ridge regression in closed form, the ridge
-   strength chosen on the validation split, scored by R² on the test split.
+   kept), scored by weighted F1 on the test split. Continuous (not in the paper, whose variables are RAM bytes):
+   ridge regression in closed form on the training and validation episodes, the ridge strength chosen by leaving
+   out one of those episodes at a time (``ridge_selection="episodes"``; ``"validation"``: fitted on the training
+   split, the strength chosen on the validation split), scored by R² on the test split.
 6. Per representation: per-category score = mean over the category's variables; the overall score = mean over
    categories (so categories with many variables do not dominate, as in the paper).
 
@@ -30,7 +32,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .config import ProbeConfig
-from .fitting import LinearProbes, fit_linear_probes, fit_ridge
+from .fitting import LinearProbes, fit_linear_probes, fit_ridge, fit_ridge_grouped
 from .labelled_frames import LabelledFrames, VariableInfo
 from .metrics import entropy_nats, r2_score, weighted_f1
 from .report import ProbeReport, RepresentationResult, VariableResult, category_scores
@@ -131,9 +133,7 @@ def probe_features(
                     results[v] = _result(v, data, score, {"epoch": int(probes.epochs[j])})
         if continuous:
             y = np.stack([data.labels[v] for v in continuous], axis=1)
-            weight, intercept, alphas = fit_ridge(
-                x[split.train], y[split.train], x[split.val], y[split.val], config.ridge_alphas
-            )
+            weight, intercept, alphas = _fit_continuous(x, y, data.episode_ids, split, config)
             predicted = x[split.test].astype(np.float64) @ weight + intercept
             for j, v in enumerate(continuous):
                 score = r2_score(y[split.test, j], predicted[:, j])
@@ -151,6 +151,17 @@ def probe_features(
         score=score,
         mean_score=_mean(r.score for r in ordered.values()),
     )
+
+
+def _fit_continuous(
+    x: np.ndarray, y: np.ndarray, episode_ids: np.ndarray, split: Split, config: ProbeConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ridge probes of ``y`` ``[N, V]`` from standardised ``x`` ``[N, D]`` by ``config.ridge_selection`` → ``(weight
+    [D, V], intercept [V], alpha [V])``."""
+    if config.ridge_selection == "validation":
+        return fit_ridge(x[split.train], y[split.train], x[split.val], y[split.val], config.ridge_alphas)
+    rows = np.concatenate([split.train, split.val])
+    return fit_ridge_grouped(x[rows], y[rows], np.asarray(episode_ids)[rows], config.ridge_alphas)
 
 
 def _result(name: str, data: LabelledFrames, score: float, details: dict) -> VariableResult:

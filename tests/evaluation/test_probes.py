@@ -7,6 +7,8 @@ import pytest
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.evaluation import ProbeConfig, probe_representations, split_by_episode
+from aime_rl.evaluation.fitting import fit_ridge_grouped
+from aime_rl.evaluation.split import standardise
 from tests.evaluation.helpers import FAST, synthetic
 
 
@@ -39,3 +41,25 @@ def test_majority_f1_matches_the_definition():
     p = np.mean(labels[split.test] == mode)
     # predicting the mode everywhere: its class has precision p, recall 1; the others score 0
     assert report.score("majority", "v") == pytest.approx(p * 2 * p / (1 + p))
+
+
+def test_probe_config_names_an_unknown_ridge_selection():
+    with pytest.raises(ValueError, match="ridge_selection"):
+        ProbeConfig(ridge_selection="cross-validation")
+
+
+def test_default_ridge_is_chosen_by_leaving_out_each_training_or_validation_episode():
+    # a value constant within each episode, read from noise: the one validation episode and the episodes held out
+    # in turn choose different strengths here (1e-6 and 1e4)
+    n, episodes, rng = 400, 10, np.random.default_rng(2)
+    data = synthetic(
+        {"c": rng.normal(size=episodes)[np.repeat(np.arange(episodes), n // episodes)]}, episodes
+    )
+    features = rng.normal(size=(n, 30)).astype(np.float32)
+    config = ProbeConfig()
+    report = probe_representations(data, {"noise": features}, config)
+    split = split_by_episode(data.episode_ids, config.fractions, config.seed)
+    rows = np.concatenate([split.train, split.val])
+    x, y = standardise(features, split.train)[rows], data.labels["c"][rows, None]
+    _, _, alphas = fit_ridge_grouped(x, y, data.episode_ids[rows], config.ridge_alphas)
+    assert report.representations["noise"].variables["c"].details["alpha"] == alphas[0]
