@@ -16,11 +16,12 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..envs import resolve_env
+from ..evaluation import ProbeConfig
 from ..experiments import is_shipped, resolve_config
 from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write, atomic_write_json
@@ -350,7 +351,15 @@ def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
                 "device",
             )
         },
+        "probe_protocol": probe_protocol(),
     }
+
+
+def probe_protocol() -> dict[str, Any]:
+    """The probe's protocol settings (:class:`~aime_rl.evaluation.ProbeConfig`'s defaults, as JSON reads them back):
+    a probe made with other defaults (an older version's) is measured again."""
+    defaults = {k: v for k, v in asdict(ProbeConfig()).items() if k not in ("seed", "device")}
+    return json.loads(json.dumps(defaults))
 
 
 def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:

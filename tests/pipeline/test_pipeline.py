@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -18,10 +19,10 @@ from safetensors.torch import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from aime_rl.cli import explicit_settings, main, make_parser
-from aime_rl.evaluation import DEFAULT_REPRESENTATIONS
+from aime_rl.evaluation import DEFAULT_REPRESENTATIONS, ProbeConfig
 from aime_rl.evaluation.representations import REPRESENTATIONS
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer, get_preset
-from aime_rl.pipeline import Options, RunConfig, prepare
+from aime_rl.pipeline import Options, RunConfig, commands, prepare
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.pipeline.lock import LOCK_NAME
 from aime_rl.replay import ReplayStore, ReplayWindowDataset
@@ -621,7 +622,7 @@ def test_deterministic_runs_give_identical_reports(tmp_path):
 
 
 @pytest.mark.slow
-def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, capsys):
+def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, capsys, monkeypatch):
     demo = ["demo", "--quick", "--logdir", str(tmp_path)]
     assert main(demo) == 0
     run = tmp_path / "demo-quick"
@@ -637,6 +638,12 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     assert "(the demo that made it took" in summary  # not this rerun's few seconds
     assert {name: digest(run / name) for name in first} == first
     evaluate = ["evaluate", "--runs-dir", str(tmp_path), "--name", "demo-quick"]
+    with monkeypatch.context() as patch:  # a probe protocol of another version: measured again
+        patch.setattr(commands, "ProbeConfig", functools.partial(ProbeConfig, ridge_selection="validation"))
+        assert main(demo) == 0
+        assert "(done: nothing it measures changed)" not in capsys.readouterr().out
+    assert main(demo) == 0 and capsys.readouterr().out.count("(done: nothing it measures changed)") == 0
+    assert main(demo) == 0 and capsys.readouterr().out.count("(done: nothing it measures changed)") == 2
     assert main(evaluate) == 0  # rewrites report.json
     capsys.readouterr()
     assert main(demo) == 0  # the report is no longer the demo's own: measured again
