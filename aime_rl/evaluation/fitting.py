@@ -169,19 +169,22 @@ def fit_ridge_grouped(
     Every group is held out in turn, and the fit on the others predicts it; the pooled predictions are scored
     against ``y``. Exact and cheap: with ``H`` the fit's hat matrix on all rows (the intercept included), a held-out
     group's residuals are ``(I − H_gg)⁻¹ e_g`` (``e`` the residuals of the fit on all rows), so one
-    eigendecomposition serves every group and every ``alpha``. Against one validation split this uses every
+    eigendecomposition serves every group and every ``alpha`` (the features are centred in float64, and directions
+    without variance — eigenvalues below 1e-12 of the largest — are left out of the fit and of ``H`` alike). Against one validation split this uses every
     episode: on a few dozen episodes, a strength picked on two can fit the training episodes' values of a
     variable that is constant within an episode (Catch's ball speeds) and miss the others'. The weights are then
     fitted on all rows. Returns ``(weight [D, V], intercept [V], alpha [V])``.
     """
     x, y, members = _grouped_rows(x, y, groups)
-    mean, intercept = x.mean(axis=0), y.mean(axis=0)
-    ridge = _RidgePath(x - mean, y - intercept)
+    mean, intercept = x.mean(axis=0, dtype=np.float64), y.mean(axis=0)
+    ridge = _RidgePath(x, y - intercept, mean=mean)
     scores = _held_out_r2(ridge, y - intercept, members, alphas)
     best_alpha = np.asarray(alphas, dtype=np.float64)[
         scores.argmax(axis=0)
-    ]  # ties: the weakest, as fit_ridge
-    weight = np.stack([ridge.weights(a)[:, j] for j, a in enumerate(best_alpha)], axis=1).astype(np.float64)
+    ]  # ties: the first listed, as fit_ridge
+    weight = np.stack(
+        [ridge.weights(a, null_space=False)[:, j] for j, a in enumerate(best_alpha)], axis=1
+    ).astype(np.float64)
     return weight, intercept - mean @ weight, best_alpha
 
 
@@ -192,7 +195,9 @@ def leave_one_group_out_r2(
     D]`` by ridge regression with an unpenalised intercept (what :func:`fit_ridge_grouped` chooses by)."""
     x, y, members = _grouped_rows(x, y, groups)
     centred = y - y.mean(axis=0)
-    return _held_out_r2(_RidgePath(x - x.mean(axis=0), centred), centred, members, alphas)
+    return _held_out_r2(
+        _RidgePath(x, centred, mean=x.mean(axis=0, dtype=np.float64)), centred, members, alphas
+    )
 
 
 def _grouped_rows(x, y, groups) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
@@ -210,9 +215,14 @@ def _grouped_rows(x, y, groups) -> tuple[np.ndarray, np.ndarray, list[np.ndarray
 def _held_out_r2(
     ridge: _RidgePath, centred: np.ndarray, members: list[np.ndarray], alphas: tuple[float, ...]
 ) -> np.ndarray:
-    """R² ``[A, V]`` of the held-out residuals ``(I − H_gg)⁻¹ e_g`` of every group, for every alpha."""
-    shrinks = [ridge.eigenvalues / (ridge.eigenvalues + alpha) for alpha in alphas]  # [A] of [r]
-    residuals = [centred - ridge.x @ ridge.weights(alpha) for alpha in alphas]  # [A] of [N, V]
+    """R² ``[A, V]`` of the held-out residuals ``(I − H_gg)⁻¹ e_g`` of every group, for every alpha. The fit's
+    residuals ``e`` and the hat matrix's blocks ``H_gg`` come from the same spectrum (directions of no variance
+    left out of both): at a weak ridge, ``(I − H_gg)⁻¹`` is large, and a mismatch between the two would be
+    amplified into the scores. A target constant on the rows scores 0 at every alpha; a NaN score counts as −∞."""
+    shrinks = [
+        np.where(ridge.positive, ridge.eigenvalues / (ridge.eigenvalues + a), 0.0) for a in alphas
+    ]  # [r]
+    residuals = [centred - ridge.x @ ridge.weights(a, null_space=False) for a in alphas]  # [A] of [N, V]
     held_out = np.empty((len(alphas), *centred.shape))
     for rows in members:
         part = ridge.left_basis(rows)  # U_g [n_g, r]
@@ -221,38 +231,54 @@ def _held_out_r2(
                 centred
             )  # H_gg: the ridge part plus the intercept's 1/N
             held_out[a, rows] = _solve(np.eye(len(rows)) - hat, residuals[a][rows])
-    total = (centred**2).sum(axis=0)
-    return 1.0 - (held_out**2).sum(axis=1) / np.where(total > 0, total, np.inf)
+    constant = np.ptp(centred, axis=0) == 0  # its centred values are rounding, and so would its R² be
+    total = np.where(constant, 1.0, (centred**2).sum(axis=0))
+    scores = np.where(constant, 0.0, 1.0 - (held_out**2).sum(axis=1) / total)
+    return np.nan_to_num(scores, nan=-np.inf)
 
 
 class _RidgePath:
-    """One eigendecomposition of centred features ``x`` ``[N, D]`` for ridge weights ``[D, V]`` of centred targets
-    ``y`` ``[N, V]`` at any strength (of ``xᵀx`` when ``D ≤ N``, else of ``x xᵀ``)."""
+    """One eigendecomposition of centred features for ridge weights ``[D, V]`` of centred targets ``y`` ``[N, V]``
+    at any strength (of ``xᵀx`` when ``D ≤ N``, else of ``x xᵀ``).
 
-    def __init__(self, x: np.ndarray, y: np.ndarray):
+    ``x`` ``[N, D]``, centred already, or centred here by ``mean`` ``[D]`` after the cast to the working precision
+    (float64 while ``min(N, D) ≤ 4096``, else float32): centring float32 features in float32 leaves the columns'
+    sums at ≈ 1e-5 of their scale, which the leave-one-group-out identity (it assumes them exactly 0) amplifies at a
+    weak ridge. In the float32 precision a weak ridge (``alpha`` ≲ 1e-4 of standardised features, ``D ≥ N``) is
+    itself beyond it: ``1 − s² / (s² + alpha)`` cancels."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, mean: np.ndarray | None = None):
         n, self.d = x.shape
         self.dtype = np.float64 if min(n, self.d) <= 4096 else np.float32
         self.x = np.asarray(x, dtype=self.dtype)
+        if mean is not None:
+            self.x = self.x - mean.astype(self.dtype)
         y = np.asarray(y, dtype=np.float64).astype(self.dtype)
         self.primal = self.d <= n
         gram = self.x.T @ self.x if self.primal else self.x @ self.x.T
         eigenvalues, self.basis = np.linalg.eigh(gram)
         self.eigenvalues = np.maximum(eigenvalues, 0)
+        #: the directions with variance: eigenvalues above 1e-12 of the largest (the rest are rounding)
+        self.positive = self.eigenvalues > self.eigenvalues.max(initial=0.0) * 1e-12
         self.projected = self.basis.T @ (self.x.T @ y if self.primal else y)
 
-    def weights(self, alpha: float) -> np.ndarray:
-        """Ridge weights ``[D, V]`` at strength ``alpha``."""
-        scaled = self.basis @ (self.projected / (self.eigenvalues + alpha)[:, None])
+    def weights(self, alpha: float, null_space: bool = True) -> np.ndarray:
+        """Ridge weights ``[D, V]`` at strength ``alpha``; ``null_space=False`` leaves out the directions without
+        variance (:attr:`positive`), whose eigenvalues are rounding noise."""
+        coefficients = self.projected / (self.eigenvalues + alpha)[:, None]
+        if not null_space:
+            coefficients = np.where(self.positive[:, None], coefficients, 0).astype(coefficients.dtype)
+        scaled = self.basis @ coefficients
         return scaled if self.primal else self.x.T @ scaled
 
     def left_basis(self, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` of ``U`` ``[len(rows), r]`` in ``x = U S Vᵀ`` (directions of zero variance are 0): the hat
+        """Rows ``rows`` of ``U`` ``[len(rows), r]`` in ``x = U S Vᵀ`` (directions without variance are 0): the hat
         matrix at strength ``alpha`` is ``U diag(s² / (s² + alpha)) Uᵀ``, ``s²`` = :attr:`eigenvalues`. Built per
         group of rows, so a wide ``x`` of many rows never holds all of ``U``."""
-        positive = self.eigenvalues > self.eigenvalues.max(initial=0.0) * 1e-12
         if not self.primal:
-            return np.where(positive, self.basis[rows], 0.0).astype(np.float64)
-        scale = np.where(positive, 1.0 / np.sqrt(np.where(positive, self.eigenvalues, 1.0)), 0.0)
+            return np.where(self.positive, self.basis[rows], 0.0).astype(np.float64)
+        safe = np.where(self.positive, self.eigenvalues, 1.0)
+        scale = np.where(self.positive, 1.0 / np.sqrt(safe), 0.0)
         return (self.x[rows] @ self.basis).astype(np.float64) * scale
 
 

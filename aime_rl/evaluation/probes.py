@@ -38,7 +38,12 @@ from .metrics import entropy_nats, r2_score, weighted_f1
 from .report import ProbeReport, RepresentationResult, VariableResult, category_scores
 from .split import Split, remove_test_duplicates, select_variables, split_by_episode, standardise
 
+#: The version of the protocol's code: bumped when what a probe measures changes without a :class:`ProbeConfig` setting
+#: changing (2: continuous variables' ridge chosen by leaving out episodes), so that a cached probe is measured again.
+PROTOCOL_VERSION = 2
+
 __all__ = [
+    "PROTOCOL_VERSION",
     "LinearProbes",
     "ProbeConfig",
     "Split",

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..envs import resolve_env
 from ..evaluation import ProbeConfig
+from ..evaluation.probes import PROTOCOL_VERSION
 from ..experiments import is_shipped, resolve_config
 from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write, atomic_write_json
@@ -356,10 +357,10 @@ def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 def probe_protocol() -> dict[str, Any]:
-    """The probe's protocol settings (:class:`~aime_rl.evaluation.ProbeConfig`'s defaults, as JSON reads them back):
-    a probe made with other defaults (an older version's) is measured again."""
+    """The probe's protocol: its code's version and :class:`~aime_rl.evaluation.ProbeConfig`'s defaults, as JSON reads
+    them back. A probe made by another version (or with other defaults) is measured again."""
     defaults = {k: v for k, v in asdict(ProbeConfig()).items() if k not in ("seed", "device")}
-    return json.loads(json.dumps(defaults))
+    return json.loads(json.dumps({"version": PROTOCOL_VERSION, **defaults}))
 
 
 def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:

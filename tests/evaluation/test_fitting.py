@@ -11,14 +11,17 @@ ALPHAS = (1e-2, 1.0, 1e2, 1e4)
 
 
 def brute_force_held_out_r2(x, y, groups, alpha):
-    """R² of the pooled predictions of each group by a ridge (intercept unpenalised) fitted on the other groups."""
+    """R² of the pooled predictions of each group by a ridge (intercept unpenalised) fitted on the other groups, in
+    float64 and in the dual form (a solve of rows × rows: well conditioned at a weak ridge with more features than
+    rows, too)."""
+    x = x.astype(np.float64)
     predictions = np.empty_like(y)
     for g in np.unique(groups):
         out, keep = groups == g, groups != g
         mean_x, mean_y = x[keep].mean(0), y[keep].mean(0)
         xc = x[keep] - mean_x
-        w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y[keep] - mean_y))
-        predictions[out] = (x[out] - mean_x) @ w + mean_y
+        dual = np.linalg.solve(xc @ xc.T + alpha * np.eye(len(xc)), y[keep] - mean_y)
+        predictions[out] = (x[out] - mean_x) @ (xc.T @ dual) + mean_y
     return 1 - ((y - predictions) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
 
 
@@ -38,6 +41,41 @@ def test_leave_one_group_out_scores_equal_refitting_without_each_group(dims):
     x, y, groups = episodes_with_a_constant_speed(dims=dims)
     expected = np.array([brute_force_held_out_r2(x, y, groups, a) for a in ALPHAS])  # [A, V]
     np.testing.assert_allclose(leave_one_group_out_r2(x, y, groups, ALPHAS), expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dims", [60, 150, 400], ids=["D < N", "D > N", "D > N, rank 30"])
+def test_leave_one_group_out_scores_hold_for_float32_features_at_a_weak_ridge(dims):
+    # as probes pass them: float32 features, here off-centre (and in the last case 30 columns repeated); at a weak
+    # ridge (I − H_gg)⁻¹ is large, so the features must be centred in float64 and the fit's residuals must come from
+    # the same spectrum as H_gg
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(12), 10)
+    base = rng.normal(size=(len(groups), min(dims, 150)))
+    x = (np.tile(base[:, :30], (1, dims // 30)) if dims == 400 else base) + 5
+    x = x.astype(np.float32)
+    y = x.astype(np.float64) @ rng.normal(size=(x.shape[1], 1)) + 3 * rng.normal(size=(len(groups), 1))
+    alphas = (1e-6, 1e-2, 1.0, 1e2)
+    expected = np.array([brute_force_held_out_r2(x, y, groups, a) for a in alphas])
+    np.testing.assert_allclose(leave_one_group_out_r2(x, y, groups, alphas), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_directions_without_variance_carry_nothing_at_a_weak_ridge():
+    # 30 columns repeated 13 times at a large scale: the Gram matrix's null directions have eigenvalues of rounding
+    # size (≈ 1e-8 here), above a weak ridge; they carry no signal, so every ridge far below the real directions'
+    # variance must hold out the same (a refit cannot be the reference: its solve is as ill-conditioned)
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(12), 10)
+    base = rng.normal(size=(len(groups), 30))
+    x = np.tile(base, (1, 13)) * 1e3
+    y = base @ rng.normal(size=(30, 1)) + rng.normal(size=(len(groups), 1))
+    weak, strong = leave_one_group_out_r2(x, y, groups, (1e-6, 1e-2))
+    np.testing.assert_allclose(weak, strong, rtol=1e-6)
+
+
+def test_a_target_constant_on_the_rows_scores_zero_at_every_alpha():
+    x, _, groups = episodes_with_a_constant_speed()
+    constant = np.full((len(x), 1), 1 / 3)
+    np.testing.assert_array_equal(leave_one_group_out_r2(x, constant, groups, ALPHAS), 0.0)
 
 
 def test_grouped_fit_chooses_the_alpha_of_the_best_held_out_score():

@@ -638,8 +638,12 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     assert "(the demo that made it took" in summary  # not this rerun's few seconds
     assert {name: digest(run / name) for name in first} == first
     evaluate = ["evaluate", "--runs-dir", str(tmp_path), "--name", "demo-quick"]
-    with monkeypatch.context() as patch:  # a probe protocol of another version: measured again
+    with monkeypatch.context() as patch:  # other defaults of the probe protocol: measured again
         patch.setattr(commands, "ProbeConfig", functools.partial(ProbeConfig, ridge_selection="validation"))
+        assert main(demo) == 0
+        assert "(done: nothing it measures changed)" not in capsys.readouterr().out
+    with monkeypatch.context() as patch:  # the probe code of another version: measured again
+        patch.setattr(commands, "PROTOCOL_VERSION", commands.PROTOCOL_VERSION + 1)
         assert main(demo) == 0
         assert "(done: nothing it measures changed)" not in capsys.readouterr().out
     assert main(demo) == 0 and capsys.readouterr().out.count("(done: nothing it measures changed)") == 0
