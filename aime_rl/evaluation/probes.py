@@ -15,7 +15,8 @@
 6. Per representation: per-category score = mean over the category's variables; the overall score = mean over
    categories (so categories with many variables do not dominate, as in the paper).
 
-The majority baseline (features None) predicts the training split's most frequent value (mean for continuous).
+The majority baseline (features None) predicts the training split's most frequent value (for continuous variables the
+mean of the rows their ridge probes are fitted on).
 
 This module runs the protocol (:func:`probe_features`, :func:`probe_representations`); its parts live beside it and
 are importable from here as well: :mod:`~aime_rl.evaluation.config` (:class:`ProbeConfig`),
@@ -105,8 +106,9 @@ def probe_features(
             results[v] = _result(
                 v, data, weighted_f1(data.labels[v][split.test], predicted), {"prediction": mode}
             )
+        # continuous: the mean of the rows a ridge probe is fitted on (its prediction without features)
         for v in continuous:
-            mean = float(np.mean(data.labels[v][split.train]))
+            mean = float(np.mean(data.labels[v][_ridge_rows(split, config)]))
             predicted = np.full(len(split.test), mean)
             results[v] = _result(
                 v, data, r2_score(data.labels[v][split.test], predicted), {"prediction": mean}
@@ -165,8 +167,16 @@ def _fit_continuous(
     [D, V], intercept [V], alpha [V])``."""
     if config.ridge_selection == "validation":
         return fit_ridge(x[split.train], y[split.train], x[split.val], y[split.val], config.ridge_alphas)
-    rows = np.concatenate([split.train, split.val])
+    rows = _ridge_rows(split, config)
     return fit_ridge_grouped(x[rows], y[rows], np.asarray(episode_ids)[rows], config.ridge_alphas)
+
+
+def _ridge_rows(split: Split, config: ProbeConfig) -> np.ndarray:
+    """The rows a continuous variable's ridge is fitted on: the training split, and with ``ridge_selection =
+    "episodes"`` the validation split too."""
+    if config.ridge_selection == "validation":
+        return split.train
+    return np.concatenate([split.train, split.val])
 
 
 def _result(name: str, data: LabelledFrames, score: float, details: dict) -> VariableResult:

@@ -63,3 +63,15 @@ def test_default_ridge_is_chosen_by_leaving_out_each_training_or_validation_epis
     x, y = standardise(features, split.train)[rows], data.labels["c"][rows, None]
     _, _, alphas = fit_ridge_grouped(x, y, data.episode_ids[rows], config.ridge_alphas)
     assert report.representations["noise"].variables["c"].details["alpha"] == alphas[0]
+
+
+@pytest.mark.parametrize("selection", ["episodes", "validation"])
+def test_majority_baseline_of_a_continuous_variable_predicts_the_ridge_rows_mean(selection):
+    n, rng = 400, np.random.default_rng(5)
+    data = synthetic({"c": rng.normal(size=n) + np.repeat(rng.normal(size=10), n // 10)}, episodes=10)
+    config = ProbeConfig(ridge_selection=selection)
+    report = probe_representations(data, {"majority": None}, config)
+    split = split_by_episode(data.episode_ids, config.fractions, config.seed)
+    rows = split.train if selection == "validation" else np.concatenate([split.train, split.val])
+    prediction = report.representations["majority"].variables["c"].details["prediction"]
+    assert prediction == pytest.approx(float(np.mean(data.labels["c"][rows])))
