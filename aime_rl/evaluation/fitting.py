@@ -170,9 +170,10 @@ def fit_ridge_grouped(
     against ``y``. Exact and cheap: with ``H`` the fit's hat matrix on all rows (the intercept included), a held-out
     group's residuals are ``(I − H_gg)⁻¹ e_g`` (``e`` the residuals of the fit on all rows), so one
     eigendecomposition serves every group and every ``alpha`` (the features are centred in float64, and directions
-    without variance — eigenvalues below 1e-12 of the largest — are left out of the fit and of ``H`` alike). Against one validation split this uses every
-    episode: on a few dozen episodes, a strength picked on two can fit the training episodes' values of a
-    variable that is constant within an episode (Catch's ball speeds) and miss the others'. The weights are then
+    without variance — eigenvalues below 1e-12 of the largest — are left out of the fit and of ``H`` alike).
+    Against one validation split this uses every episode: on a few dozen episodes, a strength picked on two can fit
+    the training episodes' values of a variable that is constant within an episode (Catch's ball speeds) and miss
+    the others'. The weights are then
     fitted on all rows. Returns ``(weight [D, V], intercept [V], alpha [V])``.
     """
     x, y, members = _grouped_rows(x, y, groups)

@@ -46,8 +46,8 @@ def test_leave_one_group_out_scores_equal_refitting_without_each_group(dims):
 @pytest.mark.parametrize("dims", [60, 150, 400], ids=["D < N", "D > N", "D > N, rank 30"])
 def test_leave_one_group_out_scores_hold_for_float32_features_at_a_weak_ridge(dims):
     # as probes pass them: float32 features, here off-centre (and in the last case 30 columns repeated); at a weak
-    # ridge (I − H_gg)⁻¹ is large, so the features must be centred in float64 and the fit's residuals must come from
-    # the same spectrum as H_gg
+    # ridge (I − H_gg)⁻¹ is large, so the features must be centred in float64 and the fit's residuals must come
+    # from the same spectrum as H_gg
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(12), 10)
     base = rng.normal(size=(len(groups), min(dims, 150)))
