@@ -454,8 +454,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
 
     def tokenize(self, video: torch.Tensor) -> torch.Tensor:
         """Video ``[B, T, C, H, W]`` → tokens ``[B, T', h, w, G]`` (frozen tokenizer, no gradient)."""
-        with torch.no_grad():
-            tokens = self.tokenizer.encode(video)[0]
+        tokens = self.tokenizer.tokens(video)
         return tokens.unsqueeze(-1) if self.tokenizer.num_quantizers == 1 else tokens
 
     def key_time(self, num_steps: int, device: torch.device) -> torch.Tensor:

@@ -254,6 +254,16 @@ class VQPTTokenizer(nn.Module):
         out = self.quantizer(self._flatten(features), update_codebook=False)
         return TokenizerEncoding(self._unflatten_tokens(out.indices, features), out.loss, out.perplexity)
 
+    @torch.no_grad()
+    def tokens(self, video: torch.Tensor) -> torch.Tensor:
+        """Video ``[B, T, C, H, W]`` (float in [0, 1] or uint8) → the tokens of :meth:`encode`, int64 ``[B, T', h, w]``
+        (G = 1) or ``[B, T', h, w, G]``, without its losses and perplexity (no gradient): what a frozen tokenizer's
+        users need, at the cost of the code distances alone (the diversity term's softmax over every code is most of
+        a quantization's work)."""
+        features = self._encode_features(video)
+        indices = self.quantizer.quantize_indices(self._flatten(features).to(self.codebook.dtype))
+        return self._unflatten_tokens(indices, features)
+
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Tokens as returned by :meth:`encode` → video ``[B, T, C, H, W]`` clamped to ``[0, 1]``."""
         return self.decode_latents(self.embed_tokens(tokens)).clamp(0, 1)

@@ -210,7 +210,7 @@ def decoder_loss(model: VQPTTokenizer, batch: dict) -> dict[str, Any]:
     which are computed without a gradient and without touching the codebook."""
     video = as_unit_float(model.check_video(batch["frames"]))
     with torch.no_grad():
-        latents = model.embed_tokens(model.encode(video).tokens)
+        latents = model.embed_tokens(model.tokens(video))
     reconstructed = model.decode_latents(latents)
     reconstruction = torch.nn.functional.mse_loss(reconstructed, video)
     foreground = (
@@ -441,7 +441,7 @@ def log_open_loop_rollout(
 
 
 def _tokens(predictor: PerceiverTokenPredictor, video: torch.Tensor) -> torch.Tensor:
-    return predictor.tokenizer.encode(video)[0]
+    return predictor.tokenizer.tokens(video)
 
 
 def _device(module: torch.nn.Module) -> torch.device:

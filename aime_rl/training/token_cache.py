@@ -53,10 +53,10 @@ def tokenize_episode(tokenizer: VQPTTokenizer, frames: np.ndarray, chunk: int = 
     device = next(tokenizer.parameters()).device
     video = torch.from_numpy(np.ascontiguousarray(frames)).unsqueeze(0)
     if tokenizer.config.use_3d_conv:
-        pieces = [tokenizer.encode(video.to(device))[0]]
+        pieces = [tokenizer.tokens(video.to(device))]
     else:
         pieces = [
-            tokenizer.encode(video[:, i : i + chunk].to(device))[0] for i in range(0, video.shape[1], chunk)
+            tokenizer.tokens(video[:, i : i + chunk].to(device)) for i in range(0, video.shape[1], chunk)
         ]
     tokens = torch.cat(pieces, dim=1)[0]
     tokens = tokens if tokens.dim() == 4 else tokens.unsqueeze(-1)

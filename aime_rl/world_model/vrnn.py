@@ -182,7 +182,7 @@ class VRNN(nn.Module):
     def tokenize(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames ``[B, T, 3, H, W]`` (float in [0, 1] or uint8) → token ids ``[B, T, h, w, G]`` (no gradient)."""
         frames = self._check_frames(frames)
-        tokens = self.perceiver.tokenizer.encode(frames)[0]
+        tokens = self.perceiver.tokenizer.tokens(frames)
         return tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
 
     @torch.no_grad()

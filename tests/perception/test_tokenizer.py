@@ -39,6 +39,15 @@ def test_encode_decode_shapes(tiny_tokenizer_kwargs, video, cfg):
     assert tok.decode(tokens).shape == video.shape
 
 
+@pytest.mark.parametrize("cfg", CONFIGS, ids=config_id)
+def test_tokens_are_the_tokens_of_encode(tiny_tokenizer_kwargs, video, cfg):
+    tok = make(tiny_tokenizer_kwargs, **cfg)
+    tok.train().loss(video)  # codes from the data (k-means initialisation), not the random start
+    tok.eval()
+    tokens = tok.tokens(video)
+    assert torch.equal(tokens, tok.encode(video).tokens) and not tokens.requires_grad
+
+
 def test_seed_defaults_give_8x8_tokens_with_4_heads():
     tok = VQPTTokenizer()
     assert (tok.num_codes, tok.num_quantizers, tok.downsample) == (1024, 4, 8)
