@@ -117,6 +117,10 @@ VARIANTS: dict[str, dict] = {
         "local_motion_context": True,
         "local_motion_horizon": 2,
     },
+    # on a run of the demo's recipe (three frames, three steps ahead): a longer history for the convolution, which a
+    # fall speed (one number per ball, ≈ 2 px a step at 32×32) needs (thirty-second session)
+    "local-motion5": {"local_motion_frames": 5},
+    "local-motion6": {"local_motion_frames": 6},
     "spatial4": {"spatial_attention_bias": 4.0},
     "spatial8": {"spatial_attention_bias": 8.0},
     "spatial16": {"spatial_attention_bias": 16.0},
