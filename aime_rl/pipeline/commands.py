@@ -16,13 +16,11 @@ import json
 import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..envs import resolve_env
-from ..evaluation import ProbeConfig
-from ..evaluation.probes import PROTOCOL_VERSION
 from ..experiments import is_shipped, resolve_config
 from ..perception.presets import PRESET_ALIASES, resolve_preset
 from ..utils.io import atomic_write, atomic_write_json
@@ -36,6 +34,8 @@ from .stages import (
     collect,
     evaluate,
     probe,
+    probe_is_current,
+    probe_protocol,
     probe_summary,
     require_done,
     seed_everything,
@@ -315,21 +315,23 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         report = stage()
     inputs = measurement_inputs(config, run)
     cached = cached_report(run, inputs)
-    for i, (what, stage) in enumerate(steps[measured:], measured + 1):
+    # a probe made since (`aime-rl probe`, e.g. on more frames) of these weights and settings is not made again
+    done = [cached is not None or probe_is_current(config, run), cached is not None]
+    for i, ((what, stage), skip) in enumerate(zip(steps[measured:], done, strict=True), measured + 1):
         print(
-            f"[{i}/{len(steps)}] {what}{' (done: nothing it measures changed)' if cached else ''}", flush=True
+            f"[{i}/{len(steps)}] {what}{' (done: nothing it measures changed)' if skip else ''}", flush=True
         )
-        if cached is None:
+        if not skip:
             report = stage()
     if cached is not None:
-        print_summary(run.path, cached, reused=True)
+        print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"))
         return cached
     report["probe"] = probe_summary(run.path / "probe.json")
     report["seconds"] = round(time.time() - start, 1)
     write_report(run.path, report)
     record = {"report": file_sha256(run.path / "report.json"), "probe": file_sha256(run.path / "probe.json")}
     run.write_manifest("evaluate", {"status": "done", "inputs": inputs, "outputs": record})
-    print_summary(run.path, report)
+    print_summary(run.path, report, probe_command=run.command_line("probe"))
     return report
 
 
@@ -354,13 +356,6 @@ def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
         },
         "probe_protocol": probe_protocol(),
     }
-
-
-def probe_protocol() -> dict[str, Any]:
-    """The probe's protocol: its code's version and :class:`~aime_rl.evaluation.ProbeConfig`'s defaults, as JSON reads
-    them back. A probe made by another version (or with other defaults) is measured again."""
-    defaults = {k: v for k, v in asdict(ProbeConfig()).items() if k not in ("seed", "device")}
-    return json.loads(json.dumps({"version": PROTOCOL_VERSION, **defaults}))
 
 
 def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:

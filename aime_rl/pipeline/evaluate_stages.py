@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import numpy as np
 from torch.utils.tensorboard import SummaryWriter
 
 from ..agents import NORMALIZATION_NAME, load_normalization
-from ..evaluation import LabelledFrames, collect_labelled, default_label_fn, probe_model
+from ..evaluation import LabelledFrames, ProbeConfig, collect_labelled, default_label_fn, probe_model
+from ..evaluation.probes import PROTOCOL_VERSION
 from ..perception import CausalPerceiverIO
 from ..utils.io import atomic_write
 from ..world_model import VRNN
@@ -21,7 +23,7 @@ from .config import RunConfig, flag
 from .environment import make_single_env, make_venv
 from .progress import Progress
 from .report import write_report
-from .rundir import RunDir, weights_fingerprint
+from .rundir import RunDir, file_sha256, weights_fingerprint
 from .stage_common import model_dir, say, world_model_dir
 
 # -- evaluate -------------------------------------------------------------------------------------------------------
@@ -178,8 +180,52 @@ def probe(config: RunConfig, run: RunDir, progress: bool = True, verbose: bool =
     report.to_json(run.path / "probe.json")
     markdown = report.to_markdown()
     atomic_write(run.path / "probe.md", lambda tmp: Path(tmp).write_text(markdown))
+    outputs = {"probe": file_sha256(run.path / "probe.json")}
+    run.write_manifest("probe", {"status": "done", "inputs": probe_inputs(config, run), "outputs": outputs})
     say(markdown if verbose else f"probe: → {run.path / 'probe.md'}")
     return {"probe": str(run.path / "probe.json")}
+
+
+def probe_protocol() -> dict[str, Any]:
+    """The probe's protocol: its code's version and :class:`~aime_rl.evaluation.ProbeConfig`'s defaults, as JSON reads
+    them back. A probe made by another version (or with other defaults) is measured again."""
+    defaults = {k: v for k, v in asdict(ProbeConfig()).items() if k not in ("seed", "device")}
+    return json.loads(json.dumps({"version": PROTOCOL_VERSION, **defaults}))
+
+
+def probe_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """What a probe of the run measures and how: the weights it reads (the context model's, the world model's) and
+    the settings it uses (the env and window it probes, which ``aime-rl probe --env/--window`` may choose for it)."""
+    world_model = world_model_dir(run) / "model.safetensors"
+    return {
+        "model": weights_fingerprint(run.path / "model"),
+        "world_model": file_sha256(world_model) if world_model.is_file() else None,
+        "settings": {
+            key: getattr(config, key)
+            for key in (
+                "env",
+                "window",
+                "seed",
+                "probe_steps",
+                "probe_episode_steps",
+                "probe_representations",
+                "device",
+            )
+        },
+        "probe_protocol": probe_protocol(),
+    }
+
+
+def probe_is_current(config: RunConfig, run: RunDir) -> bool:
+    """Whether the run's ``probe.json`` is the one a probe with ``config`` would write now: made (its manifest says)
+    of these weights with these settings, and not changed since."""
+    manifest = run.manifest("probe") or {}
+    path = run.path / "probe.json"
+    return (
+        manifest.get("inputs") == probe_inputs(config, run)
+        and path.is_file()
+        and manifest.get("outputs", {}).get("probe") == file_sha256(path)
+    )
 
 
 def labelled_probe_frames(config: RunConfig) -> LabelledFrames:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from ..utils.io import atomic_write, atomic_write_json
+
+#: Probe frames below which the demo's summary says how to probe more: AtariARI's count, the benchmarks' Catch probe.
+SHARP_PROBE_FRAMES = 50_000
 
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
@@ -95,8 +99,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def print_summary(run_dir: Path, report: dict[str, Any], reused: bool = False) -> None:
-    """The demo's summary of ``report``; ``reused``: the report of an earlier demo (its time is that run's)."""
+def probe_frames(run_dir: Path) -> int | None:
+    """How many frames the run's ``probe.json`` was made from; None without a readable one."""
+    try:
+        return int(json.loads((run_dir / "probe.json").read_text())["num_frames"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def print_summary(
+    run_dir: Path, report: dict[str, Any], reused: bool = False, probe_command: str | None = None
+) -> None:
+    """The demo's summary of ``report``; ``reused``: the report of an earlier demo (its time is that run's);
+    ``probe_command``: the run's ``aime-rl probe`` command line, offered when its probe had few frames."""
     tok = report["perception"].get("tokenizer", {})
     ctx = report["perception"].get("context_model", {})
     print("\n== aime-rl demo summary ==")
@@ -120,6 +135,13 @@ def print_summary(run_dir: Path, report: dict[str, Any], reused: bool = False) -
         print("what the context knows (R² per state variable; probe.md has the protocol):")
         for row in probe_table(report["probe"]):
             print(row)
+        frames = probe_frames(run_dir)
+        if probe_command and frames is not None and frames < SHARP_PROBE_FRAMES:
+            print(
+                f"({frames} probe frames: what a probe reads less sharply, such as a velocity, comes out a few "
+                f"hundredths low and moves with the frames drawn; `{probe_command} --probe-steps {SHARP_PROBE_FRAMES}` "
+                "reads it on AtariARI's frame count)"
+            )
     took = (
         f"the demo that made it took {report.get('seconds', 0):.0f} s"
         if reused

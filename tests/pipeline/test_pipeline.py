@@ -22,7 +22,7 @@ from aime_rl.cli import explicit_settings, main, make_parser
 from aime_rl.evaluation import DEFAULT_REPRESENTATIONS, ProbeConfig
 from aime_rl.evaluation.representations import REPRESENTATIONS
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer, get_preset
-from aime_rl.pipeline import Options, RunConfig, commands, prepare
+from aime_rl.pipeline import Options, RunConfig, evaluate_stages, prepare
 from aime_rl.pipeline.config import KNOWN_REPRESENTATIONS, PROBE_REPRESENTATIONS
 from aime_rl.pipeline.lock import LOCK_NAME
 from aime_rl.replay import ReplayStore, ReplayWindowDataset
@@ -639,25 +639,57 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     assert {name: digest(run / name) for name in first} == first
     evaluate = ["evaluate", "--runs-dir", str(tmp_path), "--name", "demo-quick"]
     with monkeypatch.context() as patch:  # other defaults of the probe protocol: measured again
-        patch.setattr(commands, "ProbeConfig", functools.partial(ProbeConfig, ridge_selection="validation"))
+        patch.setattr(
+            evaluate_stages, "ProbeConfig", functools.partial(ProbeConfig, ridge_selection="validation")
+        )
         assert main(demo) == 0
         assert "(done: nothing it measures changed)" not in capsys.readouterr().out
     with monkeypatch.context() as patch:  # the probe code of another version: measured again
-        patch.setattr(commands, "PROTOCOL_VERSION", commands.PROTOCOL_VERSION + 1)
+        patch.setattr(evaluate_stages, "PROTOCOL_VERSION", evaluate_stages.PROTOCOL_VERSION + 1)
         assert main(demo) == 0
         assert "(done: nothing it measures changed)" not in capsys.readouterr().out
     assert main(demo) == 0 and capsys.readouterr().out.count("(done: nothing it measures changed)") == 0
     assert main(demo) == 0 and capsys.readouterr().out.count("(done: nothing it measures changed)") == 2
     assert main(evaluate) == 0  # rewrites report.json
     capsys.readouterr()
-    assert main(demo) == 0  # the report is no longer the demo's own: measured again
-    assert "(done: nothing it measures changed)" not in capsys.readouterr().out
-    assert main([*demo, "--eval-episodes", "3"]) == 0  # another setting of the evaluation: measured again
-    assert "(done: nothing it measures changed)" not in capsys.readouterr().out
+    assert (
+        main(demo) == 0
+    )  # the report is no longer the demo's own: evaluated again; the probe is still current
+    assert capsys.readouterr().out.count("(done: nothing it measures changed)") == 1
+    assert main([*demo, "--eval-episodes", "3"]) == 0  # another setting of the evaluation: evaluated again
+    assert capsys.readouterr().out.count("(done: nothing it measures changed)") == 1
     assert json.loads((run / "report.json").read_text())["episodes"] == 3
     psnr = json.loads((run / "report.json").read_text())["perception"]["tokenizer"]["psnr"]
     assert main([*demo, "--eval-episodes", "3", "--decoder-steps", "20"]) == 0  # a better decoder: reported
     assert json.loads((run / "report.json").read_text())["perception"]["tokenizer"]["psnr"] != psnr
+
+
+@pytest.mark.slow
+def test_a_demo_reports_a_larger_probe_made_since_without_making_it_again(tmp_path, capsys):
+    demo = ["demo", "--quick", "--logdir", str(tmp_path)]
+    assert main(demo) == 0
+    run = tmp_path / "demo-quick"
+    probe = ["probe", "--runs-dir", str(tmp_path), "--name", "demo-quick"]
+    assert main([*probe, "--probe-steps", "400"]) == 0  # what the summary offers: a probe of more frames
+    made = digest(run / "probe.json")
+    capsys.readouterr()
+    assert main(demo) == 0
+    out = capsys.readouterr().out
+    assert (
+        "probing what the context knows (400 random-policy frames) (done: nothing it measures changed)" in out
+    )
+    assert (
+        digest(run / "probe.json") == made
+        and json.loads((run / "probe.json").read_text())["num_frames"] == 400
+    )
+    assert "(400 probe frames: " in out  # the summary reads the larger probe
+    assert (
+        main([*probe, "--window", "3"]) == 0
+    )  # a probe of another window than the run's: not the demo's probe
+    capsys.readouterr()
+    assert main(demo) == 0
+    assert "(done: nothing it measures changed)" not in capsys.readouterr().out
+    assert json.loads((run / "probe.json").read_text())["metadata"]["window"] == 6
 
 
 @pytest.mark.slow
