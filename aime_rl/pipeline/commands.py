@@ -16,6 +16,7 @@ import json
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -287,47 +288,63 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     print(f"aime-rl demo: {config.env} with the {config.preset!r} preset → {run.path}", flush=True)
     steps = [
         (
+            "collect",
             f"collecting {config.collect_steps} random-policy steps",
             lambda: collect(config, run, progress=progress),
         ),
         (
+            "tokenizer",
             f"training the tokenizer ({config.tokenizer_steps} steps"
             + (f", then {config.decoder_steps} of its decoder alone)" if config.decoder_steps else ")"),
             lambda: train_tokenizer_stage(config, run),
         ),
         (
+            "context model",
             f"training the context model ({config.context_steps} steps)",
             lambda: train_context_stage(config, run),
         ),
         (
+            "agent",
             f"training {config.algo.upper()} on the context for {config.agent_steps} steps",
             lambda: train_agent_stage(config, run, progress=progress),
         ),
         (
+            "probe",
             f"probing what the context knows ({config.probe_steps} random-policy frames)",
             lambda: probe(config, run, progress=progress, verbose=False),
         ),
-        (f"evaluating on {config.eval_episodes} episodes", lambda: evaluate(config, run, progress=progress)),
+        (
+            "evaluation",
+            f"evaluating on {config.eval_episodes} episodes",
+            lambda: evaluate(config, run, progress=progress),
+        ),
     ]
+    seconds: dict[str, float] = {}  # each stage's time in this demo (a stage already done takes a moment)
+
+    def run_step(i: int, label: str, what: str, stage: Callable[[], Any], skip: bool = False) -> Any:
+        print(
+            f"[{i}/{len(steps)}] {what}{' (done: nothing it measures changed)' if skip else ''}", flush=True
+        )
+        began = time.time()
+        result = None if skip else stage()
+        seconds[label] = round(time.time() - began, 1)
+        return result
+
     measured = len(steps) - 2  # the probe and the evaluation measure what the stages before them made
-    for i, (what, stage) in enumerate(steps[:measured], 1):
-        print(f"[{i}/{len(steps)}] {what}", flush=True)
-        report = stage()
+    for i, step in enumerate(steps[:measured], 1):
+        report = run_step(i, *step)
     inputs = measurement_inputs(config, run)
     cached = cached_report(run, inputs)
     # a probe made since (`aime-rl probe`, e.g. on more frames) of these weights and settings is not made again
     done = [cached is not None or probe_is_current(config, run), cached is not None]
-    for i, ((what, stage), skip) in enumerate(zip(steps[measured:], done, strict=True), measured + 1):
-        print(
-            f"[{i}/{len(steps)}] {what}{' (done: nothing it measures changed)' if skip else ''}", flush=True
-        )
-        if not skip:
-            report = stage()
+    for i, (step, skip) in enumerate(zip(steps[measured:], done, strict=True), measured + 1):
+        report = run_step(i, *step, skip=skip) or report
     if cached is not None:
         print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"))
         return cached
     report["probe"] = probe_summary(run.path / "probe.json")
     report["seconds"] = round(time.time() - start, 1)
+    report["stage_seconds"] = seconds
     write_report(run.path, report)
     record = {"report": file_sha256(run.path / "report.json"), "probe": file_sha256(run.path / "probe.json")}
     run.write_manifest("evaluate", {"status": "done", "inputs": inputs, "outputs": record})

@@ -34,7 +34,9 @@ def report_lines(name: str, report: dict[str, Any]) -> list[str]:
         f"{steps.get('agent')} env steps with a window of {report.get('window')} frames; "
         f"{report['episodes']} evaluation episodes"
         + f"; evaluation took {report.get('evaluation_seconds', 0):.0f} s"
-        + (f", the whole run {report['seconds']:.0f} s." if "seconds" in report else "."),
+        + (
+            f", the whole run {report['seconds']:.0f} s{stage_times(report)}." if "seconds" in report else "."
+        ),
         "",
         "| metric | value |",
         "|---|---|",
@@ -48,6 +50,12 @@ def report_lines(name: str, report: dict[str, Any]) -> list[str]:
     if report.get("probe"):
         lines += ["", "## What the context knows (state probes, probe.md)", "", *probe_table(report["probe"])]
     return lines
+
+
+def stage_times(report: dict[str, Any]) -> str:
+    """``": collect 2 s, tokenizer 18 s, …"``: where the demo's time went (empty for a report without them)."""
+    seconds = report.get("stage_seconds") or {}
+    return (": " + ", ".join(f"{stage} {value:.0f} s" for stage, value in seconds.items())) if seconds else ""
 
 
 def probe_table(probe: dict[str, dict[str, float]]) -> list[str]:
@@ -138,14 +146,13 @@ def print_summary(
         frames = probe_frames(run_dir)
         if probe_command and frames is not None and frames < SHARP_PROBE_FRAMES:
             print(
-                f"({frames} probe frames: what a probe reads less sharply, such as a velocity, comes out a few "
-                f"hundredths low and moves with the frames drawn; `{probe_command} --probe-steps {SHARP_PROBE_FRAMES}` "
-                "reads it on AtariARI's frame count)"
+                f"({frames} probe frames: a variable read less sharply, such as a velocity, comes out a few "
+                f"hundredths low; `{probe_command} --probe-steps {SHARP_PROBE_FRAMES}` probes AtariARI's frame count)"
             )
     took = (
         f"the demo that made it took {report.get('seconds', 0):.0f} s"
         if reused
         else f"{report.get('seconds', 0):.0f} s"
     )
-    print(f"report: {run_dir / 'report.md'}   ({took})")
+    print(f"report: {run_dir / 'report.md'}   ({took}{stage_times(report)})")
     print(f"TensorBoard: tensorboard --logdir {run_dir}")

@@ -38,3 +38,9 @@ def test_a_probe_of_few_frames_offers_the_command_of_a_larger_one(tmp_path, caps
 def test_no_offer_for_a_probe_of_atariari_size_or_an_unreadable_one(tmp_path, capsys, frames):
     out = summary(tmp_path, capsys, frames)
     assert "| context |" in out and "--probe-steps" not in out
+
+
+def test_the_summary_says_where_the_demos_time_went(tmp_path, capsys):
+    report = {**REPORT, "stage_seconds": {"collect": 1.6, "tokenizer": 18.2, "context model": 48.0}}
+    print_summary(tmp_path, report)
+    assert "(100 s: collect 2 s, tokenizer 18 s, context model 48 s)" in capsys.readouterr().out
