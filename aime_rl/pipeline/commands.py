@@ -35,8 +35,8 @@ from .stages import (
     collect,
     evaluate,
     probe,
+    probe_inputs,
     probe_is_current,
-    probe_protocol,
     probe_summary,
     require_done,
     seed_everything,
@@ -44,7 +44,6 @@ from .stages import (
     train_context_stage,
     train_tokenizer_stage,
     train_world_model_stage,
-    world_model_dir,
 )
 
 COMMAND_STAGE = {
@@ -353,25 +352,14 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
 
 
 def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
-    """What the demo's probe and evaluation depend on: the weights they measure and the settings they use."""
-    world_model = world_model_dir(run) / "model.safetensors"
+    """What the demo's probe and evaluation depend on: the weights they measure and the settings they use (the
+    probe's, :func:`~aime_rl.pipeline.stages.probe_inputs`, and the evaluation's)."""
+    probed = probe_inputs(config, run)
     return {
+        **probed,
         "tokenizer": weights_fingerprint(run.path / "tokenizer" / "model"),  # its decoder: the summary's PSNR
-        "model": weights_fingerprint(run.path / "model"),
         "agent": file_sha256(run.path / "agent" / "agent.zip"),
-        "world_model": file_sha256(world_model) if world_model.is_file() else None,
-        "settings": {
-            key: getattr(config, key)
-            for key in (
-                "seed",
-                "eval_episodes",
-                "probe_steps",
-                "probe_episode_steps",
-                "probe_representations",
-                "device",
-            )
-        },
-        "probe_protocol": probe_protocol(),
+        "settings": {**probed["settings"], "eval_episodes": config.eval_episodes},
     }
 
 
