@@ -615,7 +615,7 @@ def test_deterministic_runs_give_identical_reports(tmp_path):
             main(["demo", "--runs-dir", str(tmp_path), "--name", name, *flags, "--eval-episodes", "2"]) == 0
         )
         report = json.loads((run / "report.json").read_text())
-        for timing in ("seconds", "evaluation_seconds", "name"):
+        for timing in ("seconds", "evaluation_seconds", "stage_seconds", "name"):
             report.pop(timing)
         reports.append(report)
     assert reports[0] == reports[1]
