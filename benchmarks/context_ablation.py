@@ -128,6 +128,8 @@ VARIANTS: dict[str, dict] = {
     "iter2": {"encoder_iterations": 2},
     "no-motion+iter2": {"motion_attention_bias": 0.0, "encoder_iterations": 2},
     "no-motion+xheads8": {"motion_attention_bias": 0.0, "num_cross_attention_heads": 8},
+    "latents4": {"num_latents": 4},
+    "latents8": {"num_latents": 8},
     "latents32": {"num_latents": 32},
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
@@ -162,6 +164,12 @@ VARIANTS: dict[str, dict] = {
         "contrastive_weight": 1.0,
     },
     "contrastive1+change1": {"contrastive_weight": 1.0, "change_weight": 1.0},
+    # a linear map of frame t's context predicts how the context changes by frame t + h (h in the tuple; the change
+    # detached, each channel over its variance): the context must hold, linearly, what moves it — the velocities
+    # (the contrastive term's weight and slot carry it)
+    "dynamics1": {"contrastive_weight": 1.0, "_linear_dynamics": (1,)},
+    "dynamics0.3": {"contrastive_weight": 0.3, "_linear_dynamics": (1,)},
+    "dynamics1-h12": {"contrastive_weight": 1.0, "_linear_dynamics": (1, 2)},
     "marks": {"mark_changes": True},
     "downsample4+marks": {"downsample": 4, "mark_changes": True},
     "downsample4+stability1+marks": {
@@ -282,6 +290,7 @@ def build(
     reconstruct_changes = overrides.pop("_reconstruct_changes", False)
     reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
     linear_tokens = overrides.pop("_linear_tokens", None)
+    linear_dynamics = overrides.pop("_linear_dynamics", None)
     local_keys_zero = overrides.pop("_local_keys_zero", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
     if overrides.pop("_train_tokenizer", False):
@@ -345,6 +354,8 @@ def build(
         )
     if linear_tokens is not None:
         attach_linear_token_readout(model, tuple(linear_tokens))
+    if linear_dynamics is not None:
+        attach_linear_dynamics(model, tuple(linear_dynamics))
     if local_keys_std is not None:
         with torch.no_grad():
             model.predictor.local_motion_keys.weight.normal_(0.0, local_keys_std)
@@ -383,6 +394,28 @@ class LinearTokenReadout(torch.nn.Module):
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         cells = self.project(context).view(*context.shape[:-1], *self.shape)
         return torch.einsum("...hwgc,gkc->...hwgk", cells, self.codes) + self.bias
+
+
+def attach_linear_dynamics(model: CausalPerceiverIO, horizons: tuple[int, ...]) -> None:
+    """Replace the contrastive term (its weight is the variant's) by a linear map per horizon h of frame t's context
+    ``[B, T, D]`` (LayerNorm's output, before whitening) to its change by frame t + h, the change detached and each
+    channel over its variance in the batch (1: no better than the mean change)."""
+    predictor = model.predictor
+    width = predictor.num_latent_channels
+    predictor.dynamics_maps = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in horizons)
+
+    def loss(context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        terms = []
+        for h, linear in zip(horizons, predictor.dynamics_maps, strict=True):
+            if context.shape[1] <= h:
+                continue
+            now = context[:, :-h]
+            change = (context[:, h:] - now).detach()
+            variance = (change - change.mean((0, 1))).square().mean((0, 1)).clamp_min(1e-6)
+            terms.append(((linear(now) - change).square() / variance).mean())
+        return torch.stack(terms).mean() if terms else context.new_zeros(())
+
+    object.__setattr__(predictor, "_contrastive_loss", loss)
 
 
 def attach_linear_token_readout(model: CausalPerceiverIO, horizons: tuple[int, ...]) -> None:
