@@ -18,6 +18,7 @@ DEMO_PREDICTOR_KWARGS = {
     "local_motion_frames": 3,
     "local_motion_context": True,
     "local_motion_horizon": 3,
+    "num_latents": 8,
 }
 ATARI_PREDICTOR_KWARGS = {
     "motion_attention_bias": 0.0,
