@@ -130,6 +130,7 @@ VARIANTS: dict[str, dict] = {
     "no-motion+xheads8": {"motion_attention_bias": 0.0, "num_cross_attention_heads": 8},
     "latents4": {"num_latents": 4},
     "latents8": {"num_latents": 8},
+    "latents16": {"num_latents": 16},  # the "small" preset's, against a run of the demo's recipe (8)
     "latents32": {"num_latents": 32},
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
