@@ -7,7 +7,7 @@ frozen features, and report weighted F1 (R² for continuous variables) averaged 
 categories.
 
 - :mod:`.labels`: :func:`collect_labelled` → :class:`LabelledFrames`; :func:`catch_labels`,
-  :func:`catch_landing_labels`, :func:`atari_ram_labels`.
+  :func:`catch_landing_labels`, :func:`cartpole_labels`, :func:`atari_ram_labels`.
 - :mod:`.atari_ram`: the RAM annotation table (data) and the paper's categories.
 - :mod:`.representations`: frames → features (the streamed context, VRNN beliefs, baselines).
 - :mod:`.labelled_frames`: :class:`LabelledFrames` and :class:`VariableInfo`, the data the probes read.
@@ -23,6 +23,7 @@ from .labels import (
     RamLabels,
     VariableInfo,
     atari_ram_labels,
+    cartpole_labels,
     catch_labels,
     catch_landing_labels,
     collect_labelled,
@@ -74,6 +75,7 @@ __all__ = [
     "VariableInfo",
     "VariableResult",
     "atari_ram_labels",
+    "cartpole_labels",
     "catch_labels",
     "catch_landing_labels",
     "category_scores",

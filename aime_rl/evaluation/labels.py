@@ -11,7 +11,7 @@ and records, for every frame it sees (the reset frame and each step's frame, ter
   the last frame of an episode, where no action was taken, holds 0).
 
 Labelling functions: :func:`catch_labels` (Catch's true state: continuous, scored by R²; :func:`catch_landing_labels`
-adds the column where the ball will land) and
+adds the column where the ball will land), :func:`cartpole_labels` (CartPole's four state variables, continuous) and
 :func:`atari_ram_labels` (RAM bytes of an annotated ALE game, read with ``env.unwrapped.ale.getRAM()``: discrete,
 256 classes, scored by weighted F1). Any callable ``label_fn(env, obs, info) -> dict`` works; it may carry a
 ``variables`` attribute (``{name: VariableInfo}``) saying what each label is, otherwise integer/bool labels are
@@ -30,6 +30,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from aime_rl.envs.catch import STATE_FIELDS, CatchEnv
 from aime_rl.wrappers.preprocessing import frame_source_for, to_model_frames
@@ -49,6 +50,7 @@ __all__ = [
     "RamLabels",
     "VariableInfo",
     "atari_ram_labels",
+    "cartpole_labels",
     "catch_labels",
     "catch_landing_labels",
     "collect_labelled",
@@ -104,6 +106,35 @@ def catch_landing_labels(env: gym.Env, obs: Any = None, info: dict | None = None
 catch_landing_labels.variables = {  # type: ignore[attr-defined]
     **catch_labels.variables,
     "landing_x": VariableInfo("continuous", ("small_object_localization",)),
+}
+
+
+#: CartPole's state variables, in the order of ``CartPoleEnv.state``.
+CARTPOLE_FIELDS = ("cart_x", "cart_velocity", "pole_angle", "pole_angular_velocity")
+
+
+def cartpole_labels(env: gym.Env, obs: Any = None, info: dict | None = None) -> dict[str, float]:
+    """CartPole's true state (a ``label_fn``): ``cart_x`` (metres from the centre), ``cart_velocity`` (m/s),
+    ``pole_angle`` (radians from upright), ``pole_angular_velocity`` (rad/s), the four floats of
+    ``CartPoleEnv.state`` — what the ``cartpole_pixels`` preset's frames show.
+
+    Continuous: probed by ridge regression, scored by R². The cart and its pole are the agent: positions are
+    ``agent_localization``, velocities ``agent_velocity``. Raises ``ValueError`` when ``env`` is not (a wrapper of)
+    Gymnasium's ``CartPoleEnv``.
+    """
+    cartpole = env.unwrapped
+    if not isinstance(cartpole, CartPoleEnv):
+        raise ValueError(f"cartpole_labels needs a CartPoleEnv (CartPole-v1), got {type(cartpole).__name__}")
+    if cartpole.state is None:
+        raise ValueError("cartpole_labels: the CartPoleEnv has no state yet (call reset first)")
+    return {name: float(value) for name, value in zip(CARTPOLE_FIELDS, cartpole.state, strict=True)}
+
+
+cartpole_labels.variables = {  # type: ignore[attr-defined]
+    "cart_x": VariableInfo("continuous", ("agent_localization",)),
+    "cart_velocity": VariableInfo("continuous", ("agent_velocity",)),
+    "pole_angle": VariableInfo("continuous", ("agent_localization",)),
+    "pole_angular_velocity": VariableInfo("continuous", ("agent_velocity",)),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
+from gymnasium.envs.classic_control.cartpole import CartPoleEnv
 
 from aime_rl.envs.catch import CatchEnv
 from aime_rl.perception import CausalPerceiverIO
@@ -25,6 +26,7 @@ from .labels import (
     LabelFn,
     LabelledFrames,
     atari_ram_labels,
+    cartpole_labels,
     catch_labels,
     collect_labelled,
     env_id_of,
@@ -41,12 +43,15 @@ DEFAULT_REPRESENTATIONS = ("context", "untrained", "random_cnn", "pixels", "fram
 
 
 def default_label_fn(env: gym.Env) -> LabelFn:
-    """The labels an env has without being told: Catch's true state, or the RAM bytes of an annotated ALE game.
+    """The labels an env has without being told: Catch's or CartPole's true state, or the RAM bytes of an annotated
+    ALE game.
 
     Raises ``ValueError`` for any other env (pass ``label_fn``).
     """
     if isinstance(env.unwrapped, CatchEnv):
         return catch_labels
+    if isinstance(env.unwrapped, CartPoleEnv):
+        return cartpole_labels
     env_id = env_id_of(env)
     game = game_name(env_id)
     if game is None and hasattr(env.unwrapped, "ale"):
@@ -55,7 +60,7 @@ def default_label_fn(env: gym.Env) -> LabelFn:
         return atari_ram_labels(game)
     raise ValueError(
         f"no default labels for env {env_id or type(env.unwrapped).__name__}: pass label_fn(env, obs, info) -> dict "
-        "(defaults exist for aime_rl/Catch-v0 and ALE games with RAM annotations)"
+        "(defaults exist for aime_rl/Catch-v0, CartPole-v1 and ALE games with RAM annotations)"
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..replay import ReplayStore, VecRecordFrames
 from .config import RunConfig
-from .environment import env_spec, make_venv
+from .environment import make_venv
 from .progress import Progress
 from .rundir import RunDir, replay_fingerprint
 from .stage_common import open_replay_dir, say
@@ -53,12 +53,11 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     run.write_manifest(
         "collect", {**manifest, "status": "running", "sessions": session + 1, "target": config.collect_steps}
     )
-    venv = make_venv(config, config.num_envs, seed)
-    spec = env_spec(config.env)
+    venv = make_venv(config, config.num_envs, seed)  # observes frames, rendered ones included
     size = (*config.frame_shape, 3)
     # Episode keys follow (seed, session): the held-out split (a hash of the key) is the same in every rerun.
     store = ReplayStore(replay_dir, frame_shape=size, writer_token=f"s{config.seed}_c{session}")
-    recorder = VecRecordFrames(venv, store, frame_source=spec.frame_source)
+    recorder = VecRecordFrames(venv, store, frame_source="observation")
     obs = recorder.reset()
     venv.action_space.seed(seed)
     steps = max((config.collect_steps - have) // config.num_envs, 1)

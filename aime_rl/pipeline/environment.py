@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import gymnasium as gym
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
@@ -29,9 +32,22 @@ def check_env(config: RunConfig, algo: str | None = None) -> None:
 
 def make_venv(config: RunConfig, n_envs: int, seed: int, training: bool = True) -> VecEnv:
     """``n_envs`` copies of the run's env (sub-env i seeded ``seed + i``, SB3 ``Monitor`` for episode statistics);
-    ``training=False`` for evaluation (whole games even where training ends episodes at a life loss)."""
+    ``training=False`` for evaluation (whole games even where training ends episodes at a life loss).
+
+    Its observations are always uint8 ``[H, W, 3]`` frames: an env whose frames come from ``render()``
+    (``cartpole_pixels``) observes its rendered frame, so that the last frame of each episode reaches the replay and
+    the context stream as ``infos[i]["terminal_observation"]`` (``get_images()`` after SB3's autoreset would show
+    the next episode's first frame instead)."""
     spec = env_spec(config.env)
-    return DummyVecEnv([make_env_fn(spec, i, seed, training=training, monitor=True) for i in range(n_envs)])
+    factories = [make_env_fn(spec, i, seed, training=training, monitor=True) for i in range(n_envs)]
+    if spec.frame_source == "render":
+        factories = [functools.partial(observe_rendered_frames, factory) for factory in factories]
+    return DummyVecEnv(factories)
+
+
+def observe_rendered_frames(make: Callable[[], gym.Env]) -> gym.Env:
+    """The env ``make()`` returns, observing ``env.render()`` (``render_mode="rgb_array"``) instead of its state."""
+    return gym.wrappers.AddRenderObservation(make(), render_only=True)
 
 
 def make_single_env(config: RunConfig, training: bool = False) -> gym.Env:

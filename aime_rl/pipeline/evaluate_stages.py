@@ -238,8 +238,8 @@ def labelled_probe_frames(config: RunConfig) -> LabelledFrames:
             label_fn = default_label_fn(env)
         except ValueError:
             raise ValueError(
-                f"aime-rl probe knows the true state of Catch and of the Atari games with RAM annotations "
-                f"(AtariARI), not of {config.env!r}"
+                f"aime-rl probe knows the true state of Catch, of CartPole and of the Atari games with RAM "
+                f"annotations (AtariARI), not of {config.env!r}"
             ) from None
         data = collect_labelled(
             env,

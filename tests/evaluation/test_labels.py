@@ -1,8 +1,10 @@
-"""Labelled frames: Catch's true state, Pong's RAM bytes, collection options, save/load."""
+"""Labelled frames: Catch's and CartPole's true state, Pong's RAM bytes, collection options, save/load."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
+import pytest
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.envs.catch import BALL_RGB, PADDLE_RGB
@@ -10,6 +12,7 @@ from aime_rl.evaluation import (
     LabelledFrames,
     VariableInfo,
     atari_ram_labels,
+    cartpole_labels,
     catch_labels,
     catch_landing_labels,
     collect_labelled,
@@ -52,6 +55,31 @@ def test_catch_landing_column_is_where_each_ball_lands():
         assert np.allclose(data.labels["landing_x"][rows], landed_at, atol=1e-6)
         bounced += np.any(np.diff(np.sign(data.labels["ball_vx"][rows])) != 0)
     assert bounced >= 1  # the unfolding of wall bounces was exercised
+
+
+def test_cartpole_labels_are_the_state_each_rendered_frame_shows():
+    data = collect_labelled(
+        lambda: gym.make("CartPole-v1", render_mode="rgb_array"), cartpole_labels, 60, seed=1
+    )
+    assert set(data.labels) == {"cart_x", "cart_velocity", "pole_angle", "pole_angular_velocity"}
+    assert all(info.kind == "continuous" for info in data.variables.values())
+    assert data.variables["cart_x"].categories == ("agent_localization",)
+    assert data.num_episodes >= 2
+    pixels_per_metre, centre = 600 / 4.8, 300  # the 600-pixel-wide render spans x in [-2.4, 2.4]
+    for i in range(len(data)):
+        black = np.all(data.frames[i] == 0, axis=-1)  # the cart, and the track line across the whole width
+        cart_rows = (black.sum(axis=1) > 0) & (black.sum(axis=1) < black.shape[1])
+        cart_column = np.nonzero(black[cart_rows])[1].mean()
+        assert abs(cart_column - (data.labels["cart_x"][i] * pixels_per_metre + centre)) <= 1.25
+    # consecutive labels follow CartPole's Euler step (x += 0.02 * x_dot): label i is the state after step i
+    nxt = np.flatnonzero(~data.episode_starts()[1:])
+    x, v = data.labels["cart_x"], data.labels["cart_velocity"]
+    assert np.allclose(x[nxt + 1], x[nxt] + 0.02 * v[nxt], atol=1e-5)
+
+
+def test_cartpole_labels_refuse_another_env():
+    with pytest.raises(ValueError, match="CartPoleEnv"):
+        cartpole_labels(short_catch())
 
 
 def test_pong_ram_labels_read_the_right_bytes(pong_data):

@@ -11,6 +11,7 @@ from aime_rl.evaluation import (
     PAPER_REFERENCE,
     ProbeConfig,
     ProbeReport,
+    cartpole_labels,
     catch_labels,
     default_label_fn,
     probe_model,
@@ -23,8 +24,9 @@ def test_default_labels_by_env():
     env = pong()
     assert default_label_fn(env).game == "pong"
     env.close()
+    assert default_label_fn(gym.make("CartPole-v1")) is cartpole_labels
     with pytest.raises(ValueError, match="label_fn"):
-        default_label_fn(gym.make("CartPole-v1"))
+        default_label_fn(gym.make("Pendulum-v1"))
 
 
 def test_probe_model_on_catch(model_dir, vrnn, tmp_path):
