@@ -27,6 +27,7 @@ ATARI_PREDICTOR_KWARGS = {
     "local_motion_frames": 0,
     "local_motion_context": False,
     "local_motion_horizon": 1,
+    "num_latents": 16,
 }
 
 
