@@ -44,6 +44,7 @@ from .stages import (
     train_context_stage,
     train_tokenizer_stage,
     train_world_model_stage,
+    unknown_state,
 )
 
 COMMAND_STAGE = {
@@ -282,7 +283,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     """collect → tokenizer → context model → agent → probe → evaluate, then a summary (with what the context
     knows of the env's state, beside the baselines). A stage already done is skipped; so are the probe and the
     evaluation when the weights and the settings they measure are those of the last demo's report (the summary is
-    then that report's)."""
+    then that report's), and the probe when ``aime-rl probe`` knows no true state of the env (it says so)."""
     start = time.time()
     print(f"aime-rl demo: {config.env} with the {config.preset!r} preset → {run.path}", flush=True)
     steps = [
@@ -320,10 +321,9 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     ]
     seconds: dict[str, float] = {}  # each stage's time in this demo (a stage already done takes a moment)
 
-    def run_step(i: int, label: str, what: str, stage: Callable[[], Any], skip: bool = False) -> Any:
-        print(
-            f"[{i}/{len(steps)}] {what}{' (done: nothing it measures changed)' if skip else ''}", flush=True
-        )
+    def run_step(i: int, label: str, what: str, stage: Callable[[], Any], skip: str | None = None) -> Any:
+        """Run one stage, or say why it is skipped (``skip``)."""
+        print(f"[{i}/{len(steps)}] {what}{f' ({skip})' if skip else ''}", flush=True)
         began = time.time()
         result = None if skip else stage()
         seconds[label] = round(time.time() - began, 1)
@@ -334,18 +334,28 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         report = run_step(i, *step)
     inputs = measurement_inputs(config, run)
     cached = cached_report(run, inputs)
+    unchanged = "done: nothing it measures changed"
     # a probe made since (`aime-rl probe`, e.g. on more frames) of these weights and settings is not made again
-    done = [cached is not None or probe_is_current(config, run), cached is not None]
-    for i, (step, skip) in enumerate(zip(steps[measured:], done, strict=True), measured + 1):
+    probe_skip = unchanged if cached is not None or probe_is_current(config, run) else None
+    no_state = unknown_state(config)
+    if probe_skip is None and no_state is not None:
+        probe_skip = f"skipped: {no_state}"
+    skips = [probe_skip, unchanged if cached is not None else None]
+    for i, (step, skip) in enumerate(zip(steps[measured:], skips, strict=True), measured + 1):
         report = run_step(i, *step, skip=skip) or report
     if cached is not None:
         print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"))
         return cached
-    report["probe"] = probe_summary(run.path / "probe.json")
+    probed = run.path / "probe.json"
+    report["probe"] = probe_summary(probed)
+    if no_state is not None and not probed.is_file():
+        report["probe_skipped"] = no_state
     report["seconds"] = round(time.time() - start, 1)
     report["stage_seconds"] = seconds
     write_report(run.path, report)
-    record = {"report": file_sha256(run.path / "report.json"), "probe": file_sha256(run.path / "probe.json")}
+    record = {"report": file_sha256(run.path / "report.json")}
+    if probed.is_file():
+        record["probe"] = file_sha256(probed)
     run.write_manifest("evaluate", {"status": "done", "inputs": inputs, "outputs": record})
     print_summary(run.path, report, probe_command=run.command_line("probe"))
     return report
@@ -369,7 +379,10 @@ def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:
     demo prints its summary again instead of measuring the same thing twice; None otherwise."""
     manifest = run.manifest("evaluate") or {}
     outputs = manifest.get("outputs", {})
-    files = {name: run.path / f"{name}.json" for name in ("report", "probe")}
+    # the probe's file where the demo made one (an env without a known state has none)
+    files = {
+        name: run.path / f"{name}.json" for name in ("report", "probe") if name == "report" or name in outputs
+    }
     if manifest.get("inputs") != inputs or not all(path.is_file() for path in files.values()):
         return None
     if any(outputs.get(name) != file_sha256(path) for name, path in files.items()):

@@ -49,6 +49,8 @@ def report_lines(name: str, report: dict[str, Any]) -> list[str]:
     lines += ["", *verdicts(report)]
     if report.get("probe"):
         lines += ["", "## What the context knows (state probes, probe.md)", "", *probe_table(report["probe"])]
+    elif report.get("probe_skipped"):
+        lines += ["", "## What the context knows", "", f"Not probed: {report['probe_skipped']}."]
     return lines
 
 
@@ -149,6 +151,8 @@ def print_summary(
                 f"({frames} probe frames: a variable read less sharply, such as a velocity, comes out a few "
                 f"hundredths low; `{probe_command} --probe-steps {SHARP_PROBE_FRAMES}` probes AtariARI's frame count)"
             )
+    elif report.get("probe_skipped"):
+        print(f"what the context knows: not probed ({report['probe_skipped']})")
     took = (
         f"the demo that made it took {report.get('seconds', 0):.0f} s"
         if reused

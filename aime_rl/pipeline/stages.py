@@ -37,6 +37,7 @@ from .evaluate_stages import (
     probe_protocol,
     probe_representations,
     probe_summary,
+    unknown_state,
 )
 from .model_stages import (
     format_context_metrics,
@@ -93,5 +94,6 @@ __all__ = [
     "train_tokenizer_stage",
     "train_world_model_stage",
     "trainer_config",
+    "unknown_state",
     "world_model_dir",
 ]

@@ -77,9 +77,11 @@ def test_cartpole_labels_are_the_state_each_rendered_frame_shows():
     assert np.allclose(x[nxt + 1], x[nxt] + 0.02 * v[nxt], atol=1e-5)
 
 
-def test_cartpole_labels_refuse_another_env():
+def test_cartpole_labels_refuse_another_env_and_one_not_reset():
     with pytest.raises(ValueError, match="CartPoleEnv"):
         cartpole_labels(short_catch())
+    with pytest.raises(ValueError, match="reset"):
+        cartpole_labels(gym.make("CartPole-v1"))
 
 
 def test_pong_ram_labels_read_the_right_bytes(pong_data):

@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -277,6 +278,57 @@ def test_a_first_demo_that_fails_late_keeps_what_it_trained(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train-tokenizer: already trained" in out and "train-agent: already trained" in out
     assert digest(run / "tokenizer" / "model" / "model.safetensors") == tokenizer
+
+
+class SlidingSquare(gym.Env):
+    """A 32×32 image env that no probe knows the true state of: a white square the actions move left or right."""
+
+    observation_space = gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x, self.t = int(self.np_random.integers(0, 28)), 0
+        return self.frame(), {}
+
+    def step(self, action):
+        self.x, self.t = int(np.clip(self.x + (1 if action else -1), 0, 28)), self.t + 1
+        return self.frame(), float(self.x > 14), self.t >= 12, False, {}
+
+    def frame(self) -> np.ndarray:
+        frame = np.zeros((32, 32, 3), np.uint8)
+        frame[14:18, self.x : self.x + 4] = 255
+        return frame
+
+
+@pytest.fixture
+def unlabelled_env():
+    """The id of :class:`SlidingSquare`, registered for the test."""
+    env_id = "AimeRlTest/SlidingSquare-v0"
+    gym.register(env_id, entry_point=SlidingSquare)
+    yield env_id
+    gym.registry.pop(env_id)
+
+
+def test_a_demo_on_an_env_of_unknown_state_runs_every_stage_but_the_probe(tmp_path, capsys, unlabelled_env):
+    run = tmp_path / "square"
+    flags = [*TINY, *TRAIN, "--tokenizer-steps", "2", "--context-steps", "2", *AGENT, "--eval-episodes", "2"]
+    assert cli(run, "demo", "--env", unlabelled_env, *flags) == 0
+    out = capsys.readouterr().out
+    assert "(skipped: aime-rl probe knows the true state of Catch, of CartPole and of the Atari games" in out
+    assert f"not of {unlabelled_env!r})" in out
+    summary = out.split("== aime-rl demo summary ==")[1]
+    assert "what the context knows: not probed (aime-rl probe knows the true state of Catch" in summary
+    report = json.loads((run / "report.json").read_text())
+    assert (
+        report["probe"] == {}
+        and "agent_return_mean" in report
+        and "Not probed" in (run / "report.md").read_text()
+    )
+    assert not (run / "probe.json").exists()
+    assert cli(run, "demo") == 0  # a rerun reports the demo it made, measuring nothing again
+    assert capsys.readouterr().out.count("(done: nothing it measures changed)") == 2
+    assert cli(run, "probe") == 2  # asked for explicitly, the probe says why it cannot
 
 
 def test_a_new_run_whose_command_fails_before_any_stage_is_removed(tmp_path):
