@@ -337,8 +337,8 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     unchanged = "done: nothing it measures changed"
     # a probe made since (`aime-rl probe`, e.g. on more frames) of these weights and settings is not made again
     probe_skip = unchanged if cached is not None or probe_is_current(config, run) else None
-    no_state = unknown_state(config)
-    if probe_skip is None and no_state is not None:
+    no_state = None if probe_skip is not None else unknown_state(config)
+    if no_state is not None:
         probe_skip = f"skipped: {no_state}"
     skips = [probe_skip, unchanged if cached is not None else None]
     for i, (step, skip) in enumerate(zip(steps[measured:], skips, strict=True), measured + 1):
@@ -348,7 +348,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         return cached
     probed = run.path / "probe.json"
     report["probe"] = probe_summary(probed)
-    if no_state is not None and not probed.is_file():
+    if no_state is not None:
         report["probe_skipped"] = no_state
     report["seconds"] = round(time.time() - start, 1)
     report["stage_seconds"] = seconds
