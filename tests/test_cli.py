@@ -151,6 +151,7 @@ def test_the_atari_recipe_is_a_shipped_experiment(tmp_path):
     config = prepare("collect", explicit, Options())[0]
     assert config.env == "pong" and config.frame_shape == (96, 80)
     assert (config.collect_steps, config.tokenizer_steps, config.context_steps) == (12000, 1200, 300)
+    assert config.decoder_steps == 400  # not the demo's 800, which it is laid over
     assert config.predictor_kwargs == ATARI_PREDICTOR_KWARGS
     assert config.preset == "small"  # what the recipe does not set comes from the built-in experiment
 
@@ -171,7 +172,7 @@ def test_a_new_atari_run_starts_from_the_atari_recipe(tmp_path):
 def test_a_catch_run_keeps_the_demo_settings(tmp_path):
     config = new_run_settings(tmp_path, "--env", "catch")
     assert config.frame_shape == (32, 32) and config.predictor_kwargs == DEMO_PREDICTOR_KWARGS
-    assert config.tokenizer_steps == 600
+    assert (config.tokenizer_steps, config.decoder_steps) == (600, 800)
 
 
 def test_a_frame_size_flag_under_the_atari_recipe_means_square_frames(tmp_path):
