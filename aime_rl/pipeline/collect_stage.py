@@ -18,7 +18,8 @@ COLLECT_SESSION_SEED_STRIDE = 100_003  # each collect session (a top-up) gets en
 
 
 def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool = True) -> dict[str, Any]:
-    """Top the replay up to ``collect_steps`` env steps with a random policy (or an SB3 ``policy``).
+    """Top the replay up to ``collect_steps`` env steps with a random policy (or an SB3 ``policy``, which sees the
+    env's frames, uint8 ``[num_envs, H, W, 3]``, rendered ones included).
 
     Each session (the first, or a rerun after a kill or with a larger target) uses env seeds that no earlier
     session used, so a rerun never records an episode twice.

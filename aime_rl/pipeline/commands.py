@@ -334,6 +334,8 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
         report = run_step(i, *step)
     inputs = measurement_inputs(config, run)
     cached = cached_report(run, inputs)
+    if cached is not None and cached.get("probe_skipped") and unknown_state(config) is None:
+        cached = None  # not probed then, and this version knows the env's state: measured now
     unchanged = "done: nothing it measures changed"
     # a probe made since (`aime-rl probe`, e.g. on more frames) of these weights and settings is not made again
     probe_skip = unchanged if cached is not None or probe_is_current(config, run) else None
@@ -375,8 +377,8 @@ def measurement_inputs(config: RunConfig, run: RunDir) -> dict[str, Any]:
 
 def cached_report(run: RunDir, inputs: dict[str, Any]) -> dict[str, Any] | None:
     """The report of an earlier demo on this run when it measured exactly ``inputs`` and its ``report.json`` and
-    ``probe.json`` are still the files it wrote (``stages/evaluate.json`` records both), so that a rerun of a finished
-    demo prints its summary again instead of measuring the same thing twice; None otherwise."""
+    ``probe.json`` (where it made one) are still the files it wrote (``stages/evaluate.json`` records both), so that a
+    rerun of a finished demo prints its summary again instead of measuring the same thing twice; None otherwise."""
     manifest = run.manifest("evaluate") or {}
     outputs = manifest.get("outputs", {})
     # the probe's file where the demo made one (an env without a known state has none)

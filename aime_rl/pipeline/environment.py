@@ -46,7 +46,9 @@ def make_venv(config: RunConfig, n_envs: int, seed: int, training: bool = True) 
 
 
 def observe_rendered_frames(make: Callable[[], gym.Env]) -> gym.Env:
-    """The env ``make()`` returns, observing ``env.render()`` (``render_mode="rgb_array"``) instead of its state."""
+    """The env ``make()`` returns, observing ``env.render()`` (``render_mode="rgb_array"``) instead of its state.
+
+    (The wrapper resets the env once, unseeded, to check its render; the vec env's own seeded reset comes after.)"""
     return gym.wrappers.AddRenderObservation(make(), render_only=True)
 
 

@@ -228,16 +228,20 @@ def probe_is_current(config: RunConfig, run: RunDir) -> bool:
     )
 
 
+def no_state_message(config: RunConfig) -> str:
+    return (
+        f"aime-rl probe knows the true state of Catch, of CartPole and of the Atari games with RAM annotations "
+        f"(AtariARI), not of {config.env!r}"
+    )
+
+
 def unknown_state(config: RunConfig) -> str | None:
     """Why ``aime-rl probe`` cannot probe the run's env — it knows no true state of it — or None when it can."""
     env = make_single_env(config)
     try:
         default_label_fn(env)
     except ValueError:
-        return (
-            f"aime-rl probe knows the true state of Catch, of CartPole and of the Atari games with RAM annotations "
-            f"(AtariARI), not of {config.env!r}"
-        )
+        return no_state_message(config)
     finally:
         env.close()
     return None
@@ -247,12 +251,12 @@ def labelled_probe_frames(config: RunConfig) -> LabelledFrames:
     """The probe's random-policy frames of the run's env with their true state; ``ValueError`` (naming the flags)
     for an env without known labels, or for frames of fewer episodes than the probe's split needs, before any
     representation is computed."""
-    reason = unknown_state(config)
-    if reason is not None:
-        raise ValueError(reason)
     env = make_single_env(config)
     try:
-        label_fn = default_label_fn(env)
+        try:
+            label_fn = default_label_fn(env)
+        except ValueError:
+            raise ValueError(no_state_message(config)) from None
         data = collect_labelled(
             env,
             label_fn,

@@ -12,10 +12,6 @@ from aime_rl.pipeline.collect_stage import collect
 from aime_rl.pipeline.environment import make_venv
 from aime_rl.replay import ReplayStore
 
-pytest.importorskip(
-    "pygame", reason="CartPole's rgb_array rendering needs pygame (gymnasium[classic-control])"
-)
-
 
 @pytest.fixture
 def cartpole_config(tmp_path) -> RunConfig:

@@ -331,6 +331,22 @@ def test_a_demo_on_an_env_of_unknown_state_runs_every_stage_but_the_probe(tmp_pa
     assert cli(run, "probe") == 2  # asked for explicitly, the probe says why it cannot
 
 
+def test_a_demo_not_probed_is_probed_once_its_env_has_labels(tmp_path, capsys, unlabelled_env, monkeypatch):
+    run = tmp_path / "square"
+    flags = [*TINY, *TRAIN, "--tokenizer-steps", "2", "--context-steps", "2", *AGENT, "--eval-episodes", "2"]
+    assert cli(run, "demo", "--env", unlabelled_env, *flags, "--probe-steps", "120") == 0
+    assert "what the context knows: not probed" in capsys.readouterr().out
+
+    def square_labels(env, obs=None, info=None):
+        return {"square_x": float(env.unwrapped.x)}
+
+    monkeypatch.setattr(evaluate_stages, "default_label_fn", lambda env: square_labels)  # a later version
+    assert cli(run, "demo") == 0
+    out = capsys.readouterr().out
+    assert "(done: nothing it measures changed)" not in out and "| square_x |" in out
+    assert json.loads((run / "report.json").read_text())["probe"]["context"]["square_x"] <= 1.0
+
+
 def test_a_new_run_whose_command_fails_before_any_stage_is_removed(tmp_path):
     assert cli(tmp_path / "new", "collect", "--frame-size", "33") == 2
     assert not (tmp_path / "new").exists()
