@@ -322,13 +322,17 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     seconds: dict[str, float] = {}  # each stage's time in this demo (a stage already done takes a moment)
 
     def run_step(i: int, label: str, what: str, stage: Callable[[], Any], skip: str | None = None) -> Any:
-        """Run one stage, or say why it is skipped (``skip``)."""
-        print(f"[{i}/{len(steps)}] {what}{f' ({skip})' if skip else ''}", flush=True)
+        """Run one stage, or say why it is not run (``skip``: its result is current, or it cannot run here)."""
+        if skip is None or skip == unchanged:
+            print(f"[{i}/{len(steps)}] {what}{f' ({skip})' if skip else ''}", flush=True)
+        else:
+            print(f"[{i}/{len(steps)}] {label} skipped: {skip}", flush=True)
         began = time.time()
         result = None if skip else stage()
         seconds[label] = round(time.time() - began, 1)
         return result
 
+    unchanged = "done: nothing it measures changed"
     measured = len(steps) - 2  # the probe and the evaluation measure what the stages before them made
     for i, step in enumerate(steps[:measured], 1):
         report = run_step(i, *step)
@@ -336,12 +340,11 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     cached = cached_report(run, inputs)
     if cached is not None and cached.get("probe_skipped") and unknown_state(config) is None:
         cached = None  # not probed then, and this version knows the env's state: measured now
-    unchanged = "done: nothing it measures changed"
     # a probe made since (`aime-rl probe`, e.g. on more frames) of these weights and settings is not made again
     probe_skip = unchanged if cached is not None or probe_is_current(config, run) else None
     no_state = None if probe_skip is not None else unknown_state(config)
     if no_state is not None:
-        probe_skip = f"skipped: {no_state}"
+        probe_skip = no_state
     skips = [probe_skip, unchanged if cached is not None else None]
     for i, (step, skip) in enumerate(zip(steps[measured:], skips, strict=True), measured + 1):
         report = run_step(i, *step, skip=skip) or report
