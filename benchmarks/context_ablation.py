@@ -131,6 +131,11 @@ VARIANTS: dict[str, dict] = {
     "latents4": {"num_latents": 4},
     "latents8": {"num_latents": 8},
     "latents16": {"num_latents": 16},  # the "small" preset's, against a run of the demo's recipe (8)
+    # the local motion head names each neighbourhood's tokens further ahead / its conv sees more steps (the demo's
+    # recipe: 3 and 3): a fall speed differs by a fraction of a pixel a step, which only a few steps resolve
+    "motion-ahead5": {"local_motion_horizon": 5},
+    "motion-frames5": {"local_motion_frames": 5},
+    "motion-frames5-ahead5": {"local_motion_frames": 5, "local_motion_horizon": 5},
     "latents32": {"num_latents": 32},
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
