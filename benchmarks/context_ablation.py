@@ -38,6 +38,7 @@ from aime_rl.envs import make_env
 from aime_rl.evaluation import catch_landing_labels, collect_labelled, default_label_fn, probe_model
 from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.perception.modules.local_motion import NEIGHBOURS, inside_neighbours, neighbourhoods
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
 from aime_rl.training.perception import train_context_model, train_tokenizer
@@ -136,6 +137,14 @@ VARIANTS: dict[str, dict] = {
     "motion-ahead5": {"local_motion_horizon": 5},
     "motion-frames5": {"local_motion_frames": 5},
     "motion-frames5-ahead5": {"local_motion_frames": 5, "local_motion_horizon": 5},
+    # the motion head's predictions also scored with a sense of distance: the code vectors they expect against the
+    # true ones (a ball predicted a pixel off costs less than one five off; cross-entropy scores both as wrong)
+    "motion-distance1": {"_motion_distance": 1.0},
+    "motion-distance10": {"_motion_distance": 10.0},
+    # longer training clips: the first half is the context the losses predict from (the demo's 6 frames: 3 of them),
+    # so the model learns to use only as much history as a clip's first half holds
+    "clips8": {"_sequence_length": 8},
+    "clips12": {"_sequence_length": 12},
     "latents32": {"num_latents": 32},
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
@@ -297,6 +306,8 @@ def build(
     reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
     linear_tokens = overrides.pop("_linear_tokens", None)
     linear_dynamics = overrides.pop("_linear_dynamics", None)
+    motion_distance = overrides.pop("_motion_distance", None)
+    overrides.pop("_sequence_length", None)  # read by train_and_measure: the run's config is replaced there
     local_keys_zero = overrides.pop("_local_keys_zero", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
     if overrides.pop("_train_tokenizer", False):
@@ -362,6 +373,8 @@ def build(
         attach_linear_token_readout(model, tuple(linear_tokens))
     if linear_dynamics is not None:
         attach_linear_dynamics(model, tuple(linear_dynamics))
+    if motion_distance is not None:
+        attach_motion_distance(model, motion_distance)
     if local_keys_std is not None:
         with torch.no_grad():
             model.predictor.local_motion_keys.weight.normal_(0.0, local_keys_std)
@@ -422,6 +435,41 @@ def attach_linear_dynamics(model: CausalPerceiverIO, horizons: tuple[int, ...]) 
         return torch.stack(terms).mean() if terms else context.new_zeros(())
 
     object.__setattr__(predictor, "_contrastive_loss", loss)
+
+
+def attach_motion_distance(model: CausalPerceiverIO, weight: float) -> None:
+    """Add to the local motion term, times ``weight``, the squared distance between the code vectors its head
+    expects (softmax-weighted, per quantizer) and the true ones, on the neighbours whose tokens change, over the true
+    vectors' mean square: graded credit for a prediction near the truth."""
+    predictor = model.predictor
+    original = predictor._local_motion_loss
+    horizon = predictor.config.local_motion_horizon
+
+    def loss(features, tokens):
+        base = original(features, tokens)
+        if features is None:
+            return base
+        codebook = predictor.tokenizer.codebook.detach()  # [G, K, d]
+        inside = inside_neighbours(*tokens.shape[2:4], tokens.device)
+        now = neighbourhoods(tokens[:, : features.shape[1]]).flatten(2, 4)[:, :, inside]
+        per_neighbour = predictor.local_motion_spread(features).unflatten(-1, (horizon, NEIGHBOURS, -1))
+        scale = codebook.square().sum(-1).mean() * codebook.shape[0]
+        extra = features.new_zeros(())
+        for ahead in range(1, horizon + 1):
+            steps = min(features.shape[1], tokens.shape[1] - ahead)
+            if steps < 1:
+                break
+            following = neighbourhoods(tokens[:, ahead : ahead + steps]).flatten(2, 4)[:, :, inside]  # [B,s,M,G]
+            named = per_neighbour[:, :steps, :, :, ahead - 1].flatten(2, 4)[:, :, inside]
+            probs = predictor.local_motion_head(named).float().softmax(-1)  # [B, s, M, G, K]
+            expected = torch.einsum("bsmgk,gkd->bsmgd", probs, codebook)
+            true = codebook[torch.arange(codebook.shape[0], device=tokens.device), following]  # [B, s, M, G, d]
+            changed = (following != now[:, :steps]).any(-1).float()
+            distance = (expected - true).square().sum((-1, -2)) / scale
+            extra = extra + (distance * changed).sum() / changed.sum().clamp_min(1.0)
+        return base + weight * extra
+
+    object.__setattr__(predictor, "_local_motion_loss", loss)
 
 
 def attach_linear_token_readout(model: CausalPerceiverIO, horizons: tuple[int, ...]) -> None:
@@ -574,6 +622,8 @@ def train_and_measure(
     """Train variant ``name``'s context model (seeded by ``config.seed``) on the run's frozen tokenizer; probe its
     streamed context and, with ``--agent-steps``, train PPO on it once per ``--seeds``."""
     start = time.time()
+    if "_sequence_length" in VARIANTS[name]:
+        config = dataclasses.replace(config, sequence_length=VARIANTS[name]["_sequence_length"])
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer_metrics = build(config, run.path / "tokenizer" / "model", VARIANTS[name], Path(tmp))
         train_start = time.time()
