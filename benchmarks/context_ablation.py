@@ -141,6 +141,10 @@ VARIANTS: dict[str, dict] = {
     # true ones (a ball predicted a pixel off costs less than one five off; cross-entropy scores both as wrong)
     "motion-distance1": {"_motion_distance": 1.0},
     "motion-distance10": {"_motion_distance": 10.0},
+    # ... in pixels: the cell patches the tokenizer's patch decoder draws from the expected and the true code vectors,
+    # both blurred 3×3, so a ball drawn a pixel or two off overlaps its true place
+    "motion-pixels1": {"_motion_distance": 1.0, "_motion_distance_space": "pixels"},
+    "motion-pixels10": {"_motion_distance": 10.0, "_motion_distance_space": "pixels"},
     # longer training clips: the first half is the context the losses predict from (the demo's 6 frames: 3 of them),
     # so the model learns to use only as much history as a clip's first half holds
     "clips8": {"_sequence_length": 8},
@@ -307,6 +311,7 @@ def build(
     linear_tokens = overrides.pop("_linear_tokens", None)
     linear_dynamics = overrides.pop("_linear_dynamics", None)
     motion_distance = overrides.pop("_motion_distance", None)
+    motion_distance_space = overrides.pop("_motion_distance_space", "codes")
     overrides.pop("_sequence_length", None)  # read by train_and_measure: the run's config is replaced there
     local_keys_zero = overrides.pop("_local_keys_zero", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
@@ -374,7 +379,7 @@ def build(
     if linear_dynamics is not None:
         attach_linear_dynamics(model, tuple(linear_dynamics))
     if motion_distance is not None:
-        attach_motion_distance(model, motion_distance)
+        attach_motion_distance(model, motion_distance, motion_distance_space)
     if local_keys_std is not None:
         with torch.no_grad():
             model.predictor.local_motion_keys.weight.normal_(0.0, local_keys_std)
@@ -437,11 +442,31 @@ def attach_linear_dynamics(model: CausalPerceiverIO, horizons: tuple[int, ...]) 
     object.__setattr__(predictor, "_contrastive_loss", loss)
 
 
-def attach_motion_distance(model: CausalPerceiverIO, weight: float) -> None:
+def attach_motion_distance(model: CausalPerceiverIO, weight: float, space: str = "codes") -> None:
     """Add to the local motion term, times ``weight``, the squared distance between the code vectors its head
     expects (softmax-weighted, per quantizer) and the true ones, on the neighbours whose tokens change, over the true
-    vectors' mean square: graded credit for a prediction near the truth."""
+    vectors' mean square: graded credit for a prediction near the truth. ``space="pixels"``: between the cell
+    patches the tokenizer's patch decoder draws from them, blurred 3×3, over the true patches' variance."""
     predictor = model.predictor
+    cell_mlp = getattr(predictor.tokenizer.decoder, "mlp", None)
+    if space == "pixels" and cell_mlp is None:
+        raise ValueError("motion-pixels needs a tokenizer with the patch decoder")
+    side = predictor.tokenizer.downsample
+
+    def distance_of(expected: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """``[..., G, d]`` pairs → ``[...]``."""
+        if space == "codes":
+            return (expected - true).square().sum((-1, -2)) / scale_of(true)
+        drawn = [cell_mlp(v.flatten(-2)).unflatten(-1, (-1, side, side)) for v in (expected, true.detach())]
+        blurred = [F.avg_pool2d(x.flatten(0, -4), 3, 1, 1, count_include_pad=False) for x in drawn]
+        return (blurred[0] - blurred[1]).square().mean((-1, -2, -3)).view(expected.shape[:-2]) / blurred[
+            1
+        ].var().clamp_min(1e-6)
+
+    def scale_of(true: torch.Tensor) -> torch.Tensor:
+        codebook = predictor.tokenizer.codebook.detach()
+        return codebook.square().sum(-1).mean() * codebook.shape[0]
+
     original = predictor._local_motion_loss
     horizon = predictor.config.local_motion_horizon
 
@@ -453,19 +478,22 @@ def attach_motion_distance(model: CausalPerceiverIO, weight: float) -> None:
         inside = inside_neighbours(*tokens.shape[2:4], tokens.device)
         now = neighbourhoods(tokens[:, : features.shape[1]]).flatten(2, 4)[:, :, inside]
         per_neighbour = predictor.local_motion_spread(features).unflatten(-1, (horizon, NEIGHBOURS, -1))
-        scale = codebook.square().sum(-1).mean() * codebook.shape[0]
         extra = features.new_zeros(())
         for ahead in range(1, horizon + 1):
             steps = min(features.shape[1], tokens.shape[1] - ahead)
             if steps < 1:
                 break
-            following = neighbourhoods(tokens[:, ahead : ahead + steps]).flatten(2, 4)[:, :, inside]  # [B,s,M,G]
+            following = neighbourhoods(tokens[:, ahead : ahead + steps]).flatten(2, 4)[
+                :, :, inside
+            ]  # [B,s,M,G]
             named = per_neighbour[:, :steps, :, :, ahead - 1].flatten(2, 4)[:, :, inside]
             probs = predictor.local_motion_head(named).float().softmax(-1)  # [B, s, M, G, K]
             expected = torch.einsum("bsmgk,gkd->bsmgd", probs, codebook)
-            true = codebook[torch.arange(codebook.shape[0], device=tokens.device), following]  # [B, s, M, G, d]
+            true = codebook[
+                torch.arange(codebook.shape[0], device=tokens.device), following
+            ]  # [B, s, M, G, d]
             changed = (following != now[:, :steps]).any(-1).float()
-            distance = (expected - true).square().sum((-1, -2)) / scale
+            distance = distance_of(expected, true)
             extra = extra + (distance * changed).sum() / changed.sum().clamp_min(1.0)
         return base + weight * extra
 
