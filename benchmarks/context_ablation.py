@@ -38,7 +38,6 @@ from aime_rl.envs import make_env
 from aime_rl.evaluation import catch_landing_labels, collect_labelled, default_label_fn, probe_model
 from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
-from aime_rl.perception.modules.local_motion import NEIGHBOURS, inside_neighbours, neighbourhoods
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
 from aime_rl.training.perception import train_context_model, train_tokenizer
@@ -484,44 +483,30 @@ def attach_motion_distance(model: CausalPerceiverIO, weight: float, space: str =
     def distance_of(expected: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
         """``[..., G, d]`` pairs → ``[...]``."""
         if space == "codes":
-            return (expected - true).square().sum((-1, -2)) / scale_of(true)
+            return (expected - true).square().sum((-1, -2)) / scale_of()
         drawn = [cell_mlp(v.flatten(-2)).unflatten(-1, (-1, side, side)) for v in (expected, true.detach())]
         blurred = [F.avg_pool2d(x.flatten(0, -4), 3, 1, 1, count_include_pad=False) for x in drawn]
         return (blurred[0] - blurred[1]).square().mean((-1, -2, -3)).view(expected.shape[:-2]) / blurred[
             1
         ].var().clamp_min(1e-6)
 
-    def scale_of(true: torch.Tensor) -> torch.Tensor:
+    def scale_of() -> torch.Tensor:
         codebook = predictor.tokenizer.codebook.detach()
         return codebook.square().sum(-1).mean() * codebook.shape[0]
 
     original = predictor._local_motion_loss
-    horizon = predictor.config.local_motion_horizon
 
     def loss(features, tokens):
         base = original(features, tokens)
         if features is None:
             return base
         codebook = predictor.tokenizer.codebook.detach()  # [G, K, d]
-        inside = inside_neighbours(*tokens.shape[2:4], tokens.device)
-        now = neighbourhoods(tokens[:, : features.shape[1]]).flatten(2, 4)[:, :, inside]
-        per_neighbour = predictor.local_motion_spread(features).unflatten(-1, (horizon, NEIGHBOURS, -1))
+        heads = torch.arange(codebook.shape[0], device=tokens.device)
         extra = features.new_zeros(())
-        for ahead in range(1, horizon + 1):
-            steps = min(features.shape[1], tokens.shape[1] - ahead)
-            if steps < 1:
-                break
-            following = neighbourhoods(tokens[:, ahead : ahead + steps]).flatten(2, 4)[
-                :, :, inside
-            ]  # [B,s,M,G]
-            named = per_neighbour[:, :steps, :, :, ahead - 1].flatten(2, 4)[:, :, inside]
-            probs = predictor.local_motion_head(named).float().softmax(-1)  # [B, s, M, G, K]
-            expected = torch.einsum("bsmgk,gkd->bsmgd", probs, codebook)
-            true = codebook[
-                torch.arange(codebook.shape[0], device=tokens.device), following
-            ]  # [B, s, M, G, d]
-            changed = (following != now[:, :steps]).any(-1).float()
-            distance = distance_of(expected, true)
+        for logits, following, changed in predictor.local_motion_targets(features, tokens):
+            expected = torch.einsum("bsmgk,gkd->bsmgd", logits.float().softmax(-1), codebook)
+            distance = distance_of(expected, codebook[heads, following])  # [B, s, M]
+            changed = changed.float()
             extra = extra + (distance * changed).sum() / changed.sum().clamp_min(1.0)
         return base + weight * extra
 

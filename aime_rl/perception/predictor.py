@@ -20,7 +20,7 @@ trains the context at every t), plus LPIPS on the predicted frames through a dif
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 
 import torch
@@ -1093,11 +1093,23 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     def _local_motion_loss(self, features: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
         """CE of the tokens of step s + a in each cell's 3×3 neighbourhood (cells outside the grid left out), named
         by the cell's :meth:`local_motion_features` of step s through their own head, for s = 0 … S − 1 and a = 1 …
-        ``local_motion_horizon`` (summed over a; a step whose s + a is past the clip is left out): features ``[B, S,
-        h, w, C]``, tokens ``[B, S + H, h, w, G]`` (or fewer steps ahead). Zero (nothing computed) without
+        ``local_motion_horizon`` (summed over a; see :meth:`local_motion_targets`). Zero (nothing computed) without
         ``local_motion_frames``."""
         if features is None:
             return self.input_adapter.embeddings.new_zeros(())
+        loss = features.new_zeros(())
+        for logits, following, changed in self.local_motion_targets(features, tokens):
+            loss = loss + self._cross_entropy(logits, following, changed)
+        return loss
+
+    def local_motion_targets(
+        self, features: torch.Tensor, tokens: torch.Tensor
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """For each step ahead a = 1 … ``local_motion_horizon`` that the clip holds: the local motion head's logits
+        ``[B, S_a, M, G, K]`` for the tokens of step s + a of the M in-grid cells of every 3×3 neighbourhood, those
+        tokens ``[B, S_a, M, G]``, and which of them differ from step s's ``[B, S_a, M]`` (bool); s = 0 … S_a − 1.
+        ``features [B, S, h, w, C]`` (:meth:`local_motion_features`), ``tokens [B, S + H, h, w, G]`` (or fewer steps
+        ahead: a step whose s + a is past the clip is left out)."""
         height, width = tokens.shape[2:4]
         # only the neighbours inside the grid are scored: which they are depends on the grid alone, so they are
         # picked by a fixed index (a boolean mask of the batch would make a GPU wait for its count every step)
@@ -1105,17 +1117,14 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         now = neighbourhoods(tokens[:, : features.shape[1]]).flatten(2, 4)[:, :, inside]  # [B, S, M, G]
         horizon = self.config.local_motion_horizon
         per_neighbour = self.local_motion_spread(features).unflatten(-1, (horizon, NEIGHBOURS, -1))
-        loss = features.new_zeros(())
         for ahead in range(1, horizon + 1):
             steps = min(features.shape[1], tokens.shape[1] - ahead)
             if steps < 1:
-                break
+                return
             following = neighbourhoods(tokens[:, ahead : ahead + steps]).flatten(2, 4)[:, :, inside]
             named = per_neighbour[:, :steps, :, :, ahead - 1].flatten(2, 4)[:, :, inside]  # [B, steps, M, C]
-            logits = self.local_motion_head(named)  # [B, steps, M, G, K]
             changed = (following != now[:, :steps]).any(-1)
-            loss = loss + self._cross_entropy(logits, following, changed)
-        return loss
+            yield self.local_motion_head(named), following, changed
 
     def _contrastive_loss(self, context: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The contrastive term (:func:`~aime_rl.perception.losses.global_local_infonce`) between the context

@@ -269,6 +269,21 @@ def test_steps_whose_later_tokens_are_past_the_clip_are_left_out():
     assert loss == pytest.approx(expected_local_motion_loss(predictor, features, tokens, (1, 2)), abs=1e-5)
 
 
+@torch.no_grad()
+def test_the_targets_of_each_step_ahead_cover_the_steps_the_clip_holds():
+    predictor = tiny(local_motion_frames=2, local_motion_horizon=2).predictor
+    tokens = moving_object_tokens(num_clips=3, steps=4)
+    # steps 0…2: the clip holds the step after each, and the one two ahead of steps 0 and 1 only
+    features = predictor.local_motion_features(tokens[:, :3])
+    targets = list(predictor.local_motion_targets(features, tokens))
+    # a 4×4 grid: per axis, an edge cell has 2 neighbours in line and an inner one 3
+    in_grid = (2 + 3 + 3 + 2) ** 2
+    assert [following.shape for _, following, _ in targets] == [(3, 3, in_grid, 2), (3, 2, in_grid, 2)]
+    logits, following, changed = targets[1]
+    assert logits.shape == (3, 2, in_grid, 2, predictor.input_adapter.num_codes)
+    assert changed.dtype == torch.bool and bool(changed.any()) and not bool(changed.all())
+
+
 def test_the_training_step_trains_the_map_of_each_step_ahead(clip):
     model = tiny(local_motion_frames=3, local_motion_horizon=2).train()
     model.predictor(clip[:, :8], num_context_frames=5, reconstruct=False)["loss"].backward()
