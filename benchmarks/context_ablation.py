@@ -151,6 +151,42 @@ VARIANTS: dict[str, dict] = {
     # (a sum of one embedding per head places Catch's ball to ± 0.58 px at best, the codes jointly to ± 0.33)
     "joint-codes": {"_joint_codes": True},
     "clips12": {"_sequence_length": 12},
+    # the local motion encoder's features at a training clip's first steps see its whole history (k − 1 steps
+    # before the clip); and it reads each cell's pixels instead of its code embeddings (more steps, further ahead)
+    "motion-history": {"local_motion_history": True},
+    "pixel-motion": {"local_motion_inputs": "pixels", "local_motion_history": True},
+    "pixel-motion-no-history": {"local_motion_inputs": "pixels"},
+    "pixel-motion-lr3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+    },
+    "pixel-motion6-ahead5-lr3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "local_motion_lr_scale": 3.0,
+    },
+    "motion-lr3": {"local_motion_lr_scale": 3.0},
+    "pixel-motion6-ahead5-detached": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "_detach_motion": True,
+    },
+    "pixel-motion6": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+    },
+    "pixel-motion6-ahead5": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+    },
     "latents32": {"num_latents": 32},
     "latents64": {"num_latents": 64},
     "downsample4+attention-pool": {"downsample": 4, "_pooling": "attention"},
@@ -317,6 +353,7 @@ def build(
     motion_distance_space = overrides.pop("_motion_distance_space", "codes")
     overrides.pop("_sequence_length", None)  # read by train_and_measure: the run's config is replaced there
     local_keys_zero = overrides.pop("_local_keys_zero", False)
+    detach_motion = overrides.pop("_detach_motion", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
@@ -385,6 +422,11 @@ def build(
         attach_joint_codes(model)
     if motion_distance is not None:
         attach_motion_distance(model, motion_distance, motion_distance_space)
+    if detach_motion:  # the keys and the context's slot read the motion features without training them
+        for reader in (model.predictor.local_motion_keys, model.predictor.local_motion_context):
+            if reader is not None:
+                read = reader.forward
+                object.__setattr__(reader, "forward", lambda x, read=read: read(x.detach()))
     if local_keys_std is not None:
         with torch.no_grad():
             model.predictor.local_motion_keys.weight.normal_(0.0, local_keys_std)

@@ -297,6 +297,25 @@ class PredictorConfig:
             into the same tied head). Where an object will be in two steps depends on its velocity twice as much
             as where it will be in one, so H = 2 asks the convolution for the velocity more sharply. 1 (the next
             step only) by default; 2 in the demo's recipe (``benchmarks/README.md``, twenty-eighth session).
+        local_motion_inputs: what the local motion encoder reads of each cell and token step: ``"codes"`` (its
+            code embeddings, the default) or ``"pixels"`` (its patch of the frame,
+            :func:`~aime_rl.perception.modules.local_motion.pixel_motion_inputs`). The codes place a small object
+            inside its cell only as precisely as one learned embedding per code can say, and a velocity is the
+            difference of a few such places; the pixels place it exactly. A ``"pixels"`` model reads the frames as
+            well as the tokens (no token cache; the stream keeps each row's last k − 1 cell patches); for tokens
+            with no frames (generated ones) it reads the tokenizer's decoding of them.
+        local_motion_history: training clips start k − 1 token steps early, and those steps are only the local
+            motion encoder's history (their features also train its term): its features at a clip's first steps
+            then see the k steps a stream's do, where without it they see only the steps since the clip began (a
+            clip of the demo's 6 frames has 3 of context, so a k of 6 would never be trained with its whole
+            history). The windows the trainer samples are ``PerceiverTokenPredictor.motion_history_frames``
+            longer; the model is the same.
+        local_motion_lr_scale: the optimiser trains the local motion encoder and its term's head at this multiple
+            of the learning rate (:func:`~aime_rl.training.optim.make_optimizer`; the code table its head scores
+            against is the model's and keeps the base rate). The encoder learns from its own term alone, and
+            under the trainer's cosine decay a short run leaves it under-trained (Catch, the pixel encoder trained
+            alone for 320 steps: ball vy 0.54 from its features at a constant rate, 0.15 with the decay, 0.58 with
+            the decay at 3×; ``benchmarks/README.md``, thirty-sixth session). 1 is the seed's.
     """
 
     num_latents: int = 128
@@ -336,6 +355,9 @@ class PredictorConfig:
     local_motion_weight: float = 1.0
     local_motion_context: bool = False
     local_motion_horizon: int = 1
+    local_motion_inputs: str = "codes"
+    local_motion_history: bool = False
+    local_motion_lr_scale: float = 1.0
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -421,6 +443,9 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.local_motion_weight",
     "predictor.local_motion_context",
     "predictor.local_motion_horizon",
+    "predictor.local_motion_inputs",
+    "predictor.local_motion_history",
+    "predictor.local_motion_lr_scale",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -18,7 +18,7 @@ from einops import rearrange, repeat
 from ..utils.validation import check_batch_size, row_index
 from .losses import FOREGROUND_THRESHOLD
 from .modules.kv_cache import WindowKVCache
-from .modules.temporal import FIRST, TIMESCALES, change_marks, motion_marks, pixel_changes
+from .modules.temporal import FIRST, TIMESCALES, cell_patches, change_marks, motion_marks, pixel_changes
 from .predictor import PerceiverTokenPredictor
 
 
@@ -61,8 +61,9 @@ class ContextStream:
         # with motion_attention_bias or pixel_changes: each row's frame of its last emitted token step [B, C, H, W]
         # (float in [0, 1])
         self._previous_frame: torch.Tensor | None = None
-        # with local_motion_frames k: each row's tokens of its last k − 1 token steps [B, k − 1, h, w, G] (index j:
-        # j + 1 steps ago) and how many of them are in this episode [B]
+        # with local_motion_frames k: each row's tokens of its last k − 1 token steps [B, k − 1, h, w, G] (their
+        # cell patches [B, k − 1, h, w, C · p · p] with local_motion_inputs="pixels"; index j: j + 1 steps ago) and
+        # how many of them are in this episode [B]
         self._history: torch.Tensor | None = None
         self._history_count = torch.zeros(batch_size, dtype=torch.long, device=self._device)
         # with latent_memory k: the memory's keys and values of each row's last k frames [B, heads, k · N, d]
@@ -138,7 +139,8 @@ class ContextStream:
             tokens = tokens.clamp_min(0)  # rows that did not emit are ignored by write()
             if p.reads_frames:  # the motion marks and pixel changes compare pixels in [0, 1]
                 frames = p.tokenizer.check_frames(frames, "frames")
-            local_motion = self._local_motion(tokens)
+            motion_step = self._local_motion_step(tokens, frames)
+            local_motion = self._local_motion(motion_step)
             inputs = p.embed_inputs(
                 tokens,
                 self._marks(tokens),
@@ -148,7 +150,7 @@ class ContextStream:
             )
             keys, values = cross.keys_values(inputs)
             bias = p.key_bias(self._motion_marks(frames, tuple(tokens.shape[1:3])))
-            self._remember(tokens, frames, emitted)
+            self._remember(tokens, frames, emitted, motion_step)
             cache.write(cross.attention.rotate_keys(keys, cache.clock), values, rows=emitted, bias=bias)
         latents = p.encoder.step(
             cache.keys,
@@ -224,19 +226,28 @@ class ContextStream:
             return tokens
         return torch.where(self._has_previous.view(-1, 1, 1, 1), self._previous, tokens)
 
-    def _local_motion(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """This step's local motion features ``[B, h, w, C]`` from its tokens ``[B, h, w, G]`` and each row's last
-        ones (the mask id before the episode's first step, as offline); None without ``local_motion_frames``."""
+    def _local_motion_step(self, tokens: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
+        """What the local motion encoder keeps of this step: its tokens ``[B, h, w, G]``, or with
+        ``local_motion_inputs="pixels"`` the cell patches of its frame ``[B, h, w, C · p · p]``; None without
+        ``local_motion_frames``."""
         p = self.predictor
         if p.local_motion is None:
             return None
+        return cell_patches(frames, tuple(tokens.shape[1:3])) if p.local_motion_reads_pixels else tokens
+
+    def _local_motion(self, step: torch.Tensor | None) -> torch.Tensor | None:
+        """This step's local motion features ``[B, h, w, C]`` from what it keeps of it (:meth:`_local_motion_step`,
+        ``[B, h, w, ·]``) and each row's last ones ("unknown" before the episode's first step, as offline); None
+        without ``local_motion_frames``."""
+        p = self.predictor
+        if step is None:
+            return None
         k = p.local_motion.frames
         if self._history is None:
-            self._history = tokens.unsqueeze(1).repeat(1, k - 1, 1, 1, 1)
-        known = torch.cat([tokens.unsqueeze(1), self._history], dim=1)  # [B, k, h, w, G], newest first
-        missing = torch.arange(k, device=self._device) > self._history_count.unsqueeze(1)  # [B, k]
-        known = known.masked_fill(missing.view(self.batch_size, k, 1, 1, 1), p.input_adapter.mask_id)
-        return p.local_motion(p.input_adapter.embed_ids(known))
+            self._history = step.unsqueeze(1).repeat(1, k - 1, 1, 1, 1)
+        history = torch.cat([step.unsqueeze(1), self._history], dim=1)  # [B, k, h, w, ·], newest first
+        known = torch.arange(k, device=self._device) <= self._history_count.unsqueeze(1)  # [B, k]
+        return p.local_motion_from_history(history, known)
 
     def _motion_marks(self, frames: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor | None:
         """Pixel motion marks ``[B, h, w]`` of this frame ``[B, C, H, W]`` (float in [0, 1]) against each row's
@@ -261,8 +272,15 @@ class ContextStream:
         grid = p.tokenizer.token_grid(*frames.shape[-2:])
         return pixel_changes(frames.unsqueeze(1), grid, previous)[:, 0]
 
-    def _remember(self, tokens: torch.Tensor, frames: torch.Tensor, emitted: torch.Tensor) -> None:
-        """Keep the emitted rows' tokens and frame as their previous step's (for the marks of the next one)."""
+    def _remember(
+        self,
+        tokens: torch.Tensor,
+        frames: torch.Tensor,
+        emitted: torch.Tensor,
+        motion_step: torch.Tensor | None = None,
+    ) -> None:
+        """Keep the emitted rows' tokens and frame as their previous step's (for the marks of the next one), and
+        what the local motion encoder keeps of the step (``motion_step``, see :meth:`_local_motion_step`)."""
         if self.predictor.keeps_previous_tokens:
             previous = tokens if self._previous is None else self._previous
             self._previous = torch.where(emitted.view(-1, 1, 1, 1), tokens, previous)
@@ -270,7 +288,7 @@ class ContextStream:
             previous = frames if self._previous_frame is None else self._previous_frame
             self._previous_frame = torch.where(emitted.view(-1, 1, 1, 1), frames, previous)
         if self._history is not None:
-            shifted = torch.cat([tokens.unsqueeze(1), self._history[:, :-1]], dim=1)
+            shifted = torch.cat([motion_step.unsqueeze(1), self._history[:, :-1]], dim=1)
             self._history = torch.where(emitted.view(-1, 1, 1, 1, 1), shifted, self._history)
             grown = (self._history_count + 1).clamp_max(self._history.shape[1])
             self._history_count = torch.where(emitted, grown, self._history_count)

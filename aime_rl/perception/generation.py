@@ -48,7 +48,10 @@ class TokenGenerationMixin:
         tokens = self.tokenize(video)
         if method == "maskgit":
             motion, changes = self._motion_marks(video), self._pixel_changes(video)
-            latents = self.encode_tokens(tokens, video.shape[1], self.window, motion=motion, changes=changes)
+            local_motion = self.local_motion_features(tokens, video)
+            latents = self.encode_tokens(
+                tokens, video.shape[1], self.window, motion=motion, changes=changes, local_motion=local_motion
+            )
             memory = self.memory(latents)[:, -1]
             shape = (tokens.shape[0], future_steps, *tokens.shape[2:4])
             generated = self._maskgit(memory, tokens[:, -1], shape, steps, temperature, generator)

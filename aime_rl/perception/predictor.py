@@ -35,10 +35,13 @@ from .modules.decoder import PerceiverDecoder
 from .modules.encoder import PerceiverEncoder
 from .modules.kv_cache import check_window, window_mask
 from .modules.local_motion import (
+    LOCAL_MOTION_INPUTS,
     NEIGHBOURS,
     LocalMotionEncoder,
+    history_known,
     inside_neighbours,
     neighbourhoods,
+    pixel_motion_inputs,
     step_history,
 )
 from .modules.position import cell_centres, latent_homes
@@ -47,6 +50,7 @@ from .modules.temporal import FIRST as FIRST
 from .modules.temporal import (
     TIMESCALES,
     TimescaleSummary,
+    cell_patches,
     change_marks,
     check_timescale,
     motion_marks,
@@ -151,6 +155,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         local_motion_weight: float = 1.0,
         local_motion_context: bool = False,
         local_motion_horizon: int = 1,
+        local_motion_inputs: str = "codes",
+        local_motion_history: bool = False,
+        local_motion_lr_scale: float = 1.0,
     ):
         super().__init__()
         check_window(window)
@@ -184,9 +191,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         for name, weight in weights:
             if not weight >= 0:
                 raise ValueError(f"{name} must be >= 0, got {weight}")
+        if not local_motion_lr_scale > 0:
+            raise ValueError(f"local_motion_lr_scale must be > 0, got {local_motion_lr_scale}")
         horizon = local_motion_horizon
         if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"local_motion_horizon must be an int >= 1, got {horizon!r}")
+        if local_motion_inputs not in LOCAL_MOTION_INPUTS:
+            raise ValueError(
+                f"local_motion_inputs must be one of {LOCAL_MOTION_INPUTS}, got {local_motion_inputs!r}"
+            )
         heads_self = num_self_attention_heads or num_cross_attention_heads
         check_decoder_channels(decoder_channels, (num_cross_attention_heads, heads_self))
         self.config = PredictorConfig(
@@ -227,6 +240,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             local_motion_weight=local_motion_weight,
             local_motion_context=local_motion_context,
             local_motion_horizon=local_motion_horizon,
+            local_motion_inputs=local_motion_inputs,
+            local_motion_history=local_motion_history,
+            local_motion_lr_scale=local_motion_lr_scale,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -240,12 +256,19 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.local_motion = self.local_motion_keys = None
         self.local_motion_spread = self.local_motion_head = None
         if local_motion_frames:
-            self.local_motion = LocalMotionEncoder(d, local_motion_frames)
+            self.local_motion = self._local_motion_encoder(
+                tokenizer, local_motion_frames, local_motion_inputs, d
+            )
             features = self.local_motion.out_channels
             self.local_motion_keys = self._local_motion_key_map(features, d)
             # one block of 9 neighbours per step ahead (local_motion_horizon)
             self.local_motion_spread = nn.Linear(features, local_motion_horizon * NEIGHBOURS * features)
             self.local_motion_head = TiedTokenOutputAdapter(self.input_adapter, in_channels=features)
+            # the optimiser trains the encoder and its term's head at lr · local_motion_lr_scale
+            # (training.optim.make_optimizer); the head's code table is the input adapter's, not scaled
+            if local_motion_lr_scale != 1.0:
+                for module in (self.local_motion, self.local_motion_spread, self.local_motion_head):
+                    module.lr_scale = local_motion_lr_scale
         # local_motion_context: the motion features of all cells side by side [h · w · C] → a slot [D] the pooled
         # context adds (the last of the latents encode_tokens returns)
         self.local_motion_context = (
@@ -336,6 +359,17 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             nn.init.zeros_(self.latent_readout.weight)
         # the contrastive term's map from a context to the token-embedding space (only when it is on)
         self.contrastive_proj = nn.Linear(d, d) if contrastive_weight > 0 else None
+
+    @staticmethod
+    def _local_motion_encoder(
+        tokenizer: VQPTTokenizer, frames: int, inputs: str, channels: int
+    ) -> LocalMotionEncoder:
+        """The local motion encoder of ``frames`` token steps over code embeddings of ``channels`` or, with
+        ``inputs="pixels"``, over cell patches (and their known flags)."""
+        if inputs == "codes":
+            return LocalMotionEncoder(channels, frames)
+        patch = tokenizer.config.in_channels * tokenizer.downsample**2
+        return LocalMotionEncoder(patch + 1, frames, normalize=False)
 
     @staticmethod
     def _local_motion_key_map(features: int, channels: int) -> nn.Linear:
@@ -433,10 +467,24 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
 
     @property
     def reads_frames(self) -> bool:
-        """Whether the encoder reads the pixels as well as the tokens (``motion_attention_bias`` or
-        ``pixel_changes``): such a model trains on frames, not on a token cache, and a stream keeps each row's
-        previous frame."""
-        return self.motion_bias is not None or self.change_proj is not None
+        """Whether the encoder reads the pixels as well as the tokens (``motion_attention_bias``,
+        ``pixel_changes`` or ``local_motion_inputs="pixels"``): such a model trains on frames, not on a token
+        cache, and a stream keeps each row's previous frame."""
+        return self.motion_bias is not None or self.change_proj is not None or self.local_motion_reads_pixels
+
+    @property
+    def motion_history_frames(self) -> int:
+        """Frames before each training clip that only the local motion encoder reads, so that its features at the
+        clip's first steps see as many steps as a stream's do: ``(k − 1) · frames_per_token_step`` with
+        ``local_motion_history`` (k = ``local_motion_frames``), else 0."""
+        if self.local_motion is None or not self.config.local_motion_history:
+            return 0
+        return (self.local_motion.frames - 1) * self.frames_per_token_step
+
+    @property
+    def local_motion_reads_pixels(self) -> bool:
+        """Whether the local motion encoder reads cell patches (``local_motion_inputs="pixels"``)."""
+        return self.local_motion is not None and self.config.local_motion_inputs == "pixels"
 
     @property
     def num_condition_channels(self) -> int:
@@ -533,15 +581,45 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             return None
         return pixel_changes(*self._token_step_frames(video))
 
-    def local_motion_features(self, tokens: torch.Tensor) -> torch.Tensor | None:
+    def local_motion_features(
+        self, tokens: torch.Tensor, video: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
         """Tokens ``[B, T', h, w, G]`` → each cell's motion features ``[B, T', h, w, C]`` from its neighbourhood over
         the last ``local_motion_frames`` token steps (:class:`~aime_rl.perception.modules.local_motion.
-        LocalMotionEncoder`; the mask id before the clip's first step); None without ``local_motion_frames``."""
+        LocalMotionEncoder`; "unknown" before the clip's first step); None without ``local_motion_frames``.
+
+        With ``local_motion_inputs="pixels"`` the encoder reads the cells' patches of ``video`` ``[B, T, C, H, W]``
+        (float in [0, 1], the frames the tokens came from; None: the tokenizer's decoding of the tokens)."""
         if self.local_motion is None:
             return None
-        mask = self.input_adapter.mask_id
-        history = step_history(tokens, self.local_motion.frames, mask)  # [B, T', k, h, w, G]
-        return self.local_motion(self.input_adapter.embed_ids(history))
+        steps = self.local_motion_step_inputs(tokens, video)
+        frames = self.local_motion.frames
+        history = step_history(steps, frames, 0)  # [B, T', k, h, w, ·], newest first
+        known = history_known(steps.shape[1], frames, steps.device).expand(steps.shape[0], -1, -1)
+        return self.local_motion_from_history(history, known)
+
+    def local_motion_step_inputs(
+        self, tokens: torch.Tensor, video: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What the local motion encoder keeps of each token step: its tokens ``[..., T', h, w, G]`` (``"codes"``)
+        or its cell patches ``[..., T', h, w, C · p · p]`` (``"pixels"``: of ``video [..., T, C, H, W]``, the
+        token steps' last frames; of the tokens' decoding without it)."""
+        if not self.local_motion_reads_pixels:
+            return tokens
+        if video is None:
+            video = self.tokenizer.decode(self._squeeze(tokens)).clamp(0, 1)
+        step_frames = video[..., self.frames_per_token_step - 1 :: self.frames_per_token_step, :, :, :]
+        return cell_patches(step_frames, tuple(tokens.shape[-3:-1]))
+
+    def local_motion_from_history(self, history: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        """Each cell's :meth:`local_motion_step_inputs` of the last k steps ``[..., k, h, w, ·]`` (newest first)
+        and which of them are known ``[..., k]`` (bool: False before the episode's or clip's first step) → its
+        motion features ``[..., h, w, C]``."""
+        if self.local_motion_reads_pixels:
+            return self.local_motion(pixel_motion_inputs(history, known))
+        unknown = ~known[..., None, None, None]
+        ids = history.masked_fill(unknown, self.input_adapter.mask_id)
+        return self.local_motion(self.input_adapter.embed_ids(ids))
 
     def _token_step_frames(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Video ``[B, T, C, H, W]`` → the last frame of each token step ``[B, T', C, H, W]`` and the token grid
@@ -722,7 +800,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         video = self.tokenizer.check_video(video, "video")
         tokens, motion = self.tokenize(video), self._motion_marks(video)
         latents = self.encode_tokens(
-            tokens, video.shape[1], window, condition, motion, self._pixel_changes(video)
+            tokens,
+            video.shape[1],
+            window,
+            condition,
+            motion,
+            self._pixel_changes(video),
+            self.local_motion_features(tokens, video),
         )
         return self.output_context(self.timescale_context(latents, timescale), timescale)
 
@@ -789,8 +873,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         """Per-frame latents ``[B, T, N, D]`` of a video ``[B, T, C, H, W]``."""
         video = self.tokenizer.check_video(clip, "clips")
         motion, changes = self._motion_marks(video), self._pixel_changes(video)
+        tokens = self.tokenize(video)
+        local_motion = self.local_motion_features(tokens, video)
         return self.encode_tokens(
-            self.tokenize(video), video.shape[1], window, motion=motion, changes=changes
+            tokens, video.shape[1], window, motion=motion, changes=changes, local_motion=local_motion
         )
 
     def _token_latents(self, clip: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -839,6 +925,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         *,
         tokens: torch.Tensor | None = None,
         reconstruct: bool = True,
+        history_frames: int = 0,
     ) -> PredictorOutput | tuple:
         """Predict frames ``num_context_frames … T−1`` of ``videos [B, T, C, H, W]`` from the frames before.
 
@@ -857,16 +944,20 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         all of them are, so ``predicted_tokens`` is a pure prediction. ``videos=None, tokens=...`` trains from
         precomputed tokens (:meth:`forward_tokens`; through ``forward`` so that DDP averages the gradients).
         ``reconstruct=False`` skips decoding the frames (``reconstructed`` is None): a training step needs only the
-        losses, and the decode is about a tenth of its forward pass.
+        losses, and the decode is about a tenth of its forward pass. ``history_frames``: the clip's first frames
+        are only the local motion encoder's history (see :attr:`motion_history_frames`); everything above is of
+        the frames after them.
         """
         if tokens is not None:  # precomputed tokens (a token cache): losses only, see forward_tokens
-            return self.forward_tokens(tokens, num_context_frames)
+            return self.forward_tokens(tokens, num_context_frames, history_frames=history_frames)
         video = self.tokenizer.check_video(videos, "videos")
-        self._check_split(video.shape[1], num_context_frames)
+        lead = self._check_history(video.shape[1], history_frames)
+        self._check_split(video.shape[1] - history_frames, num_context_frames)
         tokens = self.tokenize(video)
-        out = self._predict(tokens, num_context_frames, video)
+        out = self._predict(tokens, num_context_frames, video, lead)
         if not reconstruct:
             return out if return_dict else out.to_tuple()
+        tokens = tokens[:, lead:]
         context_steps = num_context_frames // self.frames_per_token_step
         with torch.no_grad():
             predicted = out.predicted_tokens
@@ -876,7 +967,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             )
         return out if return_dict else out.to_tuple()
 
-    def forward_tokens(self, tokens: torch.Tensor, num_context_frames: int) -> PredictorOutput:
+    def forward_tokens(
+        self, tokens: torch.Tensor, num_context_frames: int, history_frames: int = 0
+    ) -> PredictorOutput:
         """The training losses of :meth:`forward` from precomputed tokens ``[B, T', h, w(, G)]`` (a token cache:
         :mod:`aime_rl.training.token_cache`), without tokenizing or decoding anything.
 
@@ -886,8 +979,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         if self.perceptual_term_active():
             raise ValueError("the perceptual (LPIPS) term needs frames: train on videos, not cached tokens")
         tokens = self._cached_tokens(tokens)
-        self._check_split(tokens.shape[1] * self.frames_per_token_step, num_context_frames)
-        return self._predict(tokens, num_context_frames, None)
+        frames = tokens.shape[1] * self.frames_per_token_step
+        lead = self._check_history(frames, history_frames)
+        self._check_split(frames - history_frames, num_context_frames)
+        return self._predict(tokens, num_context_frames, None, lead)
 
     def _cached_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Precomputed tokens ``[B, T', h, w(, G)]`` checked and as int64 ``[B, T', h, w, G]``; ``ValueError`` for a
@@ -905,16 +1000,24 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return tokens.long()
 
     def _predict(
-        self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None
+        self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None, lead: int = 0
     ) -> PredictorOutput:
         """Losses and predictions from tokens ``[B, T', h, w, G]`` split at ``num_context_frames`` (``video``, when
-        given, for the perceptual term and the motion marks)."""
+        given, for the perceptual term and the motion marks) after ``lead`` token steps that are only the local
+        motion encoder's history."""
         context_steps = num_context_frames // self.frames_per_token_step
+        # the local motion features of the lead-in and context steps, each with its full history where the clip
+        # holds it; the lead-in's also train the motion term (their targets are the steps after them)
+        lead_frames = lead * self.frames_per_token_step
+        motion_video = None if video is None else video[:, : lead_frames + num_context_frames]
+        all_motion = self.local_motion_features(tokens[:, : lead + context_steps], motion_video)
+        motion_tokens = tokens[:, : lead + context_steps + self.config.local_motion_horizon]
+        tokens, video = tokens[:, lead:], None if video is None else video[:, lead_frames:]
+        local_motion = None if all_motion is None else all_motion[:, lead:]
         target = tokens[:, context_steps:]
         seen = None if video is None else video[:, :num_context_frames]
         motion = None if seen is None else self._motion_marks(seen)
         changes = None if seen is None else self._pixel_changes(seen)
-        local_motion = self.local_motion_features(tokens[:, :context_steps])
         latents = self.encode_tokens(
             tokens[:, :context_steps],
             num_context_frames,
@@ -950,9 +1053,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
         reconstruction = self._latent_reconstruction_loss(latents)
-        local = self._local_motion_loss(
-            local_motion, tokens[:, : context_steps + self.config.local_motion_horizon]
-        )
+        local = self._local_motion_loss(all_motion, motion_tokens)
         loss = (
             token_loss
             + self.next_frame_weight * next_frame
@@ -987,6 +1088,21 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             return context.unsqueeze(2)
         k = self.config.context_readout_tokens
         return rearrange(self.context_readout(context), "b t (k d) -> b t k d", k=k)
+
+    def _check_history(self, num_frames: int, history_frames: int) -> int:
+        """Validate ``history_frames`` of a clip of ``num_frames``; returns them in token steps."""
+        if isinstance(history_frames, bool) or not isinstance(history_frames, int) or history_frames < 0:
+            raise ValueError(f"history_frames must be an int >= 0, got {history_frames!r}")
+        if history_frames % self.frames_per_token_step:
+            raise ValueError(
+                f"history_frames must be a multiple of {self.frames_per_token_step} with temporal_downsample, "
+                f"got {history_frames}"
+            )
+        if history_frames >= num_frames:
+            raise ValueError(
+                f"history_frames ({history_frames}) must leave frames of the clip ({num_frames})"
+            )
+        return history_frames // self.frames_per_token_step
 
     def _check_split(self, num_frames: int, num_context_frames: int) -> int:
         """Validate the split; returns the number of context token steps."""

@@ -16,7 +16,7 @@ held-out episodes:
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -247,15 +247,17 @@ def train_tokenizer_decoder(
 # -- context model -----------------------------------------------------------------------------------------------
 
 
-def predictor_loss_fn(num_context_frames: int):
+def predictor_loss_fn(num_context_frames: int, history_frames: int = 0):
     """Trainer loss for the predictor: its forward on ``batch["frames"]`` (or on cached ``batch["tokens"]``) split at
-    ``num_context_frames``."""
+    ``num_context_frames`` after ``history_frames`` that only the local motion encoder reads (windows that long
+    longer: :func:`training_windows`)."""
 
     def loss(model: PerceiverTokenPredictor, batch: dict) -> dict[str, Any]:
+        split = dict(num_context_frames=num_context_frames, history_frames=history_frames)
         if "tokens" in batch:  # a token cache's windows
-            out = model(None, num_context_frames=num_context_frames, tokens=batch["tokens"])
+            out = model(None, tokens=batch["tokens"], **split)
         else:
-            out = model(batch["frames"], num_context_frames=num_context_frames, reconstruct=False)
+            out = model(batch["frames"], reconstruct=False, **split)
         keep = (
             "token_loss",
             "next_frame_loss",
@@ -331,7 +333,7 @@ def train_context_model(
     cached = token_cache if isinstance(windows, TokenWindowDataset) else None
     trainer = Trainer(
         predictor,
-        predictor_loss_fn(context),
+        predictor_loss_fn(context, predictor.motion_history_frames),
         config,
         logdir,
         windows,
@@ -399,7 +401,9 @@ def training_windows(
     token_cache: str | os.PathLike | None,
 ) -> ReplayWindowDataset:
     """Frames windows, or the same windows' cached tokens when a token cache applies (see
-    :func:`train_context_model`)."""
+    :func:`train_context_model`): ``config.sequence_length`` frames, after the predictor's
+    :attr:`~aime_rl.perception.PerceiverTokenPredictor.motion_history_frames`."""
+    config = replace(config, sequence_length=config.sequence_length + predictor.motion_history_frames)
     usable = (
         predictor.frames_per_token_step == 1
         and not predictor.perceptual_term_active()

@@ -356,11 +356,12 @@ class Trainer:
         logger.warning(message)
         if self.is_main:
             print(f"{self.logdir.name}: {message}", file=sys.stderr)
-        self.scheduler.base_lrs = [self.config.lr for _ in self.optimizer.param_groups]
+        peaks = [self.config.lr * group.get("lr_scale", 1.0) for group in self.optimizer.param_groups]
+        self.scheduler.base_lrs = peaks
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = self.config.lr
-            group["lr"] = self.config.lr * factor
+        for group, peak in zip(self.optimizer.param_groups, peaks, strict=True):
+            group["initial_lr"] = peak
+            group["lr"] = peak * factor
 
     # -- one step ------------------------------------------------------------------------------------------------
 

@@ -191,16 +191,25 @@ class VRNN(nn.Module):
         tokens: torch.Tensor,
         motion: torch.Tensor | None = None,
         changes: torch.Tensor | None = None,
+        frames: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tokens ``[B, T, h, w, G]`` → context ``[B, T, D]``; equals ``perceiver.extract_context(frames, window)``.
 
         ``motion``: the pixel motion marks ``[B, T, h, w]`` of the frames (:meth:`motion_marks`), for a perception
         model with ``motion_attention_bias``; without them the tokens' own changes stand in. ``changes``: their
         pixel changes ``[B, T, h, w, C · p · p]`` (:meth:`pixel_changes`), for one with ``pixel_changes``.
+        ``frames`` ``[B, T, 3, H, W]``: read by a perception model whose local motion encoder reads pixels
+        (without them, the tokenizer's decoding of the tokens stands in).
         """
         predictor = self.perceiver.predictor
+        video = None if frames is None else predictor.tokenizer.check_video(frames, "frames")
         latents = predictor.encode_tokens(
-            tokens, tokens.shape[1], self.config.context_window, motion=motion, changes=changes
+            tokens,
+            tokens.shape[1],
+            self.config.context_window,
+            motion=motion,
+            changes=changes,
+            local_motion=predictor.local_motion_features(tokens, video),
         )
         return predictor.output_context(predictor.frame_context(latents))
 
@@ -219,7 +228,10 @@ class VRNN(nn.Module):
     def perceive(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Frames ``[B, T, 3, H, W]`` → ``(tokens [B, T, h, w, G], context [B, T, D])`` with one tokenizer pass."""
         tokens = self.tokenize(frames)
-        return tokens, self.context_from_tokens(tokens, self.motion_marks(frames), self.pixel_changes(frames))
+        context = self.context_from_tokens(
+            tokens, self.motion_marks(frames), self.pixel_changes(frames), frames
+        )
+        return tokens, context
 
     @torch.no_grad()
     def token_latents(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -453,7 +465,7 @@ class VRNN(nn.Module):
                 context = self.context_from_tokens(tokens)
             else:
                 context = self.context_from_tokens(
-                    tokens, self.motion_marks(frames), self.pixel_changes(frames)
+                    tokens, self.motion_marks(frames), self.pixel_changes(frames), frames
                 )
         else:
             expected = (*tokens.shape[:2], self.config.context_dim)

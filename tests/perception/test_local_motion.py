@@ -232,7 +232,7 @@ def test_a_negative_weight_is_refused():
 
 
 def test_the_encoder_maps_k_steps_of_embeddings_to_features_per_cell():
-    encoder = LocalMotionEncoder(embedding_channels=16, frames=3)
+    encoder = LocalMotionEncoder(input_channels=16, frames=3)
     assert encoder(torch.randn(2, 5, 3, 4, 6, 16)).shape == (2, 5, 4, 6, encoder.out_channels)
 
 

@@ -318,8 +318,19 @@ def test_a_new_learning_rate_on_resume_is_applied_and_logged(tmp_path, store_dir
     assert resumed.scheduler.base_lrs == [resumed.config.lr] * len(resumed.optimizer.param_groups)
 
 
-def test_without_a_terminal_progress_is_printed_as_lines(tmp_path, store_dir, capsys, monkeypatch):
-    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
-    make_trainer(tmp_path, store_dir, make_config(), progress=None).fit()  # None: lines when not a terminal
-    lines = [line for line in capsys.readouterr().out.splitlines() if "steps/s, ETA" in line]
-    assert 2 <= len(lines) <= 11 and lines[-1].startswith(f"{tmp_path.name}: step 12/12 (100%)")
+def test_a_new_learning_rate_on_resume_keeps_each_groups_lr_scale(tmp_path, store_dir):
+    def scaled_trainer(config: TrainerConfig) -> Trainer:
+        torch.manual_seed(123)
+        model = TinyAutoencoder()
+        model.decoder.lr_scale = 3.0
+        windows = ReplayWindowDataset.from_config(store_dir, config, subset="all")
+        return Trainer(model, autoencoder_loss, config, tmp_path, windows)
+
+    scaled_trainer(make_config()).fit(stop_at=7)
+    resumed = scaled_trainer(make_config(lr=0.1))
+    resumed.resume()
+    peaks = {
+        group["lr_scale"]: base
+        for group, base in zip(resumed.optimizer.param_groups, resumed.scheduler.base_lrs, strict=True)
+    }
+    assert peaks == {1.0: pytest.approx(0.1), 3.0: pytest.approx(0.3)}

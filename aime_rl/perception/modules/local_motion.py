@@ -32,6 +32,9 @@ FRAME_CHANNELS = 32
 HIDDEN_CHANNELS = 64
 #: Cells of a 3×3 neighbourhood, whose next tokens each cell's features are trained to name.
 NEIGHBOURS = 9
+#: What a local motion encoder reads of each cell (``PredictorConfig.local_motion_inputs``): its code embeddings, or
+#: its pixels.
+LOCAL_MOTION_INPUTS = ("codes", "pixels")
 
 
 def neighbourhoods(tokens: torch.Tensor, fill: int = -1) -> torch.Tensor:
@@ -53,34 +56,57 @@ def inside_neighbours(height: int, width: int, device: torch.device) -> torch.Te
     return (neighbourhoods(cells)[..., 0] >= 0).flatten().nonzero().squeeze(1).to(device)
 
 
+def history_known(steps: int, frames: int, device: torch.device | None = None) -> torch.Tensor:
+    """Which of each step's last ``frames`` steps (newest first) lie inside a clip of ``steps``: bool ``[steps,
+    frames]``."""
+    back = torch.arange(frames, device=device)
+    return torch.arange(steps, device=device).unsqueeze(1) - back >= 0
+
+
 def step_history(tokens: torch.Tensor, frames: int, fill: int) -> torch.Tensor:
     """Tokens ``[B, T', h, w, G]`` → each step with the ``frames − 1`` steps before it, newest first: ``[B, T',
     frames, h, w, G]``. Steps before the clip's first are ``fill`` (the mask id: an episode's first frame has no
-    history, and "unknown" is not "nothing moved"; the stream does the same)."""
+    history, and "unknown" is not "nothing moved"; the stream does the same). Any per-cell values ``[B, T', h, w,
+    X]`` work the same way."""
     steps = tokens.shape[1]
     back = torch.arange(frames, device=tokens.device)
     index = torch.arange(steps, device=tokens.device).unsqueeze(1) - back  # [T', frames]
     history = tokens[:, index.clamp_min(0)]
-    return history.masked_fill((index < 0).view(1, steps, frames, 1, 1, 1), fill)
+    known = history_known(steps, frames, tokens.device)
+    return history.masked_fill(~known.view(1, steps, frames, 1, 1, 1), fill)
+
+
+def pixel_motion_inputs(cells: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Cell patches ``[..., k, h, w, P]`` (float in [0, 1], see
+    :func:`~aime_rl.perception.modules.temporal.cell_patches`) and which of the k steps are known ``[..., k]`` (bool;
+    False before an episode's first frame) → the inputs of a pixel :class:`LocalMotionEncoder` ``[..., k, h, w,
+    P + 1]``: the patch centred on zero (zero where unknown) and a known flag, so "unknown" is not "black"."""
+    flag = known[..., None, None, None].to(cells.dtype).expand(*cells.shape[:-1], 1)
+    return torch.cat([(2 * cells - 1) * flag, flag], dim=-1)
 
 
 class LocalMotionEncoder(nn.Module):
-    """Code embeddings of a cell's 3×3 neighbourhood over ``frames`` token steps → motion features per cell.
+    """A cell's 3×3 neighbourhood over ``frames`` token steps → motion features per cell.
+
+    What it reads of each cell and step is ``input_channels`` wide: the cell's code embedding (``normalize``: a
+    LayerNorm first), or its pixels (:func:`pixel_motion_inputs`).
 
     Args:
-        embedding_channels: width ``D`` of the code embeddings it reads (the model's input adapter's).
+        input_channels: width of a cell's input per step (the model's code embedding width ``D``, or a cell
+            patch's ``C · p · p`` plus its known flag).
         frames: ``k``, the token steps seen (this one and ``k − 1`` before).
+        normalize: LayerNorm each input first (for code embeddings, whose entries start at 0.02).
     """
 
-    def __init__(self, embedding_channels: int, frames: int):
+    def __init__(self, input_channels: int, frames: int, normalize: bool = True):
         super().__init__()
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
             raise ValueError(f"local_motion_frames must be 0 (off) or an int >= 2, got {frames!r}")
         self.frames = frames
         # the code embeddings start at 0.02 per entry: normalised, the convolution sees them at unit scale from the
-        # first step instead of waiting for them to grow
-        self.norm = nn.LayerNorm(embedding_channels)
-        self.frame_proj = nn.Linear(embedding_channels, FRAME_CHANNELS)
+        # first step instead of waiting for them to grow (pixels are at that scale already)
+        self.norm = nn.LayerNorm(input_channels) if normalize else nn.Identity()
+        self.frame_proj = nn.Linear(input_channels, FRAME_CHANNELS)
         self.convs = nn.Sequential(
             nn.Conv2d(frames * FRAME_CHANNELS, HIDDEN_CHANNELS, 3, padding=1),
             nn.GELU(),
@@ -93,8 +119,8 @@ class LocalMotionEncoder(nn.Module):
         return HIDDEN_CHANNELS
 
     def forward(self, embedded: torch.Tensor) -> torch.Tensor:
-        """Code embeddings ``[..., k, h, w, D]`` (newest step first, see :func:`step_history`) → features ``[...,
-        h, w, C]`` (``C = out_channels``) of the newest step."""
+        """Inputs ``[..., k, h, w, input_channels]`` (newest step first, see :func:`step_history`) → features
+        ``[..., h, w, C]`` (``C = out_channels``) of the newest step."""
         lead = embedded.shape[:-4]
         x = rearrange(self.frame_proj(self.norm(embedded)), "... k h w c -> (...) (k c) h w")
         features = rearrange(self.convs(x), "n c h w -> n h w c")

@@ -6,6 +6,7 @@
   ``motion_attention_bias``).
 - :func:`pixel_changes`: how each token cell's pixels changed since the previous frame (the predictor's
   ``pixel_changes`` input embedding).
+- :func:`cell_patches`: each token cell's pixels (what ``local_motion_inputs="pixels"`` reads).
 - :class:`TimescaleSummary` and :data:`TIMESCALES`: causal "medium"/"slow" summaries of the per-frame contexts.
 """
 
@@ -83,7 +84,14 @@ def pixel_changes(
     difference = video - torch.cat([before, video[:, :-1]], dim=1)
     if previous is None:
         difference[:, 0] = 0
-    return rearrange(difference, "b t c (h ph) (w pw) -> b t h w (c ph pw)", h=h, w=w)
+    return cell_patches(difference, grid)
+
+
+def cell_patches(video: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Frames ``[..., C, H, W]`` → each token cell's patch ``[..., h, w, C · H/h · W/w]`` on the token ``grid``
+    ``(h, w)`` (channels, then rows, then columns)."""
+    h, w = grid
+    return rearrange(video, "... c (h ph) (w pw) -> ... h w (c ph pw)", h=h, w=w)
 
 
 class TimescaleSummary(nn.Module):
