@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -169,6 +170,27 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
     },
     "motion-lr3": {"local_motion_lr_scale": 3.0},
+    "pixel-motion6-ahead5-ctx3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "context_prediction_horizon": 3,
+    },
+    "pixel-motion6-ahead5-ctx5": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "context_prediction_horizon": 5,
+    },
+    "pixel-motion6-ahead5-frozen-table": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "_frozen_motion_table": True,
+    },
     "pixel-motion6-ahead5-detached": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -354,6 +376,7 @@ def build(
     overrides.pop("_sequence_length", None)  # read by train_and_measure: the run's config is replaced there
     local_keys_zero = overrides.pop("_local_keys_zero", False)
     detach_motion = overrides.pop("_detach_motion", False)
+    frozen_motion_table = overrides.pop("_frozen_motion_table", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
@@ -448,6 +471,11 @@ def build(
             with torch.no_grad():
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
+    if frozen_motion_table:  # the motion head scores against a frozen copy of the starting code table
+        head = model.predictor.local_motion_head
+        head.input_adapter = [
+            SimpleNamespace(embeddings=model.predictor.input_adapter.embeddings.detach().clone())
+        ]
     return model, tokenizer_metrics
 
 

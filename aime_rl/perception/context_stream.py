@@ -18,7 +18,8 @@ from einops import rearrange, repeat
 from ..utils.validation import check_batch_size, row_index
 from .losses import FOREGROUND_THRESHOLD
 from .modules.kv_cache import WindowKVCache
-from .modules.temporal import FIRST, TIMESCALES, cell_patches, change_marks, motion_marks, pixel_changes
+from .modules.local_motion import pixel_motion_cells
+from .modules.temporal import FIRST, TIMESCALES, change_marks, motion_marks, pixel_changes
 from .predictor import PerceiverTokenPredictor
 
 
@@ -228,12 +229,13 @@ class ContextStream:
 
     def _local_motion_step(self, tokens: torch.Tensor, frames: torch.Tensor) -> torch.Tensor | None:
         """What the local motion encoder keeps of this step: its tokens ``[B, h, w, G]``, or with
-        ``local_motion_inputs="pixels"`` the cell patches of its frame ``[B, h, w, C · p · p]``; None without
+        ``local_motion_inputs="pixels"`` the cells of its frame ``[B, h, w, C · p · p]``
+        (:func:`~aime_rl.perception.modules.local_motion.pixel_motion_cells`); None without
         ``local_motion_frames``."""
         p = self.predictor
         if p.local_motion is None:
             return None
-        return cell_patches(frames, tuple(tokens.shape[1:3])) if p.local_motion_reads_pixels else tokens
+        return pixel_motion_cells(frames, tuple(tokens.shape[1:3])) if p.local_motion_reads_pixels else tokens
 
     def _local_motion(self, step: torch.Tensor | None) -> torch.Tensor | None:
         """This step's local motion features ``[B, h, w, C]`` from what it keeps of it (:meth:`_local_motion_step`,

@@ -41,6 +41,7 @@ from .modules.local_motion import (
     history_known,
     inside_neighbours,
     neighbourhoods,
+    pixel_motion_cells,
     pixel_motion_inputs,
     step_history,
 )
@@ -50,7 +51,6 @@ from .modules.temporal import FIRST as FIRST
 from .modules.temporal import (
     TIMESCALES,
     TimescaleSummary,
-    cell_patches,
     change_marks,
     check_timescale,
     motion_marks,
@@ -602,14 +602,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self, tokens: torch.Tensor, video: torch.Tensor | None = None
     ) -> torch.Tensor:
         """What the local motion encoder keeps of each token step: its tokens ``[..., T', h, w, G]`` (``"codes"``)
-        or its cell patches ``[..., T', h, w, C · p · p]`` (``"pixels"``: of ``video [..., T, C, H, W]``, the
-        token steps' last frames; of the tokens' decoding without it)."""
+        or its cells ``[..., T', h, w, C · p · p]`` (``"pixels"``, :func:`~aime_rl.perception.modules.local_motion.
+        pixel_motion_cells`: of ``video [..., T, C, H, W]``, the token steps' last frames; of the tokens' decoding
+        without it)."""
         if not self.local_motion_reads_pixels:
             return tokens
         if video is None:
             video = self.tokenizer.decode(self._squeeze(tokens)).clamp(0, 1)
         step_frames = video[..., self.frames_per_token_step - 1 :: self.frames_per_token_step, :, :, :]
-        return cell_patches(step_frames, tuple(tokens.shape[-3:-1]))
+        return pixel_motion_cells(step_frames, tuple(tokens.shape[-3:-1]))
 
     def local_motion_from_history(self, history: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
         """Each cell's :meth:`local_motion_step_inputs` of the last k steps ``[..., k, h, w, ·]`` (newest first)

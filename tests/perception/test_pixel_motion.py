@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from aime_rl.perception.modules.local_motion import history_known, pixel_motion_inputs
+from aime_rl.perception.modules.local_motion import history_known, pixel_motion_cells, pixel_motion_inputs
 from aime_rl.perception.modules.temporal import cell_patches
 from tests.perception.helpers import assert_stream_equals_offline, load_without_predictor_key, tiny
 
@@ -20,10 +20,20 @@ def test_cell_patches_list_each_cells_channels_then_rows_then_columns():
     assert patches[0, 1].tolist() == [2, 3, 6, 7, 18, 19, 22, 23]
 
 
-def test_an_unknown_step_reads_as_zero_with_its_flag_off_not_as_a_black_patch():
-    cells = torch.zeros(1, 2, 1, 1, 3)  # a black patch, then a step before the episode
+def test_pixel_motion_cells_are_the_patches_less_the_frames_mean_colour():
+    frames = torch.zeros(3, 4, 4)
+    frames[0] = 0.2  # a plain red screen ...
+    frames[0, 0, 0] = 1.0  # ... with one bright pixel
+    cells = pixel_motion_cells(frames, (2, 2))
+    assert torch.allclose(cells[1, 1, :4], torch.full((4,), -0.05))  # red less its mean 0.25
+    assert cells[0, 0, 0] == pytest.approx(0.75)
+    assert torch.allclose(cells[..., 4:], torch.zeros(2, 2, 8))  # the other channels are plain: zero
+
+
+def test_an_unknown_step_reads_as_zero_with_its_flag_off():
+    cells = torch.full((1, 2, 1, 1, 3), 0.5)  # a known step, then a step before the episode
     inputs = pixel_motion_inputs(cells, torch.tensor([[True, False]]))
-    assert inputs[0, 0, 0, 0].tolist() == [-1, -1, -1, 1]
+    assert inputs[0, 0, 0, 0].tolist() == [0.5, 0.5, 0.5, 1]
     assert inputs[0, 1, 0, 0].tolist() == [0, 0, 0, 0]
 
 

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .temporal import cell_patches
+
 #: Channels each token step's embedding is projected to before the steps are stacked.
 FRAME_CHANNELS = 32
 #: Channels of the convolution's hidden and output features.
@@ -76,13 +78,22 @@ def step_history(tokens: torch.Tensor, frames: int, fill: int) -> torch.Tensor:
     return history.masked_fill(~known.view(1, steps, frames, 1, 1, 1), fill)
 
 
+def pixel_motion_cells(frames: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Frames ``[..., C, H, W]`` (float in [0, 1]) → what a pixel :class:`LocalMotionEncoder` keeps of each cell:
+    its patch less the frame's mean colour, ``[..., h, w, C · H/h · W/w]`` on the token ``grid``.
+
+    Centred on the frame's own mean, a plain background reads as zero and a small object as what sets it apart.
+    Centred on 0.5 instead, every input of a dark screen starts near −1 and the convolution learns little at a
+    short budget (Catch, the encoder trained alone for 320 steps: ball vy 0.06 from its features, against 0.57)."""
+    return cell_patches(frames - frames.mean(dim=(-2, -1), keepdim=True), grid)
+
+
 def pixel_motion_inputs(cells: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
-    """Cell patches ``[..., k, h, w, P]`` (float in [0, 1], see
-    :func:`~aime_rl.perception.modules.temporal.cell_patches`) and which of the k steps are known ``[..., k]`` (bool;
-    False before an episode's first frame) → the inputs of a pixel :class:`LocalMotionEncoder` ``[..., k, h, w,
-    P + 1]``: the patch centred on zero (zero where unknown) and a known flag, so "unknown" is not "black"."""
+    """Cells of :func:`pixel_motion_cells` ``[..., k, h, w, P]`` and which of the k steps are known ``[..., k]``
+    (bool; False before an episode's first frame) → the inputs of a pixel :class:`LocalMotionEncoder` ``[..., k,
+    h, w, P + 1]``: the cells (zero where unknown) and a known flag, so "unknown" is not "the mean colour"."""
     flag = known[..., None, None, None].to(cells.dtype).expand(*cells.shape[:-1], 1)
-    return torch.cat([(2 * cells - 1) * flag, flag], dim=-1)
+    return torch.cat([cells * flag, flag], dim=-1)
 
 
 class LocalMotionEncoder(nn.Module):
