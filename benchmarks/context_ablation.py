@@ -170,12 +170,35 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
     },
     "motion-lr3": {"local_motion_lr_scale": 3.0},
+    "pixel-motion6-ahead5-lr10": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "local_motion_lr_scale": 10.0,
+    },
     "pixel-motion6-ahead5-ctx3": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
         "local_motion_frames": 6,
         "local_motion_horizon": 5,
         "context_prediction_horizon": 3,
+    },
+    "pixel-motion6-ahead5-bottleneck": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "local_motion_context": True,
+        "_motion_bottleneck": True,
+    },
+    "pixel-motion6-ahead5-slot-term": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "local_motion_context": True,
+        "_motion_bottleneck": "extra",
     },
     "pixel-motion6-ahead5-ctx5": {
         "local_motion_inputs": "pixels",
@@ -377,6 +400,7 @@ def build(
     local_keys_zero = overrides.pop("_local_keys_zero", False)
     detach_motion = overrides.pop("_detach_motion", False)
     frozen_motion_table = overrides.pop("_frozen_motion_table", False)
+    motion_bottleneck = overrides.pop("_motion_bottleneck", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
@@ -471,12 +495,41 @@ def build(
             with torch.no_grad():
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
+    if motion_bottleneck:
+        attach_motion_bottleneck(model, "extra" if motion_bottleneck == "extra" else "only")
     if frozen_motion_table:  # the motion head scores against a frozen copy of the starting code table
         head = model.predictor.local_motion_head
         head.input_adapter = [
             SimpleNamespace(embeddings=model.predictor.input_adapter.embeddings.detach().clone())
         ]
     return model, tokenizer_metrics
+
+
+def attach_motion_bottleneck(model: CausalPerceiverIO, mode: str = "only") -> None:
+    """The local motion term reads the motion features through the context's motion slot: the slot ``[D]`` mapped
+    back to every cell's features ``[h, w, C]`` (a new linear map), so the slot must carry what the term asks of the
+    features (the keys still read the features themselves). ``mode="extra"``: the features keep their own term,
+    and the slot's reading of them (detached) gets a second."""
+    predictor = model.predictor
+    if predictor.local_motion_context is None:
+        raise ValueError("the motion bottleneck needs local_motion_context (the slot it squeezes through)")
+    predictor.motion_expand = torch.nn.Linear(
+        predictor.num_latent_channels, predictor.local_motion_context.in_features
+    )
+    term = predictor._local_motion_loss
+
+    def loss(features: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        if features is None:
+            return term(features, tokens)
+        if (
+            mode == "extra"
+        ):  # the features keep their own term; the slot gets a second one, on detached features
+            slot = predictor.local_motion_context(features.detach().flatten(-3))
+            return term(features, tokens) + term(predictor.motion_expand(slot).view_as(features), tokens)
+        slot = predictor.local_motion_context(features.flatten(-3))
+        return term(predictor.motion_expand(slot).view_as(features), tokens)
+
+    object.__setattr__(predictor, "_local_motion_loss", loss)
 
 
 class LinearTokenReadout(torch.nn.Module):

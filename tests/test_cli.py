@@ -18,6 +18,9 @@ DEMO_PREDICTOR_KWARGS = {
     "local_motion_frames": 3,
     "local_motion_context": True,
     "local_motion_horizon": 3,
+    "local_motion_inputs": "pixels",
+    "local_motion_history": True,
+    "local_motion_lr_scale": 3.0,
     "num_latents": 8,
 }
 ATARI_PREDICTOR_KWARGS = {
@@ -27,6 +30,9 @@ ATARI_PREDICTOR_KWARGS = {
     "local_motion_frames": 0,
     "local_motion_context": False,
     "local_motion_horizon": 1,
+    "local_motion_inputs": "codes",
+    "local_motion_history": False,
+    "local_motion_lr_scale": 1.0,
     "num_latents": 16,
 }
 

@@ -313,9 +313,11 @@ class PredictorConfig:
         local_motion_lr_scale: the optimiser trains the local motion encoder and its term's head at this multiple
             of the learning rate (:func:`~aime_rl.training.optim.make_optimizer`; the code table its head scores
             against is the model's and keeps the base rate). The encoder learns from its own term alone, and
-            under the trainer's cosine decay a short run leaves it under-trained (Catch, the pixel encoder trained
-            alone for 320 steps: ball vy 0.54 from its features at a constant rate, 0.15 with the decay, 0.58 with
-            the decay at 3×; ``benchmarks/README.md``, thirty-sixth session). 1 is the seed's.
+            under the trainer's warm-up and cosine decay a short run leaves it under-trained (Catch, the pixel
+            encoder trained alone for 320 steps: ball vy 0.54 from its features at a constant rate, 0.15 under the
+            schedule, 0.58 under it at 3×; the whole model with pixel inputs, k = 6, H = 5: the context's ball vx /
+            ball vy 0.695 / 0.143 at 1×, 0.795 / 0.336 at 3× over three models; ``benchmarks/README.md``,
+            thirty-sixth session). 1 is the seed's.
     """
 
     num_latents: int = 128

@@ -990,8 +990,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         model that also reads the frames, or tokens of another shape."""
         if self.reads_frames:
             raise ValueError(
-                "motion_attention_bias and pixel_changes read motion from the frames: train on videos, not cached "
-                "tokens"
+                "motion_attention_bias, pixel_changes and local_motion_inputs='pixels' read motion from the frames: "
+                "train on videos, not cached tokens"
             )
         tokens = tokens.unsqueeze(-1) if tokens.dim() == 4 else tokens
         if tokens.dim() != 5 or tokens.shape[-1] != self.tokenizer.num_quantizers:

@@ -39,6 +39,9 @@ DEMO_PREDICTOR_KWARGS = {
     "local_motion_frames": 3,
     "local_motion_context": True,
     "local_motion_horizon": 3,
+    "local_motion_inputs": "pixels",
+    "local_motion_history": True,
+    "local_motion_lr_scale": 3.0,
     "num_latents": 8,
 }  # aime_rl/experiments/demo.toml
 TRAIN = ["--preset", "tiny", "--sequence-length", "4", "--batch-size", "2", "--decoder-steps", "2"]
