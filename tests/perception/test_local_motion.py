@@ -118,8 +118,9 @@ def stream_after(model, clip: torch.Tensor, frames: int):
 
 
 @torch.no_grad()
-def test_a_reset_row_starts_its_history_again(clip):
-    model = tiny(local_motion_frames=3)
+@pytest.mark.parametrize("inputs", ["codes", "pixels"])
+def test_a_reset_row_starts_its_history_again(clip, inputs):
+    model = tiny(local_motion_frames=3, local_motion_inputs=inputs)
     stream = stream_after(model, clip, 5)
     stream.reset(torch.tensor([True, False]))
     restarted = torch.stack([stream.step(clip[:, t]) for t in range(5, 9)], dim=1)

@@ -88,17 +88,6 @@ def test_stream_equals_offline_with_pixel_motion(clip, window, temporal_downsamp
     assert_stream_equals_offline(model, clip, window)
 
 
-@torch.no_grad()
-def test_a_reset_row_starts_its_pixel_history_again(clip):
-    model = tiny(**PIXELS)
-    stream = model.stream(2, window=4)
-    for t in range(5):
-        stream.step(clip[:, t])
-    stream.reset(torch.tensor([True, False]))
-    restarted = torch.stack([stream.step(clip[:, t]) for t in range(5, 9)], dim=1)
-    assert torch.allclose(restarted[:1], model.extract_context(clip[:1, 5:9], window=4), atol=1e-4, rtol=0)
-
-
 def test_a_pixel_motion_model_reads_frames_and_refuses_cached_tokens(clip):
     predictor = tiny(**PIXELS).predictor
     assert predictor.reads_frames
