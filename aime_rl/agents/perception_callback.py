@@ -44,6 +44,7 @@ from torch import nn
 
 from aime_rl.perception import CausalPerceiverIO
 from aime_rl.replay.store import ReplayStore
+from aime_rl.training.optim import make_optimizer
 from aime_rl.training.perception import predictor_loss_fn, tokenizer_loss
 from aime_rl.training.trainer import TrainerConfig, scalar_metrics
 from aime_rl.utils.schedule import is_due
@@ -72,18 +73,6 @@ def _frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def _adamw(params: Sequence[nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices/kernels only (not on biases and normalisation scales)."""
-    params = [p for p in params if p.requires_grad]
-    if not params:
-        raise ValueError("no trainable parameters")
-    groups = [
-        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-
-
 def _mean_metrics(history: list[dict[str, float]]) -> dict[str, float]:
     """Mean of every key over a list of scalar dicts (keys missing from some dicts are averaged where present)."""
     keys = dict.fromkeys(k for item in history for k in item)
@@ -109,10 +98,12 @@ class PerceptionTrainingCallback(BaseCallback):
         gradient_steps: optimizer steps per part per update.
         parts: what to train, any of :data:`PERCEPTION_PARTS` (the tokenizer is always trained first).
         batch_size: windows per gradient step.
-        sequence_length: frames per window (default: the model's ``video_shape[0]``).
+        sequence_length: frames per window (default: the model's ``video_shape[0]``); a context model with
+            ``local_motion_history`` reads its ``motion_history_frames`` more before each window, as offline.
         num_context_frames: observed frames of a window for the context-model loss (default: half the window).
         lr, weight_decay, grad_clip: AdamW settings (constant learning rate; decay on ``ndim >= 2`` parameters;
-            gradient-norm clipping, ``None`` or ``0`` for none). Steps with a non-finite loss or gradient are skipped.
+            a submodule's ``lr_scale`` multiplies its rate, as offline; gradient-norm clipping, ``None`` or ``0`` for
+            none). Steps with a non-finite loss or gradient are skipped.
         store: replay store or directory to sample from (default: the ``VecRecordFrames`` in the training env).
         context_envs: wrapper(s) to update (default: the ``VecContextObservation`` in the training env). Pass the
             training *and* evaluation wrappers to keep them on the same weights; they must hold models of the same
@@ -227,9 +218,19 @@ class PerceptionTrainingCallback(BaseCallback):
             )
 
     def _make_optimizer(self, part: str) -> torch.optim.AdamW:
+        """The offline trainer's AdamW (:func:`~aime_rl.training.optim.make_optimizer`): a submodule's ``lr_scale``
+        (e.g. the local motion encoder's ``local_motion_lr_scale``) holds here too."""
         if part == "tokenizer":
-            return _adamw(list(self.model_copy.tokenizer.parameters()), self.lr, self.weight_decay)
-        return _adamw(self.model_copy.predictor.trainable_parameters(), self.lr, self.weight_decay)
+            return make_optimizer(self.model_copy.tokenizer, self.lr, self.weight_decay)
+        predictor = self.model_copy.predictor
+        return make_optimizer(predictor, self.lr, self.weight_decay, predictor.trainable_parameters())
+
+    def _window_length(self, part: str) -> int:
+        """Frames of one training window of ``part``: ``sequence_length``, after the context model's
+        :attr:`~aime_rl.perception.PerceiverTokenPredictor.motion_history_frames` (the offline trainer's windows)."""
+        if part == "tokenizer":
+            return self.sequence_length
+        return self.sequence_length + self.model_copy.predictor.motion_history_frames
 
     # -- SB3 hooks -----------------------------------------------------------------------------------------------
 
@@ -250,11 +251,10 @@ class PerceptionTrainingCallback(BaseCallback):
         """
         if self.model_copy is None:
             raise RuntimeError("the callback is not initialised: pass it to agent.learn(callback=...) first")
-        if not has_windows(self.store, self.sequence_length):
+        length = max(self._window_length(part) for part in self.parts)
+        if not has_windows(self.store, length):
             if self.verbose:
-                print(
-                    f"PerceptionTrainingCallback: no {self.sequence_length}-frame episode yet, update postponed"
-                )
+                print(f"PerceptionTrainingCallback: no {length}-frame episode yet, update postponed")
             return None
         start = time.perf_counter()
         scalars: dict[str, float] = {}
@@ -279,7 +279,8 @@ class PerceptionTrainingCallback(BaseCallback):
     def _loss_fn(self, part: str) -> tuple[nn.Module, Callable[[nn.Module, Mapping], Mapping[str, Any]]]:
         if part == "tokenizer":
             return self.model_copy.tokenizer, tokenizer_loss
-        return self.model_copy.predictor, predictor_loss_fn(self.num_context_frames)
+        predictor = self.model_copy.predictor
+        return predictor, predictor_loss_fn(self.num_context_frames, predictor.motion_history_frames)
 
     @contextmanager
     def _training_mode(self, part: str) -> Iterator[None]:
@@ -308,7 +309,7 @@ class PerceptionTrainingCallback(BaseCallback):
                 frames = sample_frames(
                     self.store,
                     self.batch_size,
-                    self.sequence_length,
+                    self._window_length(part),
                     rng,
                     self.recency,
                     self.model_copy.frame_size,

@@ -111,6 +111,58 @@ def test_update_trains_context_model_only_by_default(tmp_path, model_dir):
     env.close()
 
 
+@pytest.fixture(scope="module")
+def motion_model_dir(tmp_path_factory) -> str:
+    """A tiny model whose local motion encoder reads 2 steps of history and trains at 3× the learning rate."""
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("motion")
+    model = CausalPerceiverIO.from_preset(
+        "tiny",
+        video_shape=(FRAMES, 3, 32, 32),
+        local_motion_frames=3,
+        local_motion_history=True,
+        local_motion_lr_scale=3.0,
+    )
+    model.save_pretrained(directory)
+    return str(directory)
+
+
+def test_update_trains_the_local_motion_encoder_at_its_lr_scale(tmp_path, motion_model_dir):
+    env = make_env(tmp_path, motion_model_dir)
+    callback = PerceptionTrainingCallback(gradient_steps=1, batch_size=2, lr=1e-3)
+    callback.init_callback(silent_agent(env))
+    predictor = callback.model_copy.predictor
+    rates = {
+        id(p): group["lr"]
+        for group in callback.optimizers["context_model"].param_groups
+        for p in group["params"]
+    }
+    encoder_rates = [rates[id(p)] for p in predictor.local_motion.parameters()]
+    assert encoder_rates == pytest.approx([3e-3] * 8)
+    assert rates[id(predictor.input_adapter.embeddings)] == pytest.approx(1e-3)
+    assert not any(id(p) in rates for p in predictor.tokenizer.parameters())
+    env.close()
+
+
+def test_update_reads_the_motion_history_before_each_window(tmp_path, motion_model_dir):
+    env = make_env(tmp_path, motion_model_dir)
+    collect(env, 40)
+    callback = PerceptionTrainingCallback(gradient_steps=1, batch_size=2)
+    callback.init_callback(silent_agent(env))
+    predictor = callback.model_copy.predictor
+    seen = []
+    forward = predictor.forward
+
+    def spy(video, *args, **kwargs):
+        seen.append((video.shape[1], kwargs.get("history_frames")))
+        return forward(video, *args, **kwargs)
+
+    predictor.forward = spy
+    assert callback.update() is not None
+    assert seen == [(FRAMES + 2, 2)]  # the offline trainer's windows: 2 frames of the encoder's history first
+    env.close()
+
+
 def test_update_resets_the_context_stream(tmp_path, model_dir):
     env = make_env(tmp_path, model_dir)
     agent = silent_agent(env)

@@ -80,3 +80,12 @@ def test_an_lr_scale_that_is_not_a_positive_number_is_refused(scale):
     model[2].lr_scale = scale
     with pytest.raises(ValueError, match="lr_scale must be a number > 0"):
         make_optimizer(model, lr=1e-3, weight_decay=0.0)
+
+
+def test_the_optimiser_trains_only_the_parameters_it_is_given():
+    model = _model()
+    model[2].lr_scale = 2.0
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.1, params=model[2].parameters())
+    rates = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    assert set(rates) == {id(p) for p in model[2].parameters()}
+    assert set(rates.values()) == {2e-3}
