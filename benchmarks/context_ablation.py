@@ -39,6 +39,7 @@ from aime_rl.envs import make_env
 from aime_rl.evaluation import catch_landing_labels, collect_labelled, default_label_fn, probe_model
 from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.perception.modules.whitening import ContextWhitening
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
 from aime_rl.training.perception import train_context_model, train_tokenizer
@@ -170,6 +171,26 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
     },
     "motion-lr3": {"local_motion_lr_scale": 3.0},
+    "pixel-motion-lr3-whitened-slot": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_whitened_slot": 1e-4,
+    },
+    "pixel-motion-lr3-whitened-slot-1e-5": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_whitened_slot": 1e-5,
+    },
+    "pixel-motion6-ahead5-lr3-whitened-slot": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "local_motion_lr_scale": 3.0,
+        "_whitened_slot": 1e-4,
+    },
     "pixel-motion6-ahead5-lr10": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -402,6 +423,7 @@ def build(
     frozen_motion_table = overrides.pop("_frozen_motion_table", False)
     motion_bottleneck = overrides.pop("_motion_bottleneck", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
+    whitened_slot = overrides.pop("_whitened_slot", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -495,6 +517,8 @@ def build(
             with torch.no_grad():
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
+    if whitened_slot is not None:
+        attach_whitened_slot(model, whitened_slot)
     if motion_bottleneck:
         attach_motion_bottleneck(model, "extra" if motion_bottleneck == "extra" else "only")
     if frozen_motion_table:  # the motion head scores against a frozen copy of the starting code table
@@ -503,6 +527,39 @@ def build(
             SimpleNamespace(embeddings=model.predictor.input_adapter.embeddings.detach().clone())
         ]
     return model, tokenizer_metrics
+
+
+class PeriodicWhitening(torch.nn.Module):
+    """ZCA whitening of ``[..., C]`` with running statistics (each training call folds its batch in) and a matrix
+    recomputed every ``every`` training calls (an eigendecomposition of C × C is too slow for every step)."""
+
+    def __init__(self, channels: int, eps: float, every: int = 16):
+        super().__init__()
+        self.whitening = ContextWhitening(channels, eps=eps)
+        self.every, self.calls, self.frozen = every, 0, None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.whitening.update(x)
+            if self.frozen is None or self.calls % self.every == 0:
+                self.frozen = self.whitening.matrix().detach().clone()
+            self.calls += 1
+            matrix = self.frozen
+        else:
+            matrix = self.whitening.matrix()  # the latest statistics
+        if not self.whitening.fitted:
+            return x
+        return (x - self.whitening.running_mean.to(x.dtype)) @ matrix.to(x.dtype)
+
+
+def attach_whitened_slot(model: CausalPerceiverIO, eps: float) -> None:
+    """The motion slot's map reads the motion features ``[h · w · C]`` whitened: the fall speed lives in their
+    directions of least variance, which a gradient-trained linear map learns last."""
+    predictor = model.predictor
+    if predictor.local_motion_context is None:
+        raise ValueError("the whitened slot needs local_motion_context")
+    linear = predictor.local_motion_context
+    predictor.local_motion_context = torch.nn.Sequential(PeriodicWhitening(linear.in_features, eps), linear)
 
 
 def attach_motion_bottleneck(model: CausalPerceiverIO, mode: str = "only") -> None:
