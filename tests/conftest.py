@@ -24,6 +24,15 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_a_temporary_folder(tmp_path_factory):
+    """SB3 makes a folder ``$TMPDIR/SB3-<time>`` for every ``learn()`` without a TensorBoard log (and every
+    ``configure(None, ...)``): point them at the session's temporary folder, which pytest cleans up."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3_logs")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
