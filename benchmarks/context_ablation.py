@@ -171,6 +171,29 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
     },
     "motion-lr3": {"local_motion_lr_scale": 3.0},
+    # the demo's local motion (pixels, history, 3×) on a run of the Atari recipe (which has none): in the keys
+    # only, and also in the pooled context (thirty-seventh session)
+    "pixel-motion3-keys": {
+        "local_motion_frames": 3,
+        "local_motion_horizon": 3,
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+    },
+    "pixel-motion3-keys-lr1": {
+        "local_motion_frames": 3,
+        "local_motion_horizon": 3,
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+    },
+    "pixel-motion3-context": {
+        "local_motion_frames": 3,
+        "local_motion_horizon": 3,
+        "local_motion_context": True,
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+    },
     "pixel-motion-lr3-whitened-slot": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
