@@ -194,6 +194,15 @@ VARIANTS: dict[str, dict] = {
         "local_motion_history": True,
         "local_motion_lr_scale": 3.0,
     },
+    # clips of 12 frames (6 of context) whose pooled context also names the frame 5 steps ahead: a term of the
+    # context that needs the speed (thirty-seventh session)
+    "pixel-motion-lr3-clips12-ctx5": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "context_prediction_horizon": 5,
+        "_sequence_length": 12,
+    },
     "pixel-motion-lr3-whitened-slot": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
