@@ -203,6 +203,20 @@ VARIANTS: dict[str, dict] = {
         "context_prediction_horizon": 5,
         "_sequence_length": 12,
     },
+    # every token term (the pooled context's too) also averaged over the cells that change: the ball's and the
+    # paddle's, where the speed decides the next tokens (thirty-seventh session)
+    "pixel-motion-lr3-change1": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "change_weight": 1.0,
+    },
+    "pixel-motion-lr3-change4": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "change_weight": 4.0,
+    },
     "pixel-motion-lr3-whitened-slot": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
