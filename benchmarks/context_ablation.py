@@ -217,6 +217,33 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
         "change_weight": 4.0,
     },
+    # the pooled context's own term also gets graded credit for naming the changing cells near their true pixels
+    "pixel-motion-lr3-ctx-pixels1": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_context_distance": 1.0,
+    },
+    "pixel-motion-lr3-ctx-pixels3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_context_distance": 3.0,
+    },
+    "pixel-motion6-ahead5-lr3-ctx-pixels3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_frames": 6,
+        "local_motion_horizon": 5,
+        "local_motion_lr_scale": 3.0,
+        "_context_distance": 3.0,
+    },
+    "pixel-motion-lr3-ctx-pixels10": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_context_distance": 10.0,
+    },
     "pixel-motion-lr3-whitened-slot": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -470,6 +497,7 @@ def build(
     motion_bottleneck = overrides.pop("_motion_bottleneck", False)
     local_keys_std = overrides.pop("_local_keys_std", None)
     whitened_slot = overrides.pop("_whitened_slot", None)
+    context_distance = overrides.pop("_context_distance", None)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -563,6 +591,8 @@ def build(
             with torch.no_grad():
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
+    if context_distance is not None:
+        attach_context_distance(model, context_distance)
     if whitened_slot is not None:
         attach_whitened_slot(model, whitened_slot)
     if motion_bottleneck:
@@ -695,48 +725,77 @@ def attach_joint_codes(model: CausalPerceiverIO) -> None:
     object.__setattr__(adapter, "embed_ids", embed_ids)
 
 
-def attach_motion_distance(model: CausalPerceiverIO, weight: float, space: str = "codes") -> None:
-    """Add to the local motion term, times ``weight``, the squared distance between the code vectors its head
-    expects (softmax-weighted, per quantizer) and the true ones, on the neighbours whose tokens change, over the true
-    vectors' mean square: graded credit for a prediction near the truth. ``space="pixels"``: between the cell
-    patches the tokenizer's patch decoder draws from them, blurred 3×3, over the true patches' variance."""
-    predictor = model.predictor
+def code_distance(predictor, space: str = "codes"):
+    """``distance(logits [..., G, K], ids [..., G]) → [...]``: the squared distance between the code vectors the
+    logits expect (softmax-weighted, per quantizer) and the true ones, over the true vectors' mean square: graded
+    credit for a prediction near the truth. ``space="pixels"``: between the cell patches the tokenizer's patch
+    decoder draws from them, blurred 3×3, over the true patches' variance."""
     cell_mlp = getattr(predictor.tokenizer.decoder, "mlp", None)
     if space == "pixels" and cell_mlp is None:
-        raise ValueError("motion-pixels needs a tokenizer with the patch decoder")
+        raise ValueError("a distance in pixels needs a tokenizer with the patch decoder")
     side = predictor.tokenizer.downsample
 
-    def distance_of(expected: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-        """``[..., G, d]`` pairs → ``[...]``."""
+    def distance(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        codebook = predictor.tokenizer.codebook.detach()  # [G, K, d]
+        heads = torch.arange(codebook.shape[0], device=ids.device)
+        expected = torch.einsum("...gk,gkd->...gd", logits.float().softmax(-1), codebook)
+        true = codebook[heads, ids]
         if space == "codes":
-            return (expected - true).square().sum((-1, -2)) / scale_of()
-        drawn = [cell_mlp(v.flatten(-2)).unflatten(-1, (-1, side, side)) for v in (expected, true.detach())]
+            scale = codebook.square().sum(-1).mean() * codebook.shape[0]
+            return (expected - true).square().sum((-1, -2)) / scale
+        drawn = [cell_mlp(v.flatten(-2)).unflatten(-1, (-1, side, side)) for v in (expected, true)]
         blurred = [F.avg_pool2d(x.flatten(0, -4), 3, 1, 1, count_include_pad=False) for x in drawn]
-        return (blurred[0] - blurred[1]).square().mean((-1, -2, -3)).view(expected.shape[:-2]) / blurred[
-            1
-        ].var().clamp_min(1e-6)
+        squared = (blurred[0] - blurred[1]).square().mean((-1, -2, -3)).view(expected.shape[:-2])
+        return squared / blurred[1].var().clamp_min(1e-6)
 
-    def scale_of() -> torch.Tensor:
-        codebook = predictor.tokenizer.codebook.detach()
-        return codebook.square().sum(-1).mean() * codebook.shape[0]
+    return distance
 
+
+def attach_motion_distance(model: CausalPerceiverIO, weight: float, space: str = "codes") -> None:
+    """Add to the local motion term, times ``weight``, the :func:`code_distance` of its head's expected codes on the
+    neighbours whose tokens change."""
+    predictor = model.predictor
+    distance = code_distance(predictor, space)
     original = predictor._local_motion_loss
 
     def loss(features, tokens):
         base = original(features, tokens)
         if features is None:
             return base
-        codebook = predictor.tokenizer.codebook.detach()  # [G, K, d]
-        heads = torch.arange(codebook.shape[0], device=tokens.device)
         extra = features.new_zeros(())
         for logits, following, changed in predictor.local_motion_targets(features, tokens):
-            expected = torch.einsum("bsmgk,gkd->bsmgd", logits.float().softmax(-1), codebook)
-            distance = distance_of(expected, codebook[heads, following])  # [B, s, M]
             changed = changed.float()
-            extra = extra + (distance * changed).sum() / changed.sum().clamp_min(1.0)
+            extra = extra + (distance(logits, following) * changed).sum() / changed.sum().clamp_min(1.0)
         return base + weight * extra
 
     object.__setattr__(predictor, "_local_motion_loss", loss)
+
+
+def attach_context_distance(model: CausalPerceiverIO, weight: float, space: str = "pixels") -> None:
+    """Add to the pooled context's own term (the next frame named from the context alone), times ``weight``, the
+    :func:`code_distance` of its expected codes on the cells that change: credit that grows as the named ball moves
+    towards its true place, a fraction of a pixel at a time."""
+    predictor = model.predictor
+    distance = code_distance(predictor, space)
+    next_frame_loss, cross_entropy = predictor._next_frame_loss, predictor._cross_entropy
+    reading = {"context": False}
+
+    def context_aware_next_frame_loss(memory, tokens, term_weight, copy_prior=True, horizon=1):
+        reading["context"] = not copy_prior  # the context term is the one without the copy prior
+        try:
+            return next_frame_loss(memory, tokens, term_weight, copy_prior, horizon)
+        finally:
+            reading["context"] = False
+
+    def graded_cross_entropy(logits, target, changed=None):
+        base = cross_entropy(logits, target, changed)
+        if not reading["context"] or changed is None:
+            return base
+        changed = changed.float()
+        return base + weight * (distance(logits, target) * changed).sum() / changed.sum().clamp_min(1.0)
+
+    object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
+    object.__setattr__(predictor, "_cross_entropy", graded_cross_entropy)
 
 
 def attach_linear_token_readout(model: CausalPerceiverIO, horizons: tuple[int, ...]) -> None:
