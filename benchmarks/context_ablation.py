@@ -230,6 +230,20 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
         "_context_distance": 3.0,
     },
+    "pixel-motion-lr3-ctx-pixels3-all": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_context_distance": 3.0,
+        "_context_distance_cells": "all",
+    },
+    "pixel-motion-lr3-ctx-pixels3-h3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "context_prediction_horizon": 3,
+        "_context_distance": 3.0,
+    },
     "pixel-motion6-ahead5-lr3-ctx-pixels3": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -498,6 +512,7 @@ def build(
     local_keys_std = overrides.pop("_local_keys_std", None)
     whitened_slot = overrides.pop("_whitened_slot", None)
     context_distance = overrides.pop("_context_distance", None)
+    context_distance_cells = overrides.pop("_context_distance_cells", "changed")
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -592,7 +607,7 @@ def build(
                 rows = model.predictor.input_adapter.embeddings[:, :-1]
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
     if context_distance is not None:
-        attach_context_distance(model, context_distance)
+        attach_context_distance(model, context_distance, cells=context_distance_cells)
     if whitened_slot is not None:
         attach_whitened_slot(model, whitened_slot)
     if motion_bottleneck:
@@ -771,10 +786,12 @@ def attach_motion_distance(model: CausalPerceiverIO, weight: float, space: str =
     object.__setattr__(predictor, "_local_motion_loss", loss)
 
 
-def attach_context_distance(model: CausalPerceiverIO, weight: float, space: str = "pixels") -> None:
+def attach_context_distance(
+    model: CausalPerceiverIO, weight: float, space: str = "pixels", cells: str = "changed"
+) -> None:
     """Add to the pooled context's own term (the next frame named from the context alone), times ``weight``, the
-    :func:`code_distance` of its expected codes on the cells that change: credit that grows as the named ball moves
-    towards its true place, a fraction of a pixel at a time."""
+    :func:`code_distance` of its expected codes on the cells that change (``cells="all"``: on every cell): credit
+    that grows as the named ball moves towards its true place, a fraction of a pixel at a time."""
     predictor = model.predictor
     distance = code_distance(predictor, space)
     next_frame_loss, cross_entropy = predictor._next_frame_loss, predictor._cross_entropy
@@ -791,8 +808,8 @@ def attach_context_distance(model: CausalPerceiverIO, weight: float, space: str 
         base = cross_entropy(logits, target, changed)
         if not reading["context"] or changed is None:
             return base
-        changed = changed.float()
-        return base + weight * (distance(logits, target) * changed).sum() / changed.sum().clamp_min(1.0)
+        scored = torch.ones_like(changed, dtype=torch.float) if cells == "all" else changed.float()
+        return base + weight * (distance(logits, target) * scored).sum() / scored.sum().clamp_min(1.0)
 
     object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
     object.__setattr__(predictor, "_cross_entropy", graded_cross_entropy)
