@@ -27,6 +27,7 @@ import math
 import shutil
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -70,6 +71,15 @@ VARIANTS: dict[str, dict] = {
     # ... of how the latents changed since the frame before (what moves), from the context alone
     "recon-changes1": {"latent_reconstruction_weight": 1.0, "_reconstruct_changes": True},
     "recon-changes0.1": {"latent_reconstruction_weight": 0.1, "_reconstruct_changes": True},
+    # ... of how the latents will change over the next 2 steps (what a velocity predicts), on the demo's recipe (its
+    # clips give the loss 3 context steps, so 2 is the longest horizon with a target)
+    "pixel-motion-lr3-recon-future2": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "latent_reconstruction_weight": 1.0,
+        "_reconstruct_future": 2,
+    },
     # ... with every latent channel standardised (each of the N · D directions weighs the same, not by its variance)
     "recon-std0.1": {"latent_reconstruction_weight": 0.1, "_reconstruct_standardised": True},
     "recon-std1": {"latent_reconstruction_weight": 1.0, "_reconstruct_standardised": True},
@@ -257,6 +267,26 @@ VARIANTS: dict[str, dict] = {
         "local_motion_history": True,
         "local_motion_lr_scale": 3.0,
         "_context_distance": 10.0,
+    },
+    # the next-frame decoder's logits give each cell's last token a learned bonus (PredictorConfig.copy_logit)
+    "pixel-motion-lr3-copy-logit3": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "copy_logit": 3.0,
+    },
+    "copy-logit3": {"copy_logit": 3.0},
+    "pixel-motion-lr3-copy-logit6": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "copy_logit": 6.0,
+    },
+    "pixel-motion-lr3-copy-logit1": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "copy_logit": 1.0,
     },
     "pixel-motion-lr3-whitened-slot": {
         "local_motion_inputs": "pixels",
@@ -499,6 +529,7 @@ def build(
     code_geometry = overrides.pop("_code_geometry", None)
     reconstruct_changes = overrides.pop("_reconstruct_changes", False)
     reconstruct_standardised = overrides.pop("_reconstruct_standardised", False)
+    reconstruct_future = overrides.pop("_reconstruct_future", None)
     linear_tokens = overrides.pop("_linear_tokens", None)
     linear_dynamics = overrides.pop("_linear_dynamics", None)
     motion_distance = overrides.pop("_motion_distance", None)
@@ -561,7 +592,9 @@ def build(
 
         object.__setattr__(predictor, "memory", memory)
     reconstruction = (
-        change_reconstruction_loss
+        partial(future_change_reconstruction_loss, horizon=reconstruct_future)
+        if reconstruct_future
+        else change_reconstruction_loss
         if reconstruct_changes
         else standardised_reconstruction_loss
         if reconstruct_standardised
@@ -865,6 +898,24 @@ def change_reconstruction_loss(predictor, latents: torch.Tensor) -> torch.Tensor
     reconstruction = predictor.latent_readout(context.flatten(0, 1))
     latents = predictor.split_motion_slot(latents)[0]
     target = (latents[:, 1:] - latents[:, :-1]).flatten(-2).flatten(0, 1)
+    target = target - target.mean(0)
+    error = (reconstruction - reconstruction.mean(0) - target).square().mean()
+    return error / target.square().mean().clamp_min(1e-12)
+
+
+def future_change_reconstruction_loss(predictor, latents: torch.Tensor, horizon: int) -> torch.Tensor:
+    """The latent-reconstruction term on what will change: a linear map of frame t's context (latents pooled
+    detached) reconstructs how the latents ``[B, T, N, D]`` change from t to t + ``horizon``, over the variance of
+    those changes: a position moves by its velocity times the horizon, so the map needs the velocity."""
+    latents = latents.detach()
+    if latents.shape[1] <= horizon:
+        raise ValueError(
+            f"a horizon of {horizon} needs more than {latents.shape[1]} context steps in the loss"
+        )
+    context = predictor.frame_context(latents)[:, :-horizon]
+    reconstruction = predictor.latent_readout(context.flatten(0, 1))
+    latents = predictor.split_motion_slot(latents)[0]
+    target = (latents[:, horizon:] - latents[:, :-horizon]).flatten(-2).flatten(0, 1)
     target = target - target.mean(0)
     error = (reconstruction - reconstruction.mean(0) - target).square().mean()
     return error / target.square().mean().clamp_min(1e-12)

@@ -318,6 +318,14 @@ class PredictorConfig:
             schedule, 0.58 under it at 3×; the whole model with pixel inputs, k = 6, H = 5: the context's ball vx /
             ball vy 0.695 / 0.143 at 1×, 0.795 / 0.336 at 3× over three models; ``benchmarks/README.md``,
             thirty-sixth session). 1 is the seed's.
+        copy_logit: c > 0 adds to the next-frame decoder's logits ``[..., G, num_codes]`` a learned bonus per code
+            head, c nats at first, on each cell's last observed token wherever the decoder is given that token (the
+            copy prior of the next-frame and token terms, and of generation; not the context-prediction term,
+            which has no copy). The copy prior otherwise enters only as an embedding added to each output query, so
+            "this cell stays as it was" — the right answer for most cells of most frames — is an identity map the
+            decoder has to learn through its narrow queries, and until it has, the token terms spend their gradient
+            on it; with the bonus the decoder starts at copy-last, and the terms ask the latents for what changes.
+            0 (no bonus, no parameter) is the seed's.
     """
 
     num_latents: int = 128
@@ -360,6 +368,7 @@ class PredictorConfig:
     local_motion_inputs: str = "codes"
     local_motion_history: bool = False
     local_motion_lr_scale: float = 1.0
+    copy_logit: float = 0.0
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -448,6 +457,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.local_motion_inputs",
     "predictor.local_motion_history",
     "predictor.local_motion_lr_scale",
+    "predictor.copy_logit",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

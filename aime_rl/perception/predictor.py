@@ -26,6 +26,7 @@ from dataclasses import asdict
 import torch
 from einops import rearrange, repeat
 from torch import nn
+from torch.nn import functional as F
 
 from .config import CONTEXT_POOLINGS, PredictorConfig
 from .generation import TokenGenerationMixin
@@ -158,6 +159,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         local_motion_inputs: str = "codes",
         local_motion_history: bool = False,
         local_motion_lr_scale: float = 1.0,
+        copy_logit: float = 0.0,
     ):
         super().__init__()
         check_window(window)
@@ -187,6 +189,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             ("spatial_attention_bias", spatial_attention_bias),
             ("latent_reconstruction_weight", latent_reconstruction_weight),
             ("local_motion_weight", local_motion_weight),
+            ("copy_logit", copy_logit),
         )
         for name, weight in weights:
             if not weight >= 0:
@@ -243,6 +246,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             local_motion_inputs=local_motion_inputs,
             local_motion_history=local_motion_history,
             local_motion_lr_scale=local_motion_lr_scale,
+            copy_logit=copy_logit,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -331,6 +335,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         self.condition_proj = nn.Linear(num_condition_channels or d, d)
         self.offset_embedding = nn.Parameter(torch.randn(sequence_length, d) * 0.02)
         self.last_frame_proj = nn.Linear(d, d)
+        # copy_logit: the logit bonus of each cell's last observed token, one per code head (None: no bonus)
+        self.copy_logit = (
+            nn.Parameter(torch.full((tokenizer.num_quantizers,), float(copy_logit)))
+            if copy_logit > 0
+            else None
+        )
         dc = decoder_channels or d
         # a narrower decoder takes its queries in at its own width (None at the latents' width)
         self.decoder_in = nn.Linear(d, dc) if dc != d else None
@@ -902,8 +912,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         ``[B, F, h, w, G]`` (mask id = unknown) → logits ``[B, F, h, w, G, num_codes]`` for token steps 1…F after it.
 
         Each output query sees the last observed token at its own position (a "copy" prior), so the latents need
-        to carry what changes — motion — rather than the whole frame. ``last_tokens=None`` removes that prior: the
-        memory alone must then carry the whole next frame (the context-prediction objective).
+        to carry what changes — motion — rather than the whole frame; with ``copy_logit`` that token's logit also
+        gets the learned bonus. ``last_tokens=None`` removes that prior: the memory alone must then carry the whole
+        next frame (the context-prediction objective).
         """
         b, f, h, w = ids.shape[:4]
         if f > self.sequence_length:
@@ -916,7 +927,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         if self.decoder_in is not None:
             queries = self.decoder_in(queries)
         hidden = self.decoder(queries, memory)
-        return rearrange(self.output_adapter(hidden), "b (f h w) g k -> b f h w g k", f=f, h=h)
+        logits = rearrange(self.output_adapter(hidden), "b (f h w) g k -> b f h w g k", f=f, h=h)
+        if last_tokens is None or self.copy_logit is None:
+            return logits
+        copy = F.one_hot(last_tokens.long(), logits.shape[-1]).to(logits.dtype) * self.copy_logit[:, None]
+        return logits + copy.unsqueeze(1)  # the same bonus at every step ahead
 
     def forward(
         self,
