@@ -51,7 +51,8 @@ def test_the_context_prediction_term_gets_no_bonus(clip):
     ids = torch.full((2, 1, 4, 4, 2), model.predictor.input_adapter.mask_id)
     with torch.no_grad():
         assert torch.equal(
-            model.predictor.predict_logits(memory, ids, None), plain.predictor.predict_logits(memory, ids, None)
+            model.predictor.predict_logits(memory, ids, None),
+            plain.predictor.predict_logits(memory, ids, None),
         )
 
 
