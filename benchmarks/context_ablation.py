@@ -89,6 +89,15 @@ VARIANTS: dict[str, dict] = {
     "linear-tokens0.3": {"latent_reconstruction_weight": 0.3, "_linear_tokens": (0, 1)},
     "linear-next1": {"latent_reconstruction_weight": 1.0, "_linear_tokens": (1,)},
     "linear-now1": {"latent_reconstruction_weight": 1.0, "_linear_tokens": (0,)},
+    # ... on the demo's recipe: the context names the frame's own tokens linearly (the codes place the ball to a third
+    # of a pixel, and vy needs the context to place it to a quarter)
+    "pixel-motion-lr3-linear-now1": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "latent_reconstruction_weight": 1.0,
+        "_linear_tokens": (0,),
+    },
     # the next-frame terms decode from one of each clip's earlier frames per step, drawn per clip (a cheaper step)
     "samples1": {"next_frame_samples": 1},
     # the context alone predicts the next 2 / 3 token steps (velocity as well as position)
@@ -856,9 +865,12 @@ def attach_linear_token_readout(model: CausalPerceiverIO, horizons: tuple[int, .
     seen: dict[str, torch.Tensor] = {}
     original = predictor._predict
 
-    def predict(tokens, num_context_frames, video):
-        seen["tokens"] = tokens if tokens.dim() == 5 else tokens.unsqueeze(-1)
-        return original(tokens, num_context_frames, video)
+    def predict(tokens, num_context_frames, video, lead=0):
+        tokens_with_heads = tokens if tokens.dim() == 5 else tokens.unsqueeze(-1)
+        seen["tokens"] = tokens_with_heads[
+            :, lead:
+        ]  # the lead-in steps are the local motion encoder's history
+        return original(tokens, num_context_frames, video, lead)
 
     def loss(latents: torch.Tensor) -> torch.Tensor:
         tokens = seen["tokens"]  # [B, T', h, w, G]
@@ -1010,6 +1022,10 @@ def probe_policy_returns(
     return returns
 
 
+#: Submodules the hooks add to the predictor for their terms (removed before the model is saved and loaded again).
+HOOK_HEADS = ("linear_token_readout", "dynamics_maps")
+
+
 def train_and_measure(
     config: RunConfig, run: RunDir, name: str, steps: int, data, env_fn, args: argparse.Namespace
 ) -> dict:
@@ -1029,6 +1045,9 @@ def train_and_measure(
             context_window=config.window,  # as the pipeline: the whitening sees the agent's window
         )
         train_seconds = time.time() - train_start
+        for head in HOOK_HEADS:  # training heads of the hooks, not part of the model its config builds
+            if hasattr(model.predictor, head):
+                delattr(model.predictor, head)
         model.save_pretrained(Path(tmp) / "model")
         if args.save_models:
             shutil.copytree(Path(tmp) / "model", Path(args.save_models) / f"{name}-seed{config.seed}")
