@@ -56,6 +56,10 @@ def open_replay_dir(run: RunDir) -> ReplayStore:
         ) from err
 
 
+#: The most steps between two periodic checkpoints of a stage (half the stage where that is fewer).
+MAX_CHECKPOINT_INTERVAL = 250
+
+
 def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> TrainerConfig:
     """The trainer settings of a perception or world-model stage: ``steps``, the run's batch, window and seed, and
     ``lr`` (default: the run's ``lr``; the tokenizer stage passes ``tokenizer_lr``)."""
@@ -68,7 +72,8 @@ def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> Tr
         seed=config.seed,
         log_every=max(steps // 50, 1),
         eval_every=max(steps // 4, 1),
-        checkpoint_every=max(steps // 2, 1),
+        # a stage stopped by a signal checkpoints where it is; one killed outright loses at most this many steps
+        checkpoint_every=max(min(steps // 2, MAX_CHECKPOINT_INTERVAL), 1),
         device=config.device,
     )
 

@@ -19,6 +19,13 @@ way. A run of N steps and a run stopped after K steps and resumed to N therefore
 (on CPU; CUDA kernels may be non-deterministic). A plain iterator is accepted as well, but it restarts from its
 beginning after a resume (a warning says so).
 
+Stopping
+--------
+Ctrl-C (SIGINT) or SIGTERM (a batch scheduler's preemption) during :meth:`Trainer.fit` lets the step under way
+finish, writes a checkpoint of it and then raises ``KeyboardInterrupt``, so a rerun resumes from that step and loses
+nothing; a second signal stops at once. (In one process's main thread only: under DDP a signal stops at once and
+the run resumes from the last periodic checkpoint, as after a crash.)
+
 Steps are counted from 1: ``trainer.step == s`` means s steps have been taken; the batch of step s is the
 dataset's item ``s - 1`` (``make_batches(...)``'s item for ``s - 1``).
 
@@ -67,6 +74,7 @@ from aime_rl.training.checkpoint import CheckpointManager
 from aime_rl.training.config import TrainerConfig
 from aime_rl.training.distributed import barrier, get_rank, get_world_size
 from aime_rl.training.optim import make_optimizer, warmup_cosine
+from aime_rl.training.signals import SignalStop
 
 logger = logging.getLogger(__name__)
 
@@ -434,10 +442,13 @@ class Trainer:
     def fit(self, stop_at: int | None = None) -> dict[str, float]:
         """Train to ``config.steps`` (or stop after step ``stop_at``), resuming from the latest checkpoint first.
 
-        A checkpoint is written every ``checkpoint_every`` steps and when the loop ends. Returns the scalars of the
-        last step (``step``, ``total``, ..., ``bad_steps``).
+        A checkpoint is written every ``checkpoint_every`` steps and when the loop ends, and on SIGINT / SIGTERM
+        before ``KeyboardInterrupt`` is raised (the module's "Stopping"). Returns the scalars of the last step
+        (``step``, ``total``, ..., ``bad_steps``).
         """
         start = self.resume()
+        if start and self.is_main and start < self.config.steps:
+            print(f"{self.logdir.name}: resuming from step {start} of {self.config.steps}", file=sys.stderr)
         end = self.config.steps if stop_at is None else min(int(stop_at), self.config.steps)
         self.writer = self._open_writer(start)
         bar = self._progress_bar(start)
@@ -446,19 +457,22 @@ class Trainer:
         batches = self._batch_iterator(start)
         tick, tick_step = time.perf_counter(), start
         try:
-            while self.step < end:
-                out = self.train_step(next(batches))
-                if self.step % self.config.log_every == 0 or self.step == end:
-                    now = time.perf_counter()
-                    last = self._log(out, (self.step - tick_step) / max(now - tick, 1e-9))
-                    tick, tick_step = now, self.step
-                    bar.set_postfix(loss=f"{last.get('total', float('nan')):.4g}", lr=f"{last['lr']:.2e}")
-                bar.update(1)
-                self._progress_line(start, end)
-                if self._due(self.config.eval_every) or self.step == self.config.steps:
-                    self.evaluate()
-                if self._due(self.config.checkpoint_every):
-                    self.save_checkpoint()
+            with SignalStop(enabled=self.world_size == 1) as stop:
+                while self.step < end:
+                    out = self.train_step(next(batches))
+                    if self.step % self.config.log_every == 0 or self.step == end:
+                        now = time.perf_counter()
+                        last = self._log(out, (self.step - tick_step) / max(now - tick, 1e-9))
+                        tick, tick_step = now, self.step
+                        bar.set_postfix(loss=f"{last.get('total', float('nan')):.4g}", lr=f"{last['lr']:.2e}")
+                    bar.update(1)
+                    self._progress_line(start, end)
+                    if self._due(self.config.eval_every) or self.step == self.config.steps:
+                        self.evaluate()
+                    if self._due(self.config.checkpoint_every):
+                        self.save_checkpoint()
+                    if stop.requested:
+                        self._stop_with_checkpoint(stop.signal_name)
             if self._last_checkpoint_step != self.step:
                 self.save_checkpoint()
             barrier()
@@ -467,6 +481,15 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
         return {"step": float(self.step), **last, "bad_steps": float(self.bad_steps)}
+
+    def _stop_with_checkpoint(self, signal_name: str) -> None:
+        """Write a checkpoint of the step just finished (unless there is one) and raise ``KeyboardInterrupt``."""
+        if self._last_checkpoint_step != self.step:
+            self.save_checkpoint()
+        message = f"{signal_name} after step {self.step}: checkpoint saved; run again to resume from it"
+        if self.is_main:
+            print(f"\n{self.logdir.name}: {message}", file=sys.stderr)
+        raise KeyboardInterrupt(message)
 
     def _due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0

@@ -988,3 +988,10 @@ def test_a_partly_trained_context_model_resumes_after_the_preset_changed(run, pr
     assert cli(run, "train-context", "--context-steps", "3") == 0
     assert "context_model/checkpoints/step_00000002/config.json" in capsys.readouterr().out
     assert json.loads((run / "model" / "config.json").read_text()) == trained
+
+
+@pytest.mark.parametrize(("steps", "every"), [(1, 1), (320, 160), (500, 250), (3000, 250)])
+def test_a_stage_checkpoints_at_least_every_250_steps(steps, every):
+    from aime_rl.pipeline.stage_common import trainer_config
+
+    assert trainer_config(RunConfig(), steps).checkpoint_every == every

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -334,3 +336,68 @@ def test_a_new_learning_rate_on_resume_keeps_each_groups_lr_scale(tmp_path, stor
         for group, base in zip(resumed.optimizer.param_groups, resumed.scheduler.base_lrs, strict=True)
     }
     assert peaks == {1.0: pytest.approx(0.1), 3.0: pytest.approx(0.3)}
+
+
+# ------------------------------------------------------------------------------------------------- signals
+
+
+def signalling_loss(number: int, at_call: int, times: int = 1):
+    """A loss that sends this process ``number`` during its ``at_call``-th call (``times`` times)."""
+    calls = {"n": 0}
+
+    def loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            for _ in range(times):
+                os.kill(os.getpid(), number)
+        return autoencoder_loss(model, batch)
+
+    return loss
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_finishes_the_step_checkpoints_it_and_the_rerun_resumes_exactly(tmp_path, store_dir, number):
+    config = make_config(
+        checkpoint_every=0
+    )  # no periodic checkpoint: without the stop's own, 7 steps are lost
+    uninterrupted = make_trainer(tmp_path / "a", store_dir, config)
+    uninterrupted.fit()
+
+    stopped = make_trainer(tmp_path / "b", store_dir, config, loss_fn=signalling_loss(number, at_call=7))
+    with pytest.raises(KeyboardInterrupt, match="after step 7: checkpoint saved"):
+        stopped.fit()
+    assert [p.name for p in stopped.checkpoints.checkpoints()] == ["step_00000007"]
+    resumed = make_trainer(tmp_path / "b", store_dir, config)
+    resumed.fit()
+    assert resumed.step == 12
+    expected = parameters_of(uninterrupted)
+    for name, tensor in parameters_of(resumed).items():
+        assert torch.equal(tensor, expected[name]), name
+
+
+def test_a_second_signal_stops_at_once_without_a_checkpoint(tmp_path, store_dir):
+    config = make_config(checkpoint_every=0)
+    trainer = make_trainer(
+        tmp_path, store_dir, config, loss_fn=signalling_loss(signal.SIGINT, at_call=3, times=2)
+    )
+    with pytest.raises(KeyboardInterrupt, match="SIGINT again"):
+        trainer.fit()
+    assert trainer.checkpoints.checkpoints() == []
+
+
+def test_fit_gives_the_signal_handlers_back(tmp_path, store_dir):
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    make_trainer(tmp_path, store_dir, make_config(steps=2)).fit()
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(
+            tmp_path / "b", store_dir, make_config(), loss_fn=signalling_loss(signal.SIGTERM, 2)
+        ).fit()
+    assert {number: signal.getsignal(number) for number in before} == before
+
+
+def test_a_resumed_fit_says_where_it_resumes(tmp_path, store_dir, capsys):
+    config = make_config()
+    make_trainer(tmp_path, store_dir, config).fit(stop_at=5)
+    capsys.readouterr()
+    make_trainer(tmp_path, store_dir, config).fit()
+    assert "resuming from step 5 of 12" in capsys.readouterr().err
