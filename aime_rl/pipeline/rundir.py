@@ -72,7 +72,20 @@ def downstream(stage: str) -> list[str]:
         return ["world_model", "probe"]
     if stage in ("evaluate", "probe"):  # two measurements, each of what came before, not of each other
         return [stage]
+    if stage == "agent":  # the probe reads the context model, not the agent
+        return ["agent", "evaluate"]
     return list(STAGES[STAGES.index(stage) :])
+
+
+def shaped_stages(key: str) -> list[str]:
+    """The stages whose outputs a change of the data-shaping setting ``key`` (:data:`SHAPING`) makes stale."""
+    first = SHAPING[key]
+    if first == "collect":  # env and frame size shape every model too
+        return list(STAGES)
+    stale = downstream(first)
+    if key == "window":  # the probe reads the context through the same window as the agent
+        stale = [s for s in STAGES if s in stale or s == "probe"]
+    return stale
 
 
 @dataclass
@@ -243,9 +256,7 @@ def reconcile(
         if key not in SHAPING or same_setting(key, value, values[key], stored.preset):
             continue
         first = SHAPING[key]
-        affected = [s for s in downstream(first) if run.has_outputs(s)]
-        if first == "collect":  # env and frame size shape every model too
-            affected = [s for s in STAGES if run.has_outputs(s)]
+        affected = [s for s in shaped_stages(key) if run.has_outputs(s)]
         if affected and not (restart and STAGES.index(first) >= STAGES.index(stage)):
             given = flag_setting(key, changed_keys(value, values[key]) if key in KWARG_SETTINGS else value)
             raise ValueError(
@@ -254,8 +265,7 @@ def reconcile(
                 f"{STAGE_COMMANDS[first]} --restart {given} to redo it and everything after it"
             )
         if restart:
-            extra = list(STAGES) if first == "collect" else downstream(first)
-            discard = [s for s in STAGES if s in discard or s in extra]
+            discard = [s for s in STAGES if s in discard or s in shaped_stages(key)]
     for key, value in explicit.items():
         values[key] = value
     return RunConfig.from_dict(values, "the settings"), discard

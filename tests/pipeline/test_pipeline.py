@@ -469,6 +469,26 @@ def test_a_restart_discards_the_probe_results_of_the_model_it_replaces(run, caps
     assert not (run / "probe.json").exists() and not (run / "probe").exists()
 
 
+def probe_run(run) -> None:
+    argv = ["--probe-steps", "300", "--probe-episode-steps", "50", "--probe-representations", "context"]
+    assert cli(run, "probe", *argv) == 0
+    assert (run / "probe.json").is_file()
+
+
+def test_an_agent_restart_keeps_the_probe_of_the_context_model(run, capsys):
+    probe_run(run)
+    before = digest(run / "probe.json")
+    assert cli(run, "train-agent", "--restart", *AGENT) == 0
+    assert digest(run / "probe.json") == before and (run / "probe.md").is_file()
+    assert not (run / "report.json").exists()  # the evaluation was of the agent it replaced
+
+
+def test_a_new_window_discards_the_probe_read_through_the_old_one(run, capsys):
+    probe_run(run)
+    assert cli(run, "train-agent", "--restart", *AGENT, "--window", "5") == 0
+    assert not (run / "probe.json").exists() and not (run / "probe").exists()
+
+
 def test_a_shaping_setting_of_an_earlier_stage_cannot_be_restarted_from_a_later_one(run, capsys):
     assert cli(run, "train-context", "--restart", "--preset", "small") == 2
     assert "train-tokenizer --restart --preset small" in capsys.readouterr().err
