@@ -141,11 +141,11 @@ def log_evaluation(run: RunDir, report: dict[str, Any]) -> None:
 
 
 def probe_representations(config: RunConfig, has_world_model: bool) -> tuple[str, ...]:
-    """The representations ``probe`` asks for: ``--probe-representations``, plus the belief features when the run
-    has a world model and the list is the default one. ``ValueError`` for "belief" without a world model."""
+    """The representations ``probe`` asks for: ``--probe-representations``, plus the belief features whenever the
+    run has a world model (what its world model adds to the context is the point of probing it). ``ValueError`` for
+    "belief" without a world model."""
     names = config.probe_representation_names()
-    default = RunConfig.__dataclass_fields__["probe_representations"].default
-    if has_world_model and config.probe_representations == default:
+    if has_world_model and "belief" not in names:
         names += ("belief",)
     if "belief" in names and not has_world_model:
         raise ValueError(

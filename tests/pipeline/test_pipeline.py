@@ -483,6 +483,12 @@ def test_an_agent_restart_keeps_the_probe_of_the_context_model(run, capsys):
     assert not (run / "report.json").exists()  # the evaluation was of the agent it replaced
 
 
+def test_a_run_with_a_world_model_probes_its_belief_beside_any_list(run, capsys):
+    assert cli(run, "train-world-model", "--world-model-steps", "2") == 0
+    probe_run(run)  # --probe-representations context: a list of the user's, not the default one
+    assert list(json.loads((run / "probe.json").read_text())["representations"]) == ["context", "belief"]
+
+
 def test_a_new_window_discards_the_probe_read_through_the_old_one(run, capsys):
     probe_run(run)
     assert cli(run, "train-agent", "--restart", *AGENT, "--window", "5") == 0
