@@ -142,6 +142,10 @@ def prepare(
         config, discard = reconcile(stored, changes, run, stage, options.restart or False)
         if command == "demo" and options.restart:
             discard = list(dict.fromkeys(COMMAND_STAGE.values()))
+    if (
+        options.extra
+    ):  # what the probe reads instead of the run's own: checked as any setting, before any work
+        RunConfig.from_dict({**config.to_dict(), **options.extra}, "the settings")
     if command in ENV_COMMANDS:
         algo = config.algo if command in ("train-agent", "demo") else None
         check_env(replace(config, **options.extra), algo)

@@ -1021,3 +1021,12 @@ def test_a_stage_checkpoints_at_least_every_250_steps(steps, every):
     from aime_rl.pipeline.stage_common import trainer_config
 
     assert trainer_config(RunConfig(), steps).checkpoint_every == every
+
+
+@pytest.mark.parametrize("window", ["0", "-3"])
+def test_a_bad_probe_window_is_named_before_any_work(run, capsys, window):
+    assert cli(run, "probe", "--window", window) == 2
+    captured = capsys.readouterr()
+    assert f"--window must be a positive integer, got {window}" in captured.err
+    assert "random-policy frames" not in captured.out + captured.err  # refused before the probe began
+    assert not (run / "probe.json").exists()
