@@ -61,7 +61,9 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     recorder = VecRecordFrames(venv, store, frame_source="observation")
     obs = recorder.reset()
     venv.action_space.seed(seed)
-    steps = max((config.collect_steps - have) // config.num_envs, 1)
+    steps = -(
+        -(config.collect_steps - have) // config.num_envs
+    )  # whole vector steps, up to the target or past it
     bar = Progress(steps * config.num_envs, "collect", enabled=progress)
     for _ in range(steps):
         if policy is None:
@@ -75,9 +77,14 @@ def collect(config: RunConfig, run: RunDir, policy: Any = None, progress: bool =
     manifest = finished_manifest(config, replay_dir, session + 1)
     run.write_manifest("collect", manifest)
     say(
-        f"collect: {manifest['replay']['steps']} steps in {manifest['replay']['episodes']} episodes → {replay_dir}"
+        f"collect: {manifest['replay']['steps']} steps in {plural(manifest['replay']['episodes'], 'episode')} → {replay_dir}"
     )
     return manifest
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 episode``, ``2 episodes``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def open_for_collecting(run: RunDir, replay_dir: Path) -> int:

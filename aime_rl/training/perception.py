@@ -93,7 +93,8 @@ def holdout_batch(store_dir: str | os.PathLike, config: TrainerConfig, batch_siz
         except ValueError:
             continue
     raise ValueError(
-        f"no episode in {store_dir} is long enough for windows of {config.sequence_length} frames"
+        f"no episode in {store_dir} is long enough for windows of {config.sequence_length} frames: collect "
+        "longer episodes (more --collect-steps per env, or fewer --num-envs) or use a shorter --sequence-length"
     )
 
 

@@ -1030,3 +1030,11 @@ def test_a_bad_probe_window_is_named_before_any_work(run, capsys, window):
     assert f"--window must be a positive integer, got {window}" in captured.err
     assert "random-policy frames" not in captured.out + captured.err  # refused before the probe began
     assert not (run / "probe.json").exists()
+
+
+def test_collect_reaches_a_target_that_is_not_a_multiple_of_the_envs(tmp_path, capsys):
+    run = tmp_path / "c"
+    assert cli(run, "collect", "--frame-size", "32", "--collect-steps", "100", "--num-envs", "16") == 0
+    assert ReplayStore.open(run / "replay").num_steps == 112  # 7 steps of 16 envs, not 6 (96 < 100)
+    assert cli(run, "collect", "--collect-steps", "100") == 0
+    assert "already has 112 steps (target 100)" in capsys.readouterr().out
