@@ -278,6 +278,25 @@ def test_unknown_agent_kwargs_are_refused_before_anything_is_written(tmp_path, c
     assert code == 2 and "n_stepz" in err and not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize(
+    ("kwarg", "problem"),
+    [
+        ("n_steps=abc", "PPO's n_steps is a number"),
+        ("policy_kwargs=dict", "PPO's policy_kwargs is a table of settings"),
+        ("gamma=1.5", "PPO's gamma is between 0 and 1"),
+        ("n_steps=0", "PPO's n_steps is a whole number >= 1"),
+        ("normalize_advantage=1", "PPO's normalize_advantage is true or false"),
+        ("learning_rate=0", "PPO's learning_rate is > 0"),
+    ],
+)
+def test_agent_kwargs_of_the_wrong_kind_are_named_before_anything_is_written(
+    tmp_path, capsys, kwarg, problem
+):
+    code, err = run_cli(["demo", "--runs-dir", str(tmp_path / "r"), "--agent-kwarg", kwarg], capsys)
+    assert code == 2 and f"--agent-kwarg {kwarg.split('=')[0]}=" in err and problem in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_agent_kwarg_typo_in_a_config_file_is_refused_by_any_command(tmp_path, capsys):
     config_file = tmp_path / "exp.toml"
     config_file.write_text("[agent_kwargs]\nn_step = 3\n")

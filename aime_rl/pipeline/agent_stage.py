@@ -37,9 +37,11 @@ def make_context_venv(
 
 
 def check_agent_kwargs(algo: str, kwargs: dict[str, Any], run: RunDir | None = None) -> None:
-    """Unknown SB3 arguments are refused before anything is written (for an existing ``run``, the message says
-    where they are stored: a flag can add a key, not remove one)."""
-    accepted = set(inspect.signature(ALGORITHMS[algo].__init__).parameters) - {"self", "policy", "env"}
+    """Unknown SB3 arguments, and values of the wrong kind (:func:`agent_kwarg_problem`), are refused before
+    anything is written (for an existing ``run``, the message says where unknown ones are stored: a flag can add a
+    key, not remove one)."""
+    signature = inspect.signature(ALGORITHMS[algo].__init__)
+    accepted = set(signature.parameters) - {"self", "policy", "env"}
     unknown = sorted(set(kwargs) - accepted)
     if unknown:
         saved = (
@@ -50,6 +52,39 @@ def check_agent_kwargs(algo: str, kwargs: dict[str, Any], run: RunDir | None = N
         raise ValueError(
             f"{algo.upper()} has no setting {', '.join(unknown)} (--agent-kwarg / agent_kwargs){where}"
         )
+    defaults = {name: parameter.default for name, parameter in signature.parameters.items()}
+    for key, value in kwargs.items():
+        problem = agent_kwarg_problem(key, value, defaults[key])
+        if problem:
+            raise ValueError(f"--agent-kwarg {key}={value!r}: {algo.upper()}'s {key} {problem}")
+
+
+#: SB3 settings with a range SB3 itself does not check (a discount above 1 trains without complaint).
+UNIT_INTERVAL_SETTINGS = ("gamma", "gae_lambda", "tau")
+POSITIVE_COUNT_SETTINGS = ("n_steps", "batch_size", "n_epochs", "buffer_size")
+
+
+def agent_kwarg_problem(key: str, value: Any, default: Any) -> str | None:
+    """What is wrong with ``value`` for the SB3 setting ``key`` whose default is ``default``, in words (None: nothing
+    that can be told without building the agent). Numbers where SB3's default is a number (DQN's ``train_freq``
+    may also be a pair), booleans where it is a boolean, a table for ``*_kwargs``."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key.endswith("_kwargs"):
+        return None if value is None or isinstance(value, dict) else "is a table of settings"
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "is true or false"
+    if isinstance(default, int | float):
+        if key == "train_freq" and isinstance(value, list | tuple):
+            return None
+        if not is_number:
+            return "is a number"
+        if key in UNIT_INTERVAL_SETTINGS and not 0 <= value <= 1:
+            return "is between 0 and 1"
+        if key in POSITIVE_COUNT_SETTINGS and not (isinstance(value, int) and value >= 1):
+            return "is a whole number >= 1"
+        if key == "learning_rate" and not value > 0:
+            return "is > 0"
+    return None
 
 
 def agent_settings(config: RunConfig, in_imagination: bool) -> dict[str, Any]:

@@ -217,7 +217,12 @@ def test_the_old_command_name_still_trains_the_context_model(run, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["train-agent", "--restart", "--agent-kwarg", "n_steps=0"],  # SB3 refuses it once the agent is built
+        [
+            "train-agent",
+            "--restart",
+            "--agent-kwarg",
+            "batch_size=1",
+        ],  # SB3 refuses it once the agent is built
         ["train-tokenizer", "--restart", "--sequence-length", "100"],  # longer than any episode of the replay
     ],
     ids=["agent", "tokenizer and everything after it"],
