@@ -317,11 +317,20 @@ class CheckpointManager:
         *,
         restore_rng: bool = True,
     ) -> dict[str, Any] | None:
-        """Restore the newest checkpoint (see :meth:`load`); ``None`` when there is none."""
+        """Restore the newest checkpoint (see :meth:`load`); ``None`` when there is none. A damaged newest checkpoint
+        raises ``ValueError`` naming it and the older one a rerun would resume from once it is deleted."""
         path = self.latest_path()
         if path is None:
             return None
-        return self.load(path, model, optimizer, scheduler, restore_rng=restore_rng)
+        try:
+            self._verify(path)
+        except ValueError as err:
+            older = [p for p in self.checkpoints() if p != path]
+            remedy = (
+                f"delete {path} to resume from {older[-1].name}" if older else f"delete {path} to start over"
+            )
+            raise ValueError(f"{err}; {remedy} (or start over: the CLI stage's --restart)") from err
+        return self.load(path, model, optimizer, scheduler, restore_rng=restore_rng, verify=False)
 
     def load(
         self,
@@ -331,11 +340,12 @@ class CheckpointManager:
         scheduler: Any = None,
         *,
         restore_rng: bool = True,
+        verify: bool = True,
     ) -> dict[str, Any]:
         """Restore the checkpoint directory ``path`` into the given objects (each optional).
 
-        Files are checked against ``manifest.json`` first; a missing, truncated or altered file raises
-        ``ValueError`` naming it. With ``restore_rng`` the torch/NumPy/Python (and CUDA) RNG states are restored.
+        Files are checked against ``manifest.json`` first (``verify=False``: the caller has just done so); a
+        missing, truncated or altered file raises ``ValueError`` naming it. With ``restore_rng`` the torch/NumPy/Python (and CUDA) RNG states are restored.
 
         Returns:
             ``{"step": N, **extra}`` as passed to :meth:`save`.
@@ -343,7 +353,8 @@ class CheckpointManager:
         path = Path(path)
         if not path.is_dir():
             raise ValueError(f"checkpoint directory not found: {path}")
-        self._verify(path)
+        if verify:
+            self._verify(path)
         state = self._read_state(path / STATE_NAME)
         if model is not None:
             weights = read_safetensors(path / WEIGHTS_NAME)

@@ -4,6 +4,7 @@ corruption."""
 from __future__ import annotations
 
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -183,6 +184,18 @@ def test_truncated_file_raises_value_error_naming_it(tmp_path, name):
     (path / name).write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=name):
         CheckpointManager(tmp_path).load_latest(model, optimizer, scheduler)
+
+
+def test_a_damaged_newest_checkpoint_names_the_older_one_a_rerun_would_resume_from(tmp_path):
+    model, optimizer, scheduler = make_state()
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    manager.save(1, model, optimizer, scheduler)
+    newest = manager.save(2, model, optimizer, scheduler)
+    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="state.pt.*delete .*step_00000002 to resume from step_00000001"):
+        manager.load_latest(model, optimizer, scheduler)
+    shutil.rmtree(newest)  # what the message says to do
+    assert manager.load_latest(model, optimizer, scheduler)["step"] == 1
 
 
 def test_unreadable_state_raises_value_error_naming_it_even_without_manifest(tmp_path):
