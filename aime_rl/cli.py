@@ -18,6 +18,7 @@ print a one-line deprecation notice.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import tomllib
 from dataclasses import fields
@@ -197,8 +198,32 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line parsed; a flag the command does not have is reported by the command itself (``aime-rl
+    collect: error: unrecognized arguments: --colect-steps 5 (did you mean --collect-steps?)``), exit status 2."""
+    parser = make_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = command_parser(parser, args.command)
+        flags = [option for action in command._actions for option in action.option_strings]
+        guess = (
+            difflib.get_close_matches(unknown[0].split("=")[0], flags, n=1)
+            if unknown[0].startswith("--")
+            else []
+        )
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
+def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    """The sub-parser of ``command`` in :func:`make_parser`'s ``parser``."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[command]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    args = parse_arguments(argv)
     if args.command in COMMAND_ALIASES:
         old, args.command = args.command, COMMAND_ALIASES[args.command]
         print(

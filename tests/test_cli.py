@@ -383,3 +383,21 @@ def test_a_run_from_before_tokenizer_lr_keeps_training_its_tokenizer_at_its_lr(t
     (run / "config.json").write_text(json.dumps(values))
     config = prepare("collect", {"runs_dir": str(tmp_path), "name": "r"}, Options())[0]
     assert config.tokenizer_lr == config.lr == 5e-4
+
+
+def test_a_misspelt_flag_is_named_by_its_command_with_the_flag_it_resembles(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["collect", "--colect-steps", "5"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert (
+        "aime-rl collect: error: unrecognized arguments: --colect-steps 5 (did you mean --collect-steps?)"
+        in err
+    )
+
+
+def test_an_unknown_flag_without_a_likeness_is_named_without_a_guess(capsys):
+    with pytest.raises(SystemExit):
+        main(["probe", "--zzz"])
+    err = capsys.readouterr().err
+    assert "aime-rl probe: error: unrecognized arguments: --zzz (see aime-rl probe --help)" in err
