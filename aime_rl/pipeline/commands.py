@@ -353,7 +353,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     for i, (step, skip) in enumerate(zip(steps[measured:], skips, strict=True), measured + 1):
         report = run_step(i, *step, skip=skip) or report
     if cached is not None:
-        print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"))
+        print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"), quick=options.quick)
         return cached
     probed = run.path / "probe.json"
     report["probe"] = probe_summary(probed)
@@ -366,7 +366,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     if probed.is_file():
         record["probe"] = file_sha256(probed)
     run.write_manifest("evaluate", {"status": "done", "inputs": inputs, "outputs": record})
-    print_summary(run.path, report, probe_command=run.command_line("probe"))
+    print_summary(run.path, report, probe_command=run.command_line("probe"), quick=options.quick)
     return report
 
 

@@ -117,14 +117,28 @@ def probe_frames(run_dir: Path) -> int | None:
         return None
 
 
+#: What the summary of ``demo --quick`` says first: its numbers come from a tiny model on a few hundred frames.
+QUICK_NOTE = (
+    "(--quick: the tiny preset on a few hundred frames, a smoke run that the pipeline works end to end; its numbers "
+    "below measure nothing — `aime-rl demo` without --quick is the real demo)"
+)
+
+
 def print_summary(
-    run_dir: Path, report: dict[str, Any], reused: bool = False, probe_command: str | None = None
+    run_dir: Path,
+    report: dict[str, Any],
+    reused: bool = False,
+    probe_command: str | None = None,
+    quick: bool = False,
 ) -> None:
     """The demo's summary of ``report``; ``reused``: the report of an earlier demo (its time is that run's);
-    ``probe_command``: the run's ``aime-rl probe`` command line, offered when its probe had few frames."""
+    ``probe_command``: the run's ``aime-rl probe`` command line, offered when its probe had few frames; ``quick``:
+    a ``demo --quick`` run's (the summary says its numbers measure nothing)."""
     tok = report["perception"].get("tokenizer", {})
     ctx = report["perception"].get("context_model", {})
     print("\n== aime-rl demo summary ==")
+    if quick:
+        print(QUICK_NOTE)
     print(
         f"agent ({report['algo']}) return: {report['agent_return_mean']:.2f} ± {report['agent_return_std']:.2f}   "
         f"random policy: {report['random_return_mean']:.2f} ± {report['random_return_std']:.2f}"

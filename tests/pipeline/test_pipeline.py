@@ -734,6 +734,7 @@ def test_rerunning_a_finished_demo_measures_again_only_what_changed(tmp_path, ca
     run = tmp_path / "demo-quick"
     first = {name: digest(run / name) for name in ("report.json", "probe.json")}
     first_summary = capsys.readouterr().out.split("== aime-rl demo summary ==")[1]
+    assert first_summary.lstrip().startswith("(--quick: the tiny preset")  # its numbers are a smoke run's
     assert main(demo) == 0
     out = capsys.readouterr().out
     assert out.count("(done: nothing it measures changed)") == 2 and "== aime-rl demo summary ==" in out
