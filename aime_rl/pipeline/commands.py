@@ -279,11 +279,11 @@ def dispatch(command: str, config: RunConfig, run: RunDir, options: Options) -> 
     if command == "probe":
         return probe(config, run, progress=options.progress)
     if command == "demo":
-        return run_demo(config, run, options.progress)
+        return run_demo(config, run, options.progress, quick=bool(options.quick))
     raise ValueError(f"unknown command {command!r}")
 
 
-def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+def run_demo(config: RunConfig, run: RunDir, progress: bool = True, quick: bool = False) -> dict[str, Any]:
     """collect → tokenizer → context model → agent → probe → evaluate, then a summary (with what the context
     knows of the env's state, beside the baselines). A stage already done is skipped; so are the probe and the
     evaluation when the weights and the settings they measure are those of the last demo's report (the summary is
@@ -353,7 +353,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     for i, (step, skip) in enumerate(zip(steps[measured:], skips, strict=True), measured + 1):
         report = run_step(i, *step, skip=skip) or report
     if cached is not None:
-        print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"), quick=options.quick)
+        print_summary(run.path, cached, reused=True, probe_command=run.command_line("probe"), quick=quick)
         return cached
     probed = run.path / "probe.json"
     report["probe"] = probe_summary(probed)
@@ -366,7 +366,7 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
     if probed.is_file():
         record["probe"] = file_sha256(probed)
     run.write_manifest("evaluate", {"status": "done", "inputs": inputs, "outputs": record})
-    print_summary(run.path, report, probe_command=run.command_line("probe"), quick=options.quick)
+    print_summary(run.path, report, probe_command=run.command_line("probe"), quick=quick)
     return report
 
 
