@@ -287,7 +287,8 @@ def run_demo(config: RunConfig, run: RunDir, progress: bool = True, quick: bool 
     """collect → tokenizer → context model → agent → probe → evaluate, then a summary (with what the context
     knows of the env's state, beside the baselines). A stage already done is skipped; so are the probe and the
     evaluation when the weights and the settings they measure are those of the last demo's report (the summary is
-    then that report's), and the probe when ``aime-rl probe`` knows no true state of the env (it says so)."""
+    then that report's), and the probe when ``aime-rl probe`` knows no true state of the env (it says so). ``quick``:
+    a ``demo --quick`` run, whose summary says its numbers are a smoke run's."""
     start = time.time()
     print(f"aime-rl demo: {config.env} with the {config.preset!r} preset → {run.path}", flush=True)
     steps = [
