@@ -7,6 +7,9 @@ import os
 from typing import Any
 
 from stable_baselines3 import A2C, DQN, PPO, SAC
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.type_aliases import TrainFrequencyUnit
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 from ..agents import NORMALIZATION_NAME, make_agent, normalize_observations, save_normalization
@@ -200,9 +203,10 @@ def learn_and_save(config: RunConfig, run: RunDir, venv, progress: bool) -> Any:
         tensorboard_log=str(run.path / "agent"),
         **config.agent_kwargs,
     )
-    agent.learn(
-        total_timesteps=config.agent_steps, callback=AgentProgress(config.agent_steps, enabled=progress)
-    )
+    total = steps_learn_takes(agent, config.agent_steps)
+    if total != config.agent_steps:
+        say(f"train-agent: {total} steps, SB3's whole rollouts past --agent-steps {config.agent_steps}")
+    agent.learn(total_timesteps=config.agent_steps, callback=AgentProgress(total, enabled=progress))
     stats = run.path / "agent" / NORMALIZATION_NAME
     if config.normalize_observations:
         save_normalization(venv, stats)
@@ -210,6 +214,17 @@ def learn_and_save(config: RunConfig, run: RunDir, venv, progress: bool) -> Any:
         stats.unlink(missing_ok=True)
     atomic_write(run.path / "agent" / "agent.zip", agent.save)
     return agent
+
+
+def steps_learn_takes(agent: BaseAlgorithm, steps: int) -> int:
+    """The env steps SB3's ``agent.learn(steps)`` takes: it stops only after a whole rollout (on-policy: ``n_steps``
+    of every env) or a whole ``train_freq`` (off-policy, counted in steps) of vector steps, so ``steps`` rounded up."""
+    chunk = agent.n_envs
+    if isinstance(agent, OnPolicyAlgorithm):
+        chunk *= agent.n_steps
+    elif getattr(agent, "train_freq", None) is not None and agent.train_freq.unit == TrainFrequencyUnit.STEP:
+        chunk *= agent.train_freq.frequency
+    return -(-steps // chunk) * chunk
 
 
 def load_agent(run: RunDir, device: str = "cpu"):

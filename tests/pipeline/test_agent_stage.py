@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
-from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
 
-from aime_rl.agents import NORMALIZATION_NAME, load_normalization
+from aime_rl.agents import NORMALIZATION_NAME, load_normalization, make_agent
 from aime_rl.pipeline import RunConfig, RunDir, build_model, evaluate_stages, stages
+from aime_rl.pipeline.agent_stage import steps_learn_takes
 from aime_rl.pipeline.environment import make_venv
 from aime_rl.pipeline.rundir import weights_fingerprint
 from aime_rl.wrappers import VecContextObservation
@@ -111,3 +113,15 @@ def test_the_random_policy_scores_the_same_with_or_without_the_context_stream(ru
     without = make_venv(run_config, 2, 7, training=False)
     returns = [evaluate_stages.episode_returns(v, None, 3, 7, progress=False) for v in (with_stream, without)]
     assert returns[0] == returns[1]
+
+
+@pytest.mark.parametrize(
+    ("algo", "kwargs"), [("ppo", {"n_steps": 16, "batch_size": 32}), ("a2c", {}), ("dqn", {})]
+)
+@pytest.mark.parametrize("steps", [40, 41])
+def test_the_progress_total_is_the_steps_sb3_takes(algo, kwargs, steps):
+    venv = DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2)
+    agent = make_agent(algo, venv, seed=0, **kwargs)
+    expected = steps_learn_takes(agent, steps)
+    agent.learn(steps)
+    assert agent.num_timesteps == expected >= steps
