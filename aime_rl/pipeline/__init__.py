@@ -12,7 +12,7 @@ from .commands import COMMAND_ALIASES, Options, prepare, run_command, run_demo
 from .config import RunConfig, load_toml
 from .lock import RunInUseError, RunLock
 from .rundir import RunDir
-from .stages import build_model, episode_returns, evaluate, make_context_venv
+from .stages import build_model, episode_returns, evaluate, load_trained_agent, make_context_venv
 
 COMMANDS: dict[str, str] = {
     "collect": "collect random-policy frames, actions and rewards into <run>/replay (a target size: reruns top up)",
@@ -37,6 +37,7 @@ __all__ = [
     "episode_returns",
     "evaluate",
     "load_toml",
+    "load_trained_agent",
     "make_context_venv",
     "prepare",
     "run_command",

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
 from torch.utils.tensorboard import SummaryWriter
 
 from ..agents import NORMALIZATION_NAME, load_normalization
@@ -60,25 +61,21 @@ def evaluation_envs(config: RunConfig) -> int:
     return max(1, min(config.num_envs, config.eval_episodes))
 
 
-def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
-    """The agent against a random policy on the env it was trained for, with the window it was trained with.
-
-    If the agent was trained on standardised contexts (``agent/observation_normalization.json``), it sees them
-    standardised by those frozen statistics. Writes ``report.json`` / ``report.md`` and TensorBoard scalars
-    (``eval/agent_return``, ``eval/random_return`` under ``agent/``).
-    """
-    start = time.time()
+def agent_and_env(
+    config: RunConfig, run: RunDir, n_envs: int, seed: int
+) -> tuple[Any, VecEnv, dict[str, Any]]:
+    """The run's trained agent, ``n_envs`` envs of ``config.env`` (seeded from ``seed``) whose observations are what
+    it was trained on — the context of the run's perception model over the agent's window, standardised by the
+    saved statistics where it was trained on standardised contexts — and the agent's settings (``agent.json``).
+    ``ValueError`` where the perception model changed since the agent was trained or the statistics are missing."""
     perception_dir = model_dir(run)
     agent, settings = load_agent(run, config.device)
-    agent_manifest = run.manifest("agent")
-    if agent_manifest["inputs"]["model"] != weights_fingerprint(perception_dir):
+    if run.manifest("agent")["inputs"]["model"] != weights_fingerprint(perception_dir):
         raise ValueError(
             "the perception model changed since the agent was trained (or its file is damaged); "
             "`train-agent --restart` trains an agent on it"
         )
-    seed = config.seed + 1000
-    envs = evaluation_envs(config)
-    venv = make_context_venv(config, perception_dir, envs, seed, settings["window"], training=False)
+    venv = make_context_venv(config, perception_dir, n_envs, seed, settings["window"], training=False)
     stats = run.path / "agent" / NORMALIZATION_NAME
     if settings.get("normalize_observations", stats.is_file()):  # older agents: the file says
         if not stats.is_file():
@@ -88,6 +85,42 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
                 "`train-agent --restart` trains it again"
             )
         venv = load_normalization(venv, stats)
+    return agent, venv, settings
+
+
+def load_trained_agent(
+    run_dir: str | Path, n_envs: int = 1, seed: int = 0, device: str = "cpu"
+) -> tuple[Any, VecEnv]:
+    """The SB3 agent of a finished run (``aime-rl train-agent``) and ``n_envs`` envs that show it what it was
+    trained on (see :func:`agent_and_env`): observations ``[n_envs, context_dim]``, one batched context stream.
+
+    ``agent.predict(obs)`` on them plays as ``aime-rl evaluate`` does::
+
+        agent, venv = load_trained_agent("runs/demo")
+        obs = venv.reset()
+        action, _ = agent.predict(obs, deterministic=True)
+        obs, reward, done, info = venv.step(action)
+
+    ``ValueError`` for a directory that is not a run, or a run without a finished agent (naming the command)."""
+    run = RunDir(Path(run_dir))
+    config = run.stored_config()
+    if config is None:
+        raise ValueError(f"{run_dir} is not an aime-rl run (no {run.config_path.name})")
+    agent, venv, _ = agent_and_env(replace(config, device=device), run, n_envs, seed)
+    return agent, venv
+
+
+def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+    """The agent against a random policy on the env it was trained for, with the window it was trained with.
+
+    If the agent was trained on standardised contexts (``agent/observation_normalization.json``), it sees them
+    standardised by those frozen statistics. Writes ``report.json`` / ``report.md`` and TensorBoard scalars
+    (``eval/agent_return``, ``eval/random_return`` under ``agent/``).
+    """
+    start = time.time()
+    seed = config.seed + 1000
+    envs = evaluation_envs(config)
+    agent, venv, settings = agent_and_env(config, run, envs, seed)
     agent_returns = episode_returns(venv, agent, config.eval_episodes, seed, "evaluate (agent)", progress)
     venv.close()
     # the same envs and seeds without the context stream: a random policy does not look at its observations

@@ -28,8 +28,10 @@ from .agent_stage import (
 )
 from .collect_stage import COLLECT_SESSION_SEED_STRIDE, collect
 from .evaluate_stages import (
+    agent_and_env,
     episode_returns,
     evaluate,
+    load_trained_agent,
     log_evaluation,
     probe,
     probe_inputs,
@@ -63,6 +65,7 @@ from .stage_common import (
 __all__ = [
     "ALGORITHMS",
     "COLLECT_SESSION_SEED_STRIDE",
+    "agent_and_env",
     "agent_settings",
     "begin_training_stage",
     "build_model",
@@ -74,6 +77,7 @@ __all__ = [
     "format_context_metrics",
     "learn_and_save",
     "load_agent",
+    "load_trained_agent",
     "log_evaluation",
     "log_replay_change",
     "make_context_venv",

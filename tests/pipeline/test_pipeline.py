@@ -1044,3 +1044,23 @@ def test_collect_reaches_a_target_that_is_not_a_multiple_of_the_envs(tmp_path, c
     assert ReplayStore.open(run / "replay").num_steps == 112  # 7 steps of 16 envs, not 6 (96 < 100)
     assert cli(run, "collect", "--collect-steps", "100") == 0
     assert "already has 112 steps (target 100)" in capsys.readouterr().out
+
+
+def test_a_runs_agent_loaded_in_python_plays_as_evaluate_does(run):
+    from aime_rl.pipeline import episode_returns, load_trained_agent
+
+    report = json.loads((run / "report.json").read_text())
+    config = RunConfig.from_dict(json.loads((run / "config.json").read_text()), "config")
+    seed, envs = config.seed + 1000, evaluate_stages.evaluation_envs(config)  # evaluate's own envs
+    agent, venv = load_trained_agent(run, n_envs=envs, seed=seed)
+    assert venv.observation_space.shape == agent.observation_space.shape
+    returns = episode_returns(venv, agent, report["episodes"], seed, "test", progress=False)
+    venv.close()
+    assert np.mean(returns) == pytest.approx(report["agent_return_mean"])
+
+
+def test_loading_an_agent_from_a_directory_that_is_not_a_run_is_refused(tmp_path):
+    from aime_rl.pipeline import load_trained_agent
+
+    with pytest.raises(ValueError, match="not an aime-rl run"):
+        load_trained_agent(tmp_path)
