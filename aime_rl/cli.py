@@ -202,6 +202,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     """The command line parsed; a flag the command does not have is reported by the command itself (``aime-rl
     collect: error: unrecognized arguments: --colect-steps 5 (did you mean --collect-steps?)``), exit status 2."""
     parser = make_parser()
+    words = sys.argv[1:] if argv is None else argv
+    command = next((word for word in words if not word.startswith("-")), None)
+    if command is not None and command not in COMMANDS and command not in COMMAND_ALIASES:
+        guess = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        hint = f" (did you mean {guess[0]}?)" if guess else ""
+        parser.error(f"unknown command {command!r}{hint}; the commands: {', '.join(COMMANDS)}")
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = command_parser(parser, args.command)

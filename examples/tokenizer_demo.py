@@ -28,7 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    tokenizer = VQPTTokenizer.from_config(get_preset(args.preset, frame_size=args.size).tokenizer)
+    try:
+        tokenizer = VQPTTokenizer.from_config(get_preset(args.preset, frame_size=args.size).tokenizer)
+    except ValueError as err:  # e.g. a --size the preset's downsample factor does not divide
+        parser.error(f"--size {args.size}: {err}")
     print(
         f"VQPTTokenizer ({args.preset}): {sum(p.numel() for p in tokenizer.parameters()) / 1e6:.2f}M parameters"
     )

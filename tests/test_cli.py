@@ -401,3 +401,14 @@ def test_an_unknown_flag_without_a_likeness_is_named_without_a_guess(capsys):
         main(["probe", "--zzz"])
     err = capsys.readouterr().err
     assert "aime-rl probe: error: unrecognized arguments: --zzz (see aime-rl probe --help)" in err
+
+
+def test_an_unknown_command_is_named_with_the_commands_and_a_close_one(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["evalute"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert "unknown command 'evalute' (did you mean evaluate?)" in err
+    assert (
+        "collect, train-tokenizer" in err and "train-perceiver" not in err
+    )  # the deprecated name is not offered

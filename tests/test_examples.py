@@ -25,3 +25,12 @@ def test_example_runs(script, args, expected):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert expected in result.stdout
+
+
+def test_a_frame_size_the_tokenizer_cannot_take_is_a_usage_error_not_a_traceback():
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "tokenizer_demo.py"), "--size", "30"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert "--size 30: frame_size 30x30 must be divisible by downsample=8" in result.stderr
+    assert "Traceback" not in result.stderr
