@@ -6,7 +6,9 @@
     aime-rl train-world-model  replay + context model → VRNN world model
     aime-rl train-agent        SB3 agent on the causal context (or --in-imagination, inside the world model)
     aime-rl evaluate           agent vs random policy → report.json / report.md
-    aime-rl demo [--quick]     all of the above on the built-in Catch env, with a summary
+    aime-rl probe              linear probes of what the context knows → probe.json / probe.md
+    aime-rl demo [--quick]     collect → train-tokenizer → train-context → train-agent → probe → evaluate on the
+                               built-in Catch env, with a summary
 
 The first command on a run writes its ``config.json``; later commands read it, and a flag that contradicts a
 setting the run's outputs were made with is refused (``--restart`` redoes the stage and what follows). Re-running a
@@ -151,7 +153,7 @@ def make_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--config",
             help="TOML file of settings laid over the defaults (flags override it), or a shipped experiment as the "
-            "whole base (atari, demo; an Atari game starts from atari without it)",
+            "whole base (atari, demo, quick; an Atari game starts from atari without it)",
         )
         p.add_argument(
             "--restart",

@@ -8,14 +8,16 @@ then prints each seed's probe score per representation and their mean, min and m
     python benchmarks/recipe_seeds.py --env pong --seeds 0 1 2 [--frame-size 80] [--frame-height 96]
         [--collect-steps 12000] [--tokenizer-steps 1200] [--context-steps 300] [--probe-steps 50000]
         [--probe-episode-steps 200] [--representations context,untrained,random_cnn,majority]
-        [--runs-dir /tmp/recipe_seeds] [--jobs 1] [--device cpu] [--json PATH]
+        [--predictor-kwarg KEY=VALUE ...] [--runs-dir /tmp/recipe_seeds] [--jobs 1] [--device cpu] [--json PATH]
 
 The stages keep their outputs, so a second call with the same ``--runs-dir`` skips what is done (a killed run goes
 on where it stopped; a probe of the same model and settings is read back, not run again). ``--jobs N`` runs N seeds
 at once (each stage's threads are divided between them). The defaults are the shipped Atari recipe
 (``aime_rl/experiments/atari.toml``, ``--config atari``; ``docs/atari.md``): 96 × 80 frames, about Atari's
 210 × 160 screen shape (``--frame-height 0`` gives square ``--frame-size`` frames), 12 000 frames, 1200 + 300
-steps, no motion bonus, one next-frame decode per clip and step.
+steps, no motion bonus, one next-frame decode per clip and step. ``--predictor-kwarg`` (repeatable) changes one of
+the recipe's context-model settings, as ``aime-rl train-context --predictor-kwarg`` does; use a fresh ``--runs-dir``
+for each setting compared (a finished run's model is not trained again).
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def stage_commands(args: argparse.Namespace, seed: int) -> list[list[str]]:
         + ["--frame-height", str(args.frame_height)]
         + ["--collect-steps", str(args.collect_steps), "--device", args.device],
         cli + ["train-tokenizer", *run, "--tokenizer-steps", str(args.tokenizer_steps)],
-        cli + ["train-context", *run, "--context-steps", str(args.context_steps)],
+        cli
+        + ["train-context", *run, "--context-steps", str(args.context_steps)]
+        + [flag for kwarg in args.predictor_kwarg for flag in ("--predictor-kwarg", kwarg)],
         cli
         + ["probe", *run, "--probe-steps", str(args.probe_steps)]
         + ["--probe-episode-steps", str(args.probe_episode_steps)]
@@ -126,6 +130,13 @@ def main() -> None:
     )
     parser.add_argument("--probe-episode-steps", type=int, default=RECIPE["probe_episode_steps"])
     parser.add_argument("--representations", default=RECIPE["probe_representations"])
+    parser.add_argument(
+        "--predictor-kwarg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a context-model setting over the recipe's, e.g. copy_logit=3 (repeatable; given to train-context)",
+    )
     parser.add_argument("--runs-dir", type=Path, default=Path("/tmp/recipe_seeds"))
     parser.add_argument("--jobs", type=int, default=1, help="seeds run at once")
     parser.add_argument("--device", default="cpu")

@@ -2,8 +2,8 @@
 
 - :mod:`~aime_rl.pipeline.config`: :class:`RunConfig`, the settings of a run, validated; TOML layering.
 - :mod:`~aime_rl.pipeline.rundir`: the run directory, stage manifests, fingerprints, which changes are refused.
-- :mod:`~aime_rl.pipeline.stages`: collect, train the tokenizer / context model / world model / agent, evaluate
-  (one module per stage group, every name importable from ``stages``).
+- :mod:`~aime_rl.pipeline.stages`: collect, train the tokenizer / context model / world model / agent, evaluate,
+  probe (one module per stage group, every name importable from ``stages``).
 - :mod:`~aime_rl.pipeline.commands`: one CLI command = validate everything, then write.
 - :mod:`~aime_rl.pipeline.lock`: one command at a time per run directory (:class:`RunLock`).
 """

@@ -109,7 +109,7 @@ class RunConfig:
     frame_height: int = setting(
         0,
         "frame height where it differs from the width (0: square frames); Atari's 210 × 160 screens keep their "
-        "shape at --frame-height 80 --frame-size 64",
+        "shape at --frame-height 96 --frame-size 80 (the Atari recipe)",
         ("collect",),
     )
     seed: int = setting(0, "random seed of every stage")

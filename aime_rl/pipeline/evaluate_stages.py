@@ -115,7 +115,7 @@ def evaluate(config: RunConfig, run: RunDir, progress: bool = True) -> dict[str,
 
     If the agent was trained on standardised contexts (``agent/observation_normalization.json``), it sees them
     standardised by those frozen statistics. Writes ``report.json`` / ``report.md`` and TensorBoard scalars
-    (``eval/agent_return``, ``eval/random_return`` under ``agent/``).
+    (``eval/agent_return``, ``eval/random_return`` under ``agent/evaluation/``). Measures again on every call.
     """
     start = time.time()
     seed = config.seed + 1000

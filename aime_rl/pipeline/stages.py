@@ -1,8 +1,9 @@
-"""The pipeline's stages: collect → tokenizer → context model → (world model) → agent → evaluate.
+"""The pipeline's stages: collect → tokenizer → context model → (world model) → agent → evaluate, and probe.
 
 Each stage function takes the run's :class:`RunConfig` and its :class:`RunDir`, writes only its own outputs (see
-:mod:`aime_rl.pipeline.rundir`) and returns its manifest. Re-running a finished stage with the same settings is a
-no-op that says so; asking for more steps trains further from the last checkpoint; a stage whose inputs changed
+:mod:`aime_rl.pipeline.rundir`) and returns its manifest (``evaluate`` its report, ``probe`` the path of its
+``probe.json``). Re-running a finished training stage with the same settings is a no-op that says so (the two
+measurements, ``evaluate`` and ``probe``, measure again on every call); asking for more steps trains further from the last checkpoint; a stage whose inputs changed
 underneath it (a retrained tokenizer under a context model) refuses to resume and asks for ``--restart``.
 
 The stages live one group to a module, and every name is importable from here:
