@@ -42,7 +42,6 @@ from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
 from aime_rl.perception.modules.whitening import ContextWhitening
 from aime_rl.pipeline import RunConfig, RunDir
-from aime_rl.pipeline.environment import discrete_action_count
 from aime_rl.pipeline.stages import trainer_config
 from aime_rl.training.perception import train_context_model, train_tokenizer
 
@@ -286,9 +285,6 @@ VARIANTS: dict[str, dict] = {
         "copy_logit": 3.0,
     },
     "copy-logit3": {"copy_logit": 3.0},
-    # the next-frame decoder is told the actions taken (PredictorConfig.action_conditioning; num_actions: the env's)
-    "actions": {"action_conditioning": True},
-    "actions-copy-logit3": {"action_conditioning": True, "copy_logit": 3.0},
     "pixel-motion-lr3-copy-logit6": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -570,8 +566,6 @@ def build(
         }
         fresh.save_pretrained(tmp / "tokenizer")
         tokenizer_dir = tmp / "tokenizer"
-    if overrides.get("action_conditioning") and not overrides.get("num_actions"):
-        overrides["num_actions"] = discrete_action_count(config)  # as the pipeline's preset_config
     model = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides)
     if pooling == "attention":
         if overrides.get("local_motion_context"):

@@ -329,18 +329,6 @@ class PredictorConfig:
             copy-last without it, are not with it, and Pong's and Boxing's probes are the same; but the three Catch
             demos read the ball less well (ball x and vx lower on every seed) and two of their three agents score
             less, so no preset has it. 0 (no bonus, no parameter) is the seed's.
-        action_conditioning: the next-frame decoder is told the actions taken between the last observed frame and
-            each frame it predicts (each query gets the sum of a learned embedding of each of those actions, the
-            last-observed frame's first: ``actions[t]`` leads from frame t to t + 1, the replay's convention),
-            in every term that predicts frames (the masked token term, the next-frame and context-prediction
-            terms); not the local motion head. Without them, what the agent's own sprite does next is noise to
-            every term — a random policy moves it at random — so nothing asks the latents where it is (Pong's
-            paddle, Space Invaders' cannon and Boxing's boxers are the state the context reads worst); told the
-            action, where the sprite goes depends on where it is. A training head only: the context and the
-            stream read frames alone, and a prediction without actions (generation, a clip with no actions)
-            adds nothing to its queries. Needs ``num_actions`` and one token step per frame. False is the seed's.
-        num_actions: the size of the env's ``Discrete`` action space, for ``action_conditioning`` (0: unset; the
-            pipeline fills it in from the run's env).
     """
 
     num_latents: int = 128
@@ -384,8 +372,6 @@ class PredictorConfig:
     local_motion_history: bool = False
     local_motion_lr_scale: float = 1.0
     copy_logit: float = 0.0
-    action_conditioning: bool = False
-    num_actions: int = 0
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -475,8 +461,6 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.local_motion_history",
     "predictor.local_motion_lr_scale",
     "predictor.copy_logit",
-    "predictor.action_conditioning",
-    "predictor.num_actions",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

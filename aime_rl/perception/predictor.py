@@ -75,24 +75,6 @@ def check_decoder_channels(channels: int | None, heads: tuple[int, ...]) -> None
             raise ValueError(f"decoder_channels={channels} must be divisible by the {count} attention heads")
 
 
-def check_action_conditioning(on: bool, num_actions: int, tokenizer: VQPTTokenizer) -> None:
-    """``ValueError`` unless ``action_conditioning`` (``on``) has what it needs: ``num_actions`` ≥ 1 (an int) and
-    a tokenizer with one token step per frame (an action leads from one frame to the next)."""
-    if isinstance(num_actions, bool) or not isinstance(num_actions, int) or num_actions < 0:
-        raise ValueError(f"num_actions must be an int >= 0, got {num_actions!r}")
-    if not on:
-        return
-    if num_actions < 1:
-        raise ValueError(
-            "action_conditioning needs num_actions, the size of the env's Discrete action space "
-            "(the pipeline fills it in from the run's env)"
-        )
-    if tokenizer.config.temporal_downsample:
-        raise ValueError(
-            "action_conditioning needs one token step per frame: a tokenizer without temporal_downsample"
-        )
-
-
 def initial_motion_bias(num_heads: int, bias: float) -> torch.Tensor:
     """The starting cross-attention score bonus ``[heads, 3]`` per change mark (rows of a head: UNCHANGED, CHANGED,
     FIRST): ``bias`` for CHANGED in the first half of the heads (rounded up), 0 elsewhere.
@@ -178,8 +160,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         local_motion_history: bool = False,
         local_motion_lr_scale: float = 1.0,
         copy_logit: float = 0.0,
-        action_conditioning: bool = False,
-        num_actions: int = 0,
     ):
         super().__init__()
         check_window(window)
@@ -223,7 +203,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             raise ValueError(
                 f"local_motion_inputs must be one of {LOCAL_MOTION_INPUTS}, got {local_motion_inputs!r}"
             )
-        check_action_conditioning(action_conditioning, num_actions, tokenizer)
         heads_self = num_self_attention_heads or num_cross_attention_heads
         check_decoder_channels(decoder_channels, (num_cross_attention_heads, heads_self))
         self.config = PredictorConfig(
@@ -268,8 +247,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             local_motion_history=local_motion_history,
             local_motion_lr_scale=local_motion_lr_scale,
             copy_logit=copy_logit,
-            action_conditioning=action_conditioning,
-            num_actions=num_actions,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
@@ -364,13 +341,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             if copy_logit > 0
             else None
         )
-        # action_conditioning: one embedding per action, added to the queries of every frame it leads to; the last
-        # row is "no action known" (zero, never trained)
-        self.action_embedding = (
-            nn.Embedding(num_actions + 1, d, padding_idx=num_actions) if action_conditioning else None
-        )
-        if self.action_embedding is not None:
-            nn.init.normal_(self.action_embedding.weight[:num_actions], std=0.02)
         dc = decoder_channels or d
         # a narrower decoder takes its queries in at its own width (None at the latents' width)
         self.decoder_in = nn.Linear(d, dc) if dc != d else None
@@ -936,11 +906,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
     # -- prediction ----------------------------------------------------------------------------------------------
 
     def predict_logits(
-        self,
-        memory: torch.Tensor,
-        ids: torch.Tensor,
-        last_tokens: torch.Tensor | None,
-        actions: torch.Tensor | None = None,
+        self, memory: torch.Tensor, ids: torch.Tensor, last_tokens: torch.Tensor | None
     ) -> torch.Tensor:
         """Memory ``[B, M, D]`` of the last observed frame, its tokens ``last_tokens [B, h, w, G]`` and future ids
         ``[B, F, h, w, G]`` (mask id = unknown) → logits ``[B, F, h, w, G, num_codes]`` for token steps 1…F after it.
@@ -948,17 +914,12 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         Each output query sees the last observed token at its own position (a "copy" prior), so the latents need
         to carry what changes — motion — rather than the whole frame; with ``copy_logit`` that token's logit also
         gets the learned bonus. ``last_tokens=None`` removes that prior: the memory alone must then carry the whole
-        next frame (the context-prediction objective). ``actions`` int64 ``[B, F]`` (``action_conditioning``
-        only; ``actions[:, f]`` leads to step f + 1, the first is taken at the last observed frame): see
-        :meth:`action_queries`.
+        next frame (the context-prediction objective).
         """
         b, f, h, w = ids.shape[:4]
         if f > self.sequence_length:
             raise ValueError(f"cannot predict {f} token steps ahead; sequence_length={self.sequence_length}")
         queries = self.input_adapter(ids) + self.offset_embedding[:f].unsqueeze(1)
-        told = self.action_queries(actions)
-        if told is not None:
-            queries = queries + told
         if last_tokens is not None:
             last = self.last_frame_proj(self.input_adapter.embed_ids(last_tokens).flatten(1, 2))
             queries = queries + last.unsqueeze(1)
@@ -972,38 +933,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         copy = F.one_hot(last_tokens.long(), logits.shape[-1]).to(logits.dtype) * self.copy_logit[:, None]
         return logits + copy.unsqueeze(1)  # the same bonus at every step ahead
 
-    def action_queries(self, actions: torch.Tensor | None) -> torch.Tensor | None:
-        """What ``action_conditioning`` adds to the decoder's queries of token steps 1…F: actions ``[B, F]`` →
-        ``[B, F, 1, D]``, step f's the sum of the embeddings of the f actions that lead to it (where a sprite
-        goes is the sum of its moves). None without ``action_conditioning`` or without actions."""
-        if self.action_embedding is None or actions is None:
-            return None
-        return self.action_embedding(actions).cumsum(1).unsqueeze(2)
-
-    def check_actions(self, actions: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor | None:
-        """``actions`` of a clip of ``frames`` frames checked and as int64 ``[B, T]`` (None stays None);
-        ``ValueError`` naming what is wrong, or for a model without ``action_conditioning``."""
-        if actions is None:
-            return None
-        if self.action_embedding is None:
-            raise ValueError(
-                "actions were given, but this model was built without action_conditioning; build it with "
-                "action_conditioning=True and num_actions=<the env's number of actions> to use them"
-            )
-        if not isinstance(actions, torch.Tensor) or actions.shape != (batch, frames):
-            raise ValueError(
-                f"actions must be a tensor [B, T] = [{batch}, {frames}] (one Discrete action per frame), got "
-                f"{tuple(getattr(actions, 'shape', ())) or type(actions).__name__}"
-            )
-        if actions.dtype.is_floating_point or actions.dtype == torch.bool or actions.is_complex():
-            raise ValueError(f"actions must be integer action ids, got dtype {actions.dtype}")
-        n = self.config.num_actions
-        if actions.numel() and not bool(((actions >= 0) & (actions < n)).all()):
-            raise ValueError(
-                f"actions must be in [0, {n}) (num_actions={n}), got values in [{int(actions.min())}, {int(actions.max())}]"
-            )
-        return actions.long()
-
     def forward(
         self,
         videos: torch.Tensor | None,
@@ -1013,7 +942,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         tokens: torch.Tensor | None = None,
         reconstruct: bool = True,
         history_frames: int = 0,
-        actions: torch.Tensor | None = None,
     ) -> PredictorOutput | tuple:
         """Predict frames ``num_context_frames … T−1`` of ``videos [B, T, C, H, W]`` from the frames before.
 
@@ -1034,20 +962,15 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         ``reconstruct=False`` skips decoding the frames (``reconstructed`` is None): a training step needs only the
         losses, and the decode is about a tenth of its forward pass. ``history_frames``: the clip's first frames
         are only the local motion encoder's history (see :attr:`motion_history_frames`); everything above is of
-        the frames after them. ``actions`` int64 ``[B, T]`` (``action_conditioning`` only; ``actions[:, t]`` leads
-        from frame t to t + 1, the replay's convention): every term that predicts a frame is told the actions that
-        lead to it (:meth:`action_queries`); without them it is told none.
+        the frames after them.
         """
         if tokens is not None:  # precomputed tokens (a token cache): losses only, see forward_tokens
-            return self.forward_tokens(
-                tokens, num_context_frames, history_frames=history_frames, actions=actions
-            )
+            return self.forward_tokens(tokens, num_context_frames, history_frames=history_frames)
         video = self.tokenizer.check_video(videos, "videos")
-        actions = self.check_actions(actions, video.shape[0], video.shape[1])
         lead = self._check_history(video.shape[1], history_frames)
         self._check_split(video.shape[1] - history_frames, num_context_frames)
         tokens = self.tokenize(video)
-        out = self._predict(tokens, num_context_frames, video, lead, actions)
+        out = self._predict(tokens, num_context_frames, video, lead)
         if not reconstruct:
             return out if return_dict else out.to_tuple()
         tokens = tokens[:, lead:]
@@ -1061,11 +984,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return out if return_dict else out.to_tuple()
 
     def forward_tokens(
-        self,
-        tokens: torch.Tensor,
-        num_context_frames: int,
-        history_frames: int = 0,
-        actions: torch.Tensor | None = None,
+        self, tokens: torch.Tensor, num_context_frames: int, history_frames: int = 0
     ) -> PredictorOutput:
         """The training losses of :meth:`forward` from precomputed tokens ``[B, T', h, w(, G)]`` (a token cache:
         :mod:`aime_rl.training.token_cache`), without tokenizing or decoding anything.
@@ -1077,10 +996,9 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             raise ValueError("the perceptual (LPIPS) term needs frames: train on videos, not cached tokens")
         tokens = self._cached_tokens(tokens)
         frames = tokens.shape[1] * self.frames_per_token_step
-        actions = self.check_actions(actions, tokens.shape[0], frames)
         lead = self._check_history(frames, history_frames)
         self._check_split(frames - history_frames, num_context_frames)
-        return self._predict(tokens, num_context_frames, None, lead, actions)
+        return self._predict(tokens, num_context_frames, None, lead)
 
     def _cached_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Precomputed tokens ``[B, T', h, w(, G)]`` checked and as int64 ``[B, T', h, w, G]``; ``ValueError`` for a
@@ -1098,16 +1016,11 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return tokens.long()
 
     def _predict(
-        self,
-        tokens: torch.Tensor,
-        num_context_frames: int,
-        video: torch.Tensor | None,
-        lead: int = 0,
-        actions: torch.Tensor | None = None,
+        self, tokens: torch.Tensor, num_context_frames: int, video: torch.Tensor | None, lead: int = 0
     ) -> PredictorOutput:
         """Losses and predictions from tokens ``[B, T', h, w, G]`` split at ``num_context_frames`` (``video``, when
         given, for the perceptual term and the motion marks) after ``lead`` token steps that are only the local
-        motion encoder's history; ``actions [B, T']`` (checked) for ``action_conditioning``."""
+        motion encoder's history."""
         context_steps = num_context_frames // self.frames_per_token_step
         # the local motion features of the lead-in and context steps, each with its full history where the clip
         # holds it; the lead-in's also train the motion term (their targets are the steps after them)
@@ -1116,7 +1029,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         all_motion = self.local_motion_features(tokens[:, : lead + context_steps], motion_video)
         motion_tokens = tokens[:, : lead + context_steps + self.config.local_motion_horizon]
         tokens, video = tokens[:, lead:], None if video is None else video[:, lead_frames:]
-        actions = None if actions is None else actions[:, lead:]
         local_motion = None if all_motion is None else all_motion[:, lead:]
         target = tokens[:, context_steps:]
         seen = None if video is None else video[:, :num_context_frames]
@@ -1135,10 +1047,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             self.update_whitening(contexts)
         mask = self._future_mask(target.shape[:4], target.device)
         ids = target.masked_fill(mask.unsqueeze(-1), self.input_adapter.mask_id)
-        future_actions = (
-            None if actions is None else actions[:, context_steps - 1 : -1]
-        )  # into each target step
-        logits = self.predict_logits(memory[:, -1], ids, tokens[:, context_steps - 1], future_actions)
+        logits = self.predict_logits(memory[:, -1], ids, tokens[:, context_steps - 1])
         changed = (target != tokens[:, context_steps - 1].unsqueeze(1)).any(-1)  # [B, F, h, w]
         token_loss = self._cross_entropy(logits[mask], target[mask], changed[mask])
         best = logits.detach().argmax(-1)
@@ -1148,9 +1057,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             if video is not None
             else logits.new_zeros(())
         )
-        next_frame = self._next_frame_loss(
-            memory, tokens[:, :context_steps], self.next_frame_weight, actions=actions
-        )
+        next_frame = self._next_frame_loss(memory, tokens[:, :context_steps], self.next_frame_weight)
         context_only = self.context_readout_memory(contexts["fast"])  # [B, T, k, D]: the only memory
         horizon = self.config.context_prediction_horizon
         context_prediction = self._next_frame_loss(
@@ -1159,7 +1066,6 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             self.context_prediction_weight,
             copy_prior=False,
             horizon=horizon,
-            actions=actions,
         )
         contrastive = self._contrastive_loss(contexts["fast"], tokens[:, :context_steps])
         reconstruction = self._latent_reconstruction_loss(latents)
@@ -1253,15 +1159,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         weight: float,
         copy_prior: bool = True,
         horizon: int = 1,
-        actions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """CE of token steps j … j + horizon − 1 predicted (fully masked) from the memory ``[B, T, M, D]`` of the
         frame just before step j, for every j = 1 … T' − horizon of ``tokens [B, T', h, w, G]`` whose memory is
         given (``memory`` may cover fewer steps than ``tokens``: the later ones serve as targets only) — in training
         with ``next_frame_samples`` k, for k of those j drawn per clip (:meth:`_next_frame_starts`). Zero,
         without computing anything, when ``weight`` is 0 or no step qualifies. ``copy_prior``: the decoder also
-        sees the tokens of step j − 1 (see :meth:`predict_logits`). ``actions [B, ≥ T' − 1]``: the decoder is told
-        the ones that lead to each predicted step (``action_conditioning``)."""
+        sees the tokens of step j − 1 (see :meth:`predict_logits`)."""
         memory_steps = memory.shape[1] // self.frames_per_token_step
         last_start = min(memory_steps, tokens.shape[1] - horizon)
         if last_start < 1 or weight == 0:
@@ -1275,12 +1179,8 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         )  # [B, last_start, h, w, G, horizon]: steps s … s + horizon − 1
         target = rearrange(windows[rows, starts - 1], "b j h w g f -> (b j) f h w g")
         last = rearrange(tokens[rows, starts - 1], "b j h w g -> (b j) h w g")
-        told = None
-        if actions is not None:  # steps s … s + horizon − 1 are reached by actions s − 1 … s + horizon − 2
-            told = actions[:, : last_start + horizon - 1].unfold(1, horizon, 1)  # [B, last_start, horizon]
-            told = rearrange(told[rows, starts - 1], "b j f -> (b j) f")
         logits = self.predict_logits(
-            mem, torch.full_like(target, self.input_adapter.mask_id), last if copy_prior else None, told
+            mem, torch.full_like(target, self.input_adapter.mask_id), last if copy_prior else None
         )
         changed = (target != last.unsqueeze(1)).any(-1)  # [(B j), horizon, h, w]
         return self._cross_entropy(logits, target, changed)

@@ -55,19 +55,3 @@ def observe_rendered_frames(make: Callable[[], gym.Env]) -> gym.Env:
 def make_single_env(config: RunConfig, training: bool = False) -> gym.Env:
     """One env of the run (for probes: whole games)."""
     return make_env(env_spec(config.env), training=training)
-
-
-def discrete_action_count(config: RunConfig) -> int:
-    """The number of actions of the run's env, ``n`` of its ``Discrete(n)`` action space (what
-    ``action_conditioning`` embeds); ``ValueError`` for any other action space."""
-    env = make_single_env(config)
-    try:
-        space = env.action_space
-    finally:
-        env.close()
-    if not isinstance(space, gym.spaces.Discrete):
-        raise ValueError(
-            f"action_conditioning needs a Discrete action space; {config.env} acts in {space} "
-            "(--predictor-kwarg action_conditioning=false)"
-        )
-    return int(space.n)

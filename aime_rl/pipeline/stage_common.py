@@ -19,7 +19,6 @@ from ..training.checkpoint import CONFIG_NAME, CheckpointManager
 from ..training.trainer import TrainerConfig
 from ..utils.io import read_json
 from .config import RunConfig
-from .environment import discrete_action_count
 from .rundir import RunDir
 
 
@@ -81,13 +80,10 @@ def trainer_config(config: RunConfig, steps: int, lr: float | None = None) -> Tr
 
 def preset_config(config: RunConfig) -> CausalPerceiverConfig:
     """The configuration of ``config.preset`` for the run's frames, its predictor with ``config.predictor_kwargs``
-    laid on top (with ``action_conditioning``, ``num_actions`` the run's env's unless given)."""
+    laid on top."""
     shape = (config.sequence_length, 3, *config.frame_shape)
     preset = get_preset(config.preset, video_shape=shape)
-    predictor = replace(preset.predictor, **config.predictor_kwargs)
-    if predictor.action_conditioning and not predictor.num_actions:
-        predictor = replace(predictor, num_actions=discrete_action_count(config))
-    return replace(preset, predictor=predictor)
+    return replace(preset, predictor=replace(preset.predictor, **config.predictor_kwargs))
 
 
 def build_model(config: RunConfig, tokenizer: VQPTTokenizer | None = None) -> CausalPerceiverIO:

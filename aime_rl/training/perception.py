@@ -251,11 +251,10 @@ def train_tokenizer_decoder(
 def predictor_loss_fn(num_context_frames: int, history_frames: int = 0):
     """Trainer loss for the predictor: its forward on ``batch["frames"]`` (or on cached ``batch["tokens"]``) split at
     ``num_context_frames`` after ``history_frames`` that only the local motion encoder reads (windows that long
-    longer: :func:`training_windows`); a model with ``action_conditioning`` is told ``batch["actions"]``."""
+    longer: :func:`training_windows`)."""
 
     def loss(model: PerceiverTokenPredictor, batch: dict) -> dict[str, Any]:
         split = dict(num_context_frames=num_context_frames, history_frames=history_frames)
-        split["actions"] = batch_actions(getattr(model, "module", model), batch)  # DDP wraps the predictor
         if "tokens" in batch:  # a token cache's windows
             out = model(None, tokens=batch["tokens"], **split)
         else:
@@ -275,27 +274,12 @@ def predictor_loss_fn(num_context_frames: int, history_frames: int = 0):
     return loss
 
 
-def batch_actions(predictor: PerceiverTokenPredictor, batch: dict) -> torch.Tensor | None:
-    """The actions ``[B, T]`` of a window batch for a predictor with ``action_conditioning`` (None for one
-    without); ``ValueError`` when such a predictor's batch has none."""
-    if not predictor.config.action_conditioning:
-        return None
-    if "actions" not in batch:
-        raise ValueError(
-            "a model with action_conditioning trains on windows with their actions; this batch has none"
-        )
-    return batch["actions"]
-
-
-def next_frame_metrics(
-    predictor: PerceiverTokenPredictor, frames: torch.Tensor, actions: torch.Tensor | None = None
-) -> dict[str, float]:
-    """Held-out next-frame token accuracy of the model vs "copy the last frame's tokens", and predicted-frame PSNR:
-    ``frames`` uint8 ``[B, T, C, H, W]`` (the model is told ``actions [B, T]`` where given)."""
+def next_frame_metrics(predictor: PerceiverTokenPredictor, frames: torch.Tensor) -> dict[str, float]:
+    """Held-out next-frame token accuracy of the model vs "copy the last frame's tokens", and predicted-frame PSNR."""
     video = as_unit_float(frames)
     tf = predictor.frames_per_token_step
     context = video.shape[1] - tf
-    out = predictor(video, num_context_frames=context, actions=actions)
+    out = predictor(video, num_context_frames=context)
     tokens = predictor.tokenize(video)
     copy_last = (tokens[:, -2] == tokens[:, -1]).float().mean().item()
     return {
@@ -338,8 +322,7 @@ def train_context_model(
 
     def evaluate(module: PerceiverTokenPredictor, step: int, writer: SummaryWriter | None) -> None:
         frames = held_out["frames"].to(_device(module))
-        actions = batch_actions(module, held_out)
-        metrics = next_frame_metrics(module, frames, None if actions is None else actions.to(frames.device))
+        metrics = next_frame_metrics(module, frames)
         results.update(metrics)
         if writer is None:
             return

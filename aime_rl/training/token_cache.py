@@ -104,8 +104,7 @@ def _save_npy(path: str, array: np.ndarray) -> None:
 
 class TokenWindowDataset(ReplayWindowDataset):
     """:class:`ReplayWindowDataset` whose item ``s`` holds the cached ``tokens`` (int64 ``[B, T', h, w, G]``) of the
-    windows of step ``s`` instead of their frames (plus their ``actions [B, T, *action_shape]``, ``episode_index``
-    and ``start`` ``[B]``).
+    windows of step ``s`` instead of their frames (plus ``episode_index`` and ``start`` ``[B]``).
 
     Needs a per-frame tokenizer (``T' = T``) and a cache built by :func:`build_token_cache` for the same store.
     """
@@ -145,13 +144,8 @@ class TokenWindowDataset(ReplayWindowDataset):
             self.episode_tokens(int(e))[int(s) : int(s) + self.length]
             for e, s in zip(episodes, starts, strict=True)
         ]
-        actions = [
-            self.store.episodes[int(e)].actions[int(s) : int(s) + self.length]
-            for e, s in zip(episodes, starts, strict=True)
-        ]
         return {
             "tokens": torch.from_numpy(np.stack(windows).astype(np.int64)),
-            "actions": torch.from_numpy(np.stack(actions)),
             "episode_index": torch.from_numpy(episodes),
             "start": torch.from_numpy(starts),
         }

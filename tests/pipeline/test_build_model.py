@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import pytest
 import torch
 
 from aime_rl.perception import VQPTTokenizer, get_preset
@@ -46,29 +45,3 @@ def test_predictor_kwargs_change_the_context_model_and_nothing_else(tmp_path):
     expected = replace(get_preset("tiny").predictor, motion_attention_bias=0.5, recency_bias=2.0)
     assert model.config.predictor == expected
     assert model.config.tokenizer == build_model(tiny_config(tmp_path)).config.tokenizer
-
-
-def test_action_conditioning_gets_the_number_of_the_run_envs_actions(tmp_path):
-    config = replace(
-        tiny_config(tmp_path), predictor_kwargs={"action_conditioning": True}
-    )  # Catch: 3 actions
-    model = build_model(config)
-    assert model.config.predictor.num_actions == 3
-    assert model.predictor.action_embedding.num_embeddings == 3 + 1  # and "no action known"
-
-
-def test_an_env_without_discrete_actions_refuses_action_conditioning(tmp_path, monkeypatch):
-    import gymnasium as gym
-
-    from aime_rl.pipeline import environment
-
-    class BoxActions:
-        action_space = gym.spaces.Box(-1.0, 1.0, (2,))
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(environment, "make_single_env", lambda config: BoxActions())
-    config = replace(tiny_config(tmp_path), predictor_kwargs={"action_conditioning": True})
-    with pytest.raises(ValueError, match="needs a Discrete action space"):
-        build_model(config)
