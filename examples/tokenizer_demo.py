@@ -58,7 +58,9 @@ def main() -> None:
     print("\nvideo           ", tuple(video.shape), "float in [0, 1]")
     print("tokens          ", tuple(tokens.shape), tokens.dtype, f"ids in [0, {tokenizer.num_codes})")
     print("reconstructed   ", tuple(reconstructed.shape))
-    print("vq_loss         ", round(vq_loss.item(), 4))
+    # commitment + diversity: the diversity term (per-sample code entropy minus the entropy of the mean
+    # assignment) is <= 0, so a tokenizer that uses its codes evenly can print a negative vq_loss
+    print("vq_loss         ", round(vq_loss.item(), 4), "(commitment + diversity; can be < 0)")
     print("perplexity/head ", [round(p, 1) for p in perplexity.tolist()])
     used = [len(torch.unique(tokens[..., g])) / tokenizer.num_codes for g in range(tokenizer.num_quantizers)]
     print("code usage/head ", [round(u, 2) for u in used])
