@@ -285,6 +285,11 @@ VARIANTS: dict[str, dict] = {
         "copy_logit": 3.0,
     },
     "copy-logit3": {"copy_logit": 3.0},
+    # the latents' next-frame term without the copy prior: each earlier frame's latents name the whole next frame
+    # (hook, below), so what the decoder could otherwise copy or move from a cell's own last tokens — a small
+    # sprite — must be in the latents
+    "next-frame-no-copy": {"_next_frame_copy": False},
+    "next-frame-no-copy-copy-logit3": {"_next_frame_copy": False, "copy_logit": 3.0},
     "pixel-motion-lr3-copy-logit6": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -553,6 +558,7 @@ def build(
     whitened_slot = overrides.pop("_whitened_slot", None)
     context_distance = overrides.pop("_context_distance", None)
     context_distance_cells = overrides.pop("_context_distance_cells", "changed")
+    next_frame_copy = overrides.pop("_next_frame_copy", True)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
         trained = train_tokenizer(
@@ -650,6 +656,8 @@ def build(
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
     if context_distance is not None:
         attach_context_distance(model, context_distance, cells=context_distance_cells)
+    if not next_frame_copy:
+        attach_next_frame_without_copy(model)
     if whitened_slot is not None:
         attach_whitened_slot(model, whitened_slot)
     if motion_bottleneck:
@@ -855,6 +863,18 @@ def attach_context_distance(
 
     object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
     object.__setattr__(predictor, "_cross_entropy", graded_cross_entropy)
+
+
+def attach_next_frame_without_copy(model: CausalPerceiverIO) -> None:
+    """The next-frame term (each earlier frame's latents name the next frame) without the copy prior of its cells'
+    last tokens, as the context-prediction term already is; the masked token term keeps it."""
+    predictor = model.predictor
+    next_frame_loss = predictor._next_frame_loss
+
+    def without_copy(memory, tokens, term_weight, copy_prior=True, horizon=1):
+        return next_frame_loss(memory, tokens, term_weight, False, horizon)
+
+    object.__setattr__(predictor, "_next_frame_loss", without_copy)
 
 
 def attach_linear_token_readout(model: CausalPerceiverIO, horizons: tuple[int, ...]) -> None:

@@ -34,6 +34,7 @@ ATARI_PREDICTOR_KWARGS = {
     "local_motion_history": False,
     "local_motion_lr_scale": 1.0,
     "num_latents": 16,
+    "copy_logit": 3.0,
 }
 
 
