@@ -286,6 +286,7 @@ VARIANTS: dict[str, dict] = {
     },
     "copy-logit3": {"copy_logit": 3.0},
     "copy-logit0": {"copy_logit": 0.0},  # the Atari recipe before the fortieth session
+    "copy-logit3-change1": {"copy_logit": 3.0, "change_weight": 1.0},
     # the latents' next-frame term without the copy prior: each earlier frame's latents name the whole next frame
     # (hook, below), so what the decoder could otherwise copy or move from a cell's own last tokens — a small
     # sprite — must be in the latents
