@@ -287,6 +287,17 @@ VARIANTS: dict[str, dict] = {
     "copy-logit3": {"copy_logit": 3.0},
     "copy-logit0": {"copy_logit": 0.0},  # the Atari recipe before the fortieth session
     "copy-logit3-change1": {"copy_logit": 3.0, "change_weight": 1.0},
+    # the Atari recipe since the forty-first session: no context-prediction term (on a busy screen it takes what
+    # the untrained latents hold; Space Invaders). For runs made before it; a newer run's "preset" row is this
+    "copy-logit3-cp0": {"copy_logit": 3.0, "context_prediction_weight": 0.0},
+    # no self-attention among the decoder's queries: a query knows its own cell's last tokens (and the copy prior
+    # keeps them), but a sprite that moves in from a neighbouring cell must come from the latents
+    "copy-logit3-sa0": {"copy_logit": 3.0, "num_decoder_self_attention_layers": 0},
+    "copy-logit3-change1-sa0": {
+        "copy_logit": 3.0,
+        "change_weight": 1.0,
+        "num_decoder_self_attention_layers": 0,
+    },
     # the latents' next-frame term without the copy prior: each earlier frame's latents name the whole next frame
     # (hook, below), so what the decoder could otherwise copy or move from a cell's own last tokens — a small
     # sprite — must be in the latents

@@ -35,6 +35,7 @@ ATARI_PREDICTOR_KWARGS = {
     "local_motion_lr_scale": 1.0,
     "num_latents": 16,
     "copy_logit": 3.0,
+    "context_prediction_weight": 0.0,
 }
 
 

@@ -92,7 +92,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             # the pooled context alone also predicts the next frame (no copy of the last tokens): the seed's
             # objective gives each output query its cell's last tokens, so nothing asks the latents to keep where
             # things are, and a longer training drops it (issue 13: Catch, 3000 steps: ball x 0.56 → 0.91, vx
-            # 0.04 → 0.55; at the demo's 400 steps unchanged; benchmarks/README.md)
+            # 0.04 → 0.55; at the demo's 400 steps unchanged; benchmarks/README.md). The Atari recipe turns it off:
+            # on a busy screen it takes what the latents hold (aime_rl/experiments/atari.toml, forty-first session)
             context_prediction_weight=1.0,
             # the token decoder (a training head: one query per predicted token position, ≈ 85 % of a step's
             # multiply-adds at the latents' width on a 96×80 frame) 64 channels wide: the same context on Pong,
