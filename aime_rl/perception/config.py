@@ -142,7 +142,8 @@ class PredictorConfig:
             included (with the copy prior of the main objective, the latents only need to carry what changes).
             1 in the "small" preset (Catch); 0 in the Atari recipe, where a 256-d context cannot name a busy screen
             and the term takes what the latents hold to serve the screen's bulk (Space Invaders 0.557 untrained →
-            0.241 after 300 steps with it, 0.566 without; forty-first session). 0 (the seed's model) turns it off.
+            0.241 at step 300 of a 1500-step training with it, 0.566 without; forty-first session). 0 (the seed's
+            model) turns it off.
         mark_changes: add to each input token a learned embedding of whether its cell changed since the previous
             token step (:func:`~aime_rl.perception.predictor.change_marks`). The latent queries are the same at every
             frame, so what they attend to is decided by the keys alone; with this mark a moving object's few tokens
