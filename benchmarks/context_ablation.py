@@ -182,6 +182,13 @@ VARIANTS: dict[str, dict] = {
         "local_motion_history": True,
         "local_motion_lr_scale": 3.0,
     },
+    # the demo's recipe without the context-prediction term (the Atari recipe's change, forty-first session)
+    "pixel-motion-lr3-cp0": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "context_prediction_weight": 0.0,
+    },
     "pixel-motion6-ahead5-lr3": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
