@@ -297,6 +297,13 @@ VARIANTS: dict[str, dict] = {
     # the Atari recipe since the forty-first session: no context-prediction term (on a busy screen it takes what
     # the untrained latents hold; Space Invaders). For runs made before it; a newer run's "preset" row is this
     "copy-logit3-cp0": {"copy_logit": 3.0, "context_prediction_weight": 0.0},
+    # … with the temporal global-local InfoNCE (ST-DIM's kind of term: the context must tell its clip's next tokens
+    # from the other clips'), a term that asks for what differs between clips where the next frame teaches nothing
+    "copy-logit3-cp0-contrastive1": {
+        "copy_logit": 3.0,
+        "context_prediction_weight": 0.0,
+        "contrastive_weight": 1.0,
+    },
     # no self-attention among the decoder's queries: a query knows its own cell's last tokens (and the copy prior
     # keeps them), but a sprite that moves in from a neighbouring cell must come from the latents
     "copy-logit3-sa0": {"copy_logit": 3.0, "num_decoder_self_attention_layers": 0},
