@@ -189,6 +189,12 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
         "context_prediction_weight": 0.0,
     },
+    "pixel-motion-lr3-cp0.1": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "context_prediction_weight": 0.1,
+    },
     "pixel-motion6-ahead5-lr3": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -297,6 +303,7 @@ VARIANTS: dict[str, dict] = {
     # the Atari recipe since the forty-first session: no context-prediction term (on a busy screen it takes what
     # the untrained latents hold; Space Invaders). For runs made before it; a newer run's "preset" row is this
     "copy-logit3-cp0": {"copy_logit": 3.0, "context_prediction_weight": 0.0},
+    "copy-logit3-cp0.1": {"copy_logit": 3.0, "context_prediction_weight": 0.1},
     # … with the temporal global-local InfoNCE (ST-DIM's kind of term: the context must tell its clip's next tokens
     # from the other clips'), a term that asks for what differs between clips where the next frame teaches nothing
     "copy-logit3-cp0-contrastive1": {
