@@ -189,6 +189,13 @@ VARIANTS: dict[str, dict] = {
         "local_motion_lr_scale": 3.0,
         "context_prediction_weight": 0.0,
     },
+    # the demo's recipe with its context-prediction term scored on the cells that change only
+    "pixel-motion-lr3-ctx-changes": {
+        "local_motion_inputs": "pixels",
+        "local_motion_history": True,
+        "local_motion_lr_scale": 3.0,
+        "_context_changes_only": True,
+    },
     "pixel-motion-lr3-cp0.1": {
         "local_motion_inputs": "pixels",
         "local_motion_history": True,
@@ -310,6 +317,33 @@ VARIANTS: dict[str, dict] = {
         "copy_logit": 3.0,
         "context_prediction_weight": 0.0,
         "contrastive_weight": 1.0,
+    },
+    # today's Atari recipe with each latent given a home on the token grid (the latents start as a coarse map of the
+    # screen, not N near-copies of its average: on a game the training teaches little, the start is what it reads)
+    "copy-logit3-cp0-spatial8": {
+        "copy_logit": 3.0,
+        "context_prediction_weight": 0.0,
+        "spatial_attention_bias": 8.0,
+    },
+    "copy-logit3-cp0-spatial16": {
+        "copy_logit": 3.0,
+        "context_prediction_weight": 0.0,
+        "spatial_attention_bias": 16.0,
+    },
+    # the context-prediction term back, scored on the cells that change only: the pooled context is asked for what
+    # moves, not for the bulk of a busy screen (which the term's whole-frame mean pulled the latents to)
+    "copy-logit3-ctx-changes": {
+        "copy_logit": 3.0,
+        "context_prediction_weight": 1.0,
+        "_context_changes_only": True,
+    },
+    # today's Atari recipe (for runs made before it) with a linear map of the context naming every cell's tokens of
+    # the same frame: a term that asks the context to keep what the frame shows, where naming the next frame does not
+    "copy-logit3-cp0-linear-now1": {
+        "copy_logit": 3.0,
+        "context_prediction_weight": 0.0,
+        "latent_reconstruction_weight": 1.0,
+        "_linear_tokens": (0,),
     },
     # no self-attention among the decoder's queries: a query knows its own cell's last tokens (and the copy prior
     # keeps them), but a sprite that moves in from a neighbouring cell must come from the latents
@@ -592,6 +626,7 @@ def build(
     whitened_slot = overrides.pop("_whitened_slot", None)
     context_distance = overrides.pop("_context_distance", None)
     context_distance_cells = overrides.pop("_context_distance_cells", "changed")
+    context_changes_only = overrides.pop("_context_changes_only", False)
     next_frame_copy = overrides.pop("_next_frame_copy", True)
     if overrides.pop("_train_tokenizer", False):
         fresh = CausalPerceiverIO.from_preset(config.preset, video_shape=shape, **overrides).tokenizer
@@ -690,6 +725,8 @@ def build(
                 rows.copy_(geometry_rows(model.tokenizer.codebook.float(), rows.shape[-1], code_geometry))
     if context_distance is not None:
         attach_context_distance(model, context_distance, cells=context_distance_cells)
+    if context_changes_only:
+        attach_context_changes_only(model)
     if not next_frame_copy:
         attach_next_frame_without_copy(model)
     if whitened_slot is not None:
@@ -897,6 +934,36 @@ def attach_context_distance(
 
     object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
     object.__setattr__(predictor, "_cross_entropy", graded_cross_entropy)
+
+
+def attach_context_changes_only(model: CausalPerceiverIO) -> None:
+    """Score the pooled context's own term (the next frame named from the context alone) on the cells whose
+    tokens change only: its cross-entropy averaged over those cells instead of the whole frame."""
+    predictor = model.predictor
+    next_frame_loss, cross_entropy = predictor._next_frame_loss, predictor._cross_entropy
+    reading = {"context": False}
+
+    def context_aware_next_frame_loss(memory, tokens, term_weight, copy_prior=True, horizon=1):
+        reading["context"] = not copy_prior  # the context term is the one without the copy prior
+        try:
+            return next_frame_loss(memory, tokens, term_weight, copy_prior, horizon)
+        finally:
+            reading["context"] = False
+
+    def changed_cross_entropy(logits, target, changed=None):
+        if not reading["context"] or changed is None:
+            return cross_entropy(logits, target, changed)
+        per_id = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(),
+            target.reshape(-1),
+            label_smoothing=predictor.label_smoothing,
+            reduction="none",
+        ).view(target.shape)
+        weight = changed.to(per_id.dtype)
+        return (per_id.mean(-1) * weight).sum() / weight.sum().clamp_min(1.0)
+
+    object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
+    object.__setattr__(predictor, "_cross_entropy", changed_cross_entropy)
 
 
 def attach_next_frame_without_copy(model: CausalPerceiverIO) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import aime_rl  # noqa: F401  (registers the built-in envs)
 from aime_rl.evaluation import compute_representations, frame_stack_features, stream_features, untrained_copy
+from aime_rl.evaluation.representations import whitened_as_calibrated
+from aime_rl.perception import CausalPerceiverIO
 from aime_rl.wrappers import ContextObservation
 from tests.evaluation.helpers import WINDOW, short_catch
 
@@ -71,3 +74,23 @@ def test_the_probe_computes_latents_beside_the_context(catch_data, model):
     features = compute_representations(catch_data, ("context", "latents"), model, window=WINDOW, lanes=2)
     assert list(features) == ["context", "latents"]
     assert features["latents"].shape[1] == model.predictor.encoder.num_latents * model.context_dim
+
+
+def test_the_untrained_baseline_is_whitened_like_a_calibrated_model(catch_data):
+    """A fresh model's whitening is the identity; the baseline fits it to its own contexts, as train-context fits a
+    trained model's, so the probe compares architectures, not a whitened context with an unwhitened one."""
+    torch.manual_seed(0)
+    model = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64), context_whitening=True).eval()
+    features = compute_representations(catch_data, ("untrained",), model, window=WINDOW, lanes=2)["untrained"]
+    # ZCA: unit variance along the directions the contexts span (a fresh model's raw contexts barely move: their
+    # largest eigenvalue is ≈ 0.006 here), centred
+    eigenvalues = np.linalg.eigvalsh(np.cov(features, rowvar=False))[::-1]
+    np.testing.assert_allclose(eigenvalues[:8], 1.0, atol=0.05)
+    assert np.abs(features.mean(0)).max() < 1e-3
+
+
+def test_whitening_a_fitted_models_contexts_again_is_refused():
+    fitted = CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64), context_whitening=True).eval()
+    fitted.predictor.whitening["fast"].update(torch.randn(16, fitted.context_dim), cumulative=True)
+    with pytest.raises(ValueError, match="already fitted"):
+        whitened_as_calibrated(fitted, np.zeros((4, fitted.context_dim), np.float32))
