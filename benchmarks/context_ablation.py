@@ -40,6 +40,7 @@ from aime_rl.envs import make_env
 from aime_rl.evaluation import catch_landing_labels, collect_labelled, default_label_fn, probe_model
 from aime_rl.evaluation.representations import compute_representations
 from aime_rl.perception import CausalPerceiverIO, VQPTTokenizer
+from aime_rl.perception.losses import per_id_cross_entropy
 from aime_rl.perception.modules.whitening import ContextWhitening
 from aime_rl.pipeline import RunConfig, RunDir
 from aime_rl.pipeline.stages import trainer_config
@@ -907,63 +908,57 @@ def attach_motion_distance(model: CausalPerceiverIO, weight: float, space: str =
     object.__setattr__(predictor, "_local_motion_loss", loss)
 
 
+def rescore_context_term(model: CausalPerceiverIO, context_cross_entropy) -> None:
+    """Score the pooled context's own term (the next frame named from the context alone) with
+    ``context_cross_entropy(logits, target, changed, plain)`` instead of the model's cross-entropy (``plain``, which
+    the other token terms keep). The context term is the one decoded without the copy prior."""
+    predictor = model.predictor
+    next_frame_loss, cross_entropy = predictor._next_frame_loss, predictor._cross_entropy
+    reading = {"context": False}
+
+    def context_aware_next_frame_loss(memory, tokens, term_weight, copy_prior=True, horizon=1):
+        reading["context"] = not copy_prior
+        try:
+            return next_frame_loss(memory, tokens, term_weight, copy_prior, horizon)
+        finally:
+            reading["context"] = False
+
+    def scored(logits, target, changed=None):
+        if not reading["context"] or changed is None:
+            return cross_entropy(logits, target, changed)
+        return context_cross_entropy(logits, target, changed, cross_entropy)
+
+    object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
+    object.__setattr__(predictor, "_cross_entropy", scored)
+
+
 def attach_context_distance(
     model: CausalPerceiverIO, weight: float, space: str = "pixels", cells: str = "changed"
 ) -> None:
     """Add to the pooled context's own term (the next frame named from the context alone), times ``weight``, the
     :func:`code_distance` of its expected codes on the cells that change (``cells="all"``: on every cell): credit
     that grows as the named ball moves towards its true place, a fraction of a pixel at a time."""
-    predictor = model.predictor
-    distance = code_distance(predictor, space)
-    next_frame_loss, cross_entropy = predictor._next_frame_loss, predictor._cross_entropy
-    reading = {"context": False}
+    distance = code_distance(model.predictor, space)
 
-    def context_aware_next_frame_loss(memory, tokens, term_weight, copy_prior=True, horizon=1):
-        reading["context"] = not copy_prior  # the context term is the one without the copy prior
-        try:
-            return next_frame_loss(memory, tokens, term_weight, copy_prior, horizon)
-        finally:
-            reading["context"] = False
-
-    def graded_cross_entropy(logits, target, changed=None):
-        base = cross_entropy(logits, target, changed)
-        if not reading["context"] or changed is None:
-            return base
+    def graded_cross_entropy(logits, target, changed, plain):
         scored = torch.ones_like(changed, dtype=torch.float) if cells == "all" else changed.float()
-        return base + weight * (distance(logits, target) * scored).sum() / scored.sum().clamp_min(1.0)
+        extra = (distance(logits, target) * scored).sum() / scored.sum().clamp_min(1.0)
+        return plain(logits, target, changed) + weight * extra
 
-    object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
-    object.__setattr__(predictor, "_cross_entropy", graded_cross_entropy)
+    rescore_context_term(model, graded_cross_entropy)
 
 
 def attach_context_changes_only(model: CausalPerceiverIO) -> None:
     """Score the pooled context's own term (the next frame named from the context alone) on the cells whose
     tokens change only: its cross-entropy averaged over those cells instead of the whole frame."""
-    predictor = model.predictor
-    next_frame_loss, cross_entropy = predictor._next_frame_loss, predictor._cross_entropy
-    reading = {"context": False}
+    smoothing = model.predictor.label_smoothing
 
-    def context_aware_next_frame_loss(memory, tokens, term_weight, copy_prior=True, horizon=1):
-        reading["context"] = not copy_prior  # the context term is the one without the copy prior
-        try:
-            return next_frame_loss(memory, tokens, term_weight, copy_prior, horizon)
-        finally:
-            reading["context"] = False
-
-    def changed_cross_entropy(logits, target, changed=None):
-        if not reading["context"] or changed is None:
-            return cross_entropy(logits, target, changed)
-        per_id = F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]).float(),
-            target.reshape(-1),
-            label_smoothing=predictor.label_smoothing,
-            reduction="none",
-        ).view(target.shape)
+    def changed_cross_entropy(logits, target, changed, plain):
+        per_id = per_id_cross_entropy(logits, target, smoothing)
         weight = changed.to(per_id.dtype)
         return (per_id.mean(-1) * weight).sum() / weight.sum().clamp_min(1.0)
 
-    object.__setattr__(predictor, "_next_frame_loss", context_aware_next_frame_loss)
-    object.__setattr__(predictor, "_cross_entropy", changed_cross_entropy)
+    rescore_context_term(model, changed_cross_entropy)
 
 
 def attach_next_frame_without_copy(model: CausalPerceiverIO) -> None:

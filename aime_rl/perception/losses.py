@@ -420,14 +420,22 @@ def token_cross_entropy(
     """Logits ``[..., G, K]`` and ids ``[..., G]`` → mean cross-entropy (with label smoothing), plus
     ``change_weight`` × the mean over the positions where ``changed`` (bool ``[...]``) is True — the tokens that
     differ from the frame before, which a plain mean lets copying ignore (nothing added when none changed)."""
-    per_id = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        target.reshape(-1),
-        label_smoothing=label_smoothing,
-        reduction="none",
-    ).view(target.shape)
+    per_id = per_id_cross_entropy(logits, target, label_smoothing)
     loss = per_id.mean()
     if changed is None or change_weight == 0:
         return loss
     weight = changed.to(per_id.dtype)
     return loss + change_weight * (per_id.mean(-1) * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def per_id_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Logits ``[..., G, K]`` and ids ``[..., G]`` → the cross-entropy (with label smoothing) of every id, float32
+    ``[..., G]``."""
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        target.reshape(-1),
+        label_smoothing=label_smoothing,
+        reduction="none",
+    ).view(target.shape)
