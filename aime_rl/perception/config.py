@@ -334,6 +334,17 @@ class PredictorConfig:
             less, so no preset has it; the Atari recipe (``aime_rl/experiments/atari.toml``) does (3; Space
             Invaders 0.502 → 0.540, Pong through the CLI the same: fortieth session). 0 (no bonus, no parameter)
             is the seed's.
+        frozen_embeddings: the input adapter — each code's embedding and the map of a cell's grid position — is not
+            trained: it stays as drawn (or as ``embeddings_from_codes`` set it). That table is what the encoder's
+            cross-attention reads every cell as, and it is also the decoder's query embedding and, tied, the table
+            every predicted token is scored against; the token terms reshape it to name a busy screen's next tokens,
+            and on the screens where the next frame teaches nothing (a scrolling river, a sprite a random policy
+            moves) the reshaped table loses what the drawn one told apart. Riverraid through the Atari recipe,
+            three models, 4000 probe frames: AtariARI score 0.165 / 0.173 / 0.094 → 0.183 / 0.195 / 0.195, the
+            untrained architecture's level (0.193 / 0.198); Pong 0.790 / 0.786 → 0.776 / 0.787 / 0.782
+            (``benchmarks/README.md``, forty-third session). The context-model trainer leaves these parameters out
+            (``requires_grad`` False, also out of :meth:`~aime_rl.perception.predictor.PerceiverTokenPredictor.
+            trainable_parameters`). False is the seed's model.
     """
 
     num_latents: int = 128
@@ -377,6 +388,7 @@ class PredictorConfig:
     local_motion_history: bool = False
     local_motion_lr_scale: float = 1.0
     copy_logit: float = 0.0
+    frozen_embeddings: bool = False
 
 
 #: The ways a frame's latents ``[N, D]`` become its context ``[D]`` (``PredictorConfig.context_pooling``).
@@ -466,6 +478,7 @@ ADDED_CONFIG_KEYS: tuple[str, ...] = (
     "predictor.local_motion_history",
     "predictor.local_motion_lr_scale",
     "predictor.copy_logit",
+    "predictor.frozen_embeddings",
     "tokenizer.padding",
     "tokenizer.encoder",
     "tokenizer.decoder",

@@ -160,6 +160,7 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         local_motion_history: bool = False,
         local_motion_lr_scale: float = 1.0,
         copy_logit: float = 0.0,
+        frozen_embeddings: bool = False,
     ):
         super().__init__()
         check_window(window)
@@ -247,10 +248,13 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
             local_motion_history=local_motion_history,
             local_motion_lr_scale=local_motion_lr_scale,
             copy_logit=copy_logit,
+            frozen_embeddings=frozen_embeddings,
         )
         d = num_latent_channels
         self.tokenizer = tokenizer
         self.input_adapter = TokenInputAdapter(tokenizer.num_codes, tokenizer.num_quantizers, d)
+        # frozen_embeddings: what every cell is read as stays as drawn (see PredictorConfig.frozen_embeddings)
+        self.input_adapter.requires_grad_(not frozen_embeddings)
         # rows UNCHANGED / CHANGED / FIRST; about the norm of the grid position encoding, so the mark is seen
         self.change_embedding = nn.Parameter(torch.randn(3, d) * 0.3) if mark_changes else None
         # the embedding of a cell's previous tokens → what is added to its key's input (previous_tokens)
@@ -505,8 +509,10 @@ class PerceiverTokenPredictor(TokenGenerationMixin, nn.Module):
         return self.tokenizer.temporal_factor
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        """Parameters of the predictor itself (the tokenizer is trained separately)."""
-        return [p for name, p in self.named_parameters() if not name.startswith("tokenizer.")]
+        """Parameters of the predictor itself (the tokenizer is trained separately), without the input adapter's
+        with ``frozen_embeddings``."""
+        frozen = ("tokenizer.", "input_adapter.") if self.config.frozen_embeddings else ("tokenizer.",)
+        return [p for name, p in self.named_parameters() if not name.startswith(frozen)]
 
     # -- tokens → latents → context ------------------------------------------------------------------------------
 
