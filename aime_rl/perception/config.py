@@ -341,10 +341,11 @@ class PredictorConfig:
             and on the screens where the next frame teaches nothing (a scrolling river, a sprite a random policy
             moves) the reshaped table loses what the drawn one told apart. Riverraid through the Atari recipe,
             three models, 4000 probe frames: AtariARI score 0.165 / 0.173 / 0.094 → 0.183 / 0.195 / 0.195, the
-            untrained architecture's level (0.193 / 0.198); Pong 0.790 / 0.786 → 0.776 / 0.787 / 0.782
-            (``benchmarks/README.md``, forty-third session). The context-model trainer leaves these parameters out
-            (``requires_grad`` False, also out of :meth:`~aime_rl.perception.predictor.PerceiverTokenPredictor.
-            trainable_parameters`). False is the seed's model.
+            untrained architecture's level (0.193 / 0.198), still below the random CNN; where training adds state
+            it costs a little (Pong 0.788 → 0.782, Berzerk 0.523 → 0.516, Asteroids 0.429 → 0.421, three models
+            each; ``benchmarks/README.md``, forty-third session), so no preset or recipe has it. The context-model
+            trainer leaves these parameters out (``requires_grad`` False, and ``trainable_parameters()`` of the
+            predictor skips them); the context is computed the same way. False is the seed's model.
     """
 
     num_latents: int = 128
