@@ -312,6 +312,14 @@ VARIANTS: dict[str, dict] = {
     # the untrained latents hold; Space Invaders). For runs made before it; a newer run's "preset" row is this
     "copy-logit3-cp0": {"copy_logit": 3.0, "context_prediction_weight": 0.0},
     "copy-logit3-cp0.1": {"copy_logit": 3.0, "context_prediction_weight": 0.1},
+    # the input adapter (code embeddings, grid-position map) left as drawn (PredictorConfig.frozen_embeddings), alone
+    # and over the Atari recipe's two keys (for runs made before they were in it)
+    "frozen-embeddings": {"frozen_embeddings": True},
+    "copy-logit3-cp0-frozen-embeddings": {
+        "copy_logit": 3.0,
+        "context_prediction_weight": 0.0,
+        "frozen_embeddings": True,
+    },
     # … with the temporal global-local InfoNCE (ST-DIM's kind of term: the context must tell its clip's next tokens
     # from the other clips'), a term that asks for what differs between clips where the next frame teaches nothing
     "copy-logit3-cp0-contrastive1": {

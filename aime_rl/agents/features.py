@@ -50,7 +50,8 @@ class PerceptionFeaturesExtractor(BaseFeaturesExtractor):
             kwargs into the saved agent, and ``PPO.load`` then rebuilds the model and loads the fine-tuned weights).
         window: attention window of ``extract_context`` (None: all ``k`` frames).
         train_perception_mode: let ``train(True)`` put the perception model in training mode too (Dropout on).
-        trainable: False freezes the model's parameters (then prefer the env wrappers, which are much faster).
+        trainable: False freezes the model's parameters (then prefer the env wrappers, which are much faster). A
+            model built with ``frozen_embeddings`` keeps its input adapter frozen either way.
 
     ``forward`` takes observations as SB3 preprocesses them: float in ``[0, 1]`` (``normalize_images=True``).
     """
@@ -72,6 +73,8 @@ class PerceptionFeaturesExtractor(BaseFeaturesExtractor):
         self.window = window
         self.train_perception_mode = train_perception_mode
         self.perception.requires_grad_(trainable)
+        if model.predictor.config.frozen_embeddings:  # stays as drawn in every training (PredictorConfig)
+            model.predictor.input_adapter.requires_grad_(False)
         self.train(False)
 
     @staticmethod

@@ -524,7 +524,8 @@ def with_arguments(
     ``arguments`` are ``CausalPerceiverIO``'s keyword arguments — ``video_shape``, ``tokenizer_options`` (a dict
     of :data:`TOKENIZER_OPTIONS` keys; an unknown key or a value of the wrong type raises ``ValueError`` naming
     it) and the tokenizer's and predictor's arguments — or any other tokenizer or predictor key. An unknown name
-    raises ``ValueError``: ``unknown {what} 'name'{context}; allowed: [...]``.
+    raises ``ValueError``: ``unknown {what} 'name'{context}; allowed: [...]``; so does a value of the wrong type
+    (``frozen_embeddings='yes'``: ``{what}s: key 'frozen_embeddings' must be bool, got 'yes' (str)``).
     """
     video_shape = config.video_shape
     parts: dict[str, dict[str, Any]] = {"tokenizer": {}, "predictor": {}}
@@ -540,10 +541,14 @@ def with_arguments(
             hint = " (set by video_shape)" if name in DERIVED_TOKENIZER_KEYS else ""
             allowed = sorted({"video_shape", "tokenizer_options", *ROUTES})
             raise ValueError(f"unknown {what} {name!r}{context}{hint}; allowed: {allowed}")
+    checked = {
+        section: config_kwargs(config_class, parts[section], f"{what}s", require_all=False)
+        for section, config_class in (("tokenizer", TokenizerConfig), ("predictor", PredictorConfig))
+    }
     return CausalPerceiverConfig(
         video_shape=video_shape,
-        tokenizer=replace(config.tokenizer, **parts["tokenizer"]),
-        predictor=replace(config.predictor, **parts["predictor"]),
+        tokenizer=replace(config.tokenizer, **checked["tokenizer"]),
+        predictor=replace(config.predictor, **checked["predictor"]),
     )
 
 

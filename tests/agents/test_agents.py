@@ -135,6 +135,16 @@ def test_perception_features_extractor_keeps_weights_and_eval_mode(model_dir):
     assert changed
 
 
+def test_perception_features_extractor_keeps_frozen_embeddings_frozen(tmp_path):
+    CausalPerceiverIO.from_preset("tiny", video_shape=(8, 3, 64, 64), frozen_embeddings=True).save_pretrained(
+        tmp_path
+    )
+    space = gym.spaces.Box(0, 255, shape=(6, 64, 64), dtype=np.uint8)
+    predictor = PerceptionFeaturesExtractor(space, str(tmp_path), trainable=True).perception.predictor
+    assert not any(p.requires_grad for p in predictor.input_adapter.parameters())
+    assert all(p.requires_grad for p in predictor.encoder.parameters())
+
+
 def test_perception_features_extractor_shapes_and_train_mode_option(model_dir):
     space = gym.spaces.Box(0, 255, shape=(96, 96, 6), dtype=np.uint8)  # channels-last, 2 frames, resized
     extractor = PerceptionFeaturesExtractor(space, model_dir, train_perception_mode=True)

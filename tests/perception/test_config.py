@@ -117,11 +117,19 @@ def test_from_preset_takes_a_frame_size(frame_size, expected):
         (dict(frame_size=(32, 32, 3)), "frame_size must be"),
         (dict(in_channels=1), "unknown override 'in_channels' for preset 'tiny' \\(set by video_shape\\)"),
         (dict(tokenizer_options={"code_dim": 8}), "tokenizer_options: unknown key 'code_dim'"),
+        (dict(frozen_embeddings="yes"), "overrides: key 'frozen_embeddings' must be bool, got 'yes'"),
+        (dict(num_latents=8.0), "overrides: key 'num_latents' must be int, got 8.0"),
+        (dict(downsample="4"), "overrides: key 'downsample' must be int"),
     ],
 )
 def test_bad_preset_overrides_are_refused_by_name(overrides, match):
     with pytest.raises(ValueError, match=match):
         CausalPerceiverIO.from_preset("tiny", **overrides)
+
+
+def test_constructor_arguments_of_the_wrong_type_are_refused_by_name():
+    with pytest.raises(ValueError, match="arguments: key 'num_latents' must be int, got 'x'"):
+        CausalPerceiverIO(video_shape=(8, 3, 64, 64), num_latents="x")
 
 
 def test_presets_are_nested_configs_and_overrides_go_where_they_belong():
