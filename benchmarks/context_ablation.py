@@ -315,6 +315,8 @@ VARIANTS: dict[str, dict] = {
     # the input adapter (code embeddings, grid-position map) left as drawn (PredictorConfig.frozen_embeddings), alone
     # and over the Atari recipe's two keys (for runs made before they were in it)
     "frozen-embeddings": {"frozen_embeddings": True},
+    # the Atari recipe's table trained, as before the forty-fourth session
+    "trained-embeddings": {"frozen_embeddings": False},
     "copy-logit3-cp0-frozen-embeddings": {
         "copy_logit": 3.0,
         "context_prediction_weight": 0.0,

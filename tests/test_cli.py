@@ -36,6 +36,7 @@ ATARI_PREDICTOR_KWARGS = {
     "num_latents": 16,
     "copy_logit": 3.0,
     "context_prediction_weight": 0.0,
+    "frozen_embeddings": True,
 }
 
 

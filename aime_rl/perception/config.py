@@ -341,11 +341,13 @@ class PredictorConfig:
             and on the screens where the next frame teaches nothing (a scrolling river, a sprite a random policy
             moves) the reshaped table loses what the drawn one told apart. Riverraid through the Atari recipe,
             three models, 4000 probe frames: AtariARI score 0.165 / 0.173 / 0.094 → 0.183 / 0.195 / 0.195, the
-            untrained architecture's level (0.193 / 0.198), still below the random CNN; where training adds state
-            it is level or a little below (Pong through the CLI 0.829 / 0.843 / 0.830 → 0.825 / 0.846 / 0.828,
-            Berzerk 0.523 → 0.516, Asteroids 0.429 → 0.421, three models each; ``benchmarks/README.md``,
-            forty-third session), so no preset or recipe has it yet. The context-model
-            trainer leaves these parameters out (``requires_grad`` False, and ``trainable_parameters()`` of the
+            untrained architecture's level (0.193 / 0.198), still below the random CNN; Frostbite 0.499 → 0.510,
+            Boxing 0.403 → 0.416, Breakout and Freeway +0.006 / +0.003; elsewhere level or up to 0.01 below (Pong
+            through the CLI 0.829 / 0.843 / 0.830 → 0.825 / 0.846 / 0.828; Ms. Pac-Man, Seaquest, Berzerk,
+            Asteroids, Space Invaders 0.000 to −0.010, three models each; ``benchmarks/README.md``, forty-third and
+            forty-fourth sessions). So the Atari recipe (``aime_rl/experiments/atari.toml``) has it; the presets
+            and the demo's recipe, not measured on Catch with it, do not. The context-model trainer leaves these
+            parameters out (``requires_grad`` False, and ``trainable_parameters()`` of the
             predictor skips them); the context is computed the same way. False is the seed's model.
     """
 
